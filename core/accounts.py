@@ -1,0 +1,272 @@
+"""Use cases about a member's account: identity, PIN, balance, tier, history, points in and out.
+
+Every use case takes a unit of work, the programme rules and ``now``; those that change
+anything commit before returning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import date, datetime, timedelta
+
+from core.domain import (
+    LANGUAGES,
+    POINT_SOURCES,
+    Balance,
+    Channel,
+    InsufficientPoints,
+    InvalidInput,
+    LedgerEntry,
+    LedgerKind,
+    LedgerProblem,
+    Member,
+    PinLocked,
+    PinNotSet,
+    TierStatus,
+    UnknownMember,
+    WrongPin,
+    normalise_msisdn,
+)
+from core.rules import (
+    ProgrammeRules,
+    expiry_for,
+    last_valid_day,
+    plan_spend,
+    qualifying_window_start,
+    tier_for,
+    tier_rank,
+    tier_valid_until,
+)
+
+PIN_ITERATIONS = 20_000
+
+
+def require_member(uow, msisdn: str, *, for_update: bool = False) -> Member:
+    member = uow.get_member(normalise_msisdn(msisdn), for_update=for_update)
+    if member is None:
+        raise UnknownMember(msisdn)
+    return member
+
+
+def get_member(uow, rules: ProgrammeRules, msisdn: str) -> Member | None:
+    return uow.get_member(normalise_msisdn(msisdn))
+
+
+def balance(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> Balance:
+    member = require_member(uow, msisdn)
+    points, next_expiry, expiring = uow.balance_summary(member.msisdn, now)
+    return Balance(member.msisdn, points, expiring,
+                   last_valid_day(next_expiry, rules.zone) if next_expiry else None)
+
+
+def tier_status(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> TierStatus:
+    """The tier in force: the reviewed tier while valid, or higher if earned since."""
+    member = require_member(uow, msisdn)
+    today = rules.today(now)
+    qualifying = uow.earned_points(member.msisdn, qualifying_window_start(today),
+                                   rules.programme.qualifying_sources)
+    earned = tier_for(qualifying, rules.tiers)
+    current, valid_until = earned, None
+    if member.tier_valid_until and member.tier_valid_until >= today:
+        kept = rules.tier(member.tier_code)
+        if tier_rank(kept.code, rules.tiers) >= tier_rank(earned.code, rules.tiers):
+            current, valid_until = kept, member.tier_valid_until
+    if valid_until is None:
+        valid_until = tier_valid_until(today, rules.programme)
+    rank = tier_rank(current.code, rules.tiers)
+    nxt = rules.tiers[rank + 1] if rank + 1 < len(rules.tiers) else None
+    return TierStatus(
+        member.msisdn, current.code, current.name_zh, current.name_en, valid_until, qualifying,
+        current.priority, nxt.code if nxt else None, nxt.name_zh if nxt else None,
+        nxt.name_en if nxt else None, max(0, nxt.threshold - qualifying) if nxt else 0,
+    )
+
+
+def review_tier(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> tuple[str, str]:
+    """Persist the tier the member qualifies for. Returns (old code, new code)."""
+    member = require_member(uow, msisdn, for_update=True)
+    today = rules.today(now)
+    qualifying = uow.earned_points(member.msisdn, qualifying_window_start(today),
+                                   rules.programme.qualifying_sources)
+    earned = tier_for(qualifying, rules.tiers)
+    still_valid = member.tier_valid_until is not None and member.tier_valid_until >= today
+    old_rank = tier_rank(member.tier_code, rules.tiers)
+    new_rank = tier_rank(earned.code, rules.tiers)
+    if new_rank > old_rank or not still_valid:
+        uow.update_member(member.msisdn, tier_code=earned.code,
+                          tier_valid_until=tier_valid_until(today, rules.programme))
+        uow.commit()
+        return member.tier_code, earned.code
+    return member.tier_code, member.tier_code
+
+
+def history(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *, offset: int = 0,
+            limit: int = 5) -> list[LedgerEntry]:
+    member = require_member(uow, msisdn)
+    return uow.history(member.msisdn, offset, limit)
+
+
+# --- PIN ----------------------------------------------------------------------------------
+
+
+def hash_pin(pin: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, PIN_ITERATIONS)
+    return f"pbkdf2_sha256${PIN_ITERATIONS}${salt.hex()}${digest.hex()}"
+
+
+def pin_matches(pin: str, stored: str) -> bool:
+    _, iterations, salt, digest = stored.split("$")
+    candidate = hashlib.pbkdf2_hmac("sha256", pin.encode(), bytes.fromhex(salt), int(iterations))
+    return hmac.compare_digest(candidate.hex(), digest)
+
+
+def validate_pin(pin: str) -> str:
+    if not (pin.isdigit() and pin.isascii() and 4 <= len(pin) <= 8):
+        raise InvalidInput("a PIN is 4 to 8 digits")
+    return pin
+
+
+def set_pin(uow, rules: ProgrammeRules, msisdn: str, pin: str, now: datetime) -> None:
+    member = require_member(uow, msisdn, for_update=True)
+    uow.update_member(member.msisdn, pin_hash=hash_pin(validate_pin(pin)), pin_failures=0,
+                      pin_locked_until=None)
+    uow.commit()
+
+
+def verify_pin(uow, rules: ProgrammeRules, msisdn: str, pin: str, now: datetime) -> Member:
+    """Check the service PIN; the last of ``pin_max_tries`` wrong tries locks it."""
+    member = require_member(uow, msisdn, for_update=True)
+    check_not_locked(member, now)
+    stored, failures = uow.member_pin(member.msisdn)
+    if stored is None:
+        raise PinNotSet(member.msisdn)
+    if pin_matches(pin, stored):
+        if failures:
+            uow.update_member(member.msisdn, pin_failures=0)
+            uow.commit()
+        return member
+    record_failed_secret(uow, rules, member.msisdn, failures, now)
+
+
+def check_not_locked(member: Member, now: datetime) -> None:
+    if member.pin_locked_until is not None and member.pin_locked_until > now:
+        raise PinLocked(member.pin_locked_until)
+
+
+def record_failed_secret(uow, rules: ProgrammeRules, msisdn: str, failures: int,
+                         now: datetime) -> None:
+    """A wrong PIN or one-time code: counts toward the lock, commits, and raises."""
+    failures += 1
+    if failures >= rules.programme.pin_max_tries:
+        until = now + timedelta(minutes=rules.programme.pin_lock_minutes)
+        uow.update_member(msisdn, pin_failures=0, pin_locked_until=until)
+        uow.commit()
+        raise PinLocked(until)
+    uow.update_member(msisdn, pin_failures=failures)
+    uow.commit()
+    raise WrongPin(rules.programme.pin_max_tries - failures)
+
+
+# --- preferences --------------------------------------------------------------------------
+
+
+def set_language(uow, rules: ProgrammeRules, msisdn: str, language: str, now: datetime) -> None:
+    if language not in LANGUAGES:
+        raise InvalidInput(f"language must be one of {', '.join(LANGUAGES)}")
+    member = require_member(uow, msisdn, for_update=True)
+    uow.update_member(member.msisdn, language=language)
+    uow.commit()
+
+
+def set_warning_preferences(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
+                            opt_out: bool | None = None, channel: str | None = None) -> None:
+    member = require_member(uow, msisdn, for_update=True)
+    fields = {}
+    if opt_out is not None:
+        fields["warning_opt_out"] = opt_out
+    if channel is not None:
+        if channel not in ("sms", "voice"):
+            raise InvalidInput("warning channel must be sms or voice")
+        fields["warning_channel"] = channel
+    if fields:
+        uow.update_member(member.msisdn, **fields)
+        uow.commit()
+
+
+# --- points in and out --------------------------------------------------------------------
+
+
+def credit_points(uow, rules: ProgrammeRules, msisdn: str, points: int, source: str,
+                  earned_on: date, now: datetime, *, reference: str | None = None,
+                  channel: str = Channel.OPS, reason: str | None = None) -> int | None:
+    """Add a lot and its ledger entry. Returns the lot id, or None if ``reference`` was seen."""
+    if points <= 0:
+        raise InvalidInput("credited points must be positive")
+    if source not in POINT_SOURCES:
+        raise InvalidInput(f"unknown points source {source!r}")
+    member = require_member(uow, msisdn, for_update=True)
+    if reference and uow.existing_references([reference]):
+        return None
+    lot_id = uow.add_lot(msisdn=member.msisdn, amount=points, source=source, earned_on=earned_on,
+                         expires_at=expiry_for(earned_on, rules.programme), reference=reference,
+                         now=now)
+    uow.add_ledger(msisdn=member.msisdn, kind=LedgerKind.CREDIT, amount=points,
+                   reason=reason or source, channel=channel, now=now, reference=reference)
+    uow.commit()
+    return lot_id
+
+
+def deduct_points(uow, rules: ProgrammeRules, msisdn: str, points: int, kind: str, reason: str,
+                  now: datetime, *, channel: str = Channel.OPS, allow_partial: bool = True,
+                  commit: bool = True, reference: str | None = None) -> int:
+    """A penalty or negative adjustment, soonest-expiring lots first. Never below zero:
+    with ``allow_partial`` only what the balance holds is taken. Returns the points taken."""
+    if kind not in (LedgerKind.PENALTY, LedgerKind.ADJUSTMENT):
+        raise InvalidInput("deductions are penalties or adjustments")
+    member = require_member(uow, msisdn, for_update=True)
+    lots = uow.spendable_lots(member.msisdn, now)
+    try:
+        plan = plan_spend(lots, points, now)
+    except InsufficientPoints as short:
+        if not allow_partial:
+            raise
+        plan = plan_spend(lots, short.balance, now)
+    taken = sum(p for _, p in plan)
+    for lot_id, take in plan:
+        uow.take_from_lot(lot_id, take)
+    # Recorded even when nothing was left to take, so the reason (and reference) is kept.
+    uow.add_ledger(msisdn=member.msisdn, kind=kind, amount=-taken, reason=reason,
+                   channel=channel, now=now, draws=plan, reference=reference)
+    if commit:
+        uow.commit()
+    return taken
+
+
+def expire_lapsed_lots(uow, rules: ProgrammeRules, now: datetime, *,
+                       batch: int = 5000) -> tuple[int, int]:
+    """Expire up to ``batch`` lots past their date with ledger entries. Returns (lots, points).
+
+    Safe to run again: expired lots are marked and not picked twice.
+    """
+    lapsed = uow.lapsed_lots(now, batch)
+    by_member: dict[str, list] = {}
+    for lot in lapsed:
+        by_member.setdefault(lot.msisdn, []).append(lot)
+    rows, draws = [], []
+    for msisdn, member_lots in by_member.items():
+        total = sum(lot.remaining for lot in member_lots)
+        rows.append(dict(msisdn=msisdn, kind=LedgerKind.EXPIRY, amount=-total,
+                         reason="points expired", channel=Channel.JOB, order_no=None,
+                         reference=None, created_at=now))
+        draws.append([(lot.id, lot.remaining) for lot in member_lots])
+    uow.add_ledger_bulk(rows, draws)
+    uow.mark_lots_expired([lot.id for lot in lapsed])
+    uow.commit()
+    return len(lapsed), sum(lot.remaining for lot in lapsed)
+
+
+def check_ledger(uow, rules: ProgrammeRules) -> list[LedgerProblem]:
+    return uow.ledger_problems()

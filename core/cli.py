@@ -1,0 +1,249 @@
+"""The ``loyalty`` ops command. Each package adds its own subcommands through ``register``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import sys
+from datetime import UTC, date, datetime
+from typing import Any
+
+from core.config import Config, ConfigError, load_config
+from core.domain import DomainError
+from core.rules import ProgrammeRules
+from core.store import SchemaBehind, Store
+
+# Packages that contribute subcommands (``register(subparsers)``), imported when present.
+PLUGINS = ("prompts.cli", "ivr.cli", "sms.cli", "core.jobs.cli", "bench.cli")
+
+
+class Context:
+    """What a subcommand needs: config, store and rules, built on first use."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self._config: Config | None = None
+        self._store: Store | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(getattr(self.args, "config", None))
+        return self._config
+
+    @property
+    def rules(self) -> ProgrammeRules:
+        return ProgrammeRules(self.config.programme, self.config.tiers)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            db = self.config.database
+            self._store = Store(db.url, pool_size=db.pool_size, busy_timeout_ms=db.busy_timeout_ms)
+        return self._store
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def run(self, use_case, *args: Any, write: bool = True, **kwargs: Any) -> Any:
+        """Run a use case in its own unit of work, on a schema that is up to date."""
+        self.store.check_schema()
+        with self.store.unit_of_work(write=write) as uow:
+            return use_case(uow, self.rules, *args, **kwargs)
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {k: to_jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def progress_bar(label: str):
+    """A progress callback drawing a bar on stderr (only when it is a terminal, plus the end)."""
+    tty = sys.stderr.isatty()
+
+    def show(done: int, total: int) -> None:
+        if not tty and done < total:
+            return
+        width = 30
+        filled = width * done // max(total, 1)
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+# --- core subcommands ---------------------------------------------------------------------
+
+
+def cmd_db_upgrade(ctx: Context) -> int:
+    before, after = ctx.store.upgrade()
+    print(f"database at {after}" + (f" (was {before or 'empty'})" if before != after else ""))
+    return 0
+
+
+def cmd_demo(ctx: Context) -> int:
+    from core.demo import DEMO_PIN, load_demo
+
+    ctx.store.check_schema()
+    with ctx.store.unit_of_work() as uow:
+        if ctx.args.if_empty and uow.count_members():
+            print("demo: database already has members; nothing loaded")
+            return 0
+    members = ctx.run(load_demo, ctx.now())
+    print(f"demo data loaded; every demo member's service PIN is {DEMO_PIN}")
+    for m in members:
+        print(f"  {m.msisdn}  {m.name:<12} {m.language}")
+    return 0
+
+
+def cmd_import(ctx: Context) -> int:
+    from core.imports import IMPORTERS, ImportFailed
+
+    try:
+        report = ctx.run(IMPORTERS[ctx.args.kind], ctx.args.file, ctx.now(),
+                         progress=progress_bar(f"import {ctx.args.kind}"))
+    except ImportFailed as failed:
+        print(str(failed), file=sys.stderr)
+        return 1
+    except FileNotFoundError:
+        print(f"{ctx.args.file}: no such file", file=sys.stderr)
+        return 1
+    print(f"{report.kind}: {report.rows} rows, {report.created} new, {report.updated} updated, "
+          f"{report.skipped} already imported")
+    return 0
+
+
+def member_summary(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> dict[str, Any]:
+    from core.accounts import balance, require_member, tier_status
+    from core.redemption import recent_orders
+
+    member = require_member(uow, msisdn)
+    tier = tier_status(uow, rules, msisdn, now)
+    bal = balance(uow, rules, msisdn, now)
+    return {
+        "msisdn": member.msisdn, "name": member.name, "language": member.language,
+        "tier": {"code": tier.code, "name": tier.name_en if member.language == "en"
+                 else tier.name_zh, "valid_until": tier.valid_until,
+                 "points_to_next": tier.points_to_next, "next": tier.next_code},
+        "balance": bal.points,
+        "next_expiry": {"points": bal.next_expiry_points, "date": bal.next_expiry_date},
+        "warning_opt_out": member.warning_opt_out, "warning_channel": member.warning_channel,
+        "pin_set": member.has_pin, "pin_locked_until": member.pin_locked_until,
+        "orders": [{"order_no": o.order_no, "reward_code": o.reward_code, "points": o.points,
+                    "status": o.status, "created_at": o.created_at,
+                    "delivery_status": o.delivery.status if o.delivery else None,
+                    "courier": o.delivery.courier if o.delivery else None,
+                    "tracking_no": o.delivery.tracking_no if o.delivery else None}
+                   for o in recent_orders(uow, rules, member.msisdn)],
+    }
+
+
+def cmd_member_show(ctx: Context) -> int:
+    summary = to_jsonable(ctx.run(member_summary, ctx.args.msisdn, ctx.now(), write=False))
+    if ctx.args.json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return 0
+    tier = summary["tier"]
+    print(f"{summary['msisdn']}  {summary['name']}  ({summary['language']})")
+    print(f"  tier     {tier['name']} until {tier['valid_until']}, "
+          f"{tier['points_to_next']} points to {tier['next'] or '-'}")
+    expiry = summary["next_expiry"]
+    print(f"  balance  {summary['balance']} points"
+          + (f", {expiry['points']} good until {expiry['date']}" if expiry["date"] else ""))
+    for o in summary["orders"]:
+        print(f"  order    {o['order_no']} {o['reward_code']} {o['points']} pts {o['status']}"
+              + (f" delivery {o['delivery_status']}" if o["delivery_status"] else ""))
+    return 0
+
+
+def cmd_order_cancel(ctx: Context) -> int:
+    from core.redemption import cancel_order
+
+    order = ctx.run(cancel_order, ctx.args.order_no, ctx.now())
+    print(f"order {order.order_no} cancelled; {order.points} points refunded")
+    return 0
+
+
+def cmd_check_ledger(ctx: Context) -> int:
+    from core.accounts import check_ledger
+
+    problems = ctx.run(check_ledger, write=False)
+    for p in problems:
+        print(f"{p.msisdn or '-'}: {p.what}")
+    print("ledger consistent" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loyalty", description=__doc__)
+    parser.add_argument("--config", help="config file (default: $LOYALTY_CONFIG or the default)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    db.add_parser("upgrade", help="create or upgrade the schema").set_defaults(func=cmd_db_upgrade)
+
+    demo = sub.add_parser("demo", help="load the demo data set and print its members")
+    demo.add_argument("--if-empty", action="store_true", help="only when there are no members")
+    demo.set_defaults(func=cmd_demo)
+
+    imp = sub.add_parser("import", help="import a CSV file (whole file or nothing)")
+    imp.add_argument("kind", choices=("members", "points", "rewards", "deliveries"))
+    imp.add_argument("file")
+    imp.set_defaults(func=cmd_import)
+
+    member = sub.add_parser("member", help="members").add_subparsers(dest="member", required=True)
+    show = member.add_parser("show", help="show one member")
+    show.add_argument("msisdn")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=cmd_member_show)
+
+    order = sub.add_parser("order", help="orders").add_subparsers(dest="order", required=True)
+    cancel = order.add_parser("cancel", help="cancel a redemption and refund its points")
+    cancel.add_argument("order_no")
+    cancel.set_defaults(func=cmd_order_cancel)
+
+    check = sub.add_parser("check", help="consistency checks").add_subparsers(
+        dest="check", required=True)
+    check.add_parser("ledger", help="check the ledger invariant for every member").set_defaults(
+        func=cmd_check_ledger)
+
+    for name in PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as missing:
+            if missing.name and name.startswith(missing.name):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    ctx = Context(args)
+    try:
+        return args.func(ctx) or 0
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except SchemaBehind as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except DomainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""Domain vocabulary: frozen records that cross the thread boundary, and domain errors.
+
+Nothing here knows about Twisted or SQLAlchemy. Instants are aware UTC datetimes; calendar dates
+are in the programme's time zone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+
+
+class Channel(StrEnum):
+    IVR = "ivr"
+    SMS = "sms"
+    OPS = "ops"
+    JOB = "job"
+    IMPORT = "import"
+
+
+class LedgerKind(StrEnum):
+    CREDIT = "credit"
+    DEBIT = "debit"
+    EXPIRY = "expiry"
+    ADJUSTMENT = "adjustment"
+    PENALTY = "penalty"
+    REFUND = "refund"
+
+
+class RewardKind(StrEnum):
+    SERVICE = "service"
+    GIFT = "gift"
+    VOUCHER = "voucher"
+
+
+class OrderStatus(StrEnum):
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SHIPPED = "shipped"
+    IN_TRANSIT = "in_transit"
+    DELIVERED = "delivered"
+    RETURNED = "returned"
+    CANCELLED = "cancelled"
+
+
+class TicketKind(StrEnum):
+    MAKEUP = "makeup"
+    COMPLAINT = "complaint"
+
+
+# Where points come from. "makeup" is a granted make-up claim, "refund" a cancelled redemption
+# whose original lots had expired.
+POINT_SOURCES = ("bill", "tenure", "ontime", "partner", "reward", "makeup", "adjustment", "refund")
+LANGUAGES = ("zh", "en")
+
+
+@dataclass(frozen=True)
+class Member:
+    msisdn: str
+    name: str
+    language: str
+    tier_code: str
+    tier_valid_until: date | None
+    warning_opt_out: bool
+    warning_channel: str  # "sms" or "voice"
+    has_pin: bool
+    pin_locked_until: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PointsLot:
+    id: int
+    msisdn: str
+    amount: int
+    remaining: int
+    source: str
+    earned_on: date
+    # The first instant at which the points are gone (00:00:00 local after the last valid day).
+    expires_at: datetime
+    reference: str | None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: int
+    msisdn: str
+    kind: str
+    amount: int  # signed: credits positive, debits negative
+    reason: str
+    channel: str
+    created_at: datetime
+    order_no: str | None
+
+
+@dataclass(frozen=True)
+class Balance:
+    msisdn: str
+    points: int
+    next_expiry_points: int
+    next_expiry_date: date | None  # last valid day, programme time zone
+
+
+@dataclass(frozen=True)
+class TierStatus:
+    msisdn: str
+    code: str
+    name_zh: str
+    name_en: str
+    valid_until: date | None
+    qualifying_points: int
+    priority: bool
+    next_code: str | None
+    next_name_zh: str | None
+    next_name_en: str | None
+    points_to_next: int  # 0 at the top tier
+
+
+@dataclass(frozen=True)
+class Reward:
+    code: str
+    name_zh: str
+    name_en: str
+    kind: str
+    points: int  # base price; tiers without their own price pay this
+    stock: int | None  # None: unlimited
+    available_from: date | None
+    available_until: date | None
+    per_member_limit: int | None
+    sort_order: int
+    tier_prices: tuple[tuple[str, int], ...] = ()
+
+    def price_for(self, tier_code: str) -> int:
+        return dict(self.tier_prices).get(tier_code, self.points)
+
+    def name(self, language: str) -> str:
+        return self.name_zh if language == "zh" else self.name_en
+
+
+@dataclass(frozen=True)
+class PricedReward:
+    reward: Reward
+    price: int
+    in_stock: bool
+
+
+@dataclass(frozen=True)
+class Quote:
+    msisdn: str
+    reward: Reward
+    price: int
+    balance: int
+
+    @property
+    def balance_after(self) -> int:
+        return self.balance - self.price
+
+
+@dataclass(frozen=True)
+class Delivery:
+    order_no: str
+    status: str
+    courier: str | None
+    tracking_no: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Order:
+    order_no: str
+    msisdn: str
+    reward_code: str
+    reward_kind: str
+    points: int
+    status: str
+    channel: str
+    request_id: str
+    created_at: datetime
+    delivery: Delivery | None = None
+
+
+@dataclass(frozen=True)
+class Ticket:
+    ref: str
+    msisdn: str
+    kind: str
+    text: str
+    channel: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A pending redemption waiting for the one-time code the subscriber was sent."""
+
+    id: int
+    msisdn: str
+    reward_code: str
+    price: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerProblem:
+    msisdn: str | None
+    what: str
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class DomainError(Exception):
+    """A rule said no. ``code`` is stable: channels map it to a prompt or a text."""
+
+    code = "error"
+
+
+class InvalidMsisdn(DomainError):
+    code = "invalid_msisdn"
+
+
+class UnknownMember(DomainError):
+    code = "unknown_member"
+
+
+class UnknownReward(DomainError):
+    code = "unknown_reward"
+
+
+class RewardUnavailable(DomainError):
+    code = "unavailable"
+
+
+class OutOfStock(DomainError):
+    code = "out_of_stock"
+
+
+class LimitReached(DomainError):
+    code = "limit_reached"
+
+
+class InsufficientPoints(DomainError):
+    code = "insufficient_points"
+
+    def __init__(self, balance: int, price: int) -> None:
+        super().__init__(f"balance {balance} is below the price {price}")
+        self.balance = balance
+        self.price = price
+
+
+class PinNotSet(DomainError):
+    code = "pin_not_set"
+
+
+class PinLocked(DomainError):
+    code = "pin_locked"
+
+    def __init__(self, until: datetime) -> None:
+        super().__init__(f"PIN locked until {until.isoformat()}")
+        self.until = until
+
+
+class WrongPin(DomainError):
+    code = "wrong_pin"
+
+    def __init__(self, tries_left: int) -> None:
+        super().__init__(f"wrong PIN, {tries_left} tries left")
+        self.tries_left = tries_left
+
+
+class InvalidConfirmation(DomainError):
+    code = "invalid_confirmation"
+
+    def __init__(self, tries_left: int) -> None:
+        super().__init__(f"no pending redemption has that code, {tries_left} tries left")
+        self.tries_left = tries_left
+
+
+class UnknownOrder(DomainError):
+    code = "unknown_order"
+
+
+class OrderNotCancellable(DomainError):
+    code = "not_cancellable"
+
+
+class InvalidInput(DomainError):
+    code = "invalid_input"
+
+
+# --- phone numbers --------------------------------------------------------------------------
+
+_DIGITS = re.compile(r"^\d{5,15}$")
+
+
+def normalise_msisdn(raw: str) -> str:
+    """One national form for a number: strips +86 / 0086 / 86 and a trunk 0 on mobiles."""
+    if raw is None:
+        raise InvalidMsisdn("no number")
+    text = re.sub(r"[\s\-().]", "", str(raw).strip())
+    text = text.translate(_FULLWIDTH_DIGITS)
+    if text.startswith("+"):
+        text = text[1:]
+        if text.startswith("86"):
+            text = text[2:]
+    elif text.startswith("0086"):
+        text = text[4:]
+    elif text.startswith("86") and len(text) == 13:
+        text = text[2:]
+    if text.startswith("0") and len(text) == 12 and text[1] == "1":
+        text = text[1:]
+    if not _DIGITS.match(text):
+        raise InvalidMsisdn(f"not a phone number: {mask_msisdn(str(raw))}")
+    return text
+
+
+_FULLWIDTH_DIGITS = {0xFF10 + i: ord("0") + i for i in range(10)} | {0xFF0B: ord("+")}
+
+
+def mask_msisdn(msisdn: str | None) -> str:
+    """What logs may show of a number: the middle digits hidden (13812345678 -> 138****5678)."""
+    if not msisdn:
+        return "-"
+    text = str(msisdn)
+    if len(text) <= 4:
+        return "*" * len(text)
+    keep_head = 3 if len(text) >= 9 else 1
+    keep_tail = 4 if len(text) >= 9 else 2
+    return text[:keep_head] + "*" * (len(text) - keep_head - keep_tail) + text[-keep_tail:]

@@ -1,0 +1,33 @@
+"""Prometheus metrics for one server process (a registry per instance, so tests can build
+several servers in one interpreter)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.calls_active = Gauge("loyalty_calls_active", "Calls in progress", registry=r)
+        self.calls = Counter("loyalty_calls", "Finished calls", ["script", "outcome"],
+                             registry=r)
+        self.agi_think = Histogram(
+            "loyalty_agi_think_seconds", "Server time between an AGI reply and the next command",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r)
+        self.sms_mo = Counter("loyalty_sms_mo", "MO messages received", ["outcome"], registry=r)
+        self.sms_mt = Counter("loyalty_sms_mt", "MT messages by outcome", ["outcome"],
+                              registry=r)
+        self.outbox_depth = Gauge("loyalty_outbox_depth", "MT messages not yet accepted",
+                                  registry=r)
+        self.smpp_throttled = Counter("loyalty_smpp_throttled",
+                                      "Throttling answers from the SMSC", registry=r)
+        self.smpp_bound = Gauge("loyalty_smpp_bound", "1 while bound to the SMSC", registry=r)
+        self.receipts = Counter("loyalty_sms_receipts", "Delivery receipts by final state",
+                                ["state"], registry=r)
+        self.redemptions = Counter("loyalty_redemptions", "Redemptions", ["channel"],
+                                   registry=r)
+        self.job_runs = Counter("loyalty_job_runs", "Job runs", ["job"], registry=r)
+        self.job_failures = Counter("loyalty_job_failures", "Failed job runs", ["job"],
+                                    registry=r)

@@ -1,0 +1,203 @@
+"""Use cases for spending points: catalogue, quote, redeem, cancel, one-time confirmations."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from core.accounts import check_not_locked, record_failed_secret, require_member, tier_status
+from core.domain import (
+    Channel,
+    DeliveryStatus,
+    InsufficientPoints,
+    InvalidConfirmation,
+    LedgerKind,
+    LimitReached,
+    Order,
+    OrderNotCancellable,
+    OrderStatus,
+    OutOfStock,
+    PricedReward,
+    Quote,
+    Reward,
+    RewardKind,
+    RewardUnavailable,
+    UnknownOrder,
+    UnknownReward,
+    WrongPin,
+    normalise_msisdn,
+)
+from core.rules import ProgrammeRules, expiry_for, plan_spend
+
+CANCELLABLE_DELIVERY = (None, DeliveryStatus.PENDING)
+
+
+def is_available(reward: Reward, today) -> bool:
+    return (reward.available_from is None or reward.available_from <= today) and (
+        reward.available_until is None or today <= reward.available_until)
+
+
+def catalogue(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
+              kind: str | None = None) -> list[PricedReward]:
+    """What the member can see today, in catalogue order, priced for the member's tier."""
+    tier = tier_status(uow, rules, msisdn, now).code
+    today = rules.today(now)
+    return [PricedReward(r, r.price_for(tier), r.stock is None or r.stock > 0)
+            for r in uow.list_rewards(kind) if is_available(r, today)]
+
+
+def _check_redeemable(uow, rules: ProgrammeRules, msisdn: str, code: str,
+                      now: datetime) -> tuple[Reward, int, int]:
+    reward = uow.get_reward(code.upper())
+    if reward is None:
+        raise UnknownReward(code)
+    if not is_available(reward, rules.today(now)):
+        raise RewardUnavailable(code)
+    if reward.stock is not None and reward.stock <= 0:
+        raise OutOfStock(code)
+    if reward.per_member_limit is not None and \
+            uow.count_orders(msisdn, reward.code) >= reward.per_member_limit:
+        raise LimitReached(code)
+    price = reward.price_for(tier_status(uow, rules, msisdn, now).code)
+    points, _, _ = uow.balance_summary(msisdn, now)
+    return reward, price, points
+
+
+def quote_redemption(uow, rules: ProgrammeRules, msisdn: str, reward_code: str,
+                     now: datetime) -> Quote:
+    """Everything a redemption would check, without spending: for read-backs and SMS replies."""
+    member = require_member(uow, msisdn)
+    reward, price, points = _check_redeemable(uow, rules, member.msisdn, reward_code, now)
+    if points < price:
+        raise InsufficientPoints(points, price)
+    return Quote(member.msisdn, reward, price, points)
+
+
+def redeem(uow, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: str,
+           request_id: str, now: datetime) -> Order:
+    """Spend points on a reward, atomically and at most once per (channel, request_id).
+
+    The member's row is locked first, so concurrent redemptions for one member (from any
+    channel or process) run one after the other and cannot overspend.
+    """
+    member = require_member(uow, msisdn, for_update=True)
+    existing = uow.order_by_request(channel, request_id)
+    if existing is not None:
+        return existing
+    reward, price, _ = _check_redeemable(uow, rules, member.msisdn, reward_code, now)
+    plan = plan_spend(uow.spendable_lots(member.msisdn, now), price, now)
+    if not uow.take_stock(reward.code):
+        raise OutOfStock(reward.code)
+    order = Order(
+        order_no=f"{rules.today(now):%y%m%d}{uow.next_order_number(now):06d}",
+        msisdn=member.msisdn, reward_code=reward.code, reward_kind=reward.kind, points=price,
+        status=OrderStatus.CONFIRMED, channel=channel, request_id=request_id, created_at=now)
+    uow.add_order(order)
+    for lot_id, take in plan:
+        uow.take_from_lot(lot_id, take)
+    uow.add_ledger(msisdn=member.msisdn, kind=LedgerKind.DEBIT, amount=-price,
+                   reason=f"redeem {reward.code}", channel=channel, now=now,
+                   order_no=order.order_no, draws=plan)
+    if reward.kind == RewardKind.GIFT:
+        uow.set_delivery(order.order_no, DeliveryStatus.PENDING, None, None, now)
+    uow.commit()
+    return uow.get_order(order.order_no)
+
+
+def cancel_order(uow, rules: ProgrammeRules, order_no: str, now: datetime, *,
+                 channel: str = Channel.OPS) -> Order:
+    """Refund a redemption to the lots it drew from (fresh lots for those since expired)."""
+    order = uow.get_order(order_no, for_update=True)
+    if order is None:
+        raise UnknownOrder(order_no)
+    require_member(uow, order.msisdn, for_update=True)
+    if order.status != OrderStatus.CONFIRMED:
+        raise OrderNotCancellable(f"order {order_no} is {order.status}")
+    delivery = order.delivery.status if order.delivery else None
+    if delivery not in CANCELLABLE_DELIVERY:
+        raise OrderNotCancellable(f"order {order_no} is already {delivery}")
+    draws = uow.ledger_draws_for_order(order_no, LedgerKind.DEBIT)
+    lots = {lot.id: lot for lot in uow.get_lots([lot_id for lot_id, _ in draws])}
+    refund_draws: list[tuple[int, int]] = []
+    refunded = 0
+    for lot_id, points in draws:
+        lot = lots[lot_id]
+        if lot.expires_at > now:
+            uow.take_from_lot(lot_id, -points)
+            refund_draws.append((lot_id, -points))
+            refunded += points
+        elif rules.programme.refund_expired_lots == "fresh":
+            fresh = uow.add_lot(msisdn=order.msisdn, amount=points, source="refund",
+                                earned_on=rules.today(now),
+                                expires_at=expiry_for(rules.today(now), rules.programme),
+                                reference=None, now=now)
+            # The fresh lot starts full; the refund entry accounts for it.
+            refunded += points
+            refund_draws.append((fresh, 0))
+    if refunded:
+        uow.add_ledger(msisdn=order.msisdn, kind=LedgerKind.REFUND, amount=refunded,
+                       reason=f"cancel {order.reward_code}", channel=channel, now=now,
+                       order_no=order_no, draws=refund_draws)
+    uow.return_stock(order.reward_code)
+    uow.set_order_cancelled(order_no, now)
+    if order.delivery is not None:
+        uow.set_delivery(order_no, DeliveryStatus.CANCELLED, order.delivery.courier,
+                         order.delivery.tracking_no, now)
+    uow.commit()
+    return uow.get_order(order_no)
+
+
+def gift_orders(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
+                limit: int = 3) -> list[Order]:
+    member = require_member(uow, msisdn)
+    return uow.member_orders(member.msisdn, limit, kind=RewardKind.GIFT)
+
+
+def recent_orders(uow, rules: ProgrammeRules, msisdn: str, *, limit: int = 10) -> list[Order]:
+    return uow.member_orders(normalise_msisdn(msisdn), limit)
+
+
+# --- one-time confirmation codes (SMS) ------------------------------------------------------
+
+
+def _code_hash(msisdn: str, code: str) -> str:
+    return hashlib.sha256(f"{msisdn}:{code}".encode()).hexdigest()
+
+
+def start_confirmation(uow, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: str,
+                       now: datetime) -> tuple[Quote, str, datetime]:
+    """Quote a redemption and issue the 6-digit code that confirms it. Returns
+    (quote, code, expiry instant); only a hash of the code is stored."""
+    quote = quote_redemption(uow, rules, msisdn, reward_code, now)
+    code = f"{secrets.randbelow(1_000_000):06d}"
+    expires_at = now + timedelta(minutes=rules.programme.confirmation_code_minutes)
+    uow.add_confirmation(msisdn=quote.msisdn, code_hash=_code_hash(quote.msisdn, code),
+                         reward_code=quote.reward.code, price=quote.price, channel=channel,
+                         now=now, expires_at=expires_at)
+    uow.commit()
+    return quote, code, expires_at
+
+
+def confirm_redemption(uow, rules: ProgrammeRules, msisdn: str, code: str, channel: str,
+                       now: datetime) -> Order:
+    """Redeem what the code was issued for. The same code sent again returns the same order;
+    a wrong code counts toward the PIN lock, like a wrong PIN."""
+    member = require_member(uow, msisdn, for_update=True)
+    check_not_locked(member, now)
+    digest = _code_hash(member.msisdn, code)
+    pending = uow.open_confirmation(member.msisdn, digest, now)
+    if pending is None:
+        used = uow.used_confirmation(member.msisdn, digest)
+        if used is not None:
+            order = uow.order_by_request(channel, f"confirm:{used.id}")
+            if order is not None:
+                return order
+        _, failures = uow.member_pin(member.msisdn)
+        try:
+            record_failed_secret(uow, rules, member.msisdn, failures, now)
+        except WrongPin as wrong:
+            raise InvalidConfirmation(wrong.tries_left) from None
+    uow.use_confirmation(pending.id, now)
+    return redeem(uow, rules, member.msisdn, pending.reward_code, channel,
+                  f"confirm:{pending.id}", now)

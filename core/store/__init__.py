@@ -1,0 +1,5 @@
+"""The SQL store: the only package that imports SQLAlchemy."""
+
+from core.store.engine import SchemaBehind, Store
+
+__all__ = ["Store", "SchemaBehind"]

@@ -1,0 +1,72 @@
+"""The ops command line against a real database file."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from core.cli import main as loyalty
+
+
+@pytest.fixture
+def env(monkeypatch, database_url):
+    monkeypatch.setenv("LOYALTY_DATABASE_URL", database_url)
+    return database_url
+
+
+def test_demo_then_member_show_json(env, capsys):
+    assert loyalty(["demo"]) == 0
+    assert "13800138000" in capsys.readouterr().out
+    assert loyalty(["member", "show", "+86 138 0013 8000", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["msisdn"] == "13800138000" and shown["language"] == "zh"
+    assert set(shown["tier"]) >= {"code", "name", "valid_until", "points_to_next"}
+    assert shown["balance"] == 8000 + 4000 + 500 - 200 - 3000
+    assert set(shown["next_expiry"]) == {"points", "date"}
+    order = shown["orders"][0]
+    assert (order["reward_code"], order["status"], order["delivery_status"]) == \
+        ("G01", "confirmed", "shipped")
+    assert loyalty(["check", "ledger"]) == 0
+
+
+def test_demo_if_empty_loads_once(env, capsys):
+    assert loyalty(["demo", "--if-empty"]) == 0
+    assert loyalty(["demo", "--if-empty"]) == 0
+    assert "nothing loaded" in capsys.readouterr().out
+
+
+def test_import_error_exit_code_and_message(env, tmp_path, capsys):
+    path = tmp_path / "m.csv"
+    path.write_text("msisdn,name,language\n13800138000,A,xx\n")
+    assert loyalty(["import", "members", str(path)]) == 1
+    assert "line 2: language" in capsys.readouterr().err
+
+
+def show(msisdn, capsys):
+    capsys.readouterr()
+    assert loyalty(["member", "show", msisdn, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_order_cancel_refunds(env, capsys):
+    loyalty(["demo"])
+    before = show("15800158000", capsys)
+    order = before["orders"][0]
+    assert loyalty(["order", "cancel", order["order_no"]]) == 0
+    after = show("15800158000", capsys)
+    assert after["balance"] == before["balance"] + order["points"]
+    assert after["orders"][0]["status"] == "cancelled"
+    assert loyalty(["order", "cancel", order["order_no"]]) == 1
+
+
+def test_a_schema_behind_is_refused_with_the_fix(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("LOYALTY_DATABASE_URL", f"sqlite:///{tmp_path}/empty.sqlite3")
+    assert loyalty(["member", "show", "13800138000"]) == 2
+    assert "loyalty db upgrade" in capsys.readouterr().err
+
+
+def test_installed_command_runs(env):
+    out = subprocess.run([sys.executable, "-m", "core.cli", "check", "ledger"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "ledger consistent" in out

@@ -1,0 +1,58 @@
+"""Configuration: defaults load, overrides apply, mistakes stop the start naming the key."""
+
+import pytest
+
+from core.config import ConfigError, load_config
+
+
+def test_default_config_loads_with_the_four_tier_ladder():
+    config = load_config(environ={})
+    assert [t.code for t in config.tiers] == ["standard", "silver", "gold", "diamond"]
+    assert config.database.url.startswith("sqlite:///var/")
+    assert (config.fastagi.port, config.smpp.port, config.ops.port) == (4573, 2775, 8080)
+
+
+def test_environment_overrides_one_key():
+    config = load_config(environ={"LOYALTY_SMPP_WINDOW": "25", "LOYALTY_AMI_ENABLED": "true",
+                                  "LOYALTY_DATABASE_URL": "postgresql+psycopg://x@y/z"})
+    assert config.smpp.window == 25
+    assert config.ami.enabled is True
+    assert config.database.url == "postgresql+psycopg://x@y/z"
+
+
+@pytest.mark.parametrize("environ, key", [
+    ({"LOYALTY_SMPP_WINDOW": "many"}, "smpp.window"),
+    ({"LOYALTY_SMPP_COLOUR": "red"}, "smpp.colour"),
+    ({"LOYALTY_NOSUCH_KEY": "1"}, "LOYALTY_NOSUCH_KEY"),
+    ({"LOYALTY_PROGRAMME_TIMEZONE": "Mars/Olympus"}, "programme.timezone"),
+    ({"LOYALTY_JOBS_QUIET_START": "25:00"}, "jobs.quiet_start"),
+    ({"LOYALTY_OPS_PORT": "70000"}, "ops.port"),
+])
+def test_bad_values_and_unknown_keys_name_the_key(environ, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(environ=environ)
+
+
+def test_unknown_key_in_the_file_is_rejected(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[fastagi]\nport = 4573\nprot = 1\n[[tiers]]\ncode="a"\nname_zh="a"\n'
+                    'name_en="a"\nthreshold=0\n')
+    with pytest.raises(ConfigError, match=r"fastagi\.prot: unknown key"):
+        load_config(path, environ={})
+
+
+def test_config_file_from_environment_variable(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[programme]\ntimezone = "UTC"\n[[tiers]]\ncode="only"\nname_zh="唯一"\n'
+                    'name_en="Only"\nthreshold=0\n')
+    config = load_config(environ={"LOYALTY_CONFIG": str(path)})
+    assert config.programme.timezone == "UTC"
+    assert [t.code for t in config.tiers] == ["only"]
+
+
+def test_tier_thresholds_must_increase(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[[tiers]]\ncode="a"\nname_zh="a"\nname_en="a"\nthreshold=0\n'
+                    '[[tiers]]\ncode="b"\nname_zh="b"\nname_en="b"\nthreshold=0\n')
+    with pytest.raises(ConfigError, match="tiers"):
+        load_config(path, environ={})

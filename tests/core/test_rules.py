@@ -1,0 +1,90 @@
+"""The calendar and points rules at fixed instants."""
+
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from core.domain import InsufficientPoints, InvalidMsisdn, PointsLot, mask_msisdn, normalise_msisdn
+from core.rules import (
+    expiry_for,
+    last_valid_day,
+    plan_spend,
+    qualifying_window_start,
+    tier_for,
+    tier_valid_until,
+)
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def test_points_earned_in_2024_are_gone_at_midnight_shanghai_after_31_december_2026(rules):
+    expires = expiry_for(date(2024, 7, 1), rules.programme)
+    assert expires == datetime(2027, 1, 1, 0, 0, tzinfo=SHANGHAI)
+    # In UTC that instant is still 31 December: the date must come from the programme zone.
+    assert expires.astimezone(UTC) == datetime(2026, 12, 31, 16, 0, tzinfo=UTC)
+    assert last_valid_day(expires, SHANGHAI) == date(2026, 12, 31)
+
+
+def test_expiry_rule_follows_the_configured_zone(config):
+    from core.config import ProgrammeConfig
+
+    utc_programme = ProgrammeConfig(timezone="UTC")
+    assert expiry_for(date(2024, 1, 1), utc_programme) == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def lot(lot_id, remaining, expires):
+    return PointsLot(lot_id, "13800138000", remaining, remaining, "bill", date(2024, 1, 1),
+                     expires, None)
+
+
+def test_spending_draws_soonest_expiring_lots_first():
+    soon = datetime(2026, 12, 31, 16, tzinfo=UTC)
+    later = datetime(2027, 12, 31, 16, tzinfo=UTC)
+    lots = [lot(1, 500, later), lot(2, 300, soon), lot(3, 100, soon)]
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    assert plan_spend(lots, 350, now) == [(2, 300), (3, 50)]
+    assert plan_spend(lots, 900, now) == [(2, 300), (3, 100), (1, 500)]
+    with pytest.raises(InsufficientPoints) as short:
+        plan_spend(lots, 901, now)
+    assert (short.value.balance, short.value.price) == (900, 901)
+
+
+def test_a_lot_at_its_expiry_instant_is_not_spendable():
+    expires = datetime(2026, 12, 31, 16, tzinfo=UTC)
+    lots = [lot(1, 100, expires)]
+    assert plan_spend(lots, 100, datetime(2026, 12, 31, 15, 59, 58, tzinfo=UTC)) == [(1, 100)]
+    with pytest.raises(InsufficientPoints):
+        plan_spend(lots, 1, expires)
+
+
+@pytest.mark.parametrize("points, tier", [(0, "standard"), (1999, "standard"), (2000, "silver"),
+                                          (5999, "silver"), (6000, "gold"), (15000, "diamond"),
+                                          (10**9, "diamond")])
+def test_tier_thresholds(rules, points, tier):
+    assert tier_for(points, rules.tiers).code == tier
+
+
+def test_rolling_window_and_tier_validity(rules):
+    assert qualifying_window_start(date(2026, 11, 22)) == date(2025, 11, 23)
+    assert qualifying_window_start(date(2024, 2, 29)) == date(2023, 3, 1)
+    assert tier_valid_until(date(2026, 11, 22), rules.programme) == date(2027, 11, 30)
+    assert tier_valid_until(date(2027, 1, 31), rules.programme) == date(2028, 1, 31)
+
+
+@pytest.mark.parametrize("raw", ["13800138000", "+8613800138000", "8613800138000",
+                                 "008613800138000", "013800138000", "138-0013-8000",
+                                 "１３８００１３８０００"])
+def test_phone_numbers_normalise_to_the_national_form(raw):
+    assert normalise_msisdn(raw) == "13800138000"
+
+
+@pytest.mark.parametrize("raw", ["", "abc", "12", "+86", "1380013800012345678"])
+def test_bad_phone_numbers_are_rejected(raw):
+    with pytest.raises(InvalidMsisdn):
+        normalise_msisdn(raw)
+
+
+def test_masking_hides_the_middle_digits():
+    assert mask_msisdn("13800138000") == "138****8000"
+    assert "0013" not in mask_msisdn("13800138000")
