@@ -24,6 +24,8 @@ from core.domain import (
     Reward,
     Ticket,
 )
+from core.store.jobs_sql import JobsQueries
+from core.store.sms_sql import SmsQueries
 from core.store.tables import (
     auto_redemptions,
     calls,
@@ -43,7 +45,7 @@ from core.store.tables import (
 )
 
 
-class SqlUnitOfWork:
+class SqlUnitOfWork(JobsQueries, SmsQueries):
     def __init__(self, conn: Connection, *, is_sqlite: bool) -> None:
         self.conn = conn
         self.is_sqlite = is_sqlite
