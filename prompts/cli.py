@@ -1,0 +1,239 @@
+"""``loyalty prompts check | load | install``: the ops commands for voice prompts.
+
+The main ``loyalty`` command calls ``register(subparsers)``; each handler takes the parsed
+arguments (an ``argparse.Namespace``, or ``core.cli``'s context object whose ``.args`` is one
+and whose ``.config`` is the loaded configuration) and returns the exit code: 0 fine,
+1 problems found / load refused, 2 bad manifest or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from prompts.manifest import ManifestError, load_manifest
+from prompts.store import (
+    PromptError,
+    active_root,
+    check,
+    current_set_version,
+    install,
+    load,
+    load_root,
+)
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "prompts", help="check, load and install the voice prompts",
+        description="Voice prompts: check the active set, load new recordings, install them "
+                    "into Asterisk's sounds directory.")
+    sub = parser.add_subparsers(dest="prompts_command", metavar="COMMAND")
+    sub.required = True
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--root", type=Path, default=None,
+                       help="prompt root to use (default: the active one from the config)")
+        p.add_argument("--manifest", type=Path, default=None,
+                       help="prompt manifest (default: the one shipped in prompts/)")
+
+    p_check = sub.add_parser(
+        "check", help="report prompt ids without audio, unknown ids, unreadable files",
+        description="Check the active prompt set against the manifest and the ids the IVR "
+                    "uses (ivr.prompt_ids.USED when present). Exit 1 on any problem.")
+    common(p_check)
+    p_check.set_defaults(func=cmd_check)
+
+    p_load = sub.add_parser(
+        "load", help="validate, convert and atomically install recordings for one language",
+        description="Load a directory of recordings named <prompt id>.<ext> (WAV at any rate "
+                    "and channel count, .sln, .ulaw...; mp3/ogg/flac need sox), plus "
+                    "digits/<name>.<ext> for zh. Every file is checked (readable, 0.2-60 s, "
+                    "not silent, not clipped) and converted to 8 kHz mono 16-bit. Only if all "
+                    "pass does the language switch to the new set; ids not supplied keep "
+                    "their audio.")
+    p_load.add_argument("dir", type=Path, help="directory with the recordings")
+    p_load.add_argument("--lang", required=True, help="language of the recordings (zh, en)")
+    p_load.add_argument("--dry-run", action="store_true",
+                        help="validate and convert only; change nothing")
+    p_load.add_argument("--ignore-extra", action="store_true",
+                        help="skip files whose name matches no prompt id instead of refusing")
+    p_load.add_argument("--quiet", action="store_true", help="no per-file progress")
+    common(p_load)
+    p_load.set_defaults(func=cmd_load)
+
+    p_install = sub.add_parser(
+        "install", help="copy the active set into Asterisk's sounds directory",
+        description="Lay the active set out as SOUNDS_DIR/<lang>/<subdir>/<id>.wav|.sln and "
+                    "SOUNDS_DIR/zh/digits/..., each directory swapped atomically.")
+    p_install.add_argument("sounds_dir", type=Path, metavar="SOUNDS_DIR",
+                           help="Asterisk's sounds directory, e.g. /usr/share/asterisk/sounds")
+    p_install.add_argument("--subdir", default=None,
+                           help="directory under each language (default: [prompts] "
+                                "sounds_subdir, 'loyalty')")
+    p_install.add_argument("--force", action="store_true",
+                           help="install even if the set is incomplete")
+    common(p_install)
+    p_install.set_defaults(func=cmd_install)
+    return parser
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _err(*parts: object) -> None:
+    print(*parts, file=sys.stderr)
+
+
+class _ConfigProblem(Exception):
+    pass
+
+
+def _unwrap(arg) -> tuple[argparse.Namespace, object | None]:
+    """(parsed arguments, context or None) from what the main command passes."""
+    if isinstance(arg, argparse.Namespace):
+        return arg, None
+    return arg.args, arg
+
+
+def _prompts_config(args: argparse.Namespace, ctx: object | None) -> tuple[str, str]:
+    """([prompts] dir, [prompts] sounds_subdir) from the configuration."""
+    try:
+        config_mod = importlib.import_module("core.config")
+    except ModuleNotFoundError:
+        return "", "loyalty"
+    try:
+        if ctx is not None and hasattr(ctx, "config"):
+            config = ctx.config
+        else:
+            config = config_mod.load_config(getattr(args, "config", None))
+    except config_mod.ConfigError as exc:
+        raise _ConfigProblem(str(exc)) from None
+    return config.prompts.dir, config.prompts.sounds_subdir
+
+
+def _setup(args: argparse.Namespace, ctx: object | None):
+    manifest = load_manifest(args.manifest)
+    prompts_dir, subdir = _prompts_config(args, ctx)
+    return manifest, prompts_dir, subdir
+
+
+def used_prompt_ids(manifest) -> tuple[list[str], str]:
+    """The ids the IVR plays (``ivr.prompt_ids.USED``), else the manifest's own ids."""
+    try:
+        module = importlib.import_module("ivr.prompt_ids")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("ivr", "ivr.prompt_ids"):
+            raise
+        return list(manifest.ids), "the manifest (ivr.prompt_ids not present)"
+    return list(module.USED), "ivr.prompt_ids.USED"
+
+
+def _run(body) -> int:
+    try:
+        return body()
+    except ManifestError as exc:
+        _err(f"prompt manifest {exc.path} is not valid:")
+        for problem in exc.problems:
+            _err(f"  - {problem}")
+        return 2
+    except PromptError as exc:
+        _err(str(exc))
+        for problem in exc.problems:
+            _err(f"  - {problem}")
+        return 1
+    except _ConfigProblem as exc:
+        _err(f"configuration: {exc}")
+        return 2
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_check(arg) -> int:
+    args, ctx = _unwrap(arg)
+
+    def body() -> int:
+        manifest, prompts_dir, _ = _setup(args, ctx)
+        root = args.root or active_root(prompts_dir)
+        used, where = used_prompt_ids(manifest)
+        problems = check(manifest, root, used)
+        print(f"prompt set: {root} (version {current_set_version(root)})")
+        print(f"manifest:   {manifest.path} (version {manifest.version}, {len(manifest)} ids, "
+              f"languages {', '.join(manifest.languages)})")
+        print(f"used ids:   {len(set(used))} from {where}")
+        if not problems:
+            print("OK: every prompt has audio in every language")
+            return 0
+        for problem in problems:
+            print(f"  - {problem}")
+        print(f"{len(problems)} problem(s)")
+        return 1
+    return _run(body)
+
+
+def cmd_load(arg) -> int:
+    args, ctx = _unwrap(arg)
+
+    def body() -> int:
+        manifest, prompts_dir, _ = _setup(args, ctx)
+        root = args.root or load_root(prompts_dir)
+
+        def progress(n: int, total: int, name: str, outcome: str) -> None:
+            if not args.quiet:
+                _err(f"[{n}/{total}] {name}: {outcome}")
+
+        report = load(args.dir, args.lang, root, manifest, allow_extra=args.ignore_extra,
+                      dry_run=args.dry_run, progress=progress)
+        for name in report.ignored:
+            _err(f"ignored (not an audio file): {name}")
+        if report.extra and args.ignore_extra:
+            _err(f"skipped, no such prompt id: {', '.join(report.extra)}")
+        if not report.ok:
+            _err(f"REFUSED: {len(report.errors)} problem(s); the {args.lang} prompts were "
+                 "not changed")
+            for problem in report.errors:
+                _err(f"  - {problem}")
+            return 1
+        if args.dry_run:
+            print(f"dry run: {len(report.loaded)} file(s) would load into {root}/{args.lang}; "
+                  f"{len(report.kept)} id(s) would keep their current audio")
+            return 0
+        print(f"loaded {len(report.loaded)} prompt(s) into {root}/{args.lang} "
+              f"(set version {report.version})")
+        if report.kept:
+            shown = ", ".join(report.kept[:8]) + (", ..." if len(report.kept) > 8 else "")
+            print(f"kept the current audio of {len(report.kept)} id(s) not supplied: {shown}")
+        if report.missing:
+            print(f"WARNING: still no audio for: {', '.join(report.missing)}")
+        print("next: 'loyalty prompts install SOUNDS_DIR' to hand the set to Asterisk")
+        return 0
+    return _run(body)
+
+
+def cmd_install(arg) -> int:
+    args, ctx = _unwrap(arg)
+
+    def body() -> int:
+        manifest, prompts_dir, subdir = _setup(args, ctx)
+        root = args.root or active_root(prompts_dir)
+        report = install(root, args.sounds_dir, manifest=manifest,
+                         subdir=args.subdir or subdir, force=args.force)
+        for where, count in report.installed.items():
+            print(f"installed {count} sound(s) in {args.sounds_dir / where}")
+        return 0
+    return _run(body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (``python -m prompts.cli check``) for when ``loyalty`` is not wired."""
+    parser = argparse.ArgumentParser(prog="prompts")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["prompts", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
