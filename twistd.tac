@@ -9,6 +9,7 @@ from core.dbservice import DatabaseService
 from core.metrics import Metrics
 from core.rules import ProgrammeRules
 from core.store import SchemaBehind, Store
+from ops import ops_service
 
 log = Logger(namespace="loyalty")
 
@@ -26,6 +27,10 @@ def build_server(config, reactor=None):
     top.db = DatabaseService(store, ProgrammeRules(config.programme, config.tiers), reactor)
     top.db.setName("database")
     top.db.setServiceParent(top)
+
+    checks = {"database": lambda: top.db.call(lambda s: s.ping())}
+    top.ops = ops_service(config, top.metrics, checks, reactor)
+    top.ops.setServiceParent(top)
     return top
 
 
