@@ -1,0 +1,390 @@
+"""SMPP 3.4 ESME session (bind_transceiver) as a Twisted protocol. Import from sms.session.
+
+smpplib is only the PDU codec (see sms/pdu.py); windowing, timers, throttling, MO and
+receipts are handled here.
+
+Callback contracts (both may return a plain value or a Deferred):
+
+* ``on_deliver(mo: MOMessage) -> int``: called once per deliver_sm/data_sm that is not a
+  receipt. Return the command_status for the deliver_sm_resp, which is sent only after it
+  fires: 0 once the message is durably stored; 0x58, 0x14 or 0x64 (ESME_RX_T_APPN) to make the
+  SMSC redeliver later. None counts as 0. An exception / failed Deferred answers 0x64.
+* ``on_receipt(receipt: DeliveryReceipt) -> int``: the same, for delivery receipts
+  (esm_class & 0x3C == 0x04, or 0x20 intermediate notifications).
+
+The window (``config.window``) limits outstanding submit_sm; enquire_link and unbind
+bypass it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from sms.encoding import Reassembler
+from sms.esme_submit import SubmitMixin, _QueuedPart
+from sms.esme_types import (
+    BindFailed,
+    DeliveryReceipt,
+    MOMessage,
+    TemporaryError,
+    build_mo,
+    build_receipt,
+    is_receipt,
+)
+from sms.pdu import (
+    ESME_RINVBNDSTS,
+    ESME_RINVCMDID,
+    ESME_RINVCMDLEN,
+    ESME_ROK,
+    ESME_RX_T_APPN,
+    BadFrame,
+    DecodeError,
+    Pdu,
+    PduReader,
+    decode_pdu,
+    encode_pdu,
+    generic_nack,
+    mask_msisdn,
+)
+from sms.smpp_ratelimit import AdaptiveRate
+
+__all__ = ["ESMEFactory", "ESMEProtocol", "OnDeliver", "OnReceipt"]
+
+OnDeliver = Callable[[MOMessage], Any]
+OnReceipt = Callable[[DeliveryReceipt], Any]
+
+
+def make_rate(config: Any) -> AdaptiveRate:
+    return AdaptiveRate(
+        config.max_submit_rate,
+        burst=getattr(config, "submit_burst", 1.0),
+        pause_s=getattr(config, "throttle_pause_s", 1.0),
+    )
+
+
+@dataclass
+class _Outstanding:
+    command: str
+    deferred: defer.Deferred
+    timer: IDelayedCall
+
+
+class ESMEProtocol(SubmitMixin, protocol.Protocol):
+    log = Logger()
+
+    def __init__(
+        self,
+        config: Any,
+        on_deliver: OnDeliver,
+        on_receipt: OnReceipt,
+        *,
+        clock: Any = None,
+        reassembler: Reassembler | None = None,
+        rate: AdaptiveRate | None = None,
+    ):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.config = config
+        self.on_deliver = on_deliver
+        self.on_receipt = on_receipt
+        self.clock = clock
+        self.reassembler = reassembler or Reassembler()
+        self.state = "closed"  # closed -> binding -> bound -> unbinding -> closed
+        self.was_bound = False
+        self._bind_outcome: Any = None  # self once bound, or a Failure
+        self._bound_waiters: list[defer.Deferred] = []
+        self._closed_waiters: list[defer.Deferred] = []
+        self._reader = PduReader()
+        self._seq = random.randrange(1, 0x7FFF)
+        self._ref = random.randrange(256)
+        self._outstanding: dict[int, _Outstanding] = {}
+        self._queue: deque[_QueuedPart] = deque()
+        self._in_flight = 0
+        self._drain_waiters: list[defer.Deferred] = []
+        self._timeouts_in_row = 0
+        self._pump_call: IDelayedCall | None = None
+        self._pumping = self._repump = False
+        self._idle_call: IDelayedCall | None = None
+        self._dead_call: IDelayedCall | None = None
+        self.rate = rate or make_rate(config)
+
+    # -- connection lifecycle ----------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.state = "binding"
+        cfg = self.config
+        self._idle_call = self.clock.callLater(cfg.enquire_link_s, self._on_idle)
+        self._dead_call = self.clock.callLater(cfg.dead_link_s, self._link_dead, "no traffic")
+        self.log.info("connected to {peer}, binding as {system_id}",
+                      peer=str(self.transport.getPeer()), system_id=cfg.system_id)
+        self._request(
+            "bind_transceiver",
+            system_id=cfg.system_id, password=cfg.password, system_type=cfg.system_type or "",
+            addr_ton=getattr(cfg, "addr_ton", 0), addr_npi=getattr(cfg, "addr_npi", 0),
+            address_range=cfg.address_range or "",
+        ).addBoth(self._bind_done)
+
+    def _bind_done(self, result: Pdu | Failure) -> None:
+        if isinstance(result, Failure):
+            self.log.warn("bind got no answer: {why}", why=result.getErrorMessage())
+            self._fire_bound(result)
+            self._abort()
+        elif result.status != ESME_ROK:
+            self.log.error("bind refused: command_status 0x{status:08x}", status=result.status)
+            self._fire_bound(Failure(BindFailed("bind refused", result.status)))
+            self.transport.loseConnection()
+        else:
+            self.state = "bound"
+            self.was_bound = True
+            self.log.info("bound to SMSC {smsc}", smsc=result.get("system_id", ""))
+            self._fire_bound(self)
+            self._pump()
+
+    def _fire_bound(self, result: Any) -> None:
+        if self._bind_outcome is not None:
+            return
+        self._bind_outcome = result
+        waiters, self._bound_waiters = self._bound_waiters, []
+        for d in waiters:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+    def when_bound(self) -> defer.Deferred:
+        """Fires with this protocol once bound, or fails (BindFailed, TemporaryError)."""
+        if isinstance(self._bind_outcome, Failure):
+            return defer.fail(self._bind_outcome)
+        if self._bind_outcome is not None:
+            return defer.succeed(self._bind_outcome)
+        d: defer.Deferred = defer.Deferred()
+        self._bound_waiters.append(d)
+        return d
+
+    @property
+    def is_bound(self) -> bool:
+        return self.state == "bound"
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.state = "closed"
+        for call in (self._idle_call, self._dead_call, self._pump_call):
+            if call is not None and call.active():
+                call.cancel()
+        lost = TemporaryError(f"connection lost: {reason.getErrorMessage()}")
+        self._fire_bound(Failure(lost))
+        self._fail_queue(lost)
+        outstanding, self._outstanding = self._outstanding, {}
+        for out in outstanding.values():
+            out.timer.cancel()
+            out.deferred.errback(lost)
+        self.log.info("connection closed: {why}", why=reason.getErrorMessage())
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def when_closed(self) -> defer.Deferred:
+        if self.state == "closed" and self.transport is not None:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._closed_waiters.append(d)
+        return d
+
+    def _abort(self) -> None:
+        if self.transport is not None and self.state != "closed":
+            self.transport.abortConnection()
+
+    def _link_dead(self, why: str) -> None:
+        self.log.warn("SMPP link considered dead ({why}); dropping it", why=why)
+        self._abort()
+
+    def unbind(self, timeout: float | None = None) -> defer.Deferred:
+        """Clean shutdown: stop sending, wait (up to ``timeout``) for outstanding submits, send
+        unbind, wait (up to ``timeout``) for unbind_resp, close. Fires when closed."""
+        timeout = getattr(self.config, "unbind_timeout_s", 1.0) if timeout is None else timeout
+        closed = self.when_closed()
+        if self.state == "closed":
+            return closed
+        if self.state != "bound":
+            self.transport.loseConnection()
+            return closed
+        self.state = "unbinding"
+        self._fail_queue(TemporaryError("session is unbinding"))
+
+        def send_unbind(_: Any = None) -> None:
+            if self.state == "closed":
+                return
+            self._request("unbind", timeout=timeout).addBoth(
+                lambda _: self.transport.loseConnection())
+
+        if self._in_flight:
+            drained: defer.Deferred = defer.Deferred()
+            self._drain_waiters.append(drained)
+            timer = self.clock.callLater(timeout, lambda: drained.called or drained.callback(None))
+            drained.addBoth(lambda _: timer.active() and timer.cancel())
+            drained.addBoth(send_unbind)
+        else:
+            send_unbind()
+        return closed
+
+    # -- input -------------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        for call in (self._idle_call, self._dead_call):
+            if call is not None and call.active():
+                call.reset(self.config.enquire_link_s if call is self._idle_call
+                           else self.config.dead_link_s)
+        for frame in self._reader.feed(data):
+            if self.state == "closed":
+                return
+            if isinstance(frame, BadFrame):
+                self.log.warn("bad command_length {length}; nack and drop", length=frame.length)
+                self._write(generic_nack(frame.sequence, ESME_RINVCMDLEN))
+                self.transport.loseConnection()
+                return
+            try:
+                pdu = decode_pdu(frame)
+            except DecodeError as exc:
+                self._undecodable(exc)
+                continue
+            if pdu.is_response:
+                self._on_response(pdu)
+            else:
+                self._on_request(pdu)
+
+    def _undecodable(self, exc: DecodeError) -> None:
+        self.log.warn("undecodable PDU seq={seq}: {err}", seq=exc.sequence, err=str(exc))
+        if exc.is_request:
+            self._write(generic_nack(exc.sequence, exc.status))
+            return
+        out = self._outstanding.pop(exc.sequence, None)
+        if out is not None:  # a garbled answer to one of ours: its outcome is unknown
+            out.timer.cancel()
+            out.deferred.errback(TemporaryError(f"garbled {out.command} response", exc.status))
+
+    def _on_response(self, pdu: Pdu) -> None:
+        out = self._outstanding.pop(pdu.sequence, None)
+        if out is None:
+            self.log.info("late or unknown response {cmd} seq={seq}",
+                          cmd=pdu.command, seq=pdu.sequence)
+            return
+        self._timeouts_in_row = 0
+        out.timer.cancel()
+        out.deferred.callback(pdu)
+
+    def _on_request(self, pdu: Pdu) -> None:
+        if pdu.command == "enquire_link":
+            self._write(encode_pdu("enquire_link_resp", pdu.sequence))
+        elif pdu.command == "unbind":
+            self.log.info("SMSC asked to unbind")
+            self._write(encode_pdu("unbind_resp", pdu.sequence))
+            self.state = "unbinding"
+            self._fail_queue(TemporaryError("SMSC unbound the session"))
+            self.transport.loseConnection()
+        elif pdu.command in ("deliver_sm", "data_sm"):
+            self._on_deliver_pdu(pdu)
+        elif pdu.command == "alert_notification":
+            pass  # no response is defined for it
+        else:
+            self._write(generic_nack(pdu.sequence, ESME_RINVCMDID))
+
+    def _on_deliver_pdu(self, pdu: Pdu) -> None:
+        resp = pdu.command + "_resp"
+        if self.state not in ("bound", "unbinding"):
+            self._write(encode_pdu(resp, pdu.sequence, ESME_RINVBNDSTS))
+            return
+
+        def status(result: Any) -> int:
+            return ESME_ROK if result is None else int(result) & 0xFFFFFFFF
+
+        def failed(f: Failure) -> int:
+            self.log.failure("deliver callback failed; answering ESME_RX_T_APPN", f)
+            return ESME_RX_T_APPN
+
+        d = defer.maybeDeferred(self._dispatch_deliver, pdu)
+        d.addCallback(status).addErrback(failed)
+        d.addCallback(lambda st: self._write(encode_pdu(resp, pdu.sequence, st)))
+
+    def _dispatch_deliver(self, pdu: Pdu) -> Any:
+        if is_receipt(pdu):
+            receipt = build_receipt(pdu)
+            self.log.info("receipt for {msgid} stat={stat} from {src}",
+                          msgid=receipt.message_id, stat=receipt.stat,
+                          src=mask_msisdn(receipt.source_addr))
+            return self.on_receipt(receipt)
+        mo = build_mo(pdu, self.reassembler, self.clock.seconds())
+        self.log.info("MO from {src} to {dst} concat={concat} complete={complete}",
+                      src=mask_msisdn(mo.source_addr), dst=mo.destination_addr,
+                      concat=mo.concat, complete=mo.complete)
+        return self.on_deliver(mo)
+
+    # -- output ------------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and self.state != "closed":
+            self.transport.write(data)
+
+    def _next_seq(self) -> int:
+        self._seq = self._seq + 1 if self._seq < 0x7FFFFFFF else 1
+        return self._seq
+
+    def _request(self, command: str, timeout: float | None = None, **params: Any):
+        if self.state == "closed":
+            return defer.fail(TemporaryError("connection lost"))
+        seq = self._next_seq()
+        d: defer.Deferred = defer.Deferred()
+        timeout = self.config.response_timeout_s if timeout is None else timeout
+        timer = self.clock.callLater(timeout, self._on_timeout, seq)
+        self._outstanding[seq] = _Outstanding(command, d, timer)
+        self._write(encode_pdu(command, seq, **params))
+        return d
+
+    def _on_timeout(self, seq: int) -> None:
+        out = self._outstanding.pop(seq, None)
+        if out is None:
+            return
+        self._timeouts_in_row += 1
+        self.log.warn("no {cmd}_resp within timeout (seq={seq}, {n} in a row)",
+                      cmd=out.command, seq=seq, n=self._timeouts_in_row)
+        out.deferred.errback(TemporaryError(f"{out.command} response timeout"))
+        if out.command == "enquire_link" or self._timeouts_in_row >= getattr(
+            self.config, "max_timeouts", 3
+        ):
+            self._link_dead(f"{self._timeouts_in_row} response timeouts")
+
+    def _on_idle(self) -> None:
+        self._idle_call = self.clock.callLater(self.config.enquire_link_s, self._on_idle)
+        if self.state == "bound" and not any(
+            o.command == "enquire_link" for o in self._outstanding.values()
+        ):
+            self._request("enquire_link").addErrback(lambda f: None)
+
+class ESMEFactory(protocol.ClientFactory):
+    """Builds ESMEProtocol instances sharing one MO reassembler."""
+
+    protocol = ESMEProtocol
+    noisy = False
+
+    def __init__(self, config: Any, on_deliver: OnDeliver, on_receipt: OnReceipt, *,
+                 clock: Any = None, reassembler: Reassembler | None = None):
+        self.config = config
+        self.on_deliver = on_deliver
+        self.on_receipt = on_receipt
+        self.clock = clock
+        self.reassembler = reassembler or Reassembler(
+            getattr(config, "mo_reassembly_timeout_s", 300.0))
+        self.rate = make_rate(config)  # shared: a reconnect does not forget a throttle
+
+    def buildProtocol(self, addr: Any) -> ESMEProtocol:
+        p = self.protocol(self.config, self.on_deliver, self.on_receipt,
+                          clock=self.clock, reassembler=self.reassembler, rate=self.rate)
+        p.factory = self
+        return p

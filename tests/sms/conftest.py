@@ -1,0 +1,106 @@
+"""SMPP test helpers: a simulator on 127.0.0.1 port 0 and an ESME service bound to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, endpoints, reactor, task
+
+from sms.session import ESMEService
+from sms.smsc_simulator import SMSCSimulator
+
+
+@dataclass(frozen=True)
+class Cfg:
+    system_id: str = "loyalty"
+    password: str = "secret"
+    system_type: str = ""
+    address_range: str = ""
+    window: int = 4
+    max_submit_rate: float = 0.0  # unlimited unless a test says otherwise
+    response_timeout_s: float = 2.0
+    enquire_link_s: float = 5.0
+    dead_link_s: float = 15.0
+    reconnect_min_s: float = 0.05
+    reconnect_max_s: float = 0.4
+    source_addr: str = "10086"
+    source_addr_ton: int = 0
+    source_addr_npi: int = 0
+    unbind_timeout_s: float = 0.5
+    throttle_pause_s: float = 1.0
+
+
+class Inbox:
+    """on_deliver / on_receipt callbacks that record and answer ``status`` (or a Deferred)."""
+
+    def __init__(self) -> None:
+        self.mo: list[Any] = []
+        self.receipts: list[Any] = []
+        self.status: Any = 0
+
+    def on_deliver(self, mo: Any) -> Any:
+        self.mo.append(mo)
+        return self.status() if callable(self.status) else self.status
+
+    def on_receipt(self, receipt: Any) -> Any:
+        self.receipts.append(receipt)
+        return 0
+
+
+def sleep(seconds: float) -> defer.Deferred:
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@pytest.fixture
+def sim():
+    s = SMSCSimulator("loyalty", "secret")
+    s.listen(0)
+    yield s
+    pytest_twisted.blockon(s.stop())
+
+
+@pytest.fixture
+def inbox() -> Inbox:
+    return Inbox()
+
+
+@pytest.fixture
+def make_esme(sim, inbox):
+    """make_esme(**cfg_overrides) -> started ESMEService (call ``await esme.whenBound()``)."""
+    started: list[ESMEService] = []
+
+    def make(**overrides: Any) -> ESMEService:
+        cfg = replace(Cfg(), **overrides)
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", sim.port)
+        svc = ESMEService(cfg, endpoint, inbox.on_deliver, inbox.on_receipt)
+        svc.startService()
+        started.append(svc)
+        return svc
+
+    yield make
+    for svc in started:
+        if svc.running:
+            pytest_twisted.blockon(svc.stopService())
+
+
+@pytest.fixture(autouse=True)
+def no_logged_errors():
+    """Fail a test when anything logs a failure (e.g. 'Unhandled error in Deferred')."""
+    import gc
+
+    from twisted.logger import globalLogPublisher
+
+    errors: list[dict] = []
+
+    def observer(event: dict) -> None:
+        if event.get("log_failure") is not None and not event.get("expected_failure"):
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    yield errors
+    gc.collect()  # unhandled-error Deferreds report when collected
+    globalLogPublisher.removeObserver(observer)
+    assert not [e["log_failure"] for e in errors]
