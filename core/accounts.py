@@ -63,7 +63,10 @@ def balance(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> Balance:
 
 def tier_status(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> TierStatus:
     """The tier in force: the reviewed tier while valid, or higher if earned since."""
-    member = require_member(uow, msisdn)
+    return member_tier(uow, rules, require_member(uow, msisdn), now)
+
+
+def member_tier(uow, rules: ProgrammeRules, member: Member, now: datetime) -> TierStatus:
     today = rules.today(now)
     qualifying = uow.earned_points(member.msisdn, qualifying_window_start(today),
                                    rules.programme.qualifying_sources)

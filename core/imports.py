@@ -196,15 +196,14 @@ def import_points(uow, rules: ProgrammeRules, path, now: datetime,
         chunk = parsed[start:start + CHUNK]
         already = uow.existing_references(p[5] for p in chunk)
         credits = [p for p in chunk if p[5] not in already and p[2] > 0]
-        lot_ids = uow.add_lots_bulk([
+        uow.add_lots_bulk([
             dict(msisdn=m, amount=pts, remaining=pts, source=src, earned_on=day,
                  expires_at=expiry_for(day, rules.programme), reference=ref, expired=False,
                  created_at=now) for _, m, pts, src, day, ref in credits])
         uow.add_ledger_bulk(
             [dict(msisdn=m, kind=LedgerKind.CREDIT, amount=pts, reason=src,
                   channel=Channel.IMPORT, order_no=None, reference=ref, created_at=now)
-             for _, m, pts, src, day, ref in credits],
-            [[] for _ in lot_ids])
+             for _, m, pts, src, day, ref in credits])
         for _, msisdn, points, source, _, reference in chunk:
             if points < 0 and reference not in already:
                 deduct_points(uow, rules, msisdn, -points, DEDUCTION_SOURCES[source], source,

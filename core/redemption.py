@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 
-from core.accounts import check_not_locked, record_failed_secret, require_member, tier_status
+from core.accounts import (
+    check_not_locked,
+    member_tier,
+    record_failed_secret,
+    require_member,
+    tier_status,
+)
 from core.domain import (
     Channel,
+    Delivery,
     DeliveryStatus,
     InsufficientPoints,
     InvalidConfirmation,
     LedgerKind,
     LimitReached,
+    Member,
     Order,
     OrderNotCancellable,
     OrderStatus,
@@ -47,8 +56,9 @@ def catalogue(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
             for r in uow.list_rewards(kind) if is_available(r, today)]
 
 
-def _check_redeemable(uow, rules: ProgrammeRules, msisdn: str, code: str,
-                      now: datetime) -> tuple[Reward, int, int]:
+def _check_redeemable(uow, rules: ProgrammeRules, member: Member, code: str,
+                      now: datetime) -> tuple[Reward, int]:
+    """The reward and the member's price for it, if the member may redeem it now."""
     reward = uow.get_reward(code.upper())
     if reward is None:
         raise UnknownReward(code)
@@ -57,18 +67,17 @@ def _check_redeemable(uow, rules: ProgrammeRules, msisdn: str, code: str,
     if reward.stock is not None and reward.stock <= 0:
         raise OutOfStock(code)
     if reward.per_member_limit is not None and \
-            uow.count_orders(msisdn, reward.code) >= reward.per_member_limit:
+            uow.count_orders(member.msisdn, reward.code) >= reward.per_member_limit:
         raise LimitReached(code)
-    price = reward.price_for(tier_status(uow, rules, msisdn, now).code)
-    points, _, _ = uow.balance_summary(msisdn, now)
-    return reward, price, points
+    return reward, reward.price_for(member_tier(uow, rules, member, now).code)
 
 
 def quote_redemption(uow, rules: ProgrammeRules, msisdn: str, reward_code: str,
                      now: datetime) -> Quote:
     """Everything a redemption would check, without spending: for read-backs and SMS replies."""
     member = require_member(uow, msisdn)
-    reward, price, points = _check_redeemable(uow, rules, member.msisdn, reward_code, now)
+    reward, price = _check_redeemable(uow, rules, member, reward_code, now)
+    points, _, _ = uow.balance_summary(member.msisdn, now)
     if points < price:
         raise InsufficientPoints(points, price)
     return Quote(member.msisdn, reward, price, points)
@@ -85,12 +94,10 @@ def redeem(uow, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: s
     existing = uow.order_by_request(channel, request_id)
     if existing is not None:
         return existing
-    reward, price, _ = _check_redeemable(uow, rules, member.msisdn, reward_code, now)
+    reward, price = _check_redeemable(uow, rules, member, reward_code, now)
     plan = plan_spend(uow.spendable_lots(member.msisdn, now), price, now)
-    if not uow.take_stock(reward.code):
-        raise OutOfStock(reward.code)
     order = Order(
-        order_no=f"{rules.today(now):%y%m%d}{uow.next_order_number(now):06d}",
+        order_no=_order_number(uow, rules.today(now), now),
         msisdn=member.msisdn, reward_code=reward.code, reward_kind=reward.kind, points=price,
         status=OrderStatus.CONFIRMED, channel=channel, request_id=request_id, created_at=now)
     uow.add_order(order)
@@ -99,10 +106,20 @@ def redeem(uow, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: s
     uow.add_ledger(msisdn=member.msisdn, kind=LedgerKind.DEBIT, amount=-price,
                    reason=f"redeem {reward.code}", channel=channel, now=now,
                    order_no=order.order_no, draws=plan)
+    delivery = None
     if reward.kind == RewardKind.GIFT:
         uow.set_delivery(order.order_no, DeliveryStatus.PENDING, None, None, now)
+        delivery = Delivery(order.order_no, DeliveryStatus.PENDING, None, None, now)
+    # Limited stock is taken last: the reward's row stays locked for the shortest time, and
+    # unlimited rewards are never locked at all.
+    if reward.stock is not None and not uow.take_stock(reward.code):
+        raise OutOfStock(reward.code)
     uow.commit()
-    return uow.get_order(order.order_no)
+    return replace(order, delivery=delivery)
+
+
+def _order_number(uow, today: date, now: datetime) -> str:
+    return f"{today:%y%m%d}{uow.next_order_number(now):06d}"
 
 
 def cancel_order(uow, rules: ProgrammeRules, order_no: str, now: datetime, *,

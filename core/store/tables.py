@@ -98,6 +98,7 @@ ledger = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 Index("ix_ledger_member", ledger.c.msisdn, ledger.c.id)
+Index("ix_ledger_order", ledger.c.order_no)
 
 # Which lots each ledger entry moved: positive draws take points out, negative ones put back.
 lot_draws = Table(

@@ -131,14 +131,10 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
                  expired=False, created_at=now),
         ).scalar_one()
 
-    def add_lots_bulk(self, rows: Sequence[dict[str, Any]]) -> list[int]:
-        """Insert many lots (remaining = amount) and return their ids in order."""
-        if not rows:
-            return []
-        result = self.conn.execute(
-            insert(lots).returning(lots.c.id, sort_by_parameter_order=True), list(rows)
-        )
-        return list(result.scalars())
+    def add_lots_bulk(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert many lots (remaining = amount); no ids come back, which keeps it fast."""
+        if rows:
+            self.conn.execute(insert(lots), list(rows))
 
     def existing_references(self, references: Iterable[str]) -> set[str]:
         """References of imported rows already applied (credits and deductions alike)."""
@@ -211,8 +207,13 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
         return ledger_id
 
     def add_ledger_bulk(self, rows: Sequence[dict[str, Any]],
-                        draws: Sequence[Sequence[tuple[int, int]]]) -> None:
+                        draws: Sequence[Sequence[tuple[int, int]]] | None = None) -> None:
+        """Insert many ledger entries; ``draws`` (per entry) needs their ids, so only then
+        are ids asked back."""
         if not rows:
+            return
+        if draws is None:
+            self.conn.execute(insert(ledger), list(rows))
             return
         ids = list(self.conn.execute(
             insert(ledger).returning(ledger.c.id, sort_by_parameter_order=True), list(rows)

@@ -167,6 +167,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('ledger', schema=None) as batch_op:
         batch_op.create_index('ix_ledger_member', ['msisdn', 'id'], unique=False)
+        batch_op.create_index('ix_ledger_order', ['order_no'], unique=False)
 
     op.create_table('orders',
     sa.Column('order_no', sa.String(length=30), nullable=False),
@@ -288,6 +289,7 @@ def downgrade() -> None:
 
     op.drop_table('orders')
     with op.batch_alter_table('ledger', schema=None) as batch_op:
+        batch_op.drop_index('ix_ledger_order')
         batch_op.drop_index('ix_ledger_member')
 
     op.drop_table('ledger')
