@@ -1,0 +1,184 @@
+"""The ``loyalty`` FastAGI script: the self-service hotline.
+
+Answer; language from ``agi_language`` (zh* / en*, else the programme default); the caller is
+the member whose number the caller id is, else keys in number and PIN; then the member's
+language preference; welcome; main menu:
+
+    1 tier   2 balance   3 history   4 redeem   5 gift delivery
+    9 other language (stored as the preference)   0 agent   * repeat
+
+Every answer offers an SMS copy (1). Wrong keys and silence are retried with more help, then
+the call goes to an agent: ``LOYALTY_NEXT=agent``, ``LOYALTY_TIER=<code>``,
+``LOYALTY_PRIORITY=1|0`` and the AGI ends (the dialplan queues the call); outside
+``fastagi.agents_open`` the caller hears a polite goodbye and ``LOYALTY_NEXT=closed``.
+
+Database reads overlap the audio: the caller-id lookup runs while ANSWER does, the main
+menu's answers are read while the welcome and menu play (``ivr.flows.lookahead``).
+
+A hang-up raises ``ChannelHungUp`` from the next AGI command; it is not caught here, so the flow
+stops at once and the server records the call as hung up (no traceback).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from core.accounts import set_language
+from core.config import Config
+from ivr.agi_channel import AGIChannel
+from ivr.agi_wire import ChannelHungUp
+from ivr.flows import answers
+from ivr.flows.auth import authenticate, by_caller_id
+from ivr.flows.calls import CallBook
+from ivr.flows.lookahead import Pending
+from ivr.flows.menu import Call, EndCall, Settings, ToAgent, utc_now_from
+from ivr.flows.redeem import redeem_menu
+from ivr.flows.speech import NO_KEYS
+
+log = Logger()
+
+MAIN_MENU_KEYS = "123459*0"
+OTHER_LANGUAGE = {"zh": "en", "en": "zh"}
+
+Answer = Callable[[Call], Awaitable["str | None"]]
+
+
+async def _redeem(call: Call) -> None:
+    await redeem_menu(call)
+    return None
+
+
+ANSWERS: dict[str, Answer] = {
+    "1": answers.tier,
+    "2": answers.points_balance,
+    "3": answers.points_history,
+    "4": _redeem,
+    "5": answers.delivery,
+}
+
+
+class Hotline:
+    """The hotline flow: ``await hotline(channel)`` serves one call.
+
+    ``db`` is a ``core.dbservice.DatabaseService`` (anything with ``run(use_case, *args)``
+    returning a Deferred). ``book`` is shared with the server's call recorder; ``now`` defaults
+    to the reactor's clock."""
+
+    def __init__(self, db: Any, settings: Settings, *, book: CallBook | None = None,
+                 metrics: Any = None, now: Callable[[], datetime] | None = None,
+                 clock: Any = None) -> None:
+        if now is None:
+            if clock is None:
+                from twisted.internet import reactor as clock
+            now = utc_now_from(clock)
+        self.db = db
+        self.settings = settings
+        self.book = book if book is not None else CallBook()
+        self.metrics = metrics
+        self.now = now
+
+    @classmethod
+    def from_config(cls, config: Config, db: Any, **kwargs: Any) -> Hotline:
+        return cls(db, Settings.from_config(config), **kwargs)
+
+    async def __call__(self, channel: AGIChannel) -> None:
+        info = self.book.get(channel)
+        owned = info is None
+        if info is None:
+            info = self.book.open(channel, self.now())
+        call = Call(channel, info, self.settings, self.db, self.now, self.metrics)
+        try:
+            await self._serve(call)
+        finally:
+            if owned:
+                self.book.close(channel)
+
+    async def _serve(self, call: Call) -> None:
+        lookup = Pending(Deferred.fromCoroutine(by_caller_id(call)))  # while ANSWER runs
+        await call.channel.answer()
+        try:
+            member = await lookup.get()
+            if member is None:
+                await call.voice.set_language(call.language)
+                await call.voice.play("welcome", escape=NO_KEYS)
+                member = await authenticate(call)
+                call.look_ahead()
+                await self._prefer(call, member.language)
+            else:
+                call.msisdn = member.msisdn
+                call.look_ahead()  # read while the welcome and the menu play
+                await self._prefer(call, member.language, always=True)
+                await call.voice.play("welcome", escape=NO_KEYS)
+            call.info.msisdn = member.msisdn
+            await self.main_menu(call)
+        except ToAgent:
+            await call.to_agent()
+        except EndCall:
+            pass
+        except ChannelHungUp:
+            raise
+        except Exception:
+            # The database is down or a bug: tell the caller, log it, hand over to a person.
+            log.failure("IVR hotline failed (uniqueid={uniqueid})", uniqueid=call.channel.uniqueid)
+            call.info.detail("error")
+            await call.voice.play("err_system", escape=NO_KEYS)
+            await call.to_agent()
+
+    @staticmethod
+    async def _prefer(call: Call, language: str, *, always: bool = False) -> None:
+        """Switch to the member's preferred language (``always``: set it even when equal)."""
+        if language not in OTHER_LANGUAGE:
+            language = call.language
+        if always or language != call.language:
+            await call.voice.set_language(language)
+
+    async def main_menu(self, call: Call) -> None:
+        pending: str | None = None
+        while True:
+            if pending is not None and pending in MAIN_MENU_KEYS:
+                key = pending
+            else:
+                key = await call.choose(["menu_main"], MAIN_MENU_KEYS)
+            pending = None
+            if key == "*":
+                continue
+            call.info.step(key)
+            if key == "0":
+                raise ToAgent("key 0")
+            if key == "9":
+                await self.switch_language(call)
+                continue
+            pending = await self.answer(call, ANSWERS[key])
+
+    async def answer(self, call: Call, handler: Answer) -> str | None:
+        """Run one answer; a refusal or failure of the core is told, then back to the menu."""
+        try:
+            return await handler(call)
+        except (ChannelHungUp, ToAgent, EndCall):
+            raise
+        except Exception:
+            log.failure("IVR menu {path} failed (uniqueid={uniqueid})",
+                        path=call.info.menu_path, uniqueid=call.channel.uniqueid)
+            call.info.detail("error")
+            await call.voice.play("err_system", escape=NO_KEYS)
+            return None
+
+    async def switch_language(self, call: Call) -> None:
+        language = OTHER_LANGUAGE.get(call.language, "zh")
+        await call.voice.set_language(language)
+        try:
+            await call.run(set_language, call.msisdn, language, call.now())
+        except Exception:
+            log.failure("IVR could not store the language preference",
+                        uniqueid=call.channel.uniqueid)
+        await call.voice.play("lang_switched", escape=NO_KEYS)
+
+
+def hotline_flow(config: Config, db: Any, **kwargs: Any) -> Hotline:
+    """The flow registered as ``loyalty`` (``ivr.server.fastagi_service`` uses it)."""
+    return Hotline.from_config(config, db, **kwargs)

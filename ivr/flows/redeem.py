@@ -1,0 +1,166 @@
+"""Main-menu 4: redeem points.
+
+Category (1 services, 2 gifts, 3 vouchers, * back) -> the category's items in catalogue order
+with the caller's tier price (1-8 choose, 9 more, * back) -> a quote (every rule checked, nothing
+spent) -> the service PIN ended by # -> read-back, 1 confirm / 2 cancel -> the redemption.
+
+Hang-up safety: nothing is written before the confirmation key but PIN tries. The redemption
+runs only once the caller pressed 1, with ``request_id = "<uniqueid>:<reward code>"`` so a
+retry can never debit twice; the SMS confirmation is queued right after it, before anything
+is spoken, so a caller hanging up on the order number still gets the SMS.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from core.domain import (
+    Channel,
+    DomainError,
+    InsufficientPoints,
+    LimitReached,
+    OutOfStock,
+    PricedReward,
+    RewardKind,
+    RewardUnavailable,
+    UnknownReward,
+)
+from core.redemption import catalogue, quote_redemption, redeem
+from ivr.flows.auth import enter_pin
+from ivr.flows.menu import Call, ToAgent
+from ivr.flows.speech import NO_KEYS, SKIP_KEY, Alpha, Digits, Num, Piece
+
+log = Logger()
+
+CATEGORIES = {"1": RewardKind.SERVICE, "2": RewardKind.GIFT, "3": RewardKind.VOUCHER}
+PAGE_SIZE = 8
+MORE_KEY = "9"
+REDEEM_SMS_KIND = "redeem"
+
+REFUSAL_PROMPTS: tuple[tuple[type[DomainError], str], ...] = (
+    (InsufficientPoints, "redeem_insufficient"),
+    (OutOfStock, "redeem_out_of_stock"),
+    (LimitReached, "redeem_limit_reached"),
+    (RewardUnavailable, "redeem_not_available"),
+    (UnknownReward, "redeem_not_available"),
+)
+
+
+def refusal_prompt(error: DomainError) -> str | None:
+    for kind, prompt in REFUSAL_PROMPTS:
+        if isinstance(error, kind):
+            return prompt
+    return None
+
+
+async def redeem_menu(call: Call) -> None:
+    """Categories until the caller redeems, cancels or goes back (*)."""
+    while True:
+        key = await call.choose(["redeem_categories"], "123*0")
+        if key == "*":
+            return
+        if key == "0":
+            raise ToAgent("key 0")
+        kind = CATEGORIES[key]
+        items = await call.run(catalogue, call.msisdn, call.now(), kind=kind, write=False)
+        items = [item for item in items if item.in_stock]
+        if not items:
+            await call.voice.play("redeem_category_empty", escape=SKIP_KEY)
+            continue
+        item = await pick_item(call, items)
+        if item is None:
+            continue
+        call.info.detail(item.reward.code)
+        if await redeem_item(call, item):
+            return
+
+
+async def pick_item(call: Call, items: list[PricedReward]) -> PricedReward | None:
+    """1-8 choose on this page, 9 next page, * back (None)."""
+    start = 0
+    while True:
+        page = items[start:start + PAGE_SIZE]
+        more = start + PAGE_SIZE < len(items)
+        pieces: list[Piece] = []
+        for n, item in enumerate(page, start=1):
+            pieces += ["redeem_item", Num(n), Alpha(item.reward.code), "redeem_costs",
+                       Num(item.price), "unit_points"]
+        if more:
+            pieces.append("redeem_more")
+        pieces.append("redeem_choose")
+        valid = "".join(str(n) for n in range(1, len(page) + 1)) + (MORE_KEY if more else "")
+        key = await call.choose(pieces, valid + "*0")
+        if key == "*":
+            return None
+        if key == "0":
+            raise ToAgent("key 0")
+        if key == MORE_KEY and more:
+            start += PAGE_SIZE
+            continue
+        return page[int(key) - 1]
+
+
+async def redeem_item(call: Call, item: PricedReward) -> bool:
+    """Quote, PIN, read-back, redeem. False sends the caller back to the categories (the
+    rules refused this item); True back to the main menu."""
+    code = item.reward.code
+    try:
+        quote = await call.run(quote_redemption, call.msisdn, code, call.now(), write=False)
+    except DomainError as refused:
+        return not await _refused(call, refused)
+    if not await enter_pin(call, "redeem_enter_pin"):
+        return True  # PIN locked (told); the member can still use the other menus
+    readout: list[Piece] = ["redeem_confirm_intro", Alpha(code), "redeem_confirm_for",
+                            Num(quote.price)]
+    while True:
+        key = await call.choose(["redeem_confirm_keys"], "12*0", readout=readout)
+        if key == "*":
+            continue
+        if key == "0":
+            call.info.detail("cancel")
+            raise ToAgent("key 0")
+        if key == "2":
+            call.info.detail("cancel")
+            await call.voice.play("redeem_cancelled", escape=SKIP_KEY)
+            return True
+        break
+    call.info.detail("confirm")
+    try:
+        order = await call.run(redeem, call.msisdn, code, Channel.IVR,
+                               f"{call.channel.uniqueid}:{code}", call.now())
+    except DomainError as refused:
+        call.info.detail(refused.code)
+        return not await _refused(call, refused)
+    call.forget()
+    if call.metrics is not None:
+        call.metrics.redemptions.labels(channel=Channel.IVR.value).inc()
+    sms_queued = await _queue_confirmation(call, item, order.order_no, order.points)
+    pieces: list[Piece] = ["redeem_success", Digits(order.order_no)]
+    if sms_queued:
+        pieces.append("redeem_sms_sent")
+    await call.voice.play(*pieces, escape=SKIP_KEY)
+    return True
+
+
+async def _refused(call: Call, error: DomainError) -> bool:
+    """Tell the caller why; True when it was a rule about this item (back to categories)."""
+    prompt = refusal_prompt(error)
+    await call.voice.play(prompt or "err_system", escape=NO_KEYS)
+    return prompt is not None
+
+
+async def _queue_confirmation(call: Call, item: PricedReward, order_no: str,
+                              points: int) -> bool:
+    try:
+        after = (await call.snapshot()).balance
+        reward = item.reward
+        await call.queue_sms("redeem_done", {
+            "order_no": order_no, "reward_code": reward.code,
+            "reward_name": reward.name(call.language), "reward_kind": reward.kind,
+            "points": points, "balance": after.points, "channel": Channel.IVR.value,
+        }, kind=REDEEM_SMS_KIND, dedupe_key=f"redeem_done:{order_no}")
+    except Exception:
+        log.failure("IVR could not queue the redemption SMS for order {order_no}",
+                    order_no=order_no, uniqueid=call.channel.uniqueid)
+        return False
+    return True

@@ -1,0 +1,221 @@
+"""The FastAGI service of the server: flows by script name, metrics and call records.
+
+``fastagi_service(config, db, metrics)`` returns a ``Service`` for the composition root
+(``twistd.tac``) to attach; it listens on ``fastagi.host:fastagi.port`` when started.
+
+Scripts: ``loyalty`` (the hotline), ``expiry-warning`` (``ivr.flows.expiry_warning`` when that
+module is installed), plus ``extra_flows``.
+
+Every call accepted by the FastAGI server is recorded when it ends
+(``core.service_desk.record_call_start`` + ``record_call_end`` in one unit of work) through
+the database thread; the reactor never waits for that write.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import inspect
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer, endpoints
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from core.config import Config
+from core.domain import InvalidMsisdn, normalise_msisdn
+from core.service_desk import record_call_end, record_call_start
+from ivr.agi import FastAGIFactory, Flow
+from ivr.agi_channel import AGIChannel
+from ivr.flows.calls import CallBook
+from ivr.flows.hotline import Hotline
+
+log = Logger()
+
+HOTLINE_SCRIPT = "loyalty"
+EXPIRY_WARNING_SCRIPT = "expiry-warning"
+# Entry points tried on ivr.flows.expiry_warning, first match wins: a factory called with the
+# keyword arguments it declares (config, db, metrics, reactor, clock, hotline, book), or a flow.
+EXPIRY_WARNING_FACTORIES = ("make_expiry_warning_flow", "build_flow", "make_flow")
+EXPIRY_WARNING_FLOWS = ("flow",)
+
+
+def record_call(uow: Any, rules: Any, uniqueid: str, msisdn: str | None, script: str,
+                started: datetime, menu_path: str, outcome: str, ended: datetime) -> None:
+    """One finished call, stored with the core's two call-record use cases (database thread)."""
+    record_call_start(uow, rules, uniqueid, msisdn, script, started)
+    record_call_end(uow, rules, uniqueid, menu_path, outcome, ended)
+
+
+class CallRecorder:
+    """The FastAGI observer: metrics (calls_active, calls{script,outcome}, agi_think) and one
+    call record per call.
+
+    The record is written once, when the call ends (one database round trip per call, and the
+    number stored is the member's once identified, else the caller id, masked by the core).
+    The outcome stored is the flow's own (agent, closed, pin-locked) when the call ended
+    normally, else the server's (hangup, timeout, error...)."""
+
+    def __init__(self, db: Any, metrics: Any, book: CallBook, clock: Any) -> None:
+        self.db = db
+        self.metrics = metrics
+        self.book = book
+        self.clock = clock
+        self._writes: set[defer.Deferred[Any]] = set()
+
+    def drain(self) -> defer.Deferred[Any]:
+        """Fires once every call record write in flight now has finished."""
+        return defer.DeferredList(list(self._writes), consumeErrors=True)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.seconds(), UTC)
+
+    def call_started(self, channel: AGIChannel) -> None:
+        self.book.open(channel, self._now())
+        if self.metrics is not None:
+            self.metrics.calls_active.inc()
+
+    def call_ended(self, channel: AGIChannel, outcome: str) -> None:
+        now = self._now()
+        info = self.book.close(channel)
+        if info is not None and outcome == "completed" and info.outcome:
+            outcome = info.outcome
+        if self.metrics is not None:
+            self.metrics.calls_active.dec()
+            self.metrics.calls.labels(script=channel.script or "-", outcome=outcome).inc()
+        if self.db is None or info is None:
+            return
+        number = info.msisdn or _number(info.caller)
+        d = self.db.run(record_call, info.uniqueid or "-", number, info.script[:30],
+                        info.started, info.menu_path, outcome, now)
+        d.addErrback(self._failed, info.uniqueid)
+        self._writes.add(d)
+        d.addBoth(lambda _: self._writes.discard(d))
+
+    def think_time(self, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.agi_think.observe(seconds)
+
+    @staticmethod
+    def _failed(failure: Any, uniqueid: str) -> None:
+        log.failure("could not store the call record of {uniqueid}", failure=failure,
+                    uniqueid=uniqueid)
+
+
+def _number(callerid: str | None) -> str | None:
+    if callerid is None:
+        return None
+    try:
+        return normalise_msisdn(callerid)
+    except InvalidMsisdn:
+        return callerid[:20]
+
+
+class FastAGIService(Service):
+    """Listens with ``factory`` on ``endpoint`` while running. ``listening`` fires with the
+    port once bound (tests use port 0 and read the real one from it)."""
+
+    name = "fastagi"
+
+    def __init__(self, endpoint: Any, factory: FastAGIFactory) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port: IListeningPort | None = None
+        self.listening: defer.Deferred[IListeningPort] = defer.Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        failed: list[Any] = []
+        d = self.endpoint.listen(self.factory)
+
+        def bound(port: IListeningPort) -> None:
+            self.port = port
+            addr = port.getHost()
+            log.info("FastAGI listening on {host}:{port}", host=addr.host, port=addr.port)
+            self.listening.callback(port)
+
+        def error(failure: Any) -> None:
+            failed.append(failure)
+            log.failure("FastAGI cannot listen", failure=failure)
+            self.listening.errback(failure)
+
+        d.addCallbacks(bound, error)
+        if failed:  # TCP listens synchronously: refuse to start rather than run deaf
+            self.listening.addErrback(lambda _: None)
+            failed[0].raiseException()
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        super().stopService()
+        port, self.port = self.port, None
+        if port is None:
+            return None
+        self.listening = defer.Deferred()
+        return defer.maybeDeferred(port.stopListening)
+
+
+def tune_gc(threshold: int = 50_000) -> None:
+    """Call once from the composition root after start-up: freeze what start-up allocated
+    (modules, config, SQLAlchemy metadata) out of the collector's reach and collect the young
+    generation less often. With thousands of calls in flight the default thresholds run a
+    collection every 700 allocations and full collections walk the whole heap, stalling every
+    call at once (see bench/ivr_bench.py)."""
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(threshold, second, third)
+
+
+def expiry_warning_flow(config: Config, db: Any, metrics: Any, reactor: Any, hotline: Hotline,
+                        book: CallBook) -> Flow | None:
+    """The ``expiry-warning`` flow from ``ivr.flows.expiry_warning`` if installed, else None."""
+    try:
+        module = importlib.import_module("ivr.flows.expiry_warning")
+    except ModuleNotFoundError as missing:
+        if missing.name == "ivr.flows.expiry_warning":
+            return None
+        raise
+    offered = dict(config=config, db=db, metrics=metrics, reactor=reactor, clock=reactor,
+                   hotline=hotline, book=book)
+    for name in EXPIRY_WARNING_FACTORIES:
+        factory = getattr(module, name, None)
+        if not callable(factory):
+            continue
+        params = inspect.signature(factory).parameters
+        required = {name for name, p in params.items() if p.default is p.empty
+                    and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if required <= offered.keys():
+            return factory(**{k: v for k, v in offered.items() if k in params})
+    for name in EXPIRY_WARNING_FLOWS:
+        flow = getattr(module, name, None)
+        if callable(flow):
+            return flow
+    log.warn("ivr.flows.expiry_warning has no flow ({names}); script {script} disabled",
+             names=", ".join(EXPIRY_WARNING_FACTORIES + EXPIRY_WARNING_FLOWS),
+             script=EXPIRY_WARNING_SCRIPT)
+    return None
+
+
+def fastagi_service(config: Config, db: Any, metrics: Any, reactor: Any = None,
+                    extra_flows: Mapping[str, Flow] | None = None) -> FastAGIService:
+    """The FastAGI server as a service: hotline + expiry-warning (+ ``extra_flows``) flows,
+    metrics and call records through ``db`` (a ``DatabaseService``)."""
+    if reactor is None:
+        from twisted.internet import reactor
+    book = CallBook()
+    hotline = Hotline.from_config(config, db, book=book, metrics=metrics, clock=reactor)
+    flows: dict[str, Flow] = {HOTLINE_SCRIPT: hotline}
+    warning = expiry_warning_flow(config, db, metrics, reactor, hotline, book)
+    if warning is not None:
+        flows[EXPIRY_WARNING_SCRIPT] = warning
+    flows.update(extra_flows or {})
+    fa = config.fastagi
+    factory = FastAGIFactory(flows, max_calls=fa.max_calls, idle_timeout_s=fa.idle_timeout_s,
+                             observer=CallRecorder(db, metrics, book, reactor), clock=reactor)
+    endpoint = endpoints.TCP4ServerEndpoint(reactor, fa.port, interface=fa.host, backlog=1024)
+    service = FastAGIService(endpoint, factory)
+    service.recorder = factory.observer  # type: ignore[attr-defined]
+    service.hotline = hotline  # type: ignore[attr-defined]
+    return service
