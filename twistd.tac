@@ -6,16 +6,23 @@ from twisted.logger import Logger
 
 from core.config import ConfigError, load_config
 from core.dbservice import DatabaseService
+from core.jobs.scheduler import jobs_service
 from core.metrics import Metrics
 from core.rules import ProgrammeRules
 from core.store import SchemaBehind, Store
+from ivr.ami import AMIDialer, AMIDialerService
+from ivr.server import fastagi_service, tune_gc
 from ops import ops_service
+from sms.server import sms_service
 
 log = Logger(namespace="loyalty")
 
 
 def build_server(config, reactor=None):
-    """Every long-lived part of the server, attached to one MultiService."""
+    """Every long-lived part of the server, attached to one MultiService.
+
+    Children stop in reverse order: ops, jobs, channels, then the database they write to.
+    """
     if reactor is None:
         from twisted.internet import reactor
     db_config = config.database
@@ -28,8 +35,32 @@ def build_server(config, reactor=None):
     top.db.setName("database")
     top.db.setServiceParent(top)
 
-    checks = {"database": lambda: top.db.call(lambda s: s.ping())}
-    top.ops = ops_service(config, top.metrics, checks, reactor)
+    top.sms = sms_service(config, top.db, top.metrics, reactor)
+    top.sms.setServiceParent(top)
+    top.fastagi = fastagi_service(config, top.db, top.metrics, reactor)
+    top.fastagi.setServiceParent(top)
+
+    dialer = None
+    if config.ami.enabled:
+        ami = config.ami
+        dialer = AMIDialer(ami.host, ami.port, ami.username, ami.secret, caller_id=ami.caller_id,
+                           channel_template=ami.channel_template, fastagi_url=ami.fastagi_url,
+                           answer_timeout_s=ami.answer_timeout_s, reactor=reactor)
+        AMIDialerService(dialer).setServiceParent(top)
+    if config.jobs.enabled:
+        top.jobs = jobs_service(config, top.db, top.metrics, reactor, dialer=dialer)
+        top.jobs.setServiceParent(top)
+
+    checks = {
+        "database": lambda: top.db.call(lambda s: s.ping()),
+        "smpp": lambda: (top.sms.bound or not config.smpp.enabled,
+                         "bound" if top.sms.bound else
+                         "disabled" if not config.smpp.enabled else "not bound"),
+        "fastagi": lambda: (top.fastagi.port is not None,
+                            f"{config.fastagi.host}:{config.fastagi.port}"),
+    }
+    top.ops = ops_service(config, top.metrics, checks, reactor,
+                          before_metrics=top.sms.refresh_metrics)
     top.ops.setServiceParent(top)
     return top
 
@@ -39,6 +70,7 @@ if __name__ == "builtins":  # run by twistd, not imported by a test
         _config = load_config()
         application = service.Application("loyalty")
         build_server(_config).setServiceParent(application)
+        tune_gc()  # thousands of calls in flight: keep collector pauses out of think time
     except (ConfigError, SchemaBehind) as _problem:
         raise SystemExit(f"loyalty: cannot start: {_problem}") from None
     log.info("loyalty server configured")

@@ -1,7 +1,531 @@
-"""Queries for the SMS channel (MO store, outbox claiming, delivery receipts)."""
+"""Queries for the SMS channel (MO store, outbox claiming, delivery receipts).
+
+Bulk by design: the SMS channel batches work per transaction (every MO stored in one reactor
+turn, every MO handled in one handler round, every submit result and receipt of a round), so
+these methods take and return lists and use executemany / multi-row statements.
+
+The tables added by migration 0002_sms are defined here (on the shared metadata) because only
+the SMS channel uses them.
+"""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from core.store.tables import Id, UTCDateTime, lots, members, metadata, mo_messages, outbox
+
+# --- tables of migration 0002_sms -----------------------------------------------------------
+
+# Segments of concatenated MO messages, stored before they are acknowledged; joined into one
+# mo_messages row when the set is complete (also after a restart lost the in-memory parts).
+mo_parts = Table(
+    "mo_parts", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(200), unique=True, nullable=False),
+    Column("msisdn", String(20), nullable=False),
+    Column("ref", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("mo_id", Id),  # the joined message, once the set was complete
+    Column("received_at", UTCDateTime, nullable=False),
+)
+Index("ix_mo_parts_set", mo_parts.c.msisdn, mo_parts.c.ref, mo_parts.c.total)
+Index("ix_mo_parts_received", mo_parts.c.received_at)
+
+# Per-number MO rate window (fixed one-minute windows starting at the first message).
+sms_rate = Table(
+    "sms_rate", metadata,
+    Column("msisdn", String(20), primary_key=True),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("warned", Boolean, nullable=False),
+)
+
+# The SMSC's message id of every accepted MT part, under each normalised key of it.
+outbox_ids = Table(
+    "outbox_ids", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("outbox_id", Id, ForeignKey("outbox.id"), nullable=False),
+    Column("part", Integer, nullable=False),
+    Column("message_id", String(80), nullable=False),
+    Column("id_key", String(90), nullable=False),
+    Column("stat", String(10)),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index("ix_outbox_ids_key", outbox_ids.c.id_key)
+Index("ix_outbox_ids_outbox", outbox_ids.c.outbox_id, outbox_ids.c.part)
+
+# Receipts whose message id is not (yet) recorded: a receipt may overtake its submit_sm_resp.
+sms_receipts = Table(
+    "sms_receipts", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("id_key", String(90), nullable=False),
+    Column("message_id", String(80), nullable=False),
+    Column("stat", String(10)),
+    Column("err", String(10)),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+Index("ix_sms_receipts_key", sms_receipts.c.id_key)
+Index("ix_sms_receipts_received", sms_receipts.c.received_at)
+
+CHUNK = 500
+OPEN_STATES = ("queued", "sending")
+
+
+# --- records --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredMO:
+    id: int
+    msisdn: str  # source_addr as received
+    text: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class MOPart:
+    id: int
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True)
+class RateWindow:
+    msisdn: str
+    window_start: datetime
+    count: int
+    warned: bool
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    msisdn: str
+    language: str
+    template: str | None
+    params: dict[str, Any]
+    body: str | None
+    kind: str
+    attempts: int
+    message_ids: tuple[str | None, ...]  # per part; None = not accepted yet
+
+
+@dataclass(frozen=True)
+class IdMatch:
+    outbox_id: int
+    part: int
+    id_key: str
+
+
+@dataclass(frozen=True)
+class HeldReceipt:
+    id: int
+    id_key: str
+    message_id: str
+    stat: str | None
+    err: str | None
+
+
+@dataclass(frozen=True)
+class PartStats:
+    outbox_id: int
+    state: str
+    parts: int
+    stats: dict[int, str | None]  # part index -> last stat
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """A database failure worth retrying later (lock timeout, lost connection...)."""
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or (
+        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+
+def _ids_json(ids: Sequence[str | None]) -> str:
+    return json.dumps(list(ids))
+
+
+def _outbox_row(r) -> OutboxRow:
+    try:
+        params = json.loads(r.params or "{}")
+    except ValueError:
+        params = {}
+    ids = tuple(json.loads(r.message_ids)) if r.message_ids else ()
+    return OutboxRow(r.id, r.msisdn, r.language, r.template, params, r.body, r.kind,
+                     r.attempts, ids)
 
 
 class SmsQueries:
     """Mixed into SqlUnitOfWork; uses ``self.conn`` and ``self.is_sqlite``."""
+
+    def _sms_insert(self, table):
+        return sqlite_insert(table) if self.is_sqlite else pg_insert(table)
+
+    def sms_savepoint(self):
+        """A SAVEPOINT inside the current transaction: ``.commit()`` releases it,
+        ``.rollback()`` undoes what was done since."""
+        return self.conn.begin_nested()
+
+    # --- MO: storing ------------------------------------------------------------------------
+
+    def sms_existing_mo_keys(self, keys: Sequence[str], since: datetime) -> set[str]:
+        """The keys among ``keys`` of messages received at or after ``since``."""
+        found: set[str] = set()
+        for chunk in _chunks(list(keys)):
+            found.update(self.conn.execute(select(mo_messages.c.dedupe_key).where(
+                mo_messages.c.dedupe_key.in_(chunk), mo_messages.c.received_at >= since)
+            ).scalars())
+        return found
+
+    def sms_insert_mo(self, rows: Sequence[dict[str, Any]]) -> None:
+        """rows: dedupe_key, msisdn, text, received_at. A key already stored is skipped."""
+        if rows:  # executemany: far cheaper than a multi-row VALUES through SQLAlchemy
+            self.conn.execute(
+                self._sms_insert(mo_messages).on_conflict_do_nothing(
+                    index_elements=["dedupe_key"]),
+                [dict(r, state="received") for r in rows])
+
+    def sms_existing_part_keys(self, keys: Sequence[str], since: datetime) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(list(keys)):
+            found.update(self.conn.execute(select(mo_parts.c.dedupe_key).where(
+                mo_parts.c.dedupe_key.in_(chunk), mo_parts.c.received_at >= since)
+            ).scalars())
+        return found
+
+    def sms_insert_mo_parts(self, rows: Sequence[dict[str, Any]]) -> None:
+        """rows: dedupe_key, msisdn, ref, total, seq, text, received_at."""
+        if rows:
+            self.conn.execute(
+                self._sms_insert(mo_parts).on_conflict_do_nothing(index_elements=["dedupe_key"]),
+                list(rows))
+
+    def sms_open_parts(self, msisdn: str, ref: int, total: int,
+                       since: datetime) -> list[MOPart]:
+        """The not yet joined parts of one set received since ``since``, by seq (the
+        newest copy of each seq)."""
+        rows = self.conn.execute(
+            select(mo_parts.c.id, mo_parts.c.seq, mo_parts.c.text).where(
+                mo_parts.c.msisdn == msisdn, mo_parts.c.ref == ref, mo_parts.c.total == total,
+                mo_parts.c.mo_id.is_(None), mo_parts.c.received_at >= since)
+            .order_by(mo_parts.c.seq, mo_parts.c.id.desc()))
+        seen: dict[int, MOPart] = {}
+        for r in rows:
+            seen.setdefault(r.seq, MOPart(r.id, r.seq, r.text))
+        return list(seen.values())
+
+    def sms_join_parts(self, part_ids: Sequence[int], mo_dedupe_key: str) -> None:
+        """Mark parts as joined into the message stored under ``mo_dedupe_key``."""
+        mo_id = self.conn.execute(select(mo_messages.c.id).where(
+            mo_messages.c.dedupe_key == mo_dedupe_key)).scalar()
+        for chunk in _chunks(list(part_ids)):
+            self.conn.execute(update(mo_parts).where(mo_parts.c.id.in_(chunk))
+                              .values(mo_id=mo_id if mo_id is not None else 0))
+
+    def sms_purge_parts(self, before: datetime) -> int:
+        return self.conn.execute(delete(mo_parts).where(mo_parts.c.received_at < before)).rowcount
+
+    # --- MO: handling -----------------------------------------------------------------------
+
+    def sms_claim_mo(self, limit: int) -> list[StoredMO]:
+        """The oldest received messages; on PostgreSQL locked (SKIP LOCKED) until commit."""
+        stmt = select(mo_messages.c.id, mo_messages.c.msisdn, mo_messages.c.text,
+                      mo_messages.c.received_at).where(
+            mo_messages.c.state == "received").order_by(mo_messages.c.id).limit(limit)
+        if not self.is_sqlite:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return [StoredMO(r.id, r.msisdn, r.text, r.received_at) for r in self.conn.execute(stmt)]
+
+    def sms_claim_mo_ids(self, ids: Sequence[int]) -> list[StoredMO]:
+        """These messages if still received (locked on PostgreSQL), in id order."""
+        stmt = select(mo_messages.c.id, mo_messages.c.msisdn, mo_messages.c.text,
+                      mo_messages.c.received_at).where(
+            mo_messages.c.state == "received", mo_messages.c.id.in_(list(ids))
+        ).order_by(mo_messages.c.id)
+        if not self.is_sqlite:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return [StoredMO(r.id, r.msisdn, r.text, r.received_at) for r in self.conn.execute(stmt)]
+
+    def sms_mark_mo(self, outcomes: Sequence[tuple[int, str]], now: datetime) -> None:
+        """(mo id, state) pairs: 'handled' or 'failed'."""
+        by_state: dict[str, list[int]] = {}
+        for i, state in outcomes:
+            by_state.setdefault(state, []).append(i)
+        for state, ids in by_state.items():
+            for chunk in _chunks(ids):
+                self.conn.execute(update(mo_messages).where(mo_messages.c.id.in_(chunk))
+                                  .values(state=state, handled_at=now))
+
+    def sms_mo_states(self, ids: Sequence[int]) -> dict[int, str]:
+        rows = self.conn.execute(select(mo_messages.c.id, mo_messages.c.state).where(
+            mo_messages.c.id.in_(list(ids))))
+        return {r.id: r.state for r in rows}
+
+    def sms_members(self, msisdns: Sequence[str]) -> dict[str, str]:
+        """msisdn -> language of the members among ``msisdns``."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(dict.fromkeys(msisdns))):
+            for r in self.conn.execute(select(members.c.msisdn, members.c.language).where(
+                    members.c.msisdn.in_(chunk))):
+                found[r.msisdn] = r.language
+        return found
+
+    def sms_balance_summaries(self, msisdns: Sequence[str], now: datetime
+                              ) -> dict[str, tuple[int, datetime | None, int]]:
+        """``balance_summary`` (spendable points, soonest expiry, points expiring then) of
+        many members with one grouped query; members without live lots get (0, None, 0)."""
+        out: dict[str, tuple[int, datetime | None, int]] = {}
+        for chunk in _chunks(list(dict.fromkeys(msisdns))):
+            for m in chunk:
+                out[m] = (0, None, 0)
+            rows = self.conn.execute(
+                select(lots.c.msisdn, lots.c.expires_at, func.sum(lots.c.remaining))
+                .where(lots.c.msisdn.in_(chunk), lots.c.remaining > 0, lots.c.expires_at > now)
+                .group_by(lots.c.msisdn, lots.c.expires_at)
+                .order_by(lots.c.msisdn, lots.c.expires_at))
+            for msisdn, expires_at, points in rows:
+                total, first, expiring = out[msisdn]
+                if first is None:
+                    out[msisdn] = (total + int(points), expires_at, int(points))
+                else:
+                    out[msisdn] = (total + int(points), first, expiring)
+        return out
+
+    def sms_rate_windows(self, msisdns: Sequence[str]) -> dict[str, RateWindow]:
+        found: dict[str, RateWindow] = {}
+        for chunk in _chunks(list(dict.fromkeys(msisdns))):
+            for r in self.conn.execute(select(sms_rate).where(sms_rate.c.msisdn.in_(chunk))):
+                found[r.msisdn] = RateWindow(r.msisdn, r.window_start, r.count, bool(r.warned))
+        return found
+
+    def sms_save_rate_windows(self, windows: Sequence[RateWindow]) -> None:
+        if not windows:
+            return
+        stmt = self._sms_insert(sms_rate)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["msisdn"],
+            set_=dict(window_start=stmt.excluded.window_start, count=stmt.excluded.count,
+                      warned=stmt.excluded.warned))
+        self.conn.execute(stmt, [dict(msisdn=w.msisdn, window_start=w.window_start,
+                                      count=w.count, warned=w.warned) for w in windows])
+
+    def sms_purge_rate_windows(self, before: datetime) -> int:
+        return self.conn.execute(
+            delete(sms_rate).where(sms_rate.c.window_start < before)).rowcount
+
+    # --- outbox -----------------------------------------------------------------------------
+
+    def sms_queue_outbox(self, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """Insert MT rows (msisdn, language, kind, template, params dict, body, dedupe_key,
+        state, not_before, claimed_until, created_at); returns their ids in order."""
+        if not rows:
+            return []
+        values = [dict(r, params=json.dumps(r.get("params") or {}, ensure_ascii=False,
+                                            default=str), attempts=r.get("attempts", 0))
+                  for r in rows]
+        result = self.conn.execute(
+            outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True), values)
+        return list(result.scalars())
+
+    def sms_claim_outbox(self, now: datetime, until: datetime, limit: int) -> list[OutboxRow]:
+        """Claim up to ``limit`` due rows (queued and due, or sending with a lapsed claim):
+        state sending, claimed_until ``until``, attempts + 1. PostgreSQL skips rows another
+        process has locked; SQLite writers are serialised by BEGIN IMMEDIATE."""
+        due = or_(and_(outbox.c.state == "queued", outbox.c.not_before <= now),
+                  and_(outbox.c.state == "sending", outbox.c.claimed_until < now))
+        pick = select(outbox.c.id).where(due).order_by(outbox.c.not_before, outbox.c.id) \
+            .limit(limit)
+        if not self.is_sqlite:
+            pick = pick.with_for_update(skip_locked=True)
+        rows = self.conn.execute(
+            update(outbox).where(outbox.c.id.in_(pick.scalar_subquery()))
+            .values(state="sending", claimed_until=until, attempts=outbox.c.attempts + 1)
+            .returning(outbox.c.id, outbox.c.msisdn, outbox.c.language, outbox.c.template,
+                       outbox.c.params, outbox.c.body, outbox.c.kind, outbox.c.attempts,
+                       outbox.c.message_ids, outbox.c.not_before))
+        return [_outbox_row(r) for r in sorted(rows, key=lambda r: (r.not_before, r.id))]
+
+    def sms_set_bodies(self, bodies: Sequence[tuple[int, str]]) -> None:
+        if bodies:
+            self.conn.execute(
+                update(outbox).where(outbox.c.id == bindparam("b_id"))
+                .values(body=bindparam("b_body")),
+                [dict(b_id=i, b_body=b) for i, b in bodies])
+
+    def sms_extend_claims(self, ids: Sequence[int], until: datetime) -> None:
+        for chunk in _chunks(list(ids)):
+            self.conn.execute(update(outbox).where(
+                outbox.c.id.in_(chunk), outbox.c.state == "sending").values(claimed_until=until))
+
+    def sms_release_claims(self, ids: Sequence[int]) -> None:
+        """Put claimed rows back in the queue, due now (a clean shutdown)."""
+        for chunk in _chunks(list(ids)):
+            self.conn.execute(update(outbox).where(
+                outbox.c.id.in_(chunk), outbox.c.state == "sending").values(
+                state="queued", claimed_until=None))
+
+    def sms_record_submitted(self, rows: Sequence[tuple[int, Sequence[str | None]]],
+                             now: datetime) -> None:
+        if rows:
+            self.conn.execute(
+                update(outbox).where(outbox.c.id == bindparam("b_id")).values(
+                    state="submitted", message_ids=bindparam("b_ids"), submitted_at=now,
+                    claimed_until=None, error=None),
+                [dict(b_id=i, b_ids=_ids_json(ids)) for i, ids in rows])
+
+    def sms_record_retry(self, rows: Sequence[tuple[int, Sequence[str | None], datetime, str]]
+                         ) -> None:
+        """(id, message ids so far, not_before, error)."""
+        if rows:
+            self.conn.execute(
+                update(outbox).where(outbox.c.id == bindparam("b_id")).values(
+                    state="queued", message_ids=bindparam("b_ids"),
+                    not_before=bindparam("b_not_before"), claimed_until=None,
+                    error=bindparam("b_error")),
+                [dict(b_id=i, b_ids=_ids_json(ids), b_not_before=nb, b_error=err[:200])
+                 for i, ids, nb, err in rows])
+
+    def sms_record_failed(self, rows: Sequence[tuple[int, Sequence[str | None], str]],
+                          now: datetime) -> None:
+        """(id, message ids so far, error): a permanent failure."""
+        if rows:
+            self.conn.execute(
+                update(outbox).where(outbox.c.id == bindparam("b_id")).values(
+                    state="failed", message_ids=bindparam("b_ids"), claimed_until=None,
+                    error=bindparam("b_error"), final_at=now),
+                [dict(b_id=i, b_ids=_ids_json(ids), b_error=err[:200]) for i, ids, err in rows])
+
+    def sms_add_message_ids(self, rows: Sequence[tuple[int, int, str, Iterable[str]]],
+                            now: datetime) -> None:
+        """(outbox id, part index, message id as given, its normalised keys)."""
+        values = [dict(outbox_id=oid, part=part, message_id=mid[:80], id_key=key[:90],
+                       stat=None, created_at=now)
+                  for oid, part, mid, keys in rows for key in sorted(keys)]
+        if values:
+            self.conn.execute(outbox_ids.insert(), values)
+
+    def sms_outbox_depth(self) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(outbox).where(
+            outbox.c.state.in_(OPEN_STATES))).scalar_one())
+
+    def sms_outbox_rows(self, msisdn: str | None = None) -> list[dict[str, Any]]:
+        """Every outbox row (of one number), oldest first: for tests and tools."""
+        stmt = select(outbox).order_by(outbox.c.id)
+        if msisdn is not None:
+            stmt = stmt.where(outbox.c.msisdn == msisdn)
+        return [dict(r._mapping) for r in self.conn.execute(stmt)]
+
+    # --- receipts ---------------------------------------------------------------------------
+
+    def sms_match_ids(self, keys: Iterable[str]) -> list[IdMatch]:
+        found: list[IdMatch] = []
+        for chunk in _chunks(sorted(set(keys))):
+            found.extend(IdMatch(r.outbox_id, r.part, r.id_key) for r in self.conn.execute(
+                select(outbox_ids.c.outbox_id, outbox_ids.c.part, outbox_ids.c.id_key)
+                .where(outbox_ids.c.id_key.in_(chunk))))
+        return found
+
+    def sms_set_part_stats(self, rows: Sequence[tuple[int, int, str | None]]) -> None:
+        """(outbox id, part index, stat): every id row of that part gets the stat."""
+        if rows:
+            self.conn.execute(
+                update(outbox_ids).where(outbox_ids.c.outbox_id == bindparam("b_oid"),
+                                         outbox_ids.c.part == bindparam("b_part"))
+                .values(stat=bindparam("b_stat")),
+                [dict(b_oid=o, b_part=p, b_stat=s) for o, p, s in rows])
+
+    def sms_part_stats(self, ids: Iterable[int]) -> list[PartStats]:
+        out: list[PartStats] = []
+        for chunk in _chunks(sorted(set(ids))):
+            heads = {r.id: r for r in self.conn.execute(
+                select(outbox.c.id, outbox.c.state, outbox.c.message_ids)
+                .where(outbox.c.id.in_(chunk)))}
+            stats: dict[int, dict[int, str | None]] = {i: {} for i in heads}
+            for r in self.conn.execute(
+                    select(outbox_ids.c.outbox_id, outbox_ids.c.part, outbox_ids.c.stat)
+                    .where(outbox_ids.c.outbox_id.in_(chunk)).order_by(outbox_ids.c.id)):
+                if r.outbox_id in stats:
+                    stats[r.outbox_id][r.part] = r.stat
+            for i, h in heads.items():
+                parts = len(json.loads(h.message_ids)) if h.message_ids else 0
+                out.append(PartStats(i, h.state, parts, stats[i]))
+        return out
+
+    def sms_finalise(self, rows: Sequence[tuple[int, str, str | None]], now: datetime) -> None:
+        """(outbox id, final state, error) for rows still 'submitted'."""
+        if rows:
+            self.conn.execute(
+                update(outbox).where(outbox.c.id == bindparam("b_id"),
+                                     outbox.c.state == "submitted")
+                .values(state=bindparam("b_state"), error=bindparam("b_error"), final_at=now),
+                [dict(b_id=i, b_state=s, b_error=(e or None) and e[:200]) for i, s, e in rows])
+
+    def sms_hold_receipts(self, rows: Sequence[tuple[str, str, str | None, str | None]],
+                          now: datetime) -> None:
+        """(id key, message id, stat, err) of receipts that matched nothing yet."""
+        if rows:
+            self.conn.execute(sms_receipts.insert(), [
+                dict(id_key=k[:90], message_id=m[:80], stat=s, err=(e or None) and e[:10],
+                     received_at=now) for k, m, s, e in rows])
+
+    def sms_held_receipts(self, keys: Iterable[str] | None = None) -> list[HeldReceipt]:
+        """Held receipts under ``keys`` (all of them when None), oldest first."""
+        stmt = select(sms_receipts).order_by(sms_receipts.c.id)
+        if keys is None:
+            rows = list(self.conn.execute(stmt))
+        else:
+            rows = []
+            for chunk in _chunks(sorted(set(keys))):
+                rows.extend(self.conn.execute(stmt.where(sms_receipts.c.id_key.in_(chunk))))
+        return [HeldReceipt(r.id, r.id_key, r.message_id, r.stat, r.err) for r in rows]
+
+    def sms_held_receipts_matching(self) -> list[HeldReceipt]:
+        """Held receipts whose key is now recorded for some MT part."""
+        rows = self.conn.execute(
+            select(sms_receipts).where(sms_receipts.c.id_key.in_(
+                select(outbox_ids.c.id_key))).order_by(sms_receipts.c.id))
+        return [HeldReceipt(r.id, r.id_key, r.message_id, r.stat, r.err) for r in rows]
+
+    def sms_drop_receipts(self, message_ids: Iterable[str]) -> None:
+        for chunk in _chunks(sorted(set(message_ids))):
+            self.conn.execute(delete(sms_receipts).where(sms_receipts.c.message_id.in_(chunk)))
+
+    def sms_expire_receipts(self, before: datetime) -> int:
+        """Forget held receipts older than ``before``; returns how many receipts (not keys)."""
+        stale = self.conn.execute(select(func.count(func.distinct(sms_receipts.c.message_id)))
+                                  .where(sms_receipts.c.received_at < before)).scalar_one()
+        if stale:
+            self.conn.execute(delete(sms_receipts).where(sms_receipts.c.received_at < before))
+        return int(stale)

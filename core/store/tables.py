@@ -259,6 +259,9 @@ expiry_warnings = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("msisdn", "expires_at", "stage", name="uq_expiry_warnings_batch"),
 )
+Index("ix_expiry_warnings_voice_due", expiry_warnings.c.state, expiry_warnings.c.updated_at,
+      postgresql_where=expiry_warnings.c.channel == "voice",
+      sqlite_where=expiry_warnings.c.channel == "voice")
 
 auto_redemptions = Table(
     "auto_redemptions", metadata,

@@ -1,0 +1,63 @@
+"""Tier review on the tier cycle: members whose tier may change are reviewed with the core's
+``review_tier``; those whose tier changed get an SMS (queued in the same transaction).
+
+One grouped query per batch finds the candidates (qualifying points above their tier, or a tier
+whose validity ended); ``review_tier`` decides again under the member's lock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from core.accounts import review_tier
+from core.config import JobsConfig
+from core.jobs.base import HeldCommit, Sample, Step, add, date_params, queue_notice
+from core.rules import (
+    ProgrammeRules,
+    qualifying_window_start,
+    tier_for,
+    tier_rank,
+    tier_valid_until,
+)
+
+BATCH = 2000
+KIND = "tier_changed"
+
+
+def tier_review(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
+                cursor: str | None = None, *, dry_run: bool = False, samples: int = 0,
+                batch: int = BATCH) -> Step:
+    today = rules.today(now)
+    rows = uow.tier_review_page(cursor or "", batch, qualifying_window_start(today),
+                                rules.programme.qualifying_sources)
+    counts: dict[str, int] = {"members": len(rows)}
+    picked: list[Sample] = []
+    held = HeldCommit(uow)
+    for row in rows:
+        earned = tier_for(row.qualifying_points, rules.tiers)
+        still_valid = row.tier_valid_until is not None and row.tier_valid_until >= today
+        if still_valid and tier_rank(earned.code, rules.tiers) <= tier_rank(row.tier_code,
+                                                                             rules.tiers):
+            continue
+        if dry_run:
+            old, new = row.tier_code, earned.code
+            valid_until = tier_valid_until(today, rules.programme)
+        else:
+            old, new = review_tier(held, rules, row.msisdn, now)
+            valid_until = uow.get_member(row.msisdn).tier_valid_until
+        add(counts, "reviewed")
+        if old == new:
+            continue
+        up = tier_rank(new, rules.tiers) > tier_rank(old, rules.tiers)
+        add(counts, "upgraded" if up else "downgraded")
+        old_tier, new_tier = rules.tier(old), rules.tier(new)
+        params = {"old_zh": old_tier.name_zh, "old_en": old_tier.name_en,
+                  "new_zh": new_tier.name_zh, "new_en": new_tier.name_en, "up": up,
+                  **{f"valid_{k}": v for k, v in date_params(valid_until).items()}}
+        if len(picked) < samples:
+            picked.append(Sample(row.msisdn, row.language, "tier_changed", params))
+        if not dry_run:
+            queue_notice(uow, rules, config, row.msisdn, now, kind=KIND, template="tier_changed",
+                         params=params, dedupe_key=f"tier:{row.msisdn}:{today}:{new}")
+    next_cursor = rows[-1].msisdn if len(rows) >= batch else None
+    return Step(next_cursor, counts, tuple(picked))

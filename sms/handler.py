@@ -1,0 +1,624 @@
+"""MO messages: stored before they are acknowledged, then handled: keyword -> core -> reply.
+
+Storing (``on_deliver``). Every deliver_sm is written to ``mo_messages`` (dedupe key: source +
+the PDU's content hash, so a redelivered MO is stored, and acted on, once) in a group commit
+with the others of the same moment, and only then answered with status 0; when the database
+fails the answer is 0x58 (throttled) and the SMSC redelivers later.
+
+Concatenated messages. The session reassembles parts in memory and calls back per part. Each
+part is stored in ``mo_parts`` before its ack; the part that completes a set (in memory, or in
+the database when a restart lost the earlier parts from memory) also stores the whole message.
+So an acknowledged part is never lost, and a set whose parts straddle a restart is still joined.
+
+Handling. A loop takes ``received`` rows in id order (PostgreSQL: ``FOR UPDATE SKIP LOCKED``,
+so several processes share the work), handles a batch in one transaction and marks each row
+``handled`` in the same transaction that queues its reply in the outbox: an MO stored before a
+crash is handled after the restart, and never twice. Use cases that write (redeem, confirm,
+tickets, opt-out) run in a SAVEPOINT each, their own ``commit()`` releasing it, so a domain
+error undoes only that message's work (a wrong confirmation code's failure count is kept, as
+the core commits it before raising). An unexpected error rolls the batch back and the batch is
+handled one message per transaction; a message that still fails is marked ``failed`` and gets
+the "busy, try later" reply.
+
+Per-number rate limit (``smpp.mo_rate_limit`` per minute, fixed windows from the first
+message): the first message over the limit gets one polite reply, the rest of that minute none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from core.accounts import balance, history, set_warning_preferences, tier_status
+from core.domain import (
+    Channel,
+    DomainError,
+    InsufficientPoints,
+    InvalidConfirmation,
+    InvalidMsisdn,
+    PinLocked,
+    TicketKind,
+    normalise_msisdn,
+)
+from core.redemption import catalogue, confirm_redemption, gift_orders, start_confirmation
+from core.rules import last_valid_day
+from core.service_desk import record_ticket
+from core.store.sms_sql import OutboxRow, RateWindow, StoredMO, is_transient_db_error
+from sms import keywords as kw
+from sms.batching import GroupCommit, log_failure, scrubbed
+from sms.esme_types import MOMessage
+from sms.outbox import render_fitting
+from sms.pdu import ESME_RTHROTTLED, mask_msisdn
+
+log = Logger()
+
+REPLY_KIND = "reply"
+RATE_WINDOW = timedelta(minutes=1)
+
+
+# --- storing (database thread) ----------------------------------------------------------------
+
+
+DEDUPE_WINDOW_S = 600.0
+
+
+def whole_key(source: str, ref: int, total: int, text: str) -> str:
+    """The identity of a joined message: the same set redelivered joins to the same key."""
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+    return f"{source}:c{ref}.{total}:{digest}"
+
+
+class _Keys:
+    """Windowed dedupe keys. A deliver_sm carries no unique id, only its content, so the
+    same content from the same number is a redelivery when it comes within ``window``
+    seconds of the first copy, and a new message (the subscriber sending JF again
+    tomorrow) after that. Stored keys carry the window number; a lookup checks this window
+    and the previous one, limited to ``window`` seconds back."""
+
+    def __init__(self, now: datetime, window: float) -> None:
+        self.bucket = int(now.timestamp() // window)
+        self.since = now - timedelta(seconds=window)
+
+    def key(self, base: str) -> str:
+        return f"{base}@{self.bucket}"
+
+    def lookups(self, base: str) -> tuple[str, str]:
+        return f"{base}@{self.bucket}", f"{base}@{self.bucket - 1}"
+
+
+def store_mo_batch(uow, rules, mos: list[MOMessage], now: datetime,
+                   window: float = DEDUPE_WINDOW_S) -> list[bool]:
+    """Store MO messages (and concatenation parts); returns per message whether it was new
+    (False: a redelivery of something stored within the dedupe window)."""
+    keys_ = _Keys(now, window)
+    whole: dict[str, dict[str, Any]] = {}
+    parts: dict[str, dict[str, Any]] = {}
+    bases: list[str] = []
+    for mo in mos:
+        source = mo.source_addr[:20]
+        if mo.concat is None:
+            base = f"{source}:{mo.dedup_key}"
+            whole.setdefault(base, dict(dedupe_key=keys_.key(base), msisdn=source,
+                                        text=mo.text, received_at=now))
+        else:
+            base = f"{source}:p:{mo.dedup_key}"
+            parts.setdefault(base, dict(dedupe_key=keys_.key(base), msisdn=source,
+                                        ref=mo.concat.ref, total=mo.concat.total,
+                                        seq=mo.concat.seq, text=mo.segment_text,
+                                        received_at=now))
+        bases.append(base)
+    known: set[str] = set()
+    if whole:
+        seen = uow.sms_existing_mo_keys([k for b in whole for k in keys_.lookups(b)],
+                                        keys_.since)
+        known |= {b for b in whole if seen.intersection(keys_.lookups(b))}
+    if parts:
+        seen = uow.sms_existing_part_keys([k for b in parts for k in keys_.lookups(b)],
+                                          keys_.since)
+        known |= {b for b in parts if seen.intersection(keys_.lookups(b))}
+    uow.sms_insert_mo([r for b, r in whole.items() if b not in known])
+    if parts:
+        uow.sms_insert_mo_parts([r for b, r in parts.items() if b not in known])
+        _join_parts(uow, mos, now, keys_)
+    uow.commit()
+    first: set[str] = set()
+    new = []
+    for base in bases:
+        new.append(base not in known and base not in first)
+        first.add(base)
+    return new
+
+
+def _join_parts(uow, mos: list[MOMessage], now: datetime, keys_: _Keys) -> None:
+    sets: dict[tuple[str, int, int], MOMessage | None] = {}
+    for mo in mos:
+        if mo.concat is None:
+            continue
+        key = (mo.source_addr[:20], mo.concat.ref, mo.concat.total)
+        if mo.complete:
+            sets[key] = mo
+        else:
+            sets.setdefault(key, None)
+    for (source, ref, total), complete in sets.items():
+        stored = uow.sms_open_parts(source, ref, total, keys_.since)
+        if complete is not None:
+            text = complete.text  # joined in memory from the raw payloads: exact
+        elif len(stored) >= total:
+            text = "".join(p.text for p in sorted(stored, key=lambda p: p.seq)[:total])
+        else:
+            continue
+        base = whole_key(source, ref, total, text)
+        existing = uow.sms_existing_mo_keys(keys_.lookups(base), keys_.since)
+        if existing:  # this set was joined already (a redelivered set)
+            key = min(existing)
+        else:
+            key = keys_.key(base)
+            uow.sms_insert_mo([dict(dedupe_key=key, msisdn=source, text=text,
+                                    received_at=now)])
+        uow.sms_join_parts([p.id for p in stored], key)
+
+
+def housekeeping(uow, rules, now: datetime) -> tuple[int, int]:
+    """Forget concatenation parts and rate windows older than a day: (parts, windows)."""
+    day_ago = now - timedelta(days=1)
+    parts = uow.sms_purge_parts(day_ago)
+    windows = uow.sms_purge_rate_windows(day_ago)
+    uow.commit()
+    return parts, windows
+
+
+# --- handling (database thread) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    rate_limit: int = 10  # MO per number per minute; 0: no limit
+    max_parts: int = 3
+    default_language: str = "zh"
+    history_entries: int = 5
+    catalogue_entries: int = 12
+    delivery_orders: int = 3
+
+
+@dataclass(frozen=True)
+class HandledBatch:
+    count: int = 0  # MO rows taken (handled or failed)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    redemptions: int = 0
+    claimed: tuple[OutboxRow, ...] = ()  # replies inserted already claimed by this process
+    queued: int = 0  # replies queued for any sender
+    # What went wrong, logged by the reactor side (nothing Twisted runs on the pool thread).
+    problems: tuple[str, ...] = ()
+
+
+@dataclass
+class _Work:
+    settings: HandlerSettings
+    now: datetime
+    outcomes: Counter = field(default_factory=Counter)
+    redemptions: int = 0
+    problems: list[str] = field(default_factory=list)
+    # Balances of the batch's JF senders, read with one query (the commonest keyword).
+    balances: dict[str, tuple[int, datetime | None, int]] = field(default_factory=dict)
+
+
+class _SavepointUoW:
+    """The unit of work as a use case sees it inside a batch: ``commit()`` releases the
+    message's savepoint (and opens the next), so it keeps what the use case committed."""
+
+    def __init__(self, uow: Any) -> None:
+        self._uow = uow
+        self._sp = uow.sms_savepoint()
+
+    def commit(self) -> None:
+        self._sp.commit()
+        self._sp = self._uow.sms_savepoint()
+
+    def rollback(self) -> None:
+        self._sp.rollback()
+        self._sp = self._uow.sms_savepoint()
+
+    def close(self, keep: bool) -> None:
+        if keep:
+            self._sp.commit()
+        else:
+            self._sp.rollback()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._uow, name)
+
+
+def handle_batch(uow, rules, settings: HandlerSettings, now: datetime, limit: int,
+                 claim_until: datetime | None) -> HandledBatch:
+    """Handle up to ``limit`` received MO messages in one transaction (see the module doc)."""
+    mos = uow.sms_claim_mo(limit)
+    if not mos:
+        return HandledBatch()
+    try:
+        return _handle(uow, rules, settings, mos, now, claim_until)
+    except Exception as exc:
+        uow.rollback()
+        if is_transient_db_error(exc):
+            raise
+        problem = (f"MO batch of {len(mos)} failed, handling them one by one:\n"
+                   + traceback.format_exc())
+    results = [handle_one(uow, rules, settings, mo.id, now, claim_until) for mo in mos]
+    return HandledBatch(
+        count=sum(r.count for r in results),
+        outcomes=dict(sum((Counter(r.outcomes) for r in results), Counter())),
+        redemptions=sum(r.redemptions for r in results),
+        claimed=tuple(row for r in results for row in r.claimed),
+        queued=sum(r.queued for r in results),
+        problems=(problem, *(p for r in results for p in r.problems)))
+
+
+def handle_one(uow, rules, settings: HandlerSettings, mo_id: int, now: datetime,
+               claim_until: datetime | None) -> HandledBatch:
+    """Handle one message in its own transaction; mark it failed if it cannot be handled."""
+    mos = uow.sms_claim_mo_ids([mo_id])
+    if not mos:
+        return HandledBatch()
+    try:
+        return _handle(uow, rules, settings, mos, now, claim_until)
+    except Exception as exc:
+        uow.rollback()
+        if is_transient_db_error(exc):
+            raise
+        problem = (f"MO {mo_id} from {mask_msisdn(mos[0].msisdn)} cannot be handled; "
+                   f"marked failed:\n" + traceback.format_exc())
+    mos = uow.sms_claim_mo_ids([mo_id])
+    if not mos:
+        return HandledBatch()
+    mo = mos[0]
+    work = _Work(settings, now)
+    work.outcomes["failed"] += 1
+    work.problems.append(problem)
+    rows = []
+    msisdn = _msisdn(mo.msisdn)
+    if msisdn is not None:
+        lang = uow.sms_members([msisdn]).get(msisdn, settings.default_language)
+        rows.append(_reply_row(msisdn, lang, "system_error", {}, mo, work, claim_until))
+    return _finish(uow, [mo], ["failed"], rows, work, claim_until)
+
+
+def _msisdn(source: str) -> str | None:
+    try:
+        return normalise_msisdn(source)
+    except InvalidMsisdn:
+        return None
+
+
+def _handle(uow, rules, settings: HandlerSettings, mos: list[StoredMO], now: datetime,
+            claim_until: datetime | None) -> HandledBatch:
+    work = _Work(settings, now)
+    numbers = {mo.id: _msisdn(mo.msisdn) for mo in mos}
+    languages = uow.sms_members([n for n in numbers.values() if n])
+    windows = uow.sms_rate_windows([numbers[m.id] or m.msisdn for m in mos]) \
+        if settings.rate_limit else {}
+    changed: dict[str, RateWindow] = {}
+    rows: list[dict[str, Any]] = []
+    commands = {mo.id: kw.parse(mo.text) for mo in mos if numbers[mo.id] in languages}
+    wanted = [numbers[i] for i, c in commands.items() if c.kind == kw.BALANCE]
+    if wanted:
+        work.balances = uow.sms_balance_summaries(wanted, now)
+    for mo in mos:
+        msisdn = numbers[mo.id]
+        verdict = "ok"
+        if settings.rate_limit:
+            verdict = _rate(windows, changed, msisdn or mo.msisdn, mo.received_at,
+                            settings.rate_limit)
+        if verdict == "quiet":
+            work.outcomes["rate_limited"] += 1
+            continue
+        if msisdn is None:
+            work.outcomes["invalid_source"] += 1
+            continue
+        lang = languages.get(msisdn, settings.default_language)
+        if verdict == "warn":
+            work.outcomes["rate_limited"] += 1
+            template, params = "rate_limited", {}
+        elif msisdn not in languages:
+            work.outcomes["not_member"] += 1
+            template, params = "join", {}
+        else:
+            cmd = commands[mo.id]
+            work.outcomes[cmd.kind] += 1
+            template, params = _dispatch(uow, rules, work, cmd, msisdn, lang, mo)
+        rows.append(_reply_row(msisdn, lang, template, params, mo, work, claim_until))
+    uow.sms_save_rate_windows(list(changed.values()))
+    return _finish(uow, mos, ["handled"] * len(mos), rows, work, claim_until)
+
+
+def _finish(uow, mos: list[StoredMO], states: list[str], rows: list[dict[str, Any]],
+            work: _Work, claim_until: datetime | None) -> HandledBatch:
+    ids = uow.sms_queue_outbox(rows)
+    uow.sms_mark_mo([(mo.id, s) for mo, s in zip(mos, states, strict=True)], work.now)
+    uow.commit()
+    claimed: tuple[OutboxRow, ...] = ()
+    if claim_until is not None:
+        claimed = tuple(OutboxRow(i, r["msisdn"], r["language"], r["template"], r["params"],
+                                  r["body"], r["kind"], 1, ()) for i, r in zip(ids, rows,
+                                                                                 strict=True))
+    return HandledBatch(len(mos), dict(work.outcomes), work.redemptions, claimed,
+                        0 if claim_until is not None else len(rows), tuple(work.problems))
+
+
+def _rate(windows: dict[str, RateWindow], changed: dict[str, RateWindow], key: str,
+          at: datetime, limit: int) -> str:
+    w = windows.get(key)
+    if w is None or at - w.window_start >= RATE_WINDOW or at < w.window_start:
+        w = RateWindow(key, at, 1, False)
+    else:
+        w = replace(w, count=w.count + 1)
+    verdict = "ok"
+    if w.count > limit:
+        verdict = "quiet" if w.warned else "warn"
+        w = replace(w, warned=True)
+    windows[key] = changed[key] = w
+    return verdict
+
+
+def _reply_row(msisdn: str, lang: str, template: str, params: dict[str, Any], mo: StoredMO,
+               work: _Work, claim_until: datetime | None) -> dict[str, Any]:
+    body = render_fitting(template, lang, params, work.settings.max_parts)
+    return dict(msisdn=msisdn, language=lang, kind=REPLY_KIND, template=template,
+                params=params, body=body, dedupe_key=f"mo:{mo.id}",
+                state="sending" if claim_until is not None else "queued",
+                attempts=1 if claim_until is not None else 0, not_before=work.now,
+                claimed_until=claim_until, created_at=work.now)
+
+
+# --- keywords -> core -> (template, params) ---------------------------------------------------
+
+_WRITERS = (kw.REDEEM, kw.CONFIRM, kw.MAKEUP, kw.COMPLAINT, kw.STOP)
+
+
+def _dispatch(uow, rules, work: _Work, cmd: kw.Command, msisdn: str, lang: str,
+              mo: StoredMO) -> tuple[str, dict[str, Any]]:
+    if cmd.kind not in _WRITERS:
+        try:
+            return _read(uow, rules, work, cmd, msisdn, lang)
+        except DomainError as exc:
+            work.problems.append(f"SMS {cmd.kind} for {mask_msisdn(msisdn)}: {exc!r}")
+            return "system_error", {}
+    sp = _SavepointUoW(uow)
+    try:
+        result = _write(sp, rules, work, cmd, msisdn, lang)
+    except DomainError as exc:
+        sp.close(keep=False)
+        return _domain_reply(rules, work, cmd, exc, msisdn)
+    except BaseException:
+        sp.close(keep=False)
+        raise
+    sp.close(keep=True)
+    return result
+
+
+def _read(uow, rules, work: _Work, cmd: kw.Command, msisdn: str,
+          lang: str) -> tuple[str, dict[str, Any]]:
+    now, s = work.now, work.settings
+    zh = lang == "zh"
+    if cmd.kind == kw.BALANCE:
+        summary = work.balances.get(msisdn)
+        if summary is not None:  # the same figures as core.accounts.balance, batched
+            points, next_expiry, expiring = summary
+            day = last_valid_day(next_expiry, rules.zone) if next_expiry else None
+        else:
+            bal = balance(uow, rules, msisdn, now)
+            points, expiring, day = bal.points, bal.next_expiry_points, bal.next_expiry_date
+        return "balance", {"points": points, "expiring_points": expiring,
+                           "expiry_date": day.isoformat() if day else None}
+    if cmd.kind == kw.TIER:
+        t = tier_status(uow, rules, msisdn, now)
+        return "tier", {
+            "tier_code": t.code, "tier_name": t.name_zh if zh else t.name_en,
+            "valid_until": t.valid_until.isoformat() if t.valid_until else None,
+            "points_to_next": t.points_to_next, "next_tier_code": t.next_code,
+            "next_tier_name": (t.next_name_zh if zh else t.next_name_en) if t.next_code
+            else None}
+    if cmd.kind == kw.HISTORY:
+        entries = history(uow, rules, msisdn, now, limit=s.history_entries)
+        return "history", {"entries": [
+            {"date": rules.today(e.created_at).isoformat(), "kind": e.kind, "amount": e.amount,
+             "reason": e.reason} for e in entries]}
+    if cmd.kind == kw.CATALOGUE:
+        priced = catalogue(uow, rules, msisdn, now)
+        return "catalogue", {"rewards": [
+            {"code": p.reward.code, "name": p.reward.name(lang), "price": p.price,
+             "in_stock": p.in_stock} for p in priced[:s.catalogue_entries]],
+            "more": len(priced) > s.catalogue_entries}
+    if cmd.kind == kw.DELIVERY:
+        orders = gift_orders(uow, rules, msisdn, now, limit=s.delivery_orders)
+        names = {}
+        for o in orders:
+            if o.reward_code not in names:
+                r = uow.get_reward(o.reward_code)
+                names[o.reward_code] = r.name(lang) if r else o.reward_code
+        return "delivery", {"orders": [
+            {"order_no": o.order_no, "reward_code": o.reward_code,
+             "reward_name": names[o.reward_code],
+             "status": o.delivery.status if o.delivery else "pending",
+             "courier": o.delivery.courier if o.delivery else None,
+             "tracking_no": o.delivery.tracking_no if o.delivery else None} for o in orders]}
+    return "help", {"unrecognised": cmd.kind == kw.UNKNOWN}
+
+
+def _write(uow, rules, work: _Work, cmd: kw.Command, msisdn: str,
+           lang: str) -> tuple[str, dict[str, Any]]:
+    now = work.now
+    if cmd.kind == kw.REDEEM:
+        if not cmd.arg:
+            return "redeem_usage", {}
+        quote, code, expires_at = start_confirmation(uow, rules, msisdn, cmd.arg, Channel.SMS,
+                                                     now)
+        minutes = max(1, round((expires_at - now).total_seconds() / 60))
+        return "redeem_quote", {
+            "reward_code": quote.reward.code, "reward_name": quote.reward.name(lang),
+            "price": quote.price, "balance": quote.balance, "otp": code, "minutes": minutes}
+    if cmd.kind == kw.CONFIRM:
+        if not cmd.arg:
+            return "confirm_failed", {"reason": "no_code"}
+        order = confirm_redemption(uow, rules, msisdn, cmd.arg, Channel.SMS, now)
+        if order.created_at == now:
+            work.redemptions += 1
+        reward = uow.get_reward(order.reward_code)
+        after = balance(uow, rules, msisdn, now).points
+        return "redeem_done", {
+            "order_no": order.order_no, "reward_code": order.reward_code,
+            "reward_name": reward.name(lang) if reward else order.reward_code,
+            "points": order.points, "balance_after": after, "kind": order.reward_kind}
+    if cmd.kind in (kw.MAKEUP, kw.COMPLAINT):
+        kind = TicketKind.MAKEUP if cmd.kind == kw.MAKEUP else TicketKind.COMPLAINT
+        if not cmd.arg:
+            return "ticket_usage", {"kind": str(kind)}
+        ticket = record_ticket(uow, rules, msisdn, kind, cmd.arg, Channel.SMS, now)
+        return "ticket", {"kind": str(kind), "ref": ticket.ref}
+    if cmd.kind == kw.STOP:
+        set_warning_preferences(uow, rules, msisdn, now, opt_out=True)
+        return "unsubscribed", {}
+    raise AssertionError(cmd.kind)  # pragma: no cover
+
+
+def _domain_reply(rules, work: _Work, cmd: kw.Command, exc: DomainError,
+                  msisdn: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(exc, InvalidConfirmation):
+        return "confirm_failed", {"reason": exc.code, "tries_left": exc.tries_left}
+    if isinstance(exc, PinLocked):
+        until = exc.until.astimezone(rules.zone)
+        return "confirm_failed", {"reason": exc.code, "until": f"{until:%H:%M}"}
+    if cmd.kind in (kw.REDEEM, kw.CONFIRM):
+        params: dict[str, Any] = {"reason": exc.code, "reward_code": cmd.arg
+                                  if cmd.kind == kw.REDEEM else ""}
+        if isinstance(exc, InsufficientPoints):
+            params.update(balance=exc.balance, price=exc.price)
+        return "redeem_failed", params
+    work.problems.append(f"SMS {cmd.kind} for {mask_msisdn(msisdn)}: {exc!r}")
+    return "system_error", {}
+
+
+# --- the reactor side -------------------------------------------------------------------------
+
+
+class MOHandler(service.Service):
+    """``on_deliver`` for the ESME session (store, then ack) and the handling loop."""
+
+    def __init__(self, db: Any, metrics: Any, settings: HandlerSettings, *, clock: Any,
+                 now: Any, sender: Any = None, batch_size: int = 200, poll_s: float = 1.0,
+                 max_store_batch: int = 1000, housekeeping_s: float = 3600.0) -> None:
+        self.db = db
+        self.metrics = metrics
+        self.settings = settings
+        self.clock = clock
+        self.now = now
+        self.sender = sender
+        self.batch_size = batch_size
+        self.poll_s = poll_s
+        self.housekeeping_s = housekeeping_s
+        self._housekeeping: task.LoopingCall | None = None
+        self.store = GroupCommit(self._flush_store, clock, max_items=max_store_batch)
+        self._busy = False
+        self._again = False
+        self._poll: task.LoopingCall | None = None
+        self._current: defer.Deferred | None = None
+        self.handled = 0  # MO rows handled by this process
+
+    # -- storing -----------------------------------------------------------------------------
+
+    def on_deliver(self, mo: MOMessage) -> defer.Deferred:
+        d = self.store.add(mo)
+        d.addCallbacks(self._stored, self._store_failed)
+        return d
+
+    def _flush_store(self, mos: list[MOMessage]) -> defer.Deferred:
+        d = self.db.run(store_mo_batch, mos, self.now())
+        d.addCallback(self._after_store)
+        return d
+
+    def _after_store(self, new: list[bool]) -> list[bool]:
+        if any(new):
+            self.kick()
+        return new
+
+    def _stored(self, new: bool) -> int:
+        if not new:
+            self.metrics.sms_mo.labels(outcome="duplicate").inc()
+        return 0
+
+    def _store_failed(self, failure: Failure) -> int:
+        self.metrics.sms_mo.labels(outcome="store_error").inc()
+        log_failure(log, "could not store an MO message; answering throttled so the SMSC "
+                    "redelivers it", failure)
+        return ESME_RTHROTTLED
+
+    # -- handling ----------------------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Handle received messages now (again after the current batch, if one runs)."""
+        if not self.running:
+            return
+        if self._busy:
+            self._again = True
+            return
+        self._busy = True
+        claim_until = self.sender.claim_until() if self.sender is not None else None
+        d = self._current = self.db.run(handle_batch, self.settings, self.now(),
+                                        self.batch_size, claim_until)
+        d.addCallbacks(self._handled, self._failed)
+
+    def _handled(self, batch: HandledBatch) -> None:
+        self._busy = False
+        self._current = None
+        self.handled += batch.count
+        for problem in batch.problems:
+            log.error("{problem}", problem=scrubbed(problem))
+        for outcome, n in batch.outcomes.items():
+            self.metrics.sms_mo.labels(outcome=outcome).inc(n)
+        if batch.redemptions:
+            self.metrics.redemptions.labels(channel="sms").inc(batch.redemptions)
+        if self.sender is not None:
+            if batch.claimed:
+                self.sender.take(list(batch.claimed))
+            if batch.queued:
+                self.sender.kick()
+        if self._again or batch.count >= self.batch_size:
+            self._again = False
+            self.kick()
+
+    def _failed(self, failure: Failure) -> None:
+        self._busy = False
+        self._current = None
+        log_failure(log, "MO handling failed; retrying in {s}s", failure, s=self.poll_s)
+
+    def startService(self) -> None:
+        super().startService()
+        self._poll = task.LoopingCall(self.kick)
+        self._poll.clock = self.clock
+        self._poll.start(self.poll_s, now=True)
+        self._housekeeping = task.LoopingCall(self._tidy)
+        self._housekeeping.clock = self.clock
+        self._housekeeping.start(self.housekeeping_s, now=False)
+
+    def _tidy(self) -> defer.Deferred:
+        return self.db.run(housekeeping, self.now()).addErrback(
+            lambda f: log_failure(log, "SMS housekeeping failed", f))
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        for loop in (self._poll, self._housekeeping):
+            if loop is not None and loop.running:
+                loop.stop()
+        waits = [self.store.when_idle()]
+        if self._current is not None:
+            current: defer.Deferred = defer.Deferred()
+            self._current.addBoth(lambda r: (current.callback(None), r)[1])
+            waits.append(current)
+        return defer.gatherResults(waits)

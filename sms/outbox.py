@@ -1,0 +1,479 @@
+"""The MT sender: durable outbox rows -> submit_sm, with claims, retries and message ids.
+
+Every MT is an ``outbox`` row (replies to MO, the IVR's SMS copies, the jobs' notices).
+A row is *claimed* (state ``sending``, ``claimed_until`` = now + lease, attempts + 1) before it
+is submitted: with PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several server processes share
+the outbox; SQLite serialises writers with ``BEGIN IMMEDIATE``. The claim is extended while the
+row waits in this process; a claim whose process died lapses and the row is claimed again.
+The MO handler inserts its replies already claimed and hands them straight to the sender.
+
+Each part of a message is submitted on its own (same concatenation reference, ``id & 0xFF``,
+and the same split every time), and the SMSC's message id of each accepted part is recorded;
+a retry sends only the parts not accepted yet, so a link lost in the middle of a message does
+not make the handset show parts twice. Outcomes, recorded in batches:
+
+* every part accepted -> ``submitted`` (message ids recorded per part with their normalised
+  keys in ``outbox_ids``; a receipt that overtook its submit_sm_resp is matched then);
+* a ``TemporaryError`` (throttled, queue full, link lost, timeout, unbound) -> back to
+  ``queued`` with ``not_before`` = now + backoff;
+* a ``PermanentError`` -> ``failed`` with the error (and a render failure, at claim time).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from jinja2 import TemplateError
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from core.store.sms_sql import OutboxRow
+from sms.batching import GroupCommit, log_failure
+from sms.encoding import (
+    DC_GSM,
+    DC_UCS2,
+    GSM_SINGLE,
+    UCS2_PART,
+    UCS2_SINGLE,
+    MessageTooLong,
+    Part,
+    choose_coding,
+    encode_gsm,
+    split_message,
+)
+from sms.esme_types import PermanentError, SMPPError, SubmitResult, TemporaryError
+from sms.pdu import ESME_RMSGQFUL, ESME_RTHROTTLED, mask_msisdn, normalise_message_id
+from sms.receipts import ReceiptItem, apply_held, hold_unmatched, settle
+from sms.render import render
+
+log = Logger()
+
+LIST_PARAMS = ("entries", "orders", "rewards")
+
+
+# --- text that fits ---------------------------------------------------------------------------
+
+
+def parts_for(text: str, max_parts: int, ref: int) -> list[Part]:
+    """``split_message``, with a fast path for the common single-part message."""
+    if choose_coding(text) == "gsm":
+        data = encode_gsm(text)
+        if len(data) <= GSM_SINGLE:
+            return [Part(DC_GSM, 0, data, text)]
+    else:
+        data = text.encode("utf-16-be")
+        if len(data) <= 2 * UCS2_SINGLE:
+            return [Part(DC_UCS2, 0, data, text)]
+    return split_message(text, max_parts, ref=ref)
+
+
+def fits(text: str, max_parts: int) -> bool:
+    # Any character takes at most two units (a surrogate pair, a GSM escape), and a part
+    # boundary wastes at most one: short texts need no trial split.
+    if 2 * len(text) <= (UCS2_SINGLE if max_parts == 1 else
+                         UCS2_PART * max_parts - max_parts):
+        return True
+    try:
+        parts_for(text, max_parts, 0)
+    except MessageTooLong:
+        return False
+    return True
+
+
+def truncate(text: str, max_parts: int) -> str:
+    """The longest prefix of ``text`` (plus an ellipsis) that fits ``max_parts``."""
+    if fits(text, max_parts):
+        return text
+    ellipsis = "..." if choose_coding(text) == "gsm" else "…"
+    low, high = 0, len(text)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(text[:mid].rstrip() + ellipsis, max_parts):
+            low = mid
+        else:
+            high = mid - 1
+    return text[:low].rstrip() + ellipsis
+
+
+def render_fitting(template: str, language: str, params: dict[str, Any],
+                   max_parts: int = 3) -> str:
+    """Render, dropping trailing list entries (``entries``, ``orders``, ``rewards``; the
+    template gets ``more=True``) until the text fits ``max_parts``; cut as a last resort."""
+    params = dict(params)
+    while True:
+        text = render(template, language, params)
+        if fits(text, max_parts):
+            return text
+        key = next((k for k in LIST_PARAMS if isinstance(params.get(k), list) and params[k]),
+                   None)
+        if key is None:
+            return truncate(text, max_parts)
+        params[key] = params[key][:-1]
+        params["more"] = True
+
+
+def row_text(row: OutboxRow, max_parts: int) -> str:
+    if row.body is not None:
+        return truncate(row.body, max_parts)
+    if not row.template:
+        raise ValueError("outbox row has neither body nor template")
+    return render_fitting(row.template, row.language, row.params, max_parts)
+
+
+# --- use cases (database thread) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed row in this process."""
+
+    outbox_id: int
+    message_ids: tuple[str | None, ...]  # every part's id known so far
+    accepted: tuple[tuple[int, str], ...]  # (part, id) accepted by this attempt
+    state: str  # submitted, retry, failed
+    error: str | None = None
+    not_before: datetime | None = None
+
+
+def claim_batch(uow, rules, now: datetime, until: datetime, limit: int,
+                max_parts: int) -> tuple[list[OutboxRow], list[tuple[int, str]]]:
+    """Claim due rows and render those without a body (the text is kept in ``body`` so every
+    attempt sends the same parts). A row that cannot be rendered fails here. Returns (rows
+    to send, [(id, error)] of the failed ones)."""
+    rows = uow.sms_claim_outbox(now, until, limit)
+    ready: list[OutboxRow] = []
+    bodies: list[tuple[int, str]] = []
+    failed: list[tuple[int, tuple, str]] = []
+    for row in rows:
+        try:
+            text = row_text(row, max_parts)
+        except (TemplateError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            failed.append((row.id, row.message_ids, f"render: {type(exc).__name__}: {exc}"))
+            continue
+        if text != row.body:
+            bodies.append((row.id, text))
+            row = replace(row, body=text)
+        ready.append(row)
+    uow.sms_set_bodies(bodies)
+    uow.sms_record_failed(failed, now)
+    uow.commit()
+    return ready, [(row_id, error) for row_id, _, error in failed]
+
+
+def record_outcomes(uow, rules, outcomes: list[Outcome], now: datetime) -> dict[str, int]:
+    """Store submit outcomes and the newly accepted message ids with their keys, then apply
+    any receipt that arrived before its id was recorded. Returns receipt counts by state."""
+    counts = _record(uow, outcomes, now)
+    uow.commit()
+    return dict(counts)
+
+
+def record_events(uow, rules, outcomes: list[Outcome], receipts: list[ReceiptItem],
+                  now: datetime) -> dict[str, int]:
+    """Submit outcomes, then delivery receipts, in one transaction (a receipt that overtook
+    its submit_sm_resp in the same batch matches directly). Receipt counts by state."""
+    counts = _record(uow, outcomes, now) if outcomes else Counter()
+    if receipts:
+        counts.update(hold_unmatched(uow, receipts, now))
+    uow.commit()
+    return dict(counts)
+
+
+def _record(uow, outcomes: list[Outcome], now: datetime) -> Counter:
+    new_ids = [(o.outbox_id, part, mid, normalise_message_id(mid))
+               for o in outcomes for part, mid in o.accepted]
+    uow.sms_record_submitted([(o.outbox_id, o.message_ids) for o in outcomes
+                              if o.state == "submitted"], now)
+    uow.sms_record_retry([(o.outbox_id, o.message_ids, o.not_before or now, o.error or "")
+                          for o in outcomes if o.state == "retry"])
+    uow.sms_record_failed([(o.outbox_id, o.message_ids, o.error or "failed")
+                           for o in outcomes if o.state == "failed"], now)
+    uow.sms_add_message_ids(new_ids, now)
+    counts: Counter = Counter()
+    if new_ids:
+        held = uow.sms_held_receipts(set().union(*(keys for *_, keys in new_ids)))
+        if held:
+            counts.update(apply_held(uow, held, now))
+    # Parts accepted by an earlier attempt may have their receipts already.
+    settle(uow, [o.outbox_id for o in outcomes
+                 if o.state == "submitted" and len(o.accepted) < len(o.message_ids)], {}, now)
+    return counts
+
+
+class MTEvents(GroupCommit):
+    """One group commit for everything that happens to MT messages: submit outcomes (from
+    the sender) and delivery receipts (from the receipt matcher)."""
+
+    def __init__(self, db: Any, metrics: Any, *, clock: Any, now: Any,
+                 max_items: int = 2000) -> None:
+        super().__init__(self._flush_events, clock, max_items=max_items)
+        self.db = db
+        self.metrics = metrics
+        self.now = now
+
+    def _flush_events(self, items: list[Any]) -> defer.Deferred:
+        outcomes = [i for i in items if isinstance(i, Outcome)]
+        receipts = [i for i in items if isinstance(i, ReceiptItem)]
+        d = self.db.run(record_events, outcomes, receipts, self.now())
+
+        def counted(counts: dict[str, int]) -> list[None]:
+            for state, n in counts.items():
+                self.metrics.receipts.labels(state=state).inc(n)
+            return [None] * len(items)
+
+        return d.addCallback(counted)
+
+
+def outbox_depth(uow, rules) -> int:
+    """MT rows not yet accepted by the SMSC (queued or being sent)."""
+    return uow.sms_outbox_depth()
+
+
+def release_claims(uow, rules, ids: list[int]) -> None:
+    uow.sms_release_claims(ids)
+    uow.commit()
+
+
+def extend_claims(uow, rules, ids: list[int], until: datetime) -> None:
+    uow.sms_extend_claims(ids, until)
+    uow.commit()
+
+
+# --- the sender (reactor) ---------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _InFlight:
+    row: OutboxRow
+    ids: list[str | None]
+    waiting: int = 0
+    accepted: list[tuple[int, str]] = field(default_factory=list)
+    temporary: SMPPError | Exception | None = None
+    permanent: SMPPError | Exception | None = None
+    recording: bool = False
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    max_parts: int = 3
+    max_in_flight: int = 200  # rows held by this process (claimed, not yet recorded)
+    lease_s: float = 30.0  # claim length; extended every lease_s / 3 while held
+    poll_s: float = 0.5  # look for due rows (other processes' rows, retries) this often
+    retry_base_s: float = 0.5  # backoff after a temporary error: base * 2**(attempts-1)
+    retry_max_s: float = 60.0
+
+
+class OutboxSender(service.Service):
+    """Claims due outbox rows and submits them through the ESME session."""
+
+    def __init__(self, esme: Any, db: Any, metrics: Any, settings: SenderSettings, *,
+                 clock: Any, now: Any, events: MTEvents | None = None) -> None:
+        self.esme = esme
+        self.db = db
+        self.metrics = metrics
+        self.settings = settings
+        self.clock = clock
+        self.now = now
+        self.rows: dict[int, _InFlight] = {}
+        self.results = events or MTEvents(db, metrics, clock=clock, now=now)
+        self._claiming = False
+        self._again = False
+        self._backlog = False  # due rows may be waiting for room here
+        self._poll: task.LoopingCall | None = None
+        self._extend: task.LoopingCall | None = None
+        self.submitted = 0  # rows fully accepted by this process (tests and the bench)
+
+    # -- public ------------------------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        """True when rows handed over now would be submitted at once."""
+        return (self.running and self.esme.bound
+                and len(self.rows) < self.settings.max_in_flight)
+
+    def claim_until(self) -> datetime | None:
+        """The lease for rows the MO handler inserts already claimed, or None when it should
+        queue them for any process instead (not bound, or enough in flight here)."""
+        if not self.accepting:
+            return None
+        return self.now() + timedelta(seconds=self.settings.lease_s)
+
+    def take(self, rows: list[OutboxRow]) -> None:
+        """Submit rows this process has claimed."""
+        for row in rows:
+            if row.id not in self.rows:
+                self._start(row)
+
+    def kick(self) -> None:
+        """Claim due rows now (if bound and there is room)."""
+        if not self.running or not self.esme.bound:
+            return
+        if self._claiming:
+            self._again = True
+            return
+        room = self.settings.max_in_flight - len(self.rows)
+        if room < max(1, self.settings.max_in_flight // 4):
+            self._backlog = True
+            return
+        self._claiming = True
+        now = self.now()
+        until = now + timedelta(seconds=self.settings.lease_s)
+        d = self.db.run(claim_batch, now, until, room, self.settings.max_parts)
+        d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(room,))
+
+    def refresh_depth(self) -> defer.Deferred:
+        """Set the outbox_depth gauge (and smpp_bound) from the database; fires with it."""
+        self.metrics.smpp_bound.set(1 if self.esme.bound else 0)
+        d = self.db.run(outbox_depth, write=False)
+        d.addCallback(lambda n: (self.metrics.outbox_depth.set(n), n)[1])
+        return d
+
+    # -- service -----------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._poll = task.LoopingCall(self.kick)
+        self._poll.clock = self.clock
+        self._poll.start(self.settings.poll_s, now=True)
+        self._extend = task.LoopingCall(self._extend_claims)
+        self._extend.clock = self.clock
+        self._extend.start(self.settings.lease_s / 3, now=False)
+
+    def stopService(self) -> defer.Deferred:
+        """Stop claiming; call after the ESME session stopped (its queue then failed back
+        here). Records what is pending and releases claims still held."""
+        super().stopService()
+        for loop in (self._poll, self._extend):
+            if loop is not None and loop.running:
+                loop.stop()
+        return defer.ensureDeferred(self._drain())
+
+    async def _drain(self) -> None:
+        await self.results.when_idle()
+        left = [i for i, f in self.rows.items() if not f.recording]
+        if left:
+            try:
+                await self.db.run(release_claims, left)
+            except Exception:  # noqa: BLE001 - the claims lapse by themselves
+                log_failure(log, "could not release outbox claims; they lapse in {s}s",
+                            Failure(), s=self.settings.lease_s)
+            for i in left:
+                self.rows.pop(i, None)
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    def _claimed(self, claimed: tuple[list[OutboxRow], list[tuple[int, str]]],
+                 room: int) -> None:
+        self._claiming = False
+        rows, failed = claimed
+        for row_id, error in failed:
+            self.metrics.sms_mt.labels(outcome="failed").inc()
+            log.error("outbox row {id} failed: {error}", id=row_id, error=error)
+        self.take(rows)
+        self._backlog = len(rows) + len(failed) >= room
+        if self._again or self._backlog:
+            self._again = False
+            self.clock.callLater(0, self.kick)
+
+    def _claim_failed(self, failure: Failure) -> None:
+        self._claiming = False
+        log_failure(log, "could not claim outbox rows", failure)
+
+    def _extend_claims(self) -> defer.Deferred | None:
+        ids = [i for i, f in self.rows.items() if not f.recording]
+        if not ids:
+            return None
+        until = self.now() + timedelta(seconds=self.settings.lease_s)
+        return self.db.run(extend_claims, ids, until).addErrback(
+            lambda f: log_failure(log, "could not extend outbox claims", f))
+
+    # -- submitting --------------------------------------------------------------------------
+
+    def _start(self, row: OutboxRow) -> None:
+        flight = _InFlight(row, [])
+        self.rows[row.id] = flight
+        try:
+            parts = parts_for(row.body or "", self.settings.max_parts, ref=row.id & 0xFF)
+        except (MessageTooLong, ValueError) as exc:
+            flight.permanent = exc
+            self._finish(flight)
+            return
+        ids = list(row.message_ids)
+        flight.ids = ids if len(ids) == len(parts) else [None] * len(parts)
+        todo = [i for i, mid in enumerate(flight.ids) if mid is None]
+        if not todo:
+            self._finish(flight)
+            return
+        flight.waiting = len(todo)
+        for i in todo:
+            d = self.esme.submit(row.msisdn, [parts[i]])
+            d.addBoth(self._part_done, flight, i)
+
+    def _part_done(self, result: Any, flight: _InFlight, part: int) -> None:
+        flight.waiting -= 1
+        if isinstance(result, SubmitResult):
+            mid = result.message_ids[0] if result.message_ids else ""
+            flight.ids[part] = mid
+            flight.accepted.append((part, mid))
+        elif isinstance(result, Failure) and isinstance(result.value, PermanentError):
+            flight.permanent = flight.permanent or result.value
+        elif isinstance(result, Failure):
+            exc = result.value
+            if isinstance(exc, TemporaryError) and exc.status in (ESME_RTHROTTLED,
+                                                                  ESME_RMSGQFUL):
+                self.metrics.smpp_throttled.inc()
+            elif not isinstance(exc, SMPPError):
+                log_failure(log, "unexpected submit failure", result)
+            flight.temporary = flight.temporary or exc
+        if flight.waiting <= 0:
+            self._finish(flight)
+
+    def _finish(self, flight: _InFlight) -> None:
+        row = flight.row
+        ids = tuple(flight.ids)
+        if flight.permanent is not None:
+            error = _describe(flight.permanent)
+            outcome = Outcome(row.id, ids, tuple(flight.accepted), "failed", error)
+            self.metrics.sms_mt.labels(outcome="failed").inc()
+            log.warn("MT {id} to {dst} failed: {error}", id=row.id,
+                     dst=mask_msisdn(row.msisdn), error=error)
+        elif all(mid is not None for mid in ids):
+            outcome = Outcome(row.id, ids, tuple(flight.accepted), "submitted")
+            self.metrics.sms_mt.labels(outcome="submitted").inc()
+            self.submitted += 1
+        else:
+            s = self.settings
+            delay = min(s.retry_max_s, s.retry_base_s * 2 ** max(0, row.attempts - 1))
+            outcome = Outcome(row.id, ids, tuple(flight.accepted), "retry",
+                              _describe(flight.temporary), self.now() + timedelta(seconds=delay))
+            self.metrics.sms_mt.labels(outcome="retry").inc()
+        flight.recording = True
+        self.results.add(outcome).addCallbacks(
+            self._recorded, self._record_failed, callbackArgs=(row.id,), errbackArgs=(row.id,))
+
+    def _recorded(self, _: Any, row_id: int) -> None:
+        self.rows.pop(row_id, None)
+        # Claim more only when rows were left waiting for room (else the poll finds them).
+        if (self._backlog and not self._claiming
+                and len(self.rows) <= self.settings.max_in_flight * 3 // 4):
+            self.kick()
+
+    def _record_failed(self, failure: Failure, row_id: int) -> None:
+        # The row keeps its claim (state sending) and is sent again once the claim lapses:
+        # at-least-once, never lost.
+        log_failure(log, "could not record an MT outcome; the row is retried after its claim "
+                    "lapses", failure)
+        self.rows.pop(row_id, None)
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    status = getattr(exc, "status", None)
+    text = str(exc) or type(exc).__name__
+    return text if status is None or f"{status:08x}" in text else f"{text} (0x{status:08x})"

@@ -1,0 +1,160 @@
+"""The SMS channel as one service: ESME session + MO handler + receipt matcher + outbox sender.
+
+    top.sms = sms_service(config, top.db, top.metrics, reactor)
+    top.sms.setServiceParent(top)
+    checks["smpp"] = lambda: top.sms.bound          # health: True while bound to the SMSC
+
+``sms_service`` returns an :class:`SmsService`. ``.bound`` is True while the
+SMPP session is bound; ``.refresh_metrics()`` updates the outbox_depth and smpp_bound gauges
+(it also runs every ``metrics_s`` seconds by itself).
+
+Stopping order matters and is done here: the MO loop stops, the session unbinds (waiting for
+outstanding submits; what was still queued in it fails back to the sender), then the sender
+records every outcome and releases the claims it still holds. Those last writes need the
+database pool: stop this service before the database service. If they cannot be made
+(``stop_timeout_s``), nothing is lost: the rows keep their claim until it lapses (the sender's
+``lease_s``, 30 s) and any process sends them then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, endpoints, task
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from sms.batching import log_failure
+from sms.handler import HandlerSettings, MOHandler
+from sms.outbox import MTEvents, OutboxSender, SenderSettings
+from sms.receipts import ReceiptMatcher
+from sms.session import ESMEService
+
+log = Logger()
+
+
+def session_config(smpp: Any) -> SimpleNamespace:
+    """The ESME session's settings from ``[smpp]``, plus the session's tuning defaults: a
+    token bucket of 50 ms worth of submits (so pacing does not need a timer per submit)."""
+    values = asdict(smpp) if not isinstance(smpp, SimpleNamespace) else dict(vars(smpp))
+    values.setdefault("submit_burst", max(1.0, float(values["max_submit_rate"]) / 20))
+    values.setdefault("throttle_pause_s", 1.0)
+    values.setdefault("unbind_timeout_s", 2.0)
+    return SimpleNamespace(**values)
+
+
+@implementer(IStreamClientEndpoint)
+class NoDelayEndpoint:
+    """An endpoint whose connections have Nagle's algorithm off (TCP_NODELAY). SMPP is
+    request/response with small PDUs: with Nagle, a submit_sm written while an earlier small
+    write is unacknowledged waits for the peer's delayed ACK (tens of milliseconds)."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def connect(self, factory: Any) -> defer.Deferred:
+        def no_delay(proto: Any) -> Any:
+            transport = getattr(proto, "transport", None)
+            if transport is not None and hasattr(transport, "setTcpNoDelay"):
+                transport.setTcpNoDelay(True)
+            return proto
+
+        return self.endpoint.connect(factory).addCallback(no_delay)
+
+
+class SmsService(service.Service):
+    """Starts and stops its parts in the order they need (see the module doc)."""
+
+    def __init__(self, config: Any, db: Any, metrics: Any, *, reactor: Any = None,
+                 now: Callable[[], datetime] | None = None,
+                 sender_settings: SenderSettings | None = None,
+                 handler_settings: HandlerSettings | None = None,
+                 metrics_s: float = 15.0, receipt_hold_s: float = 600.0,
+                 stop_timeout_s: float = 10.0) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.metrics = metrics
+        self.metrics_s = metrics_s
+        self.stop_timeout_s = stop_timeout_s
+        now = now or (lambda: datetime.now(UTC))
+        smpp = config.smpp
+        self.enabled = smpp.enabled
+        cfg = session_config(smpp)
+        self.handler_settings = handler_settings or HandlerSettings(
+            rate_limit=smpp.mo_rate_limit, max_parts=smpp.max_parts,
+            default_language=config.programme.default_language)
+        self.sender_settings = sender_settings or SenderSettings(
+            max_parts=smpp.max_parts,
+            max_in_flight=int(min(5000, max(4 * smpp.window, 2 * smpp.max_submit_rate))))
+        self.handler = MOHandler(db, metrics, self.handler_settings, clock=reactor, now=now)
+        self.events = MTEvents(db, metrics, clock=reactor, now=now)
+        self.receipts = ReceiptMatcher(db, metrics, clock=reactor, now=now,
+                                       hold_s=receipt_hold_s, events=self.events)
+        endpoint = NoDelayEndpoint(
+            endpoints.HostnameEndpoint(reactor, smpp.host, smpp.port, timeout=10))
+        self.esme = ESMEService(cfg, endpoint, self.handler.on_deliver,
+                                self.receipts.on_receipt, clock=reactor)
+        self.sender = OutboxSender(self.esme, db, metrics, self.sender_settings,
+                                   clock=reactor, now=now, events=self.events)
+        self.handler.sender = self.sender
+        self._metrics_loop: task.LoopingCall | None = None
+
+    @property
+    def bound(self) -> bool:
+        """True while bound to the SMSC (for the health check)."""
+        return self.esme.bound
+
+    def refresh_metrics(self) -> defer.Deferred:
+        """Update outbox_depth and smpp_bound; fires with the outbox depth."""
+        return self.sender.refresh_depth()
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        if not self.enabled:
+            log.info("SMS channel disabled ([smpp] enabled = false)")
+            return
+        self.handler.startService()
+        self.receipts.startService()
+        self.sender.startService()
+        self.esme.startService()
+        self.esme.whenBound().addCallbacks(lambda _: self.sender.kick(), lambda f: None)
+        self._metrics_loop = task.LoopingCall(self._refresh)
+        self._metrics_loop.clock = self.reactor
+        self._metrics_loop.start(self.metrics_s, now=True)
+
+    def _refresh(self) -> defer.Deferred:
+        return self.refresh_metrics().addErrback(
+            lambda f: log_failure(log, "could not refresh the SMS metrics", f))
+
+    def stopService(self) -> defer.Deferred:
+        service.Service.stopService(self)
+        if not self.enabled:
+            return defer.succeed(None)
+        if self._metrics_loop is not None and self._metrics_loop.running:
+            self._metrics_loop.stop()
+        d = defer.ensureDeferred(self._stop())
+        d.addTimeout(self.stop_timeout_s, self.reactor)
+        d.addErrback(lambda f: log.warn(
+            "SMS channel stop incomplete ({why}); claims still held lapse by themselves",
+            why=f.getErrorMessage()))
+        return d
+
+    async def _stop(self) -> None:
+        await self.handler.stopService()
+        await self.esme.stopService()
+        await self.receipts.stopService()
+        await self.sender.stopService()
+        self.metrics.smpp_bound.set(0)
+
+
+def sms_service(config: Any, db: Any, metrics: Any, reactor: Any = None,
+                **kwargs: Any) -> SmsService:
+    """The SMS channel for the composition root (see the module doc)."""
+    return SmsService(config, db, metrics, reactor=reactor, **kwargs)
