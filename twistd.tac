@@ -2,6 +2,7 @@
 # Tests load this file with runpy and call build_server() to get the same service tree.
 
 from twisted.application import service
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from core.config import ConfigError, load_config
@@ -18,6 +19,19 @@ from sms.server import sms_service
 log = Logger(namespace="loyalty")
 
 
+class ServiceTree(service.MultiService):
+    """Stops children one at a time, last started first, each after the one before has
+    finished: the channels' last writes need the database pool, which stops last.
+    (MultiService would start every stop at once.)"""
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        service.Service.stopService(self)
+        for child in reversed(list(self)):
+            if child.running:
+                yield defer.maybeDeferred(child.stopService)
+
+
 def build_server(config, reactor=None):
     """Every long-lived part of the server, attached to one MultiService.
 
@@ -29,7 +43,7 @@ def build_server(config, reactor=None):
     store = Store(db_config.url, pool_size=db_config.pool_size,
                   busy_timeout_ms=db_config.busy_timeout_ms)
     store.check_schema()  # before the reactor runs: refuse a schema that is behind
-    top = service.MultiService()
+    top = ServiceTree()
     top.metrics = Metrics()
     top.db = DatabaseService(store, ProgrammeRules(config.programme, config.tiers), reactor)
     top.db.setName("database")

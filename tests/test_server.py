@@ -92,3 +92,33 @@ async def test_a_call_and_an_sms_through_the_composed_server(database_url, confi
     assert lines, "the server logged nothing"
     leaked = [line for line in lines if MEMBER in line or MEMBER[3:] in line]
     assert not leaked, leaked[:3]
+
+
+def test_the_tree_stops_the_database_only_after_the_channels_finished_stopping():
+    from twisted.application.service import Service
+    from twisted.internet import defer
+
+    tree_class = runpy.run_path(str(TAC), run_name="loyalty_tac")["ServiceTree"]
+    events: list[str] = []
+    channel_done = defer.Deferred()
+
+    class Database(Service):
+        def stopService(self):
+            events.append("database stop")
+            return super().stopService()
+
+    class Channel(Service):
+        def stopService(self):
+            events.append("channel stop begins")
+            super().stopService()
+            return channel_done.addCallback(lambda _: events.append("channel stop done"))
+
+    tree = tree_class()
+    Database().setServiceParent(tree)
+    Channel().setServiceParent(tree)
+    tree.startService()
+    stopped = tree.stopService()
+    assert events == ["channel stop begins"]
+    channel_done.callback(None)
+    assert events == ["channel stop begins", "channel stop done", "database stop"]
+    assert stopped.called
