@@ -12,6 +12,7 @@ from core.metrics import Metrics
 from core.rules import ProgrammeRules
 from core.store import SchemaBehind, Store
 from ivr.ami import AMIDialer, AMIDialerService
+from ivr.prompt_watch import PromptSetWatcher
 from ivr.server import fastagi_service, tune_gc
 from ops import ops_service
 from sms.server import sms_service
@@ -54,6 +55,9 @@ def build_server(config, reactor=None):
     top.fastagi = fastagi_service(config, top.db, top.metrics, reactor)
     top.fastagi.setServiceParent(top)
 
+    top.prompts = PromptSetWatcher(config.prompts.dir, reactor=reactor)
+    top.prompts.setServiceParent(top)
+
     dialer = None
     if config.ami.enabled:
         ami = config.ami
@@ -72,8 +76,9 @@ def build_server(config, reactor=None):
                          "disabled" if not config.smpp.enabled else "not bound"),
         "fastagi": lambda: (top.fastagi.port is not None,
                             f"{config.fastagi.host}:{config.fastagi.port}"),
+        "prompts": top.prompts.health,
     }
-    top.ops = ops_service(config, top.metrics, checks, reactor,
+    top.ops = ops_service(config, top.metrics, checks, reactor, status=top.prompts.status,
                           before_metrics=top.sms.refresh_metrics)
     top.ops.setServiceParent(top)
     return top
