@@ -100,11 +100,17 @@ class FastAGIProtocol(LineOnlyReceiver):
         self._timer: IDelayedCall | None = None
         self._timer_len = 0.0
         self._last_rx: float | None = None
+        self._close_deadline: IDelayedCall | None = None
+        self._header_deadline: IDelayedCall | None = None
 
     # -- connection events ----------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         self._arm_timer(self.factory.idle_timeout_s)
+        # The idle timer restarts on every byte; the header also has a deadline that data does
+        # not move, so a peer dribbling blank lines cannot hold a call slot.
+        self._header_deadline = self.clock.callLater(self.factory.idle_timeout_s, self._abort,
+                                                     "timeout")
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -136,6 +142,9 @@ class FastAGIProtocol(LineOnlyReceiver):
         self.closed = True
         self._closing = True
         self._cancel_timer()
+        for deadline in (self._close_deadline, self._header_deadline):
+            if deadline is not None and deadline.active():
+                deadline.cancel()
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.errback(ChannelHungUp(self.close_reason or "connection-lost"))
@@ -145,9 +154,15 @@ class FastAGIProtocol(LineOnlyReceiver):
     def _header_line(self, line: str) -> None:
         if line == "":
             if not self.env:
-                return  # tolerate blank lines before the first header line
+                # Tolerate blank lines before the first header line, but count them: a peer
+                # sending only blank lines must not hold a call slot for ever.
+                self._header_lines += 1
+                if self._header_lines > MAX_HEADER_LINES:
+                    self._abort("protocol-error")
+                return
             self._header_done = True
             self._cancel_timer()
+            self._header_deadline.cancel()
             self._start_call()
             return
         self._header_lines += 1
@@ -282,6 +297,10 @@ class FastAGIProtocol(LineOnlyReceiver):
             self._closing = True
             self._cancel_timer()
             self.transport.loseConnection()
+            # A peer that stops reading would hold the connection (and what we still have to
+            # send it) forever: give the close a deadline.
+            self._close_deadline = self.clock.callLater(self.factory.idle_timeout_s,
+                                                        self.transport.abortConnection)
 
     def _abort(self, reason: str) -> None:
         if self.closed:

@@ -83,7 +83,7 @@ class AGIChannel:
         """``agi_arg_1``, ``agi_arg_2``... in order."""
         numbered = []
         for key, value in self.env.items():
-            if key.startswith("arg_") and key[4:].isdigit():
+            if key.startswith("arg_") and key[4:].isascii() and key[4:].isdecimal():
                 numbered.append((int(key[4:]), value))
         return [value for _, value in sorted(numbered)]
 
@@ -129,7 +129,10 @@ class AGIChannel:
         self.last_failed = reply.result < 0
         if reply.result <= 0:
             return None
-        return chr(reply.result)
+        digit = chr(reply.result) if reply.result < 128 else ""
+        if digit not in DTMF:
+            raise AGIProtocolError(f"result is not a DTMF digit: {reply.raw[:80]!r}")
+        return digit
 
     # -- commands -------------------------------------------------------------------------------
 

@@ -109,11 +109,11 @@ HANGUP_EVENT = HangupEvent()
 _REPLY_200 = re.compile(
     r"^200 result=(?P<result>\S*)"
     r"(?: \((?P<data>.*)\))?"
-    r"(?: endpos=(?P<endpos>-?\d+))?"
+    r"(?: endpos=(?P<endpos>-?\d{1,18}))?"
     r"(?P<rest>.*)$"
 )
 _CODE = re.compile(r"^(?P<code>\d{3})(?P<sep>[ -]|$)(?P<text>.*)$")
-_INT = re.compile(r"^-?\d+$")
+_INT = re.compile(r"^-?\d{1,18}$")  # longer is garbage, and int() of it is costly
 
 
 def quote_arg(value: object) -> str:
@@ -178,6 +178,9 @@ def parse_200(line: str) -> AGIReply:
     )
 
 
+MAX_USAGE_BYTES = 64 * 1024  # res_agi's longest usage text is a few KiB
+
+
 class ReplyAssembler:
     """Turns received lines into replies and events, one line at a time.
 
@@ -188,6 +191,7 @@ class ReplyAssembler:
 
     def __init__(self) -> None:
         self._block: list[str] | None = None
+        self._block_bytes = 0
 
     @property
     def in_block(self) -> bool:
@@ -196,6 +200,10 @@ class ReplyAssembler:
     def feed(self, line: str) -> AGIReply | HangupEvent | AGIError | None:
         if self._block is not None:
             self._block.append(line)
+            self._block_bytes += len(line) + 1
+            if self._block_bytes > MAX_USAGE_BYTES:
+                self._block = None
+                raise AGIProtocolError("520 usage block never ends")
             if line.startswith("520 "):
                 text = "\n".join(self._block)
                 self._block = None
@@ -209,8 +217,10 @@ class ReplyAssembler:
         code = int(m.group("code"))
         if code == 200:
             return parse_200(line)
+        if code == 100:
+            return None  # provisional ("100 result=0 Trying..." from GOSUB): the 200 follows
         if code == 520 and m.group("sep") == "-":
-            self._block = [m.group("text")]
+            self._block, self._block_bytes = [m.group("text")], len(line)
             return None
         if code == 511:
             return ChannelHungUp("dead-channel")

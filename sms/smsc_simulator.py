@@ -385,7 +385,7 @@ class SMSCSimulator(protocol.ServerFactory):
             self.mo_statuses.extend(statuses)
             return next((s for s in statuses if s), 0)
 
-        return defer.gatherResults(ds).addCallback(collect)
+        return defer.gatherResults(ds, consumeErrors=True).addCallback(collect)
 
     # -- test helpers ------------------------------------------------------------------------
 
