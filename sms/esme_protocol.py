@@ -288,7 +288,19 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
             self._write(encode_pdu("unbind_resp", pdu.sequence))
             self.state = "unbinding"
             self._fail_queue(TemporaryError("SMSC unbound the session"))
-            self.transport.loseConnection()
+            # Keep reading until submits already sent are answered (or a short deadline):
+            # closing at once would lose a submit_sm_resp that follows the unbind, and the
+            # outbox would resend a message the SMSC had accepted.
+            if self._in_flight:
+                drained: defer.Deferred = defer.Deferred()
+                self._drain_waiters.append(drained)
+                timer = self.clock.callLater(
+                    min(self.config.response_timeout_s, 2.0),
+                    lambda: drained.called or drained.callback(None))
+                drained.addBoth(lambda _: timer.active() and timer.cancel())
+                drained.addBoth(lambda _: self.transport.loseConnection())
+            else:
+                self.transport.loseConnection()
         elif pdu.command in ("deliver_sm", "data_sm"):
             self._on_deliver_pdu(pdu)
         elif pdu.command == "alert_notification":

@@ -293,13 +293,6 @@ async def test_inject_mo_on_a_dropped_link_fails_cleanly(sim, inbox, esme_to, no
     assert unhandled == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: sms/esme_protocol.py ESMEProtocol._on_request('unbind') writes unbind_resp and calls "
-    "transport.loseConnection() at once, which stops reading: a submit_sm_resp the SMSC sends "
-    "after its unbind for a submit still outstanding is never read, the submit fails with "
-    "TemporaryError('connection lost') and the outbox resends a message the SMSC accepted; "
-    "closing with unread data also makes the kernel send an RST that can destroy the "
-    "unbind_resp before the SMSC reads it"))
 @pytest_twisted.ensureDeferred
 async def test_a_submit_answered_right_after_an_smsc_unbind_is_not_lost(raw_hub, inbox, esme_to):
     hub, port = raw_hub
