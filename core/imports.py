@@ -31,6 +31,7 @@ from core.service_desk import update_delivery
 
 Progress = Callable[[int, int], None]
 CHUNK = 2000
+ANALYZE_EVERY = 5  # chunks (10k rows): keep the planner's idea of a growing table current
 MAX_ERRORS = 20
 REQUIRED = {
     "members": ("msisdn", "name", "language"),
@@ -146,6 +147,8 @@ def import_members(uow, rules: ProgrammeRules, path, now: datetime,
             parsed[index].update(pin_hash=digest, pin_failures=0, pin_locked_until=None)
     created = updated = 0
     for start in range(0, len(parsed), CHUNK):
+        if start % (CHUNK * ANALYZE_EVERY) == 0:
+            uow.refresh_statistics("members")
         chunk = parsed[start:start + CHUNK]
         existing = uow.existing_msisdns(r["msisdn"] for r in chunk)
         for values in chunk:
@@ -185,6 +188,7 @@ def import_points(uow, rules: ProgrammeRules, path, now: datetime,
             parsed.append((line, msisdn, points, source, earned_on, reference))
         except DomainError as exc:
             rows.error(line, str(exc))
+    uow.refresh_statistics("members", "ledger")
     known = uow.existing_msisdns(p[1] for p in parsed)
     for line, msisdn, *_ in parsed:
         if msisdn not in known:
@@ -193,6 +197,8 @@ def import_points(uow, rules: ProgrammeRules, path, now: datetime,
 
     created = skipped = 0
     for start in range(0, len(parsed), CHUNK):
+        if start and start % (CHUNK * ANALYZE_EVERY) == 0:
+            uow.refresh_statistics("ledger")
         chunk = parsed[start:start + CHUNK]
         already = uow.existing_references(p[5] for p in chunk)
         credits = [p for p in chunk if p[5] not in already and p[2] > 0]

@@ -36,6 +36,7 @@ from core.store.tables import (
     lot_draws,
     lots,
     members,
+    metadata,
     order_seq,
     orders,
     outbox,
@@ -52,6 +53,13 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
 
     def commit(self) -> None:
         self.conn.commit()
+
+    def refresh_statistics(self, *tables: str) -> None:
+        """Let PostgreSQL's planner see tables a bulk load just grew (it would otherwise scan
+        a 'tiny' table on every lookup). SQLite plans these lookups by index anyway."""
+        if not self.is_sqlite:
+            for table in tables:
+                self.conn.exec_driver_sql(f"ANALYZE {metadata.tables[table].name}")
 
     def rollback(self) -> None:
         self.conn.rollback()
