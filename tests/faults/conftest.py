@@ -19,6 +19,8 @@ from ivr.agi import FastAGIFactory, FastAGIProtocol
 from sms.pdu import PduReader, decode_pdu, encode_pdu
 from sms.session import ESMEService
 from sms.smsc_simulator import SMSCSimulator
+from tests.sms.conftest import Cfg as SmsTestConfig
+from tests.sms.conftest import Inbox
 
 
 def examples(n: int) -> int:
@@ -146,40 +148,16 @@ def agi():
 
 
 @dataclass(frozen=True)
-class Cfg:
-    system_id: str = "loyalty"
-    password: str = "secret"
-    system_type: str = ""
-    address_range: str = ""
-    window: int = 4
-    max_submit_rate: float = 0.0
-    response_timeout_s: float = 2.0
+class Cfg(SmsTestConfig):
+    """The SMS tests' session settings, with faster reconnects and longer keepalives."""
+
     enquire_link_s: float = 30.0
     dead_link_s: float = 90.0
     reconnect_min_s: float = 0.02
     reconnect_max_s: float = 0.2
-    source_addr: str = "10086"
-    source_addr_ton: int = 0
-    source_addr_npi: int = 0
     unbind_timeout_s: float = 0.3
     throttle_pause_s: float = 0.02
     max_timeouts: int = 3
-
-
-class Inbox:
-    """on_deliver / on_receipt callbacks: record and answer 0."""
-
-    def __init__(self) -> None:
-        self.mo: list[Any] = []
-        self.receipts: list[Any] = []
-
-    def on_deliver(self, mo: Any) -> int:
-        self.mo.append(mo)
-        return 0
-
-    def on_receipt(self, receipt: Any) -> int:
-        self.receipts.append(receipt)
-        return 0
 
 
 @pytest.fixture
