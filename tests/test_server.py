@@ -13,6 +13,7 @@ from twisted.internet import reactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.client import Agent, readBody
 
+from core.accounts import set_pin
 from core.demo import load_demo
 from core.store import Store
 from ivr.simulator import simulate_call
@@ -20,6 +21,7 @@ from sms.smsc_simulator import SMSCSimulator
 
 TAC = Path(__file__).resolve().parent.parent / "twistd.tac"
 MEMBER = "13800138000"
+PIN = "97531"  # distinctive, so finding it in a log line is no accident
 
 
 async def http_get(port: int, path: str) -> tuple[int, str]:
@@ -42,6 +44,8 @@ async def test_a_call_and_an_sms_through_the_composed_server(database_url, confi
     store = Store(database_url)
     with store.unit_of_work() as uow:
         load_demo(uow, rules, now)
+    with store.unit_of_work() as uow:
+        set_pin(uow, rules, MEMBER, PIN, now)
     store.dispose()
 
     lines: list[str] = []
@@ -72,14 +76,21 @@ async def test_a_call_and_an_sms_through_the_composed_server(database_url, confi
         heard = call.render()
         assert "bal_is" in heard and "9300" in heard.replace(",", ""), heard
 
+        # A redemption keys the PIN in: A01 at the Gold price.
+        redeem = await simulate_call("127.0.0.1", agi_port, callerid=MEMBER,
+                                     keys=f"411{PIN}#1")
+        assert "redeem_success" in redeem.render(), redeem.render()
+
         assert await sim.inject_mo(MEMBER, "JF") == 0
-        await sim.wait_for(lambda: sim.texts_to(MEMBER), timeout=10)
-        assert "9300" in sim.texts_to(MEMBER)[0]
+        await sim.wait_for(lambda: any("8400" in t for t in sim.texts_to(MEMBER)), timeout=10)
+        assert "8400" in sim.texts_to(MEMBER)[-1]  # 9,300 less the 900 just redeemed
 
         await top.sms.refresh_metrics()
         _, after = await http_get(ops_port, "/metrics")
         assert sample(after, "loyalty_calls_total", script="loyalty") == \
-            sample(before, "loyalty_calls_total", script="loyalty") + 1
+            sample(before, "loyalty_calls_total", script="loyalty") + 2
+        assert sample(after, "loyalty_redemptions_total", channel="ivr") == \
+            sample(before, "loyalty_redemptions_total", channel="ivr") + 1
         assert sample(after, "loyalty_agi_think_seconds_count") > \
             sample(before, "loyalty_agi_think_seconds_count")
         assert sample(after, "loyalty_sms_mo_total") == sample(before, "loyalty_sms_mo_total") + 1
@@ -90,7 +101,7 @@ async def test_a_call_and_an_sms_through_the_composed_server(database_url, confi
         globalLogPublisher.removeObserver(capture)
 
     assert lines, "the server logged nothing"
-    leaked = [line for line in lines if MEMBER in line or MEMBER[3:] in line]
+    leaked = [line for line in lines if MEMBER in line or MEMBER[3:] in line or PIN in line]
     assert not leaked, leaked[:3]
 
 
