@@ -14,10 +14,11 @@ LANGUAGES = ("zh", "en")
 
 @lru_cache(maxsize=1)
 def environment() -> Environment:
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
-                      autoescape=False, keep_trailing_newline=False, trim_blocks=True,
-                      lstrip_blocks=True)
-    return env
+    # Templates ship with the code and are rendered on the reactor thread (the outbox sender):
+    # no auto_reload, so a render never stats a file; a template change needs a restart.
+    return Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
+                       autoescape=False, keep_trailing_newline=False, trim_blocks=True,
+                       lstrip_blocks=True, auto_reload=False)
 
 
 def render(template: str, language: str, params: dict[str, Any] | None = None) -> str:
