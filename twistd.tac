@@ -3,7 +3,7 @@
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 
 from core.config import ConfigError, load_config
 from core.dbservice import DatabaseService
@@ -15,6 +15,7 @@ from ivr.ami import AMIDialer, AMIDialerService
 from ivr.prompt_watch import PromptSetWatcher
 from ivr.server import fastagi_service, tune_gc
 from ops import ops_service
+from ops.logs import log_observer
 from sms.server import sms_service
 
 log = Logger(namespace="loyalty")
@@ -88,6 +89,7 @@ if __name__ == "builtins":  # run by twistd, not imported by a test
     try:
         _config = load_config()
         application = service.Application("loyalty")
+        application.setComponent(ILogObserver, log_observer(_config.logging))
         build_server(_config).setServiceParent(application)
         tune_gc()  # thousands of calls in flight: keep collector pauses out of think time
     except (ConfigError, SchemaBehind) as _problem:

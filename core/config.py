@@ -138,6 +138,7 @@ class PromptsConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = "info"
+    file: str = "-"  # "-": standard output (the journal under systemd)
 
 
 @dataclass(frozen=True)

@@ -328,12 +328,12 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
     def _dispatch_deliver(self, pdu: Pdu) -> Any:
         if is_receipt(pdu):
             receipt = build_receipt(pdu)
-            self.log.info("receipt for {msgid} stat={stat} from {src}",
+            self.log.debug("receipt for {msgid} stat={stat} from {src}",
                           msgid=receipt.message_id, stat=receipt.stat,
                           src=mask_msisdn(receipt.source_addr))
             return self.on_receipt(receipt)
         mo = build_mo(pdu, self.reassembler, self.clock.seconds())
-        self.log.info("MO from {src} to {dst} concat={concat} complete={complete}",
+        self.log.debug("MO from {src} to {dst} concat={concat} complete={complete}",
                       src=mask_msisdn(mo.source_addr), dst=mo.destination_addr,
                       concat=mo.concat, complete=mo.complete)
         return self.on_deliver(mo)

@@ -1,19 +1,15 @@
-"""SMPP 3.4 PDU framing and a defensive wrapper around smpplib's codec.
+"""SMPP 3.4 PDU framing and codec.
 
-smpplib (``smpplib.smpp.make_pdu`` / ``parse_pdu`` and its command classes) does the field
-work. This module works around its gaps:
+smpplib's command classes define the fields (order, types, sizes, TLV tags); this module
+compiles them into tables and walks those (see "the codec" below), fixing smpplib's gaps on
+input from a peer we do not control:
 
-* ``make_pdu(..., sequence=n)`` silently ignores ``sequence`` (its ``_set_vars`` sees the dummy
-  client's sequence 0 as "already set"); we assign ``pdu.sequence`` after construction.
-* ``parse_pdu`` of a *request* PDU with ``client=None`` raises AttributeError (the dummy client
-  has no ``next_sequence``); we pass a stub client.
-* Its TLV parser raises on an unknown tag (unless ``allow_unknown_opt_params``), raises
-  KeyError on a known tag that the command does not list, reads integer TLVs by the declared
-  size instead of the TLV length, and reads past the end on a truncated TLV. We replace it per
-  instance with a bounds-checked walker that keeps unknown TLVs raw.
-* A mandatory C-string without its NUL makes smpplib silently restart parsing from offset 0;
-  we validate the mandatory part first.
-* Anything else it raises on garbage (struct.error, IndexError...) becomes ``DecodeError``.
+* ``make_pdu(..., sequence=n)`` silently ignores ``sequence``; we own sequence numbers.
+* Its parser raises on an unknown TLV tag and on a known tag the command does not list, reads
+  integer TLVs by the declared size instead of the TLV length, reads past the end of a
+  truncated TLV, and silently restarts from offset 0 when a mandatory C-string lacks its NUL.
+  Here unknown TLVs are kept raw, lengths are honoured and every read is bounds-checked.
+* Anything malformed becomes ``DecodeError`` carrying the command_status to answer with.
 """
 
 from __future__ import annotations
@@ -178,96 +174,142 @@ class _SeqStub:
 
 _STUB = _SeqStub()
 
+# -- the codec, compiled from smpplib's command tables ---------------------------------------
+#
+# smpplib's command classes are the field definitions (order, types, sizes, TLV tags); walking
+# them through its objects costs ~100 us a PDU (attribute juggling per field), which was a
+# fifth of the server's CPU per SMS round trip. So each command's table is compiled once into
+# tuples and walked here. The result is what smpplib produces (tests/sms/test_pdu_codec.py
+# checks it byte for byte against smpplib), plus the bounds checks smpplib lacks. Commands
+# whose smpplib class has its own ``prep`` beyond sm_length (query_sm) are encoded by smpplib.
+
+_INT, _STR, _OSTR, _FLAG = "int", "str", "ostr", "flag"
+_FORMATS = consts.INT_PACK_FORMATS
+
+
+def _kind(param: Any) -> str:
+    return {int: _INT, str: _STR, ostr: _OSTR, flag: _FLAG}[param.type]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    command_id: int
+    mandatory: tuple[tuple[str, str, int, str], ...]  # name, kind, int size / str max, len field
+    optional: tuple[tuple[str, str, int, int], ...]  # name, kind, int size / str max, TLV tag
+    tlv_kind: Mapping[str, str]  # every param a TLV may set
+    defaults: Mapping[str, Any]  # values smpplib's fresh object holds (sm_length=0 ...)
+    fixed: Mapping[str, Any]  # values smpplib sets itself and ignores kwargs for
+    sets_sm_length: bool
+    encodable: bool
+
+
+def _compile(name: str) -> _Spec:
+    p = smpp.make_pdu(name, client=_STUB)
+    mandatory, optional = [], []
+    for fname in p.params_order:
+        param = p.params[fname]
+        kind = _kind(param)
+        size = getattr(param, "size", getattr(param, "max", 0))
+        if p.field_is_optional(fname):
+            optional.append((fname, kind, size, consts.OPTIONAL_PARAMS[fname]))
+        elif optional:
+            raise AssertionError(f"{name}: mandatory {fname} after an optional field")
+        else:
+            if kind is _INT and size != 1:
+                raise AssertionError(f"{name}: {fname} is a {size}-byte mandatory int")
+            mandatory.append((fname, kind, size, getattr(param, "len_field", "")))
+    defaults = {f: getattr(p, f) for f in p.params_order if getattr(p, f, None) is not None}
+    prep = getattr(type(p), "prep", None)
+    sets_sm_length = prep is sm_command.SubmitSM.prep
+    fixed = {f: v for f, v in defaults.items() if not (sets_sm_length and f == "sm_length")}
+    return _Spec(
+        command_id=command_codes.get_command_code(name),
+        mandatory=tuple(mandatory), optional=tuple(optional),
+        tlv_kind={f: _kind(p.params[f]) for f in p.params_order}, defaults=defaults,
+        fixed=fixed, sets_sm_length=sets_sm_length, encodable=prep is None or sets_sm_length)
+
+
+_SPECS = {name: _compile(name) for name in _SUPPORTED}
+
 
 def _str(value: Any) -> Any:
     return value.decode("latin-1") if isinstance(value, bytes | bytearray) else value
 
 
-def _check_mandatory(p: sm_command.Command, body: bytes) -> None:
-    """Walk the mandatory fields as smpplib will, but with bounds checks."""
-    pos = 0
-    ints: dict[str, int] = {}
-    for name in p.params_order:
-        if pos == len(body) or p.field_is_optional(name):
+def _parse_body(spec: _Spec, body: bytes, values: dict[str, Any],
+                unknown: dict[int, bytes]) -> None:
+    """Mandatory fields in order (stopping where the body ends, as smpplib does), then TLVs.
+    Raises ValueError on anything malformed."""
+    pos, end = 0, len(body)
+    for fname, kind, size, len_field in spec.mandatory:
+        if pos == end:
             return
-        param = p.params[name]
-        if param.type is int:
-            size = param.size
-            if pos + size > len(body):
-                raise ValueError(f"truncated {name}")
-            ints[name] = int.from_bytes(body[pos : pos + size], "big")
-            pos += size
-        elif param.type is str:
-            end = body.find(b"\0", pos)
-            if end < 0:
-                raise ValueError(f"unterminated {name}")
-            pos = end + 1
-        elif param.type is ostr:
-            pos += ints.get(param.len_field, 0)
-            if pos > len(body):
-                raise ValueError(f"truncated {name}")
+        if kind is _INT:
+            if pos + size > end:
+                raise ValueError(f"truncated {fname}")
+            values[fname] = body[pos]
+            pos += 1
+        elif kind is _STR:
+            nul = body.find(b"\0", pos)
+            if nul < 0:
+                raise ValueError(f"unterminated {fname}")
+            values[fname] = body[pos:nul].decode("latin-1")
+            pos = nul + 1
+        else:
+            length = values.get(len_field) or 0
+            if pos + length > end:
+                raise ValueError(f"truncated {fname}")
+            values[fname] = body[pos : pos + length]
+            pos += length
+    tlv_kind = spec.tlv_kind
+    while pos < end:
+        if pos + 4 > end:
+            raise ValueError("truncated TLV header")
+        tag, length = _TLV_HEAD.unpack_from(body, pos)
+        value = body[pos + 4 : pos + 4 + length]
+        if len(value) < length:
+            raise ValueError(f"truncated TLV 0x{tag:04x}")
+        pos += 4 + length
+        fname = _TLV_NAME.get(tag)
+        kind = tlv_kind.get(fname) if fname else None
+        if kind is None:
+            unknown[tag] = value
+        elif kind is _INT:
+            values[fname] = int.from_bytes(value, "big") if value else None
+        elif kind is _STR:
+            values[fname] = value.split(b"\0", 1)[0].decode("latin-1")
+        elif kind is _FLAG:
+            values[fname] = True
+        else:
+            values[fname] = value
 
 
-def _tlv_walker(p: sm_command.Command, unknown: dict[int, bytes], known: dict[str, Any]):
-    def parse_optional_params(data: bytes) -> None:
-        pos = 0
-        while pos < len(data):
-            if pos + 4 > len(data):
-                raise ValueError("truncated TLV header")
-            tag, length = struct.unpack(">HH", data[pos : pos + 4])
-            value = bytes(data[pos + 4 : pos + 4 + length])
-            if len(value) < length:
-                raise ValueError(f"truncated TLV 0x{tag:04x}")
-            pos += 4 + length
-            name = _TLV_NAME.get(tag)
-            param = p.params.get(name) if name else None
-            if param is None:
-                unknown[tag] = value
-                continue
-            if param.type is int:
-                v: Any = int.from_bytes(value, "big") if value else None
-            elif param.type is str:
-                v = value.split(b"\0", 1)[0].decode("latin-1")
-            elif param.type is flag:
-                v = True
-            else:
-                v = value
-            known[name] = v
-            setattr(p, name, v)
-
-    return parse_optional_params
+_HEADER = struct.Struct(">LLLL")
+_TLV_HEAD = struct.Struct(">HH")
 
 
 def decode_pdu(frame: bytes) -> Pdu:
     """Decode one framed PDU. Raises UnknownCommand or DecodeError, never anything else."""
     if len(frame) < MIN_PDU_LEN:
         raise DecodeError("short PDU", command_id=0, sequence=0, status=ESME_RINVCMDLEN)
-    length, command_id, status, sequence = struct.unpack(">LLLL", frame[:16])
+    length, command_id, status, sequence = _HEADER.unpack_from(frame)
     if length != len(frame):
         raise DecodeError("length mismatch", command_id=command_id, sequence=sequence,
                           status=ESME_RINVCMDLEN)
     name = _NAME_BY_ID.get(command_id)
-    if name not in _SUPPORTED:
+    spec = _SPECS.get(name) if name else None
+    if spec is None:
         raise UnknownCommand(f"command_id 0x{command_id:08x}", command_id=command_id,
                              sequence=sequence, status=ESME_RINVCMDID)
-    known: dict[str, Any] = {}
+    values = dict(spec.defaults)
     unknown: dict[int, bytes] = {}
     try:
-        p = smpp.make_pdu(name, client=_STUB, allow_unknown_opt_params=True)
-        p.parse_optional_params = _tlv_walker(p, unknown, known)
-        _check_mandatory(p, frame[16:])
-        p.parse(frame)
-    except Exception as exc:  # smpplib raises assorted errors on garbage
+        _parse_body(spec, bytes(frame[16:]), values, unknown)
+    except ValueError as exc:
         bad_tlv = "TLV" in str(exc)
         raise DecodeError(f"{name}: {exc}", command_id=command_id, sequence=sequence,
                           status=ESME_RINVOPTPARSTREAM if bad_tlv else ESME_RINVMSGLEN) from exc
-    params: dict[str, Any] = {}
-    for fname in p.params_order:
-        value = known[fname] if fname in known else getattr(p, fname, None)
-        if value is None:
-            continue
-        ptype = p.params[fname].type
-        params[fname] = _str(value) if ptype is str else value
+    params = {k: v for k, v in values.items() if v is not None}
     sm = params.get("short_message")
     if sm is not None and params.get("sm_length", len(sm)) != len(sm):
         raise DecodeError("sm_length mismatch", command_id=command_id, sequence=sequence,
@@ -276,8 +318,50 @@ def decode_pdu(frame: bytes) -> Pdu:
 
 
 def encode_pdu(command: str, sequence: int, status: int = ESME_ROK, **params: Any) -> bytes:
-    """Encode with smpplib. String fields take str; octet strings (short_message,
+    """Encode as smpplib would. String fields take str; octet strings (short_message,
     message_payload) take bytes. None values are left out."""
+    spec = _SPECS.get(command)
+    if spec is None or not spec.encodable:
+        return _encode_with_smpplib(command, sequence, status, params)
+    if spec.fixed:
+        params.update(spec.fixed)
+    if spec.sets_sm_length:
+        sm = params.get("short_message")
+        if sm and params.get("message_payload"):
+            raise ValueError("`message_payload` can not be used with `short_message`")
+        params["sm_length"] = len(sm) if sm else 0
+    out = []
+    for fname, kind, size, _ in spec.mandatory:
+        value = params.get(fname)
+        if kind is _INT:
+            out.append(bytes((value,)) if value else b"\0")
+        elif kind is _STR:
+            value = value or ""
+            if len(value) >= size:  # smpplib keeps max - 1 characters and the NUL
+                value = value[: size - 1]
+            out.append(value.encode("latin-1") + b"\0")
+        elif value:
+            out.append(value)
+    for fname, kind, size, tag in spec.optional:
+        value = params.get(fname)
+        if value is None:
+            continue
+        if kind is _INT:
+            out.append(struct.pack(">HH" + _FORMATS[size], tag, size, value))
+        elif kind is _STR and value:
+            if len(value) > size:
+                value = value[: size - 1]
+            data = value.encode("latin-1") + b"\0"
+            out.append(_TLV_HEAD.pack(tag, len(data)) + data)
+        elif kind is _OSTR and value:
+            out.append(_TLV_HEAD.pack(tag, len(value)) + value)
+        # smpplib never encodes flag TLVs; neither do we
+    body = b"".join(out)
+    return _HEADER.pack(16 + len(body), spec.command_id, status, sequence) + body
+
+
+def _encode_with_smpplib(command: str, sequence: int, status: int,
+                         params: dict[str, Any]) -> bytes:
     params = {k: v for k, v in params.items() if v is not None}
     p = smpp.make_pdu(command, client=_STUB, **params)
     p.sequence = sequence  # make_pdu ignores the sequence kwarg
