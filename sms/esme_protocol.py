@@ -116,6 +116,7 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
         self._idle_call: IDelayedCall | None = None
         self._dead_call: IDelayedCall | None = None
         self.rate = rate or make_rate(config)
+        self.trace = getattr(config, "trace", False)
 
     # -- connection lifecycle ----------------------------------------------------------------
 
@@ -328,14 +329,16 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
     def _dispatch_deliver(self, pdu: Pdu) -> Any:
         if is_receipt(pdu):
             receipt = build_receipt(pdu)
-            self.log.debug("receipt for {msgid} stat={stat} from {src}",
-                          msgid=receipt.message_id, stat=receipt.stat,
-                          src=mask_msisdn(receipt.source_addr))
+            if self.trace:
+                self.log.debug("receipt for {msgid} stat={stat} from {src}",
+                               msgid=receipt.message_id, stat=receipt.stat,
+                               src=mask_msisdn(receipt.source_addr))
             return self.on_receipt(receipt)
         mo = build_mo(pdu, self.reassembler, self.clock.seconds())
-        self.log.debug("MO from {src} to {dst} concat={concat} complete={complete}",
-                      src=mask_msisdn(mo.source_addr), dst=mo.destination_addr,
-                      concat=mo.concat, complete=mo.complete)
+        if self.trace:
+            self.log.debug("MO from {src} to {dst} concat={concat} complete={complete}",
+                           src=mask_msisdn(mo.source_addr), dst=mo.destination_addr,
+                           concat=mo.concat, complete=mo.complete)
         return self.on_deliver(mo)
 
     # -- output ------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ class SubmitMixin:
 
     _queue: deque[_QueuedPart]
     _drain_waiters: list[defer.Deferred]
+    trace: bool  # log a debug line per submit_sm
 
     # -- submit ------------------------------------------------------------------------------
 
@@ -128,8 +129,10 @@ class SubmitMixin:
     def _send_part(self, qp: _QueuedPart) -> None:
         part = qp.job.parts[qp.index]
         self._in_flight += 1
-        self.log.debug("submit_sm to {dst} part {n}/{total}", dst=mask_msisdn(qp.job.destination),
-                       n=qp.index + 1, total=len(qp.job.parts))
+        if self.trace:
+            self.log.debug("submit_sm to {dst} part {n}/{total}",
+                           dst=mask_msisdn(qp.job.destination), n=qp.index + 1,
+                           total=len(qp.job.parts))
         d = self._request(
             "submit_sm", esm_class=part.esm_class, data_coding=part.data_coding,
             short_message=part.short_message, **qp.job.submit_params,

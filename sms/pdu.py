@@ -393,11 +393,27 @@ class Receipt:
     text: str | None = None
 
 
+# The Appendix B layout exactly, as nearly every SMSC sends it: one match instead of a scan.
+_CANONICAL_RECEIPT = re.compile(
+    r"id:([^\s:]*) sub:([^\s:]*) dlvrd:([^\s:]*) submit date:([^\s:]*) "
+    r"done date:([^\s:]*) stat:([^\s:]*) err:([^\s:]*)(?: text:(.*))?", re.I | re.S)
+
+
 def parse_receipt_text(text: str | bytes) -> Receipt | None:
     """Parse ``id:... sub:... dlvrd:... submit date:... done date:... stat:... err:...
     text:...``. Keys are case-insensitive and may come in any order; ``text`` takes the rest.
     Returns None when there is no ``id:``."""
     s = _str(text) if isinstance(text, bytes | bytearray) else text
+    m = _CANONICAL_RECEIPT.fullmatch(s)
+    if m is not None and m.group(1):
+        rid, sub, dlvrd, submitted, done, stat, err, rest = m.groups()
+        return Receipt(id=rid, stat=stat, err=err, sub=sub, dlvrd=dlvrd, submit_date=submitted,
+                       done_date=done, text=rest.strip() if rest is not None else None)
+    return _scan_receipt_text(s)
+
+
+def _scan_receipt_text(s: str) -> Receipt | None:
+    """The general reading: keys in any order, values up to the next key."""
     matches = list(_RECEIPT_RE.finditer(s))
     fields: dict[str, str] = {}
     for i, m in enumerate(matches):

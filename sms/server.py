@@ -39,10 +39,13 @@ from sms.session import ESMEService
 log = Logger()
 
 
-def session_config(smpp: Any) -> SimpleNamespace:
+def session_config(smpp: Any, *, trace: bool = False) -> SimpleNamespace:
     """The ESME session's settings from ``[smpp]``, plus the session's tuning defaults: a
-    token bucket of 50 ms worth of submits (so pacing does not need a timer per submit)."""
+    token bucket of 50 ms worth of submits (so pacing does not need a timer per submit).
+    ``trace``: log a debug line per MO, receipt and submit_sm (building a log event costs
+    about as much as decoding the PDU, so it is skipped unless the level is debug)."""
     values = asdict(smpp) if not isinstance(smpp, SimpleNamespace) else dict(vars(smpp))
+    values.setdefault("trace", trace)
     values.setdefault("submit_burst", max(1.0, float(values["max_submit_rate"]) / 20))
     values.setdefault("throttle_pause_s", 1.0)
     values.setdefault("unbind_timeout_s", 2.0)
@@ -86,7 +89,7 @@ class SmsService(service.Service):
         now = now or (lambda: datetime.now(UTC))
         smpp = config.smpp
         self.enabled = smpp.enabled
-        cfg = session_config(smpp)
+        cfg = session_config(smpp, trace=config.logging.level == "debug")
         self.handler_settings = handler_settings or HandlerSettings(
             rate_limit=smpp.mo_rate_limit, max_parts=smpp.max_parts,
             default_language=config.programme.default_language)

@@ -27,8 +27,10 @@ from sms.pdu import (
     ESME_RINVOPTPARSTREAM,
     DecodeError,
     Pdu,
+    _scan_receipt_text,
     decode_pdu,
     encode_pdu,
+    parse_receipt_text,
 )
 
 COMMANDS = sorted(_SUPPORTED)
@@ -246,3 +248,17 @@ def test_tlvs_are_read_by_their_own_length_and_unknown_ones_kept():
     assert "sar_msg_ref_num" not in pdu.params
     assert pdu.get("sar_total_segments") == 3
     assert pdu.unknown_tlvs == {0x1403: b"abc"}
+
+
+receipt_value = st.one_of(st.text("0123456789abcdefABCDEF", max_size=12),
+                          st.sampled_from(["DELIVRD", "UNDELIV", "", "a:b", " x", "id:7"]))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(receipt_value, min_size=8, max_size=8), st.sampled_from(["id", "ID", "Id"]),
+       st.sampled_from([" text:", " Text:", " text: hello world ", "", " junk"]))
+def test_the_canonical_receipt_shortcut_reads_what_the_general_scan_reads(values, id_key, tail):
+    rid, sub, dlvrd, sd, dd, stat, err, _ = values
+    s = (f"{id_key}:{rid} sub:{sub} dlvrd:{dlvrd} submit date:{sd} done date:{dd} "
+         f"stat:{stat} err:{err}{tail}")
+    assert parse_receipt_text(s) == _scan_receipt_text(s)
