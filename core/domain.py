@@ -328,6 +328,8 @@ def mask_msisdn(msisdn: str | None) -> str:
     if not msisdn:
         return "-"
     text = str(msisdn)
+    if text == "unknown":  # what Asterisk gives for a withheld caller id
+        return text
     if len(text) <= 4:
         return "*" * len(text)
     keep_head = 3 if len(text) >= 9 else 1

@@ -26,6 +26,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
+from core.domain import mask_msisdn
 from ivr.agi_channel import AGIChannel, GetDataResult
 from ivr.agi_wire import (
     HANGUP_EVENT,
@@ -37,7 +38,6 @@ from ivr.agi_wire import (
     ChannelHungUp,
     ReplyAssembler,
     build_command,
-    mask_msisdn,
     parse_header_line,
     quote_arg,
 )
@@ -55,7 +55,6 @@ __all__ = [
     "Flow",
     "GetDataResult",
     "build_command",
-    "mask_msisdn",
     "quote_arg",
 ]
 

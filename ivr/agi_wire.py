@@ -253,16 +253,3 @@ def normalize_script(raw: str) -> tuple[str, str]:
     name, _, query = raw.strip().partition("?")
     return name.strip("/"), query
 
-
-def mask_msisdn(number: str | None) -> str:
-    """Mask the middle of a phone number for logs: ``13812345678`` -> ``138****5678``."""
-    if number is None:
-        return "-"
-    text = str(number)
-    if text in ("", "unknown"):
-        return text or "-"
-    if len(text) >= 8:
-        return text[:3] + "*" * (len(text) - 7) + text[-4:]
-    if len(text) > 2:
-        return "*" * (len(text) - 2) + text[-2:]
-    return "*" * len(text)

@@ -40,13 +40,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from core.domain import mask_msisdn
+
 __all__ = [
     "AMIDialer",
     "AMIDialerService",
     "AMIError",
     "OriginateResult",
     "REASON_TEXT",
-    "mask_msisdn",
 ]
 
 #: ``Reason`` of an ``OriginateResponse`` event: the last call-progress control frame Asterisk
@@ -72,16 +73,6 @@ _FORBIDDEN_VALUE_CHARS = frozenset('\r\n,"\\')
 _POLL_S = 0.05
 
 
-def mask_msisdn(msisdn: str | None) -> str:
-    """What logs may show of a number: the middle digits hidden (13812345678 -> 138****5678)."""
-    if not msisdn:
-        return "-"
-    text = str(msisdn)
-    if len(text) <= 4:
-        return "*" * len(text)
-    head = 3 if len(text) >= 9 else 1
-    tail = 4 if len(text) >= 9 else 2
-    return text[:head] + "*" * (len(text) - head - tail) + text[-tail:]
 
 
 class AMIError(Exception):

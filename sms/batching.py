@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sms.pdu import mask_msisdn
+from core.domain import mask_msisdn
 
 _NUMBER = re.compile(r"(?<!\d)\+?\d{7,15}(?!\d)")
 

@@ -29,6 +29,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from core.domain import mask_msisdn
 from sms.encoding import Reassembler
 from sms.esme_submit import SubmitMixin, _QueuedPart
 from sms.esme_types import (
@@ -53,7 +54,6 @@ from sms.pdu import (
     decode_pdu,
     encode_pdu,
     generic_nack,
-    mask_msisdn,
 )
 from sms.smpp_ratelimit import AdaptiveRate
 

@@ -13,9 +13,10 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from core.domain import mask_msisdn
 from sms.encoding import Part, split_message
 from sms.esme_types import NotBound, SMPPError, SubmitResult, TemporaryError, status_error
-from sms.pdu import ESME_ROK, ESME_RSYSERR, ESME_RTHROTTLED, Pdu, mask_msisdn
+from sms.pdu import ESME_ROK, ESME_RSYSERR, ESME_RTHROTTLED, Pdu
 
 
 @dataclass(eq=False)

@@ -47,6 +47,7 @@ from core.domain import (
     InvalidMsisdn,
     PinLocked,
     TicketKind,
+    mask_msisdn,
     normalise_msisdn,
 )
 from core.redemption import catalogue, confirm_redemption, gift_orders, start_confirmation
@@ -57,7 +58,7 @@ from sms import keywords as kw
 from sms.batching import GroupCommit, log_failure, scrubbed
 from sms.esme_types import MOMessage
 from sms.outbox import render_fitting
-from sms.pdu import ESME_RTHROTTLED, mask_msisdn
+from sms.pdu import ESME_RTHROTTLED
 
 log = Logger()
 

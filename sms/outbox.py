@@ -32,6 +32,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from core.domain import mask_msisdn
 from core.store.sms_sql import OutboxRow
 from sms.batching import GroupCommit, log_failure
 from sms.encoding import (
@@ -47,7 +48,7 @@ from sms.encoding import (
     split_message,
 )
 from sms.esme_types import PermanentError, SMPPError, SubmitResult, TemporaryError
-from sms.pdu import ESME_RMSGQFUL, ESME_RTHROTTLED, mask_msisdn, normalise_message_id
+from sms.pdu import ESME_RMSGQFUL, ESME_RTHROTTLED, normalise_message_id
 from sms.receipts import ReceiptItem, apply_held, hold_unmatched, settle
 from sms.render import render
 

@@ -36,7 +36,6 @@ __all__ = [
     "decode_pdu",
     "encode_pdu",
     "ids_match",
-    "mask_msisdn",
     "normalise_message_id",
     "parse_receipt_text",
 ]
@@ -69,16 +68,6 @@ _NAME_BY_ID = {v: k for k, v in command_codes.commands.items()}
 _TLV_NAME = {v: k for k, v in consts.OPTIONAL_PARAMS.items()}
 
 
-def mask_msisdn(number: str | bytes | None) -> str:
-    """Mask the middle of a phone number for logs: 13812345678 -> 138****5678."""
-    if number is None:
-        return "-"
-    s = number.decode("latin-1") if isinstance(number, bytes) else str(number)
-    if len(s) >= 8:
-        return s[:3] + "*" * (len(s) - 7) + s[-4:]
-    if len(s) > 4:  # short codes and short numbers: keep the last 2
-        return "*" * (len(s) - 2) + s[-2:]
-    return s
 
 
 # -- framing ---------------------------------------------------------------------------------

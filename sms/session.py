@@ -21,6 +21,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.logger import Logger
 
+from core.domain import mask_msisdn
 from sms.encoding import Reassembler
 from sms.esme_protocol import ESMEFactory, ESMEProtocol, OnDeliver, OnReceipt
 from sms.esme_types import (
@@ -33,7 +34,6 @@ from sms.esme_types import (
     SubmitResult,
     TemporaryError,
 )
-from sms.pdu import mask_msisdn
 
 __all__ = [
     "BindFailed",

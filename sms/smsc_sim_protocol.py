@@ -10,6 +10,7 @@ from twisted.internet import defer, error, protocol, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from core.domain import mask_msisdn
 from sms.pdu import (
     ESME_RALYBND,
     ESME_RINVBNDSTS,
@@ -22,7 +23,6 @@ from sms.pdu import (
     decode_pdu,
     encode_pdu,
     generic_nack,
-    mask_msisdn,
 )
 
 if TYPE_CHECKING:

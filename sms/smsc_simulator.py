@@ -30,6 +30,7 @@ from typing import Any
 from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 
+from core.domain import mask_msisdn
 from sms.encoding import (
     DC_GSM,
     DC_LATIN1,
@@ -45,7 +46,6 @@ from sms.pdu import (
     ESME_RBINDFAIL,
     ESME_RMSGQFUL,
     ESME_RTHROTTLED,
-    mask_msisdn,
 )
 from sms.smsc_sim_protocol import SMSCProtocol
 

@@ -25,9 +25,9 @@ from typing import Any
 from twisted.logger import Logger
 
 from core.config import Config, JobsConfig
+from core.domain import mask_msisdn
 from core.jobs.expiry_warnings import send_warning_copy, warning_for_call
 from ivr.agi_channel import AGIChannel
-from ivr.agi_wire import mask_msisdn
 from ivr.flows.speech import NO_KEYS, SKIP_KEY, Day, Num, Voice
 
 log = Logger()

@@ -88,3 +88,13 @@ def test_bad_phone_numbers_are_rejected(raw):
 def test_masking_hides_the_middle_digits():
     assert mask_msisdn("13800138000") == "138****8000"
     assert "0013" not in mask_msisdn("13800138000")
+
+
+@pytest.mark.parametrize("raw, shown", [
+    ("8613812345678", "861******5678"), ("+8613812345678", "+86*******5678"),
+    ("12345678", "1*****78"),  # 8 digits: only 3 of them shown, not 7
+    ("10086", "1**86"), ("1234", "****"), ("", "-"), (None, "-"),
+    ("unknown", "unknown"),  # Asterisk's withheld caller id is no number
+])
+def test_one_masking_rule_for_every_log(raw, shown):
+    assert mask_msisdn(raw) == shown

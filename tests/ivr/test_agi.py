@@ -16,7 +16,6 @@ from ivr.agi import (
     AGIReply,
     ChannelHungUp,
     build_command,
-    mask_msisdn,
     quote_arg,
 )
 from ivr.agi_wire import HANGUP_EVENT, ReplyAssembler, normalize_script, parse_header_line
@@ -107,14 +106,6 @@ _ARG_TEXT = st.text(
 def test_quoted_arguments_survive_asterisks_parser(args):
     line = build_command("SET VARIABLE", *args)
     assert parse_agi_args(line) == ["SET", "VARIABLE", *args]
-
-
-def test_mask_msisdn():
-    assert mask_msisdn("13812345678") == "138****5678"
-    assert mask_msisdn("+8613812345678") == "+86*******5678"
-    assert mask_msisdn("10086") == "***86"
-    assert mask_msisdn(None) == "-"
-    assert mask_msisdn("unknown") == "unknown"
 
 
 # -- raw byte exchange: the wire format pinned exactly ---------------------------------------------

@@ -15,7 +15,6 @@ from ivr.ami import (
     AMIDialerService,
     AMIError,
     OriginateResult,
-    mask_msisdn,
     originate_result_from_event,
 )
 from ivr.ami_simulator import AMISimulator, WireEntry
@@ -378,12 +377,6 @@ async def test_logs_mask_the_number_and_never_show_the_secret(sim, make_dialer):
     assert "138****5678" in text
     assert NUMBER not in text
     assert SECRET not in text
-
-
-def test_mask_msisdn():
-    assert mask_msisdn("13812345678") == "138****5678"
-    assert mask_msisdn("") == "-"
-    assert mask_msisdn("1234") == "****"
 
 
 def test_result_from_event_headers():

@@ -21,7 +21,6 @@ from sms.pdu import (
     decode_pdu,
     encode_pdu,
     ids_match,
-    mask_msisdn,
     normalise_message_id,
     parse_receipt_text,
 )
@@ -268,9 +267,3 @@ def test_receipt_text_and_ids():
     assert not ids_match("1A2B", "1A2C")
     assert normalise_message_id("6699", hint="dec") == {"6699"}
     assert ids_match("AbC-9", "abc-9")
-
-
-def test_mask_msisdn():
-    assert mask_msisdn("13812345678") == "138****5678"
-    assert mask_msisdn("8613812345678") == "861******5678"
-    assert mask_msisdn("10086") == "***86"
