@@ -69,7 +69,7 @@ RATE_WINDOW = timedelta(minutes=1)
 # --- storing (database thread) ----------------------------------------------------------------
 
 
-DEDUPE_WINDOW_S = 600.0
+DEDUPE_WINDOW_S = 120.0  # smpp.mo_dedupe_window_s
 
 
 def whole_key(source: str, ref: int, total: int, text: str) -> str:
@@ -183,6 +183,7 @@ def housekeeping(uow, rules, now: datetime) -> tuple[int, int]:
 @dataclass(frozen=True)
 class HandlerSettings:
     rate_limit: int = 10  # MO per number per minute; 0: no limit
+    dedupe_window_s: float = DEDUPE_WINDOW_S
     max_parts: int = 3
     default_language: str = "zh"
     history_entries: int = 5
@@ -540,7 +541,7 @@ class MOHandler(service.Service):
         return d
 
     def _flush_store(self, mos: list[MOMessage]) -> defer.Deferred:
-        d = self.db.run(store_mo_batch, mos, self.now())
+        d = self.db.run(store_mo_batch, mos, self.now(), self.settings.dedupe_window_s)
         d.addCallback(self._after_store)
         return d
 

@@ -91,7 +91,8 @@ class SmsService(service.Service):
         self.enabled = smpp.enabled
         cfg = session_config(smpp, trace=config.logging.level == "debug")
         self.handler_settings = handler_settings or HandlerSettings(
-            rate_limit=smpp.mo_rate_limit, max_parts=smpp.max_parts,
+            rate_limit=smpp.mo_rate_limit, dedupe_window_s=smpp.mo_dedupe_window_s,
+            max_parts=smpp.max_parts,
             default_language=config.programme.default_language)
         self.sender_settings = sender_settings or SenderSettings(
             max_parts=smpp.max_parts,

@@ -37,8 +37,9 @@ def mo(source: str, text: str, *, key: str | None = None, concat: Concat | None 
                      text, 8, 0x40 if concat else 0, key or f"k-{source}-{text}")
 
 
-def store_mos(run, mos, now=NOW):
-    return run(store_mo_batch, mos, now)
+def store_mos(run, mos, now=NOW, window=None):
+    return run(store_mo_batch, mos, now) if window is None else run(
+        store_mo_batch, mos, now, window)
 
 
 def handle(run, now=NOW, limit=100, settings=None, claim_until=None):
@@ -66,10 +67,18 @@ def mo_states(store):
 def test_a_redelivery_within_the_window_is_a_duplicate(demo, run):
     first = mo(ZHANG, "JF")
     assert store_mos(run, [first, mo(ALICE, "JF"), first]) == [True, True, False]
-    assert store_mos(run, [first], NOW + timedelta(minutes=9)) == [False]
-    # The same text much later is a new message (the subscriber asking again tomorrow).
-    assert store_mos(run, [first], NOW + timedelta(minutes=25)) == [True]
+    assert store_mos(run, [first], NOW + timedelta(seconds=110)) == [False]
+    # The same text later is a new message (the subscriber asking again).
+    assert store_mos(run, [first], NOW + timedelta(minutes=5)) == [True]
     assert [t for t, _ in mo_states(demo)] == ["JF", "JF", "JF"]
+
+
+def test_the_dedupe_window_is_configurable(demo, run):
+    first = mo(ZHANG, "TS 礼品太慢")
+    window = 1800.0  # an SMSC known to redeliver up to half an hour late
+    assert store_mos(run, [first], window=window) == [True]
+    assert store_mos(run, [first], NOW + timedelta(minutes=25), window=window) == [False]
+    assert store_mos(run, [first], NOW + timedelta(minutes=65), window=window) == [True]
 
 
 def test_parts_are_joined_in_memory_or_from_the_database(demo, run):
