@@ -32,7 +32,9 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from core.config import JobsConfig
 from core.domain import mask_msisdn
+from core.jobs.schedule import NOTICE_KINDS, release_time
 from core.store.sms_sql import OutboxRow
 from sms.batching import GroupCommit, log_failure
 from sms.encoding import (
@@ -141,11 +143,16 @@ class Outcome:
     not_before: datetime | None = None
 
 
-def claim_batch(uow, rules, now: datetime, until: datetime, limit: int,
-                max_parts: int) -> tuple[list[OutboxRow], list[tuple[int, str]]]:
+def claim_batch(uow, rules, now: datetime, until: datetime, limit: int, max_parts: int,
+                quiet: JobsConfig | None = None) -> tuple[list[OutboxRow], list[tuple[int, str]]]:
     """Claim due rows and render those without a body (the text is kept in ``body`` so every
     attempt sends the same parts). A row that cannot be rendered fails here. Returns (rows
-    to send, [(id, error)] of the failed ones)."""
+    to send, [(id, error)] of the failed ones). In ``quiet``'s quiet hours, due notices (the
+    jobs' messages) are first put off to the end of the quiet hours; replies still go."""
+    if quiet is not None:
+        release = release_time(now, rules.zone, quiet)
+        if release > now:
+            uow.sms_put_off(NOTICE_KINDS, now, release)
     rows = uow.sms_claim_outbox(now, until, limit)
     ready: list[OutboxRow] = []
     bodies: list[tuple[int, str]] = []
@@ -267,6 +274,7 @@ class SenderSettings:
     poll_s: float = 0.5  # look for due rows (other processes' rows, retries) this often
     retry_base_s: float = 0.5  # backoff after a temporary error: base * 2**(attempts-1)
     retry_max_s: float = 60.0
+    quiet: JobsConfig | None = None  # [jobs] quiet_start/quiet_end hold notices at night
 
 
 class OutboxSender(service.Service):
@@ -324,7 +332,8 @@ class OutboxSender(service.Service):
         self._claiming = True
         now = self.now()
         until = now + timedelta(seconds=self.settings.lease_s)
-        d = self.db.run(claim_batch, now, until, room, self.settings.max_parts)
+        d = self.db.run(claim_batch, now, until, room, self.settings.max_parts,
+                        self.settings.quiet)
         d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(room,))
 
     def refresh_depth(self) -> defer.Deferred:

@@ -12,6 +12,10 @@ from zoneinfo import ZoneInfo
 from core.config import JobsConfig, parse_hhmm
 from core.rules import add_months
 
+# Outbox kinds the server sends on its own (not answers to a subscriber): held during the
+# quiet hours, when queued and again when sent (a backlog must not spill into the night).
+NOTICE_KINDS = frozenset({"expiry_warning", "auto_redeem", "tier_changed"})
+
 
 def local_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
     """The UTC instant of local wall-clock ``at`` on ``day``."""

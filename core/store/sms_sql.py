@@ -419,6 +419,16 @@ class SmsQueries:
                        outbox.c.message_ids, outbox.c.not_before))
         return [_outbox_row(r) for r in sorted(rows, key=lambda r: (r.not_before, r.id))]
 
+    def sms_put_off(self, kinds: Iterable[str], now: datetime, until: datetime) -> int:
+        """Due rows of ``kinds`` (queued, or claimed by a process that died) wait until
+        ``until``; returns how many."""
+        kinds = sorted(kinds)
+        return self._raw(
+            f"UPDATE outbox SET state = 'queued', not_before = ?, claimed_until = NULL "
+            f"WHERE kind IN ({_marks(len(kinds))}) AND ((state = 'queued' AND not_before <= ?) "
+            f"OR (state = 'sending' AND claimed_until < ?))",
+            (self._db_time(until), *kinds, self._db_time(now), self._db_time(now))).rowcount
+
     def sms_set_bodies(self, bodies: Sequence[tuple[int, str]]) -> None:
         if bodies:
             self.conn.execute(

@@ -48,7 +48,7 @@ def queue(ch: Channel, n: int, *, start: int = 1, long_every: int = 0, **kwargs)
     numbers = []
     for i in range(start, start + n):
         body = LONG if long_every and i % long_every == 0 else f"Loyalty notice {i}"
-        ch.run(queue_sms, number(i), NOW, kind="test", body=body, language="en", **kwargs)
+        ch.run(queue_sms, number(i), NOW, body=body, language="en", **{"kind": "test", **kwargs})
         numbers.append(number(i))
     return numbers
 
@@ -334,3 +334,32 @@ async def test_the_ivr_sms_copies(channels, sim):
     await all_delivered(ch, sim, [number(i) for i in range(len(IVR_COPIES))])
     for i, (template, _, _, expected) in enumerate(IVR_COPIES):
         assert sim.texts_to(number(i)) == [expected], template
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_notice_backlog_reaching_the_quiet_hours_waits_for_the_morning(
+        channels, sim, config):
+    from core.jobs.expiry_warnings import KIND as WARNING
+
+    evening = NOW.replace(hour=12, minute=59)  # 20:59 in Shanghai: quiet hours start at 21:00
+    clock = Clock(evening)
+    settings = SenderSettings(max_parts=3, max_in_flight=200, lease_s=30.0, poll_s=0.05,
+                              retry_base_s=0.05, retry_max_s=0.5, quiet=config.jobs)
+    ch = channels(clock=clock, sender=settings)
+    early = queue(ch, 2, kind=WARNING, not_before=evening)
+    await ch.start()
+    await all_delivered(ch, sim, early)  # before 21:00 warnings go
+    await ch.stop()
+    # A backlog queued before 21:00 (an SMSC outage held it) and not yet sent at 21:00 ...
+    late = queue(ch, 3, start=10, kind=WARNING, not_before=evening)
+    reply = queue(ch, 1, start=20, kind="reply")
+    clock.advance(minutes=2)
+    ch = channels(clock=clock, sender=settings)
+    await ch.start()
+    await all_delivered(ch, sim, reply)  # ... while a reply to a subscriber still goes,
+    await sleep(0.3)
+    assert all(sim.texts_to(n) == [] for n in late)  # waits,
+    morning = NOW.replace(day=NOW.day + 1, hour=0)  # 08:00 the next day in Shanghai
+    assert {r["not_before"] for r in ch.outbox() if r["msisdn"] in late} == {morning}
+    clock.advance(hours=11)  # ... and goes at 08:00
+    await all_delivered(ch, sim, late + reply)

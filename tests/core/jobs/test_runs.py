@@ -141,3 +141,10 @@ def test_cli_list_run_dry_run_and_as_of(store, rules, database_url, monkeypatch,
     out = capsys.readouterr().out
     assert "expiry-warnings  daily at 10:00" in out and "auto-redeem" in out
     assert "never run" in out and " done at " in out
+
+
+def test_every_job_notice_kind_is_held_in_the_quiet_hours_by_the_sender_too():
+    from core.jobs import auto_redeem, expiry_warnings, tier_review
+    from core.jobs.schedule import NOTICE_KINDS
+
+    assert {auto_redeem.KIND, expiry_warnings.KIND, tier_review.KIND} == NOTICE_KINDS
