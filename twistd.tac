@@ -64,7 +64,8 @@ def build_server(config, reactor=None):
         ami = config.ami
         dialer = AMIDialer(ami.host, ami.port, ami.username, ami.secret, caller_id=ami.caller_id,
                            channel_template=ami.channel_template, fastagi_url=ami.fastagi_url,
-                           answer_timeout_s=ami.answer_timeout_s, reactor=reactor)
+                           answer_timeout_s=ami.answer_timeout_s,
+                           max_concurrent_calls=ami.max_concurrent_calls, reactor=reactor)
         AMIDialerService(dialer).setServiceParent(top)
     if config.jobs.enabled:
         top.jobs = jobs_service(config, top.db, top.metrics, reactor, dialer=dialer)

@@ -10,9 +10,11 @@ Twisted side only sees Deferreds built with ``deferToThreadPool``. Nothing Twist
 thread: the worker functions (``_thd_*``) return plain values or raise :class:`AMIError`.
 
 ``Async: true`` makes Asterisk reply at once ("Originate successfully queued"); the outcome
-comes later as an ``OriginateResponse`` event, which Asterisk sends to *every* manager session
-allowed to read ``call`` events. We give each Originate a unique ActionID and wait (on the worker
-thread) for the event carrying that ActionID, ignoring all others.
+comes later (after up to ``answer_timeout_s`` of ringing) as an ``OriginateResponse`` event,
+which Asterisk sends to *every* manager session allowed to read ``call`` events. We give each
+Originate a unique ActionID and wait for the event carrying that ActionID, ignoring all others.
+The waiting happens on a second pool of up to ``max_concurrent_calls`` threads, so the worker
+is free to send the next Originate while earlier calls ring.
 
 pyst2 quirks worked around here (see :class:`_Manager`): no timeout anywhere (connect, banner,
 replies), replies not matched by ActionID, ``close()`` blocking until the server closes the
@@ -307,6 +309,7 @@ class AMIDialer:
         answer_timeout_s: float = 30,
         response_margin_s: float = 15,
         action_timeout_s: float = 10,
+        max_concurrent_calls: int = 10,
         reactor: Any = None,
     ) -> None:
         for name, value in (
@@ -321,6 +324,8 @@ class AMIDialer:
             raise ValueError("AMI channel_template must contain {msisdn}")
         if answer_timeout_s <= 0 or response_margin_s < 0 or action_timeout_s <= 0:
             raise ValueError("AMI timeouts must be positive")
+        if max_concurrent_calls < 1:
+            raise ValueError("AMI max_concurrent_calls must be at least 1")
         if reactor is None:
             from twisted.internet import reactor
         self.host = host
@@ -333,8 +338,10 @@ class AMIDialer:
         self.answer_timeout_s = answer_timeout_s
         self.response_margin_s = response_margin_s
         self.action_timeout_s = action_timeout_s
+        self.max_concurrent_calls = max_concurrent_calls
         self._reactor = reactor
         self._pool: ThreadPool | None = None
+        self._waiters: ThreadPool | None = None  # threads waiting for OriginateResponse
         # Worker-thread state (touched only on the pool's single thread) ...
         self._mgr: _Manager | None = None
         # ... except these, shared with pyst2's event thread and the reactor.
@@ -357,18 +364,23 @@ class AMIDialer:
         self._stopping.clear()
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="ami-dialer")
         self._pool.start()
+        self._waiters = ThreadPool(minthreads=0, maxthreads=self.max_concurrent_calls,
+                                   name="ami-wait")
+        self._waiters.start()
 
     def stop(self) -> Deferred[None]:
         """Fail waiting originates, log off, stop the thread. Fires when all that is done."""
-        pool = self._pool
+        pool, waiters = self._pool, self._waiters
         if pool is None:
             return succeed(None)
-        self._pool = None
-        self._stopping.set()
+        self._pool = self._waiters = None
+        self._stopping.set()  # waiting threads give up within _POLL_S
         d = deferToThreadPool(self._reactor, pool, self._thd_close)
 
         def finished(result: Any) -> None:
             pool.stop()
+            if waiters is not None:
+                waiters.stop()
             if isinstance(result, Failure):
                 self.log.failure("AMI dialer did not close cleanly", result)
             elif result:
@@ -398,7 +410,10 @@ class AMIDialer:
         self.log.info(
             "AMI originate {action_id}: calling {msisdn}", action_id=action_id, msisdn=masked
         )
+        waiters = self._waiters
         d = deferToThreadPool(self._reactor, self._pool, self._thd_originate, action_id, fields)
+        d.addCallback(lambda sent: deferToThreadPool(self._reactor, waiters,
+                                                     self._thd_await_outcome, action_id, *sent))
         d.addCallbacks(
             self._originated,
             self._originate_failed,
@@ -531,7 +546,9 @@ class AMIDialer:
         self._mgr = mgr
         return mgr, f"{mgr.title}/{mgr.version}"
 
-    def _thd_originate(self, action_id: str, fields: dict[str, Any]) -> _WorkerOutcome:
+    def _thd_originate(self, action_id: str, fields: dict[str, Any]
+                       ) -> tuple[_Manager, _Slot, str | None]:
+        """Worker thread: send the Originate (the slot waits for its event from now on)."""
         if self._stopping.is_set():
             raise AMIError("AMI dialer is stopping")
         mgr, logged_in_to = self._thd_session()
@@ -550,6 +567,16 @@ class AMIDialer:
             if reply.get_header("Response") != "Success":
                 message = reply.get_header("Message") or "no reason given"
                 raise AMIError(f"{self._where()} rejected Originate: {message}")
+        except BaseException:
+            with self._pending_lock:
+                self._pending.pop(action_id, None)
+            raise
+        return mgr, slot, logged_in_to
+
+    def _thd_await_outcome(self, action_id: str, mgr: _Manager, slot: _Slot,
+                           logged_in_to: str | None) -> _WorkerOutcome:
+        """A waiting thread: the call's OriginateResponse."""
+        try:
             return _WorkerOutcome(self._thd_wait_outcome(mgr, slot), logged_in_to)
         finally:
             with self._pending_lock:
@@ -559,18 +586,18 @@ class AMIDialer:
         limit = self.answer_timeout_s + self.response_margin_s
         deadline = time.monotonic() + limit
         while not slot.arrived.wait(_POLL_S):
+            if self._stopping.is_set():  # (stop() closes the session too: say why)
+                raise AMIError(
+                    "AMI dialer stopped while waiting for OriginateResponse",
+                    call_may_be_placed=True,
+                )
             if not mgr.is_connected():
                 mgr.wait_events_delivered(1.0)
                 if slot.arrived.is_set():
                     break
-                self._thd_drop()
+                # (the worker drops the dead session before its next action)
                 raise AMIError(
                     f"{self._where()}: connection lost while waiting for OriginateResponse",
-                    call_may_be_placed=True,
-                )
-            if self._stopping.is_set():
-                raise AMIError(
-                    "AMI dialer stopped while waiting for OriginateResponse",
                     call_may_be_placed=True,
                 )
             if time.monotonic() >= deadline:

@@ -239,22 +239,24 @@ async def test_originate_refused_by_asterisk(sim, dialer):
 
 
 @pytest_twisted.ensureDeferred
-async def test_concurrent_originates_are_serialised(sim, dialer):
-    sim.originate_delay = 0.2
+async def test_calls_ring_together_while_actions_go_one_at_a_time(sim, make_dialer):
+    sim.originate_delay = 0.3  # each call rings for 0.3 s before its OriginateResponse
+    dialer = make_dialer(sim.port, max_concurrent_calls=3)
 
-    d1 = dialer.originate("13800000001", {})
-    d2 = dialer.originate("13800000002", {})
-    r1, r2 = await d1, await d2
+    calls = [dialer.originate(f"1380000000{i}", {}) for i in range(1, 4)]
+    results = [await d for d in calls]
 
-    assert r1.answered and r2.answered
-    first, second = (a.action_id for a in sim.actions_named("Originate"))
-    assert [e for e in sim.wire_log if e.action_id in (first, second)] == [
+    assert all(r.answered for r in results)
+    first, second, third = (a.action_id for a in sim.actions_named("Originate"))
+    assert [e for e in sim.wire_log if e.action_id in (first, second, third)] == [
         WireEntry("action", "Originate", first),
+        WireEntry("action", "Originate", second),  # while the first one rings
+        WireEntry("action", "Originate", third),
         WireEntry("event", "OriginateResponse", first),
-        WireEntry("action", "Originate", second),
         WireEntry("event", "OriginateResponse", second),
+        WireEntry("event", "OriginateResponse", third),
     ]
-    assert sim.max_in_flight == 1
+    assert sim.max_in_flight == 3  # (the voice warning service keeps it within the limit)
 
 
 @pytest_twisted.ensureDeferred

@@ -139,6 +139,7 @@ async def test_no_calls_outside_calling_hours(store, rules, config, db, ami):
 @pytest_twisted.ensureDeferred
 async def test_concurrent_calls_are_limited(store, rules, config, db, ami):
     sim, dialer = ami
+    sim.originate_delay = 0.3  # each call rings a while
     numbers = [f"1380000010{n}" for n in range(4)]
     voice_warnings(store, rules, config, *numbers)
     in_flight, peak = [0], [0]
@@ -159,6 +160,7 @@ async def test_concurrent_calls_are_limited(store, rules, config, db, ami):
                                   clock=FixedTime(local(2026, 12, 1, 10, 5)))
     await settle(service)
     assert peak[0] == 2
+    assert sim.max_in_flight == 2  # two calls really rang at the same time
     assert {s for s, _ in states(store).values()} == {"called"}
     assert len(sim.actions_named("Originate")) == 4
 
