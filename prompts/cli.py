@@ -98,12 +98,14 @@ def _unwrap(arg) -> tuple[argparse.Namespace, object | None]:
     return arg.args, arg
 
 
-def _prompts_config(args: argparse.Namespace, ctx: object | None) -> tuple[str, str]:
-    """([prompts] dir, [prompts] sounds_subdir) from the configuration."""
+def _prompts_config(args: argparse.Namespace, ctx: object | None
+                    ) -> tuple[str, str, list[str]]:
+    """([prompts] dir, [prompts] sounds_subdir, the ``tier_<code>`` id of every configured
+    tier) from the configuration."""
     try:
         config_mod = importlib.import_module("core.config")
     except ModuleNotFoundError:
-        return "", "loyalty"
+        return "", "loyalty", []
     try:
         if ctx is not None and hasattr(ctx, "config"):
             config = ctx.config
@@ -111,12 +113,13 @@ def _prompts_config(args: argparse.Namespace, ctx: object | None) -> tuple[str, 
             config = config_mod.load_config(getattr(args, "config", None))
     except config_mod.ConfigError as exc:
         raise _ConfigProblem(str(exc)) from None
-    return config.prompts.dir, config.prompts.sounds_subdir
+    tier_ids = [f"tier_{tier.code}" for tier in getattr(config, "tiers", ())]
+    return config.prompts.dir, config.prompts.sounds_subdir, tier_ids
 
 
 def _setup(args: argparse.Namespace, ctx: object | None):
     manifest = load_manifest(args.manifest)
-    prompts_dir, subdir = _prompts_config(args, ctx)
+    prompts_dir, subdir, _ = _prompts_config(args, ctx)
     return manifest, prompts_dir, subdir
 
 
@@ -159,6 +162,9 @@ def cmd_check(arg) -> int:
         manifest, prompts_dir, _ = _setup(args, ctx)
         root = args.root or active_root(prompts_dir)
         used, where = used_prompt_ids(manifest)
+        if where.startswith("ivr."):  # the IVR names each configured tier by its prompt
+            used += _prompts_config(args, ctx)[2]
+            where += " and the configured tiers"
         problems = check(manifest, root, used)
         print(f"prompt set: {root} (version {current_set_version(root)})")
         print(f"manifest:   {manifest.path} (version {manifest.version}, {len(manifest)} ids, "

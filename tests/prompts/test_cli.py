@@ -41,7 +41,7 @@ def test_check_uses_the_ivr_ids_and_fails_on_unknown(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ivr.prompt_ids", fake)
     code, out, _ = run(["prompts", "check", "--root", str(DEFAULT_AUDIO_ROOT)], capsys)
     assert code == 1
-    assert "3 from ivr.prompt_ids.USED" in out
+    assert "7 from ivr.prompt_ids.USED and the configured tiers" in out  # 3 + 4 tiers
     assert "'made_up_prompt', which the manifest does not define" in out
 
 
@@ -104,3 +104,25 @@ def test_handlers_accept_the_main_commands_context(tmp_path, capsys):
     ctx = types.SimpleNamespace(args=args, config=config)
     assert args.func(ctx) == 0
     assert f"prompt set: {DEFAULT_AUDIO_ROOT}" in capsys.readouterr().out
+
+
+def test_check_wants_a_prompt_for_every_configured_tier(capsys, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    fake = types.ModuleType("ivr.prompt_ids")
+    fake.USED = frozenset({"welcome"})
+    monkeypatch.setitem(sys.modules, "ivr.prompt_ids", fake)
+    config = tmp_path / "loyalty.toml"
+    default = Path(__file__).resolve().parents[2] / "config" / "loyalty.toml"
+    config.write_text(default.read_text(encoding="utf-8") + '''
+[[tiers]]
+code = "platinum"
+name_zh = "铂金会员"
+name_en = "Platinum"
+threshold = 30000
+''', encoding="utf-8")
+    monkeypatch.setenv("LOYALTY_CONFIG", str(config))
+    code, out, _ = run(["prompts", "check", "--root", str(DEFAULT_AUDIO_ROOT)], capsys)
+    assert code == 1
+    assert "'tier_platinum', which the manifest does not define" in out
+    assert "tier_gold" not in out  # the default tiers have their prompts
