@@ -89,6 +89,7 @@ class SMPPConfig:
     reconnect_max_s: float = 60
     mo_rate_limit: int = 10
     mo_dedupe_window_s: float = 120
+    outbox_lease_s: float = 30
     max_parts: int = 3
 
 
@@ -269,8 +270,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{section}.{key}: expected HH:MM-HH:MM")
     if config.smpp.window < 1 or config.smpp.max_submit_rate <= 0:
         raise ConfigError("smpp.window and smpp.max_submit_rate: must be positive")
-    if config.smpp.mo_dedupe_window_s <= 0:
-        raise ConfigError("smpp.mo_dedupe_window_s: must be positive")
+    if config.smpp.mo_dedupe_window_s <= 0 or config.smpp.outbox_lease_s <= 0:
+        raise ConfigError("smpp.mo_dedupe_window_s and smpp.outbox_lease_s: must be positive")
     if config.logging.level not in ("debug", "info", "warn", "error"):
         raise ConfigError("logging.level: one of debug, info, warn, error")
 

@@ -95,7 +95,7 @@ class SmsService(service.Service):
             max_parts=smpp.max_parts,
             default_language=config.programme.default_language)
         self.sender_settings = sender_settings or SenderSettings(
-            max_parts=smpp.max_parts, quiet=config.jobs,
+            max_parts=smpp.max_parts, quiet=config.jobs, lease_s=smpp.outbox_lease_s,
             max_in_flight=int(min(5000, max(4 * smpp.window, 2 * smpp.max_submit_rate))))
         self.handler = MOHandler(db, metrics, self.handler_settings, clock=reactor, now=now)
         self.events = MTEvents(db, metrics, clock=reactor, now=now)

@@ -6,13 +6,12 @@ spent) -> the service PIN ended by # -> read-back, 1 confirm / 2 cancel -> the r
 
 Hang-up safety: nothing is written before the confirmation key but PIN tries. The redemption
 runs only once the caller pressed 1, with ``request_id = "<uniqueid>:<reward code>"`` so a
-retry can never debit twice; the SMS confirmation is queued right after it, before anything
-is spoken, so a caller hanging up on the order number still gets the SMS.
+retry can never debit twice; the SMS confirmation is queued in the same transaction, before
+anything is spoken, so a caller hanging up on the order number (or a server killed right
+after the debit) still gets the SMS.
 """
 
 from __future__ import annotations
-
-from twisted.logger import Logger
 
 from core.domain import (
     Channel,
@@ -25,12 +24,12 @@ from core.domain import (
     RewardUnavailable,
     UnknownReward,
 )
+from core.jobs.base import HeldCommit
 from core.redemption import catalogue, quote_redemption, redeem
+from core.service_desk import queue_sms
 from ivr.flows.auth import enter_pin
 from ivr.flows.menu import Call, ToAgent
 from ivr.flows.speech import NO_KEYS, SKIP_KEY, Alpha, Digits, Num, Piece
-
-log = Logger()
 
 CATEGORIES = {"1": RewardKind.SERVICE, "2": RewardKind.GIFT, "3": RewardKind.VOUCHER}
 PAGE_SIZE = 8
@@ -126,19 +125,18 @@ async def redeem_item(call: Call, item: PricedReward) -> bool:
         break
     call.info.detail("confirm")
     try:
-        order = await call.run(redeem, call.msisdn, code, Channel.IVR,
-                               f"{call.channel.uniqueid}:{code}", call.now())
+        order = await call.run(redeem_with_sms, call.msisdn, code, Channel.IVR,
+                               f"{call.channel.uniqueid}:{code}", call.now(),
+                               reward_name=item.reward.name(call.language),
+                               language=call.language)
     except DomainError as refused:
         call.info.detail(refused.code)
         return not await _refused(call, refused)
     call.forget()
     if call.metrics is not None:
         call.metrics.redemptions.labels(channel=Channel.IVR.value).inc()
-    sms_queued = await _queue_confirmation(call, item, order.order_no, order.points)
-    pieces: list[Piece] = ["redeem_success", Digits(order.order_no)]
-    if sms_queued:
-        pieces.append("redeem_sms_sent")
-    await call.voice.play(*pieces, escape=SKIP_KEY)
+    await call.voice.play("redeem_success", Digits(order.order_no), "redeem_sms_sent",
+                          escape=SKIP_KEY)
     return True
 
 
@@ -149,18 +147,18 @@ async def _refused(call: Call, error: DomainError) -> bool:
     return prompt is not None
 
 
-async def _queue_confirmation(call: Call, item: PricedReward, order_no: str,
-                              points: int) -> bool:
-    try:
-        after = (await call.snapshot()).balance
-        reward = item.reward
-        await call.queue_sms("redeem_done", {
-            "order_no": order_no, "reward_code": reward.code,
-            "reward_name": reward.name(call.language), "reward_kind": reward.kind,
-            "points": points, "balance": after.points, "channel": Channel.IVR.value,
-        }, kind=REDEEM_SMS_KIND, dedupe_key=f"redeem_done:{order_no}")
-    except Exception:
-        log.failure("IVR could not queue the redemption SMS for order {order_no}",
-                    order_no=order_no, uniqueid=call.channel.uniqueid)
-        return False
-    return True
+def redeem_with_sms(uow, rules, msisdn: str, code: str, channel: str, request_id: str,
+                    now, *, reward_name: str, language: str):
+    """``redeem`` and its SMS confirmation in one transaction: an order never exists without
+    its SMS, whatever happens to this process after the commit. A replayed request returns
+    the same order and queues nothing more (the SMS's dedupe key is the order number)."""
+    held = HeldCommit(uow)
+    order = redeem(held, rules, msisdn, code, channel, request_id, now)
+    after, _, _ = uow.balance_summary(order.msisdn, now)
+    queue_sms(held, rules, order.msisdn, now, kind=REDEEM_SMS_KIND, template="redeem_done",
+              params={"order_no": order.order_no, "reward_code": order.reward_code,
+                      "reward_name": reward_name, "reward_kind": order.reward_kind,
+                      "points": order.points, "balance": after, "channel": channel},
+              language=language, dedupe_key=f"redeem_done:{order.order_no}")
+    uow.commit()
+    return order

@@ -10,6 +10,7 @@ from datetime import date
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 
 from core.accounts import get_member
 from core.demo import DEMO_REWARDS
@@ -163,7 +164,7 @@ async def test_a_race_lost_after_the_confirmation_is_told_and_debits_nothing(rig
             uow.upsert_reward(replace(reward, available_until=date(2020, 1, 1)))
         uow.commit()
 
-    proxy.before["redeem"] = lose_the_race
+    proxy.before["redeem_with_sms"] = lose_the_race
     before = rig.balance(ZH_MEMBER)
     result = await rig.call(ZH_MEMBER, REDEEM_A01 + "T")
     assert after(heard(result), "k:1")[-1] != "redeem_success"
@@ -232,6 +233,30 @@ async def test_hangup_at_every_step_only_a_confirmed_redemption_debits(rig, logg
     # each confirmed call's SMS was queued even though the caller hung up on the order number
     assert len([m for m in rig.outbox(ZH_MEMBER) if m["template"] == "redeem_done"]) == 3
     assert logged_failures == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_order_has_its_sms_even_if_the_server_dies_right_after(rig):
+    # Nothing after the write that creates the order reaches the database (the process died
+    # there): the SMS confirmation must have been written with the order, not after it.
+    proxy = wrap_db(rig)
+    dead: list = []
+    run = proxy.run
+
+    def run_until_dead(use_case, *args, **kwargs):
+        if dead:
+            return defer.fail(ConnectionError("the server process is gone"))
+        d = run(use_case, *args, **kwargs)
+        d.addCallback(lambda result: (dead.append(result) if hasattr(result, "order_no")
+                                      else None, result)[1])
+        return d
+
+    proxy.run = run_until_dead
+    await rig.call(ZH_MEMBER, REDEEM_A01 + "T")
+    orders = [o for o in orders_of(rig, ZH_MEMBER) if o.channel == "ivr"]
+    assert dead and [o.order_no for o in orders] == [dead[0].order_no]
+    sms = {m["dedupe_key"] for m in rig.outbox(ZH_MEMBER)}
+    assert f"redeem_done:{orders[0].order_no}" in sms
 
 
 @pytest_twisted.ensureDeferred
