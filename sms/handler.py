@@ -11,14 +11,15 @@ the database when a restart lost the earlier parts from memory) also stores the 
 So an acknowledged part is never lost, and a set whose parts straddle a restart is still joined.
 
 Handling. A loop takes ``received`` rows in id order (PostgreSQL: ``FOR UPDATE SKIP LOCKED``,
-so several processes share the work), handles a batch in one transaction and marks each row
-``handled`` in the same transaction that queues its reply in the outbox: an MO stored before a
-crash is handled after the restart, and never twice. Use cases that write (redeem, confirm,
-tickets, opt-out) run in a SAVEPOINT each, their own ``commit()`` releasing it, so a domain
-error undoes only that message's work (a wrong confirmation code's failure count is kept, as
-the core commits it before raising). An unexpected error rolls the batch back and the batch is
-handled one message per transaction; a message that still fails is marked ``failed`` and gets
-the "busy, try later" reply.
+so several processes share the work), handles the messages that only read in one transaction
+and each that writes in its own (see ``handle_batch``), and marks each row ``handled`` in the
+same transaction that queues its reply in the outbox: an MO stored before a crash is handled
+after the restart, and never twice. Use cases that write (redeem, confirm, tickets, opt-out)
+run in a SAVEPOINT each, their own ``commit()`` releasing it, so a domain error undoes only
+that message's work (a wrong confirmation code's failure count is kept, as the core commits it
+before raising). An unexpected error rolls the batch back and the batch is handled one message
+per transaction; a message that still fails is marked ``failed`` and gets the "busy, try later"
+reply.
 
 Per-number rate limit (``smpp.mo_rate_limit`` per minute, fixed windows from the first
 message): the first message over the limit gets one polite reply, the rest of that minute none.
@@ -241,10 +242,31 @@ class _SavepointUoW:
 
 def handle_batch(uow, rules, settings: HandlerSettings, now: datetime, limit: int,
                  claim_until: datetime | None) -> HandledBatch:
-    """Handle up to ``limit`` received MO messages in one transaction (see the module doc)."""
+    """Handle up to ``limit`` received MO messages: those that only read in one transaction,
+    each that writes (redeem, confirm, tickets, opt-out) in its own, after them.
+
+    A writer inside the batch's transaction would keep the rows it locked (a reward's stock)
+    while a later message of the batch waits for a member row, which a hotline redemption may
+    hold while it waits for that stock: a deadlock on PostgreSQL. On its own, a writer locks
+    member then reward, as every redemption does."""
     mos = uow.sms_claim_mo(limit)
     if not mos:
         return HandledBatch()
+    writes = {mo.id for mo in mos if kw.parse(mo.text).kind in _WRITERS}
+    readers = [mo for mo in mos if mo.id not in writes]
+    results = []
+    if readers:
+        results.append(_handle_together(uow, rules, settings, readers, now, claim_until))
+    else:
+        uow.rollback()  # let go of the claim: each writer is claimed again on its own
+    results += [handle_one(uow, rules, settings, mo.id, now, claim_until)
+                for mo in mos if mo.id in writes]
+    return _merged(results)
+
+
+def _handle_together(uow, rules, settings: HandlerSettings, mos: list[StoredMO],
+                     now: datetime, claim_until: datetime | None) -> HandledBatch:
+    """Claimed messages in one transaction, or one by one if that fails."""
     try:
         return _handle(uow, rules, settings, mos, now, claim_until)
     except Exception as exc:
@@ -254,13 +276,20 @@ def handle_batch(uow, rules, settings: HandlerSettings, now: datetime, limit: in
         problem = (f"MO batch of {len(mos)} failed, handling them one by one:\n"
                    + traceback.format_exc())
     results = [handle_one(uow, rules, settings, mo.id, now, claim_until) for mo in mos]
+    merged = _merged(results)
+    return replace(merged, problems=(problem, *merged.problems))
+
+
+def _merged(results: list[HandledBatch]) -> HandledBatch:
+    if len(results) == 1:
+        return results[0]
     return HandledBatch(
         count=sum(r.count for r in results),
         outcomes=dict(sum((Counter(r.outcomes) for r in results), Counter())),
         redemptions=sum(r.redemptions for r in results),
         claimed=tuple(row for r in results for row in r.claimed),
         queued=sum(r.queued for r in results),
-        problems=(problem, *(p for r in results for p in r.problems)))
+        problems=tuple(p for r in results for p in r.problems))
 
 
 def handle_one(uow, rules, settings: HandlerSettings, mo_id: int, now: datetime,
@@ -574,9 +603,9 @@ class MOHandler(service.Service):
         claim_until = self.sender.claim_until() if self.sender is not None else None
         d = self._current = self.db.run(handle_batch, self.settings, self.now(),
                                         self.batch_size, claim_until)
-        d.addCallbacks(self._handled, self._failed)
+        d.addCallbacks(self._handled, self._failed, callbackArgs=(claim_until,))
 
-    def _handled(self, batch: HandledBatch) -> None:
+    def _handled(self, batch: HandledBatch, claim_until: datetime | None = None) -> None:
         self._busy = False
         self._current = None
         self.handled += batch.count
@@ -588,7 +617,7 @@ class MOHandler(service.Service):
             self.metrics.redemptions.labels(channel="sms").inc(batch.redemptions)
         if self.sender is not None:
             if batch.claimed:
-                self.sender.take(list(batch.claimed))
+                self.sender.take(list(batch.claimed), claim_until)
             if batch.queued:
                 self.sender.kick()
         if self._again or batch.count >= self.batch_size:

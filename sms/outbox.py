@@ -312,8 +312,18 @@ class OutboxSender(service.Service):
             return None
         return self.now() + timedelta(seconds=self.settings.lease_s)
 
-    def take(self, rows: list[OutboxRow]) -> None:
-        """Submit rows this process has claimed."""
+    def take(self, rows: list[OutboxRow], claimed_until: datetime | None = None) -> None:
+        """Submit rows this process has claimed (until ``claimed_until``).
+
+        Rows whose claim is about to lapse when they get here (a slow batch, a busy database
+        pool) are left alone: another claim, this process's or another's, may have taken and
+        even sent them meanwhile, and sending them here too would send them twice. They are
+        claimed again, the ordinary way, once the claim has lapsed."""
+        if claimed_until is not None and self.now() >= claimed_until - timedelta(
+                seconds=self.settings.lease_s / 3):
+            log.warn("{n} claimed outbox rows came back too late to send safely; they are "
+                     "claimed again when their claim lapses", n=len(rows))
+            return
         for row in rows:
             if row.id not in self.rows:
                 self._start(row)
@@ -334,7 +344,7 @@ class OutboxSender(service.Service):
         until = now + timedelta(seconds=self.settings.lease_s)
         d = self.db.run(claim_batch, now, until, room, self.settings.max_parts,
                         self.settings.quiet)
-        d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(room,))
+        d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(room, until))
 
     def refresh_depth(self) -> defer.Deferred:
         """Set the outbox_depth gauge (and smpp_bound) from the database; fires with it."""
@@ -378,13 +388,13 @@ class OutboxSender(service.Service):
     # -- claiming ----------------------------------------------------------------------------
 
     def _claimed(self, claimed: tuple[list[OutboxRow], list[tuple[int, str]]],
-                 room: int) -> None:
+                 room: int, until: datetime) -> None:
         self._claiming = False
         rows, failed = claimed
         for row_id, error in failed:
             self.metrics.sms_mt.labels(outcome="failed").inc()
             log.error("outbox row {id} failed: {error}", id=row_id, error=error)
-        self.take(rows)
+        self.take(rows, until)
         self._backlog = len(rows) + len(failed) >= room
         if self._again or self._backlog:
             self._again = False

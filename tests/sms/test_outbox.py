@@ -363,3 +363,22 @@ async def test_a_notice_backlog_reaching_the_quiet_hours_waits_for_the_morning(
     assert {r["not_before"] for r in ch.outbox() if r["msisdn"] in late} == {morning}
     clock.advance(hours=11)  # ... and goes at 08:00
     await all_delivered(ch, sim, late + reply)
+
+
+@pytest_twisted.ensureDeferred
+async def test_rows_handed_over_after_their_claim_lapses_are_sent_once(channels, sim, store):
+    clock = Clock()
+    ch = channels(clock=clock)
+    numbers = queue(ch, 3)
+    until = NOW + timedelta(seconds=30)
+    with store.unit_of_work() as uow:  # a batch claimed them; its result comes back late
+        late = uow.sms_claim_outbox(NOW, until, 10)
+        uow.commit()
+    await ch.start()
+    clock.advance(seconds=25)  # within a third of the lease of lapsing
+    ch.sms.sender.take(late, until)
+    await sleep(0.3)
+    assert sim.messages == []  # not sent on a claim that another sender may take over
+    clock.advance(seconds=6)  # the claim lapsed: claimed again, sent by one sender only
+    await all_delivered(ch, sim, numbers)
+    assert [r["attempts"] for r in ch.outbox()] == [2, 2, 2]
