@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/loyalty bench
+
+## 10 minutes of mixed load (1,000 calls + 500 MO/s) on SQLite, then on PostgreSQL
+## (LOYALTY_TEST_DATABASE_URL, else the local one); about 27 minutes in all. Exit 1 on any error.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak_bench --backend both --duration 600
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3*

@@ -21,12 +21,20 @@ SUITES = (
     ("core", "bench.core_bench", [], ["--quick"]),
     ("expiry", "bench.expiry_bench", [], ["--members", "20000"]),
 )
+# Run only when named in --only: the soak takes over 25 minutes (10 per backend plus warm-up).
+OPT_IN = (
+    ("soak", "bench.soak_bench", ["--backend", "both", "--duration", "600"],
+     ["--backend", "sqlite", "--duration", "10", "--calls", "50", "--mo-rate", "20",
+      "--members", "3000", "--ramp", "5", "--warmup", "2", "--interval", "5"]),
+)
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="run the benchmarks and print one table")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--only", default="", help="comma-separated: ivr,sms,core,expiry")
+    parser.add_argument("--only", default="",
+                        help="comma-separated: ivr,sms,core,expiry (the default: all four), "
+                             "soak (only when named: it runs for 25 minutes)")
     parser.add_argument("--json", action="store_true", help="all figures as JSON on stdout")
     parser.set_defaults(func=run_benchmarks)
 
@@ -36,7 +44,11 @@ def run_benchmarks(ctx) -> int:
     wanted = {s for s in args.only.split(",") if s} or {name for name, *_ in SUITES}
     results, failed = [], []
     started = time.monotonic()
-    for name, module, full, quick in SUITES:
+    unknown = wanted - {name for name, *_ in SUITES + OPT_IN}
+    if unknown:
+        log(f"unknown bench(es): {', '.join(sorted(unknown))}")
+        return 2
+    for name, module, full, quick in SUITES + OPT_IN:
         if name not in wanted:
             continue
         log(f"== bench {name} ({module}) ==")

@@ -11,15 +11,17 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import signal
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import create_engine, text
 
@@ -27,6 +29,12 @@ from sqlalchemy import create_engine, text
 # else the local trust-auth server of the development setup.
 DEFAULT_PG_URL = os.environ.get(
     "LOYALTY_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+# Twelve spellings of the balance keyword. The same text from one number within
+# smpp.mo_dedupe_window_s is taken for a redelivery (no second answer), so benches that send a
+# member several balance requests cycle through these.
+BALANCE_SPELLINGS = ("JF", "jf", "Jf", "jF", "积分", "ＪＦ", "BALANCE", "balance", "Balance",
+                     "POINTS", "points", "Points")
 
 
 def log(message: str) -> None:
@@ -126,6 +134,127 @@ def _pg_admin(pg_url: str, statement: str) -> None:
             conn.execute(text(statement))
     finally:
         engine.dispose()
+
+
+# --- bench data ---------------------------------------------------------------------------
+
+
+class BenchMember(NamedTuple):
+    """One member a bench loads, with its lots as (points, source, earned_on)."""
+
+    msisdn: str
+    name: str
+    language: str
+    lots: Sequence[tuple[int, str, date]]
+
+
+def populate(url: str, members: Iterable[BenchMember], *, batch: int = 5000) -> int:
+    """The demo data set plus ``members``, each lot with its credit ledger entry; returns how
+    many members were added.
+
+    Bulk inserts in batches: the same rows ``credit_points`` would write per lot (remaining =
+    amount, reason = source, channel ``import``), without a transaction per lot, so tens of
+    thousands of members load in seconds on either backend. PostgreSQL's statistics are
+    refreshed at the end so the benchmark does not measure a planner that still thinks the
+    tables are empty.
+    """
+    from core.config import load_config
+    from core.demo import load_demo
+    from core.domain import Channel, LedgerKind
+    from core.rules import ProgrammeRules, expiry_for
+    from core.store import Store
+
+    config = load_config(environ={})
+    rules = ProgrammeRules(config.programme, config.tiers)
+    now = datetime.now(UTC)
+    store = Store(url)
+    added = 0
+    try:
+        with store.unit_of_work() as uow:
+            load_demo(uow, rules, now)  # commits
+        chunk: list[BenchMember] = []
+
+        def flush() -> None:
+            lots = [(m.msisdn, points, source, earned_on)
+                    for m in chunk for points, source, earned_on in m.lots]
+            with store.unit_of_work() as uow:
+                uow.upsert_members([dict(msisdn=m.msisdn, name=m.name, language=m.language,
+                                         tier_code="standard", created_at=now) for m in chunk])
+                uow.add_lots_bulk([dict(
+                    msisdn=msisdn, amount=points, remaining=points, source=source,
+                    earned_on=earned_on, expires_at=expiry_for(earned_on, config.programme),
+                    reference=None, expired=False, created_at=now)
+                    for msisdn, points, source, earned_on in lots])
+                uow.add_ledger_bulk([dict(
+                    msisdn=msisdn, kind=LedgerKind.CREDIT, amount=points, reason=source,
+                    channel=Channel.IMPORT, order_no=None, reference=None, created_at=now)
+                    for msisdn, points, source, _ in lots])
+                uow.commit()
+
+        for m in members:
+            chunk.append(m)
+            if len(chunk) >= batch:
+                flush()
+                added += len(chunk)
+                chunk.clear()
+        if chunk:
+            flush()
+            added += len(chunk)
+        with store.unit_of_work() as uow:
+            uow.refresh_statistics("members", "points_lots", "ledger")
+            uow.commit()
+    finally:
+        store.dispose()
+    return added
+
+
+def programme_today() -> date:
+    """Today's date in the programme's time zone (the date the core's rules use)."""
+    from core.config import load_config
+    from core.rules import ProgrammeRules
+
+    config = load_config(environ={})
+    return ProgrammeRules(config.programme, config.tiers).today(datetime.now(UTC))
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def raise_fd_limit() -> int:
+    """Thousands of calls are thousands of sockets: lift the soft file limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def rss_bytes(pid: int | None = None) -> int:
+    """Resident set size of a process (this one by default), from Linux /proc."""
+    with open(f"/proc/{pid or 'self'}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def proc_cpu(pid: int, tid: int | None = None) -> float:
+    """CPU seconds (user + system) a process, or one of its threads, has used so far (Linux
+    /proc; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def react(main: Callable[[Any], Awaitable[Any]]) -> None:
+    """Run ``main(reactor)`` in the reactor until it finishes (``twisted.internet.task.react``
+    without its ``sys.exit`` on success, so the caller can print its results afterwards)."""
+    from twisted.internet import defer, task
+
+    try:
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+    except SystemExit as done:
+        if done.code not in (0, None):
+            raise
 
 
 def pg_server_version(pg_url: str = DEFAULT_PG_URL) -> str | None:

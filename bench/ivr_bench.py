@@ -29,13 +29,25 @@ import gc
 import json
 import os
 import random
-import resource
 import sys
 import time
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Iterator
+from datetime import date, timedelta
 from typing import Any
 
-from bench.common import Results, exit_on_sigterm, fresh_database, latency_ms, log
+from bench.common import (
+    BenchMember,
+    Results,
+    exit_on_sigterm,
+    fresh_database,
+    latency_ms,
+    log,
+    programme_today,
+    raise_fd_limit,
+    react,
+    rss_bytes,
+)
+from bench.common import populate as common_populate
 
 BASE = 13600000000
 TARGET_CALLS, TARGET_P99_MS = 2000, 20.0
@@ -45,49 +57,21 @@ def member(i: int) -> str:
     return str(BASE + i)
 
 
-def raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 # --- data ---------------------------------------------------------------------------------
+
+
+def bench_members(n_members: int, today: date) -> Iterator[BenchMember]:
+    """``n_members`` callers with two lots each: one earned last month, one expiring this
+    year (so the balance read-out also speaks an expiry)."""
+    for i in range(n_members):
+        yield BenchMember(member(i), f"Bench {i}", "zh" if i % 2 else "en",
+                          ((1000 + i, "bill", today - timedelta(days=30)),
+                           (500, "tenure", date(today.year - 2, 3, 1))))
 
 
 def populate(url: str, n_members: int) -> None:
     """The demo data set plus ``n_members`` members with two lots each (one expiring)."""
-    from core.accounts import credit_points
-    from core.config import load_config
-    from core.demo import load_demo
-    from core.domain import Channel
-    from core.rules import ProgrammeRules
-    from core.store import Store
-
-    config = load_config(environ={})
-    rules = ProgrammeRules(config.programme, config.tiers)
-    now = datetime.now(UTC)
-    store = Store(url)
-    try:
-        with store.unit_of_work() as uow:
-            load_demo(uow, rules, now)
-            uow.upsert_members([dict(msisdn=member(i), name=f"Bench {i}", language="zh"
-                                     if i % 2 else "en", tier_code="standard",
-                                     created_at=now) for i in range(n_members)])
-            uow.commit()
-            today = rules.today(now)
-            for i in range(n_members):
-                credit_points(uow, rules, member(i), 1000 + i, "bill",
-                              today - timedelta(days=30), now, channel=Channel.IMPORT)
-                credit_points(uow, rules, member(i), 500, "tenure",
-                              date(today.year - 2, 3, 1), now, channel=Channel.IMPORT)
-    finally:
-        store.dispose()
+    common_populate(url, bench_members(n_members, programme_today()))
 
 
 # --- the server process -----------------------------------------------------------------
@@ -258,6 +242,13 @@ def paced_keys(keys: str, hold: float, reactor: Any) -> Any:
     return Paced(keys)
 
 
+def call_failed(call: Any) -> bool:
+    """A scripted call failed when it timed out or the server, not the caller, ended it (the
+    default keys end with the caller hanging up; a refused call gets LOYALTY_NEXT=busy and
+    is ended by the server)."""
+    return call.timed_out or call.hung_up_by != "caller"
+
+
 async def drive(reactor: Any, port: int, args: argparse.Namespace, n: int,
                 ramp: float) -> tuple[list[Any], float]:
     """``n`` calls, started evenly over ``ramp`` seconds, at most ``args.concurrency`` at once."""
@@ -328,7 +319,7 @@ def run_bench(args: argparse.Namespace) -> Results:
                                                            args.ramp)
                 await task.deferLater(reactor, 1.0, lambda: None)  # call records land
 
-            _react(main)
+            react(main)
             stats = json.loads(ask("STATS"))
             server.stdin.write("QUIT\n")
             server.stdin.flush()
@@ -338,7 +329,7 @@ def run_bench(args: argparse.Namespace) -> Results:
     calls, elapsed = box["calls"], box["elapsed"]
     think = latency_ms(stats["think"])
     dbt = latency_ms([t for name, t in stats["db"] if name != "record_call"])
-    failed = sum(1 for c in calls if c.timed_out or c.hung_up_by != "caller")
+    failed = sum(1 for c in calls if call_failed(c))
     per_call = (stats["rss_at_peak"] - stats["baseline"]) / max(stats["peak_calls"], 1)
     b = args.backend
     results.add("think.p50_ms", b, think["p50"], "ms", f"{len(stats['think'])} AGI commands")
@@ -366,16 +357,6 @@ def run_bench(args: argparse.Namespace) -> Results:
     results.add("calls.per_s", b, len(calls) / elapsed, "calls/s", f"{elapsed:.1f} s wall")
     results.add("calls.failed", b, failed + stats["rejected"], "calls", "timed out / refused")
     return results
-
-
-def _react(main: Any) -> None:
-    from twisted.internet import defer, task
-
-    try:
-        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
-    except SystemExit as done:
-        if done.code not in (0, None):
-            raise
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """SMS channel benchmark: MO-to-MT round trips through the whole server.
 
-    .venv/bin/python -m bench.sms_bench [--members 30000] [--duration 10] [--concurrency 400]
-        [--rate 1000] [--keyword JF] [--receipts/--no-receipts] [--echo] [--db-stats]
+    .venv/bin/python -m bench.sms_bench [--members 40000] [--duration 10] [--concurrency 400]
+        [--rate 1000] [--keyword JF,jf,...] [--receipts/--no-receipts] [--echo] [--db-stats]
         [--profile FILE] [--json]
 
 Two processes. This one is the SMSC: an SMSCSimulator that injects MO messages (deliver_sm)
@@ -11,7 +11,11 @@ store and handler, outbox sender, receipt matcher) on one SQLite database with t
 plus ``--members`` members holding points, exactly as in production except the SMPP limits:
 ``max_submit_rate`` 20000/s and ``window`` 200 so the contracted rate is not what is measured.
 The per-number MO rate limit stays on (10 a minute): each member has at most one message in
-flight and there are enough members that none hits it.
+flight and there are enough members that none hits it. The same text from one number within
+``smpp.mo_dedupe_window_s`` (120 s) would be taken for a redelivery and get no reply, so each
+member's messages cycle through ``--keyword``'s comma-separated spellings of the balance
+keyword (``bench.common.BALANCE_SPELLINGS``), which at 40,000 members keeps
+repeats over 120 s apart up to about 4,000 round trips/s.
 
 Phases (each after a short warm-up):
 
@@ -41,10 +45,21 @@ import subprocess
 import sys
 import time
 from collections import deque
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Iterator
+from datetime import date, timedelta
 from typing import Any
 
-from bench.common import Results, exit_on_sigterm, fresh_database, latency_ms, log
+from bench.common import (
+    BALANCE_SPELLINGS,
+    BenchMember,
+    Results,
+    exit_on_sigterm,
+    fresh_database,
+    latency_ms,
+    log,
+    populate,
+    proc_cpu,
+)
 
 MSISDN_BASE = 13900000000
 BENCH_SMPP = dict(max_submit_rate=20000.0, window=200, mo_rate_limit=10, enquire_link_s=30,
@@ -58,40 +73,16 @@ def msisdn(i: int) -> str:
 # --- database -----------------------------------------------------------------------------------
 
 
+def bench_members(members: int, today: date) -> Iterator[BenchMember]:
+    """Members 1..``members``, each with one lot of points earned last month."""
+    for i in range(1, members + 1):
+        yield BenchMember(msisdn(i), f"Bench {i}", "zh" if i % 4 else "en",
+                          ((1000 + i % 5000, "bill", today - timedelta(days=30)),))
+
+
 def build_database(url: str, members: int) -> None:
     """Demo data plus ``members`` members with one lot of points each (bulk inserts)."""
-    from core.config import load_config
-    from core.demo import load_demo
-    from core.rules import ProgrammeRules, expiry_for
-    from core.store import Store
-
-    config = load_config(environ={})
-    rules = ProgrammeRules(config.programme, config.tiers)
-    now = datetime.now(UTC)
-    store = Store(url)
-    try:
-        with store.unit_of_work() as uow:
-            load_demo(uow, rules, now)
-        earned = date.today() - timedelta(days=30)
-        expires = expiry_for(earned, config.programme)
-        for start in range(1, members + 1, 5000):
-            ids = range(start, min(members, start + 4999) + 1)
-            with store.unit_of_work() as uow:
-                uow.upsert_members([dict(msisdn=msisdn(i), name=f"Bench {i}",
-                                         language="zh" if i % 4 else "en",
-                                         tier_code="standard", created_at=now) for i in ids])
-                uow.add_lots_bulk([dict(
-                    msisdn=msisdn(i), amount=1000 + i % 5000, remaining=1000 + i % 5000,
-                    source="bill", earned_on=earned, expires_at=expires, reference=None,
-                    expired=False, created_at=now) for i in ids])
-                uow.add_ledger_bulk(
-                    [dict(msisdn=msisdn(i), kind="credit", amount=1000 + i % 5000,
-                          reason="bill", channel="import", order_no=None, reference=None,
-                          created_at=now) for i in ids],
-                    [[] for _ in ids])  # a credit draws from no lot
-                uow.commit()
-    finally:
-        store.dispose()
+    populate(url, bench_members(members, date.today()))
 
 
 # --- the server process -------------------------------------------------------------------------
@@ -259,22 +250,21 @@ def make_smsc(receipts: bool):
     return BenchSMSC()
 
 
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far (Linux /proc; NaN elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
 async def measure(reactor: Any, args: argparse.Namespace, sim: Any, results: Results,
                   server_pid: int) -> None:
     from twisted.internet import task
 
     free = deque(msisdn(i) for i in range(1, args.members + 1))
     random.Random(7).shuffle(free)
+    # The same text from the same number within smpp.mo_dedupe_window_s is a redelivery (no
+    # reply), so a member's messages cycle through the keyword's spellings.
+    spellings = args.keyword.split(",")
+    sent_by: dict[str, int] = {}
+
+    def next_mo() -> tuple[str, str]:
+        number = free.popleft()
+        n = sent_by[number] = sent_by.get(number, -1) + 1
+        return number, spellings[n % len(spellings)]
 
     def sleep(s: float):
         return task.deferLater(reactor, s, lambda: None)
@@ -287,14 +277,14 @@ async def measure(reactor: Any, args: argparse.Namespace, sim: Any, results: Res
         if state["counting"]:
             state["done"] += 1
         if state["loop"]:
-            sim.send(free.popleft(), args.keyword)
+            sim.send(*next_mo())
 
     state["loop"] = True
     sim.on_reply = replied
     log(f"throughput: {args.concurrency} round trips in flight, {args.duration}s "
         f"(+{args.warmup}s warm-up)")
     for _ in range(args.concurrency):
-        sim.send(free.popleft(), args.keyword)
+        sim.send(*next_mo())
     await sleep(args.warmup)
     state["counting"] = True
     sim.latencies.clear()
@@ -314,7 +304,7 @@ async def measure(reactor: Any, args: argparse.Namespace, sim: Any, results: Res
         f"trip), SMSC process {100 * smsc_cpu / elapsed:.0f}%; load average "
         f"{os.getloadavg()[0]:.1f}")
     results.add("sms.round_trips_per_s", "sqlite", round(rate), "1/s",
-                f"closed loop, {args.concurrency} in flight, keyword {args.keyword}")
+                f"closed loop, {args.concurrency} in flight, balance keyword")
     results.add("sms.server_cpu_per_round_trip_us", "sqlite", round(per_trip), "us",
                 "server process CPU (both threads) per MO->MT round trip")
     results.add("sms.one_core_capacity_per_s", "sqlite", round(1e6 / per_trip), "1/s",
@@ -337,7 +327,7 @@ async def measure(reactor: Any, args: argparse.Namespace, sim: Any, results: Res
         for _ in range(max(0, due)):
             if not free:
                 break
-            sim.send(free.popleft(), args.keyword)
+            sim.send(*next_mo())
             sent["n"] += 1
 
     loop = task.LoopingCall(tick)
@@ -421,13 +411,14 @@ def run_bench(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.sms_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--members", type=int, default=30000)
+    p.add_argument("--members", type=int, default=40000)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     p.add_argument("--concurrency", type=int, default=400,
                    help="round trips in flight in the throughput phase")
     p.add_argument("--rate", type=float, default=1000.0, help="offered MO/s, latency phase")
-    p.add_argument("--keyword", default="JF")
+    p.add_argument("--keyword", default=",".join(BALANCE_SPELLINGS),
+                   help="the MO text; comma-separated spellings are used in turn (see above)")
     p.add_argument("--receipts", action=argparse.BooleanOptionalAction, default=True,
                    help="the SMSC sends a delivery receipt for every MT (default on)")
     p.add_argument("--profile", help="run the server under cProfile, stats to this file")
