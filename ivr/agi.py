@@ -101,6 +101,7 @@ class FastAGIProtocol(LineOnlyReceiver):
         self._last_rx: float | None = None
         self._close_deadline: IDelayedCall | None = None
         self._header_deadline: IDelayedCall | None = None
+        self._flow_done = False
 
     # -- connection events ----------------------------------------------------------------------
 
@@ -144,9 +145,11 @@ class FastAGIProtocol(LineOnlyReceiver):
         for deadline in (self._close_deadline, self._header_deadline):
             if deadline is not None and deadline.active():
                 deadline.cancel()
+        self._close_deadline = self._header_deadline = None
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.errback(ChannelHungUp(self.close_reason or "connection-lost"))
+        self._release()
 
     # -- header -------------------------------------------------------------------------------
 
@@ -264,7 +267,9 @@ class FastAGIProtocol(LineOnlyReceiver):
             except Exception:
                 log.failure("FastAGI refusal step failed", level=LogLevel.error)
             finally:
+                self._flow_done = True
                 self._close()
+                self._release()
 
         defer.Deferred.fromCoroutine(run())
 
@@ -289,7 +294,9 @@ class FastAGIProtocol(LineOnlyReceiver):
                 **fields,
             )
             self._notify("call_ended", channel, outcome)
+            self._flow_done = True
             self._close()
+            self._release()
 
     def _close(self) -> None:
         if not self.closed and not self._closing:
@@ -300,6 +307,14 @@ class FastAGIProtocol(LineOnlyReceiver):
             # send it) forever: give the close a deadline.
             self._close_deadline = self.clock.callLater(self.factory.idle_timeout_s,
                                                         self.transport.abortConnection)
+
+    def _release(self) -> None:
+        # Once the connection is gone and no flow runs, drop the links that put a call's
+        # objects in reference cycles (protocol <-> channel): reference counting then frees
+        # the call at once. Left to the cyclic collector, which tune_gc() makes rare, every
+        # finished call stayed in memory for many minutes.
+        if self.closed and self._flow_done:
+            self.channel = None
 
     def _abort(self, reason: str) -> None:
         if self.closed:

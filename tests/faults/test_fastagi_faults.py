@@ -149,7 +149,7 @@ async def reset(peer: RawPeer) -> None:
 
 
 def script_calls(server: AGIServer, script: str) -> list:
-    return [p for p in server.protocols if p.channel is not None and p.channel.script == script]
+    return [p for p in server.protocols if p.env.get("network_script") == script]
 
 
 # -- abrupt disconnects ---------------------------------------------------------------------------
@@ -318,7 +318,7 @@ async def test_unusable_replies_give_the_flow_an_error_and_end_the_call_cleanly(
     await finish(server, good)
     assert [type(e) for e in flows.errors] == [error]
     assert flows.hungup == []
-    bad = [p for p in server.protocols if p.channel is not None and p.close_reason]
+    bad = [p for p in server.protocols if p.env and p.close_reason]
     assert bad == []  # closed cleanly by the flow's end, not aborted
 
 

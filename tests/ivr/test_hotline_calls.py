@@ -4,13 +4,18 @@ strings on the wire, missing prompts, call records and metrics."""
 # ruff: noqa: F811 - pytest fixtures imported from tests.ivr.hotline_kit
 from __future__ import annotations
 
+import gc
+
 import pytest
 import pytest_twisted
+from twisted.internet import tcp
 
 from core.accounts import get_member
 from core.service_desk import update_delivery
+from ivr.agi import AGIChannel, FastAGIProtocol
 from ivr.prompt_ids import HOTLINE, USED
 from ivr.simulator import SimulatorProtocol
+from tests.ivr.conftest import sleep
 from tests.ivr.hotline_kit import (  # noqa: F401 - fixtures
     DIAMOND,
     EN_MEMBER,
@@ -243,6 +248,29 @@ async def test_every_call_is_recorded_and_the_metrics_move(rig):
     think = m.registry.get_sample_value("loyalty_agi_think_seconds_count")
     commands = sum(len(r.commands) for r in results)
     assert think == commands  # one think time per command (the first: after the header)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_finished_call_is_freed_without_waiting_for_the_cyclic_collector(rig):
+    # tune_gc() makes full collections rare: a call whose objects sat in reference cycles
+    # stayed in memory for many minutes after it ended, and the server grew under load.
+    gc.collect()
+    gc.disable()
+    try:
+        results = [await rig.call(ZH_MEMBER, "2T"),      # ends normally
+                   await rig.call(ZH_MEMBER, "411" "12H"),  # hangs up mid-command
+                   await rig.call(EN_MEMBER, "0")]          # to an agent
+        await sleep(0.1)  # the server's side of the last connection is closed too
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage
+                if isinstance(o, FastAGIProtocol | AGIChannel | tcp.Server)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert "bal_is" in heard(results[0]) and heard(results[1])[-1] == "hangup"
+    assert left == []
 
 
 def test_prompt_ids_are_in_the_manifest():
