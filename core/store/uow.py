@@ -61,6 +61,23 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
             for table in tables:
                 self.conn.exec_driver_sql(f"ANALYZE {metadata.tables[table].name}")
 
+    def stale_statistics(self, *tables: str) -> list[str]:
+        """Those of ``tables`` changed by more than autovacuum's analyze threshold (50 rows +
+        10 %) since their last ANALYZE (PostgreSQL; none on SQLite)."""
+        if self.is_sqlite:
+            return []
+        names = {metadata.tables[t].name: t for t in tables}
+        return sorted(names[r] for r, in self.conn.exec_driver_sql(
+            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() "
+            "AND relname = ANY(%(names)s) AND n_mod_since_analyze > 50 + 0.1 * n_live_tup",
+            {"names": list(names)}))
+
+    def autovacuum_on(self) -> bool:
+        """Whether PostgreSQL's autovacuum runs (always True on SQLite, which has none)."""
+        if self.is_sqlite:
+            return True
+        return self.conn.exec_driver_sql("SELECT current_setting('autovacuum')").scalar() == "on"
+
     def rollback(self) -> None:
         self.conn.rollback()
 
