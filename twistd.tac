@@ -47,7 +47,7 @@ def build_server(config, reactor=None):
     store.check_schema()  # before the reactor runs: refuse a schema that is behind
     top = ServiceTree()
     top.metrics = Metrics()
-    top.db = DatabaseService(store, ProgrammeRules(config.programme, config.tiers), reactor)
+    top.db = DatabaseService(store, ProgrammeRules.from_config(config), reactor)
     top.db.setName("database")
     top.db.setServiceParent(top)
 

@@ -51,7 +51,7 @@ def require_member(uow, msisdn: str, *, for_update: bool = False) -> Member:
 
 
 def get_member(uow, rules: ProgrammeRules, msisdn: str) -> Member | None:
-    return uow.get_member(normalise_msisdn(msisdn))
+    return uow.get_member(rules.numbering.normalise(msisdn))
 
 
 def balance(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> Balance:

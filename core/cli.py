@@ -35,7 +35,7 @@ class Context:
 
     @property
     def rules(self) -> ProgrammeRules:
-        return ProgrammeRules(self.config.programme, self.config.tiers)
+        return ProgrammeRules.from_config(self.config)
 
     @property
     def store(self) -> Store:
@@ -128,7 +128,7 @@ def member_summary(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> di
     from core.accounts import balance, require_member, tier_status
     from core.redemption import recent_orders
 
-    member = require_member(uow, msisdn)
+    member = require_member(uow, rules.numbering.normalise(msisdn))
     tier = tier_status(uow, rules, msisdn, now)
     bal = balance(uow, rules, msisdn, now)
     return {

@@ -7,6 +7,7 @@ an error naming the key, raised before the server starts.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -21,6 +22,20 @@ DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config" / "loyalty.toml
 
 class ConfigError(ValueError):
     """A configuration problem, with a message naming the key."""
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK_PEERS = ("127.0.0.0/8", "::1")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,29 @@ class FastAGIConfig:
     max_retries: int = 3
     agents_open: str = "08:00-21:00"
     history_page: int = 3
+    # Addresses or CIDRs that may connect; empty: loopback only (LOOPBACK_PEERS). Required
+    # when ``host`` is not loopback: whoever reaches the port can claim any caller id.
+    allowed_peers: tuple[str, ...] = ()
+
+    def allowed_networks(self) -> tuple[IPNetwork, ...]:
+        """The networks a FastAGI peer must come from (ConfigError naming the key if bad)."""
+        networks = []
+        for entry in self.allowed_peers or LOOPBACK_PEERS:
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(f"fastagi.allowed_peers: {entry!r} is not an IP address or "
+                                  "CIDR") from None
+        return tuple(networks)
+
+
+@dataclass(frozen=True)
+class NumberingConfig:
+    """Which subscriber numbers the programme serves: the country calling code and the pattern
+    of a national number (after the country code or trunk prefix is taken off)."""
+
+    country_code: str = "86"
+    national_pattern: str = "1[3-9][0-9]{9}"
 
 
 @dataclass(frozen=True)
@@ -149,6 +187,7 @@ class Config:
     tiers: tuple[TierConfig, ...] = ()
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     fastagi: FastAGIConfig = field(default_factory=FastAGIConfig)
+    numbering: NumberingConfig = field(default_factory=NumberingConfig)
     smpp: SMPPConfig = field(default_factory=SMPPConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
@@ -274,6 +313,31 @@ def _validate(config: Config) -> None:
         raise ConfigError("smpp.mo_dedupe_window_s and smpp.outbox_lease_s: must be positive")
     if config.logging.level not in ("debug", "info", "warn", "error"):
         raise ConfigError("logging.level: one of debug, info, warn, error")
+    _validate_numbering(config.numbering)
+    check_fastagi_access(config.fastagi)
+
+
+def _validate_numbering(numbering: NumberingConfig) -> None:
+    if not re.fullmatch(r"[1-9][0-9]{0,2}", numbering.country_code):
+        raise ConfigError(f"numbering.country_code: 1 to 3 digits without + or 00, got "
+                          f"{numbering.country_code!r}")
+    try:
+        pattern = re.compile(numbering.national_pattern)
+    except re.error as exc:
+        raise ConfigError(f"numbering.national_pattern: not a regular expression ({exc})") \
+            from None
+    if pattern.fullmatch(""):
+        raise ConfigError("numbering.national_pattern: matches the empty string")
+
+
+def check_fastagi_access(fastagi: FastAGIConfig) -> tuple[IPNetwork, ...]:
+    """The networks FastAGI peers may come from; ConfigError when a listed entry is bad, or
+    when the port listens beyond loopback while nobody chose who may connect."""
+    networks = fastagi.allowed_networks()
+    if not fastagi.allowed_peers and not is_loopback_host(fastagi.host):
+        raise ConfigError(f"fastagi.allowed_peers: required when fastagi.host ({fastagi.host!r})"
+                          " is not a loopback address (list the Asterisk servers' addresses)")
+    return networks
 
 
 def load_config(path: str | os.PathLike | None = None,

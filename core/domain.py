@@ -323,6 +323,43 @@ def normalise_msisdn(raw: str) -> str:
 _FULLWIDTH_DIGITS = {0xFF10 + i: ord("0") + i for i in range(10)} | {0xFF0B: ord("+")}
 
 
+@dataclass(frozen=True)
+class NumberingPlan:
+    """The subscriber numbers the programme serves (``[numbering]`` in the configuration).
+
+    ``normalise`` is the one gate for every number that comes in (imports, SMS senders,
+    callers, numbers keyed in): it returns the national form or raises InvalidMsisdn. A number
+    written with another country code is refused, never cut to something that looks national.
+    """
+
+    country_code: str = "86"
+    national_pattern: str = "1[3-9][0-9]{9}"
+
+    def normalise(self, raw: str | None) -> str:
+        if raw is None:
+            raise InvalidMsisdn("no number")
+        text = re.sub(r"[\s\-().]", "", str(raw).strip()).translate(_FULLWIDTH_DIGITS)
+        national = self._national(text)
+        if national is None or not re.fullmatch(self.national_pattern, national):
+            raise InvalidMsisdn(f"outside the numbering plan: {mask_msisdn(text)}")
+        return national
+
+    def _national(self, text: str) -> str | None:
+        """``text`` without its international or trunk prefix; None for another country."""
+        for international in ("+", "00"):
+            if text.startswith(international):
+                rest = text[len(international):]
+                return rest[len(self.country_code):] if rest.startswith(self.country_code) \
+                    else None
+        # Bare country code or trunk 0: taken off only when what is left is a national number,
+        # so a national number that happens to start with the same digits is kept whole.
+        for prefix in (self.country_code, "0"):
+            if text.startswith(prefix) and re.fullmatch(self.national_pattern,
+                                                        text[len(prefix):]):
+                return text[len(prefix):]
+        return text
+
+
 def mask_msisdn(msisdn: str | None) -> str:
     """What logs may show of a number: the middle digits hidden (13812345678 -> 138****5678)."""
     if not msisdn:

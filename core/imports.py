@@ -24,7 +24,6 @@ from core.domain import (
     LedgerKind,
     Reward,
     RewardKind,
-    normalise_msisdn,
 )
 from core.rules import ProgrammeRules, expiry_for
 from core.service_desk import update_delivery
@@ -121,7 +120,7 @@ def import_members(uow, rules: ProgrammeRules, path, now: datetime,
     parsed, seen, pins = [], {}, []
     for line, row in rows:
         try:
-            msisdn = normalise_msisdn(row["msisdn"])
+            msisdn = rules.numbering.normalise(row["msisdn"])
             if msisdn in seen:
                 raise InvalidInput(f"number repeated (first at line {seen[msisdn]})")
             seen[msisdn] = line
@@ -168,7 +167,7 @@ def import_points(uow, rules: ProgrammeRules, path, now: datetime,
     parsed, seen = [], {}
     for line, row in rows:
         try:
-            msisdn = normalise_msisdn(row["msisdn"])
+            msisdn = rules.numbering.normalise(row["msisdn"])
             points = _int(row["points"], "points")
             source = row["source"]
             if points == 0:

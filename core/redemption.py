@@ -35,7 +35,6 @@ from core.domain import (
     UnknownOrder,
     UnknownReward,
     WrongPin,
-    normalise_msisdn,
 )
 from core.rules import ProgrammeRules, expiry_for, plan_spend
 
@@ -172,7 +171,7 @@ def gift_orders(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
 
 
 def recent_orders(uow, rules: ProgrammeRules, msisdn: str, *, limit: int = 10) -> list[Order]:
-    return uow.member_orders(normalise_msisdn(msisdn), limit)
+    return uow.member_orders(rules.numbering.normalise(msisdn), limit)
 
 
 # --- one-time confirmation codes (SMS) ------------------------------------------------------

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from core.config import ProgrammeConfig, TierConfig
-from core.domain import InsufficientPoints, PointsLot
+from core.config import Config, ProgrammeConfig, TierConfig
+from core.domain import InsufficientPoints, NumberingPlan, PointsLot
 
 
 def local_date(now: datetime, zone: ZoneInfo) -> date:
@@ -96,6 +96,12 @@ class ProgrammeRules:
 
     programme: ProgrammeConfig
     tiers: tuple[TierConfig, ...]
+    numbering: NumberingPlan = NumberingPlan()
+
+    @classmethod
+    def from_config(cls, config: Config) -> ProgrammeRules:
+        plan = NumberingPlan(config.numbering.country_code, config.numbering.national_pattern)
+        return cls(config.programme, config.tiers, plan)
 
     @property
     def zone(self) -> ZoneInfo:

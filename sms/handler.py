@@ -49,8 +49,8 @@ from core.domain import (
     PinLocked,
     TicketKind,
     mask_msisdn,
-    normalise_msisdn,
 )
+from core.log_limit import RepeatLimiter
 from core.redemption import catalogue, confirm_redemption, gift_orders, start_confirmation
 from core.rules import last_valid_day
 from core.service_desk import record_ticket
@@ -201,6 +201,7 @@ class HandledBatch:
     queued: int = 0  # replies queued for any sender
     # What went wrong, logged by the reactor side (nothing Twisted runs on the pool thread).
     problems: tuple[str, ...] = ()
+    out_of_plan: tuple[str, ...] = ()  # masked senders outside the numbering plan
 
 
 @dataclass
@@ -210,6 +211,7 @@ class _Work:
     outcomes: Counter = field(default_factory=Counter)
     redemptions: int = 0
     problems: list[str] = field(default_factory=list)
+    out_of_plan: list[str] = field(default_factory=list)
     # Balances of the batch's JF senders, read with one query (the commonest keyword).
     balances: dict[str, tuple[int, datetime | None, int]] = field(default_factory=dict)
 
@@ -289,7 +291,8 @@ def _merged(results: list[HandledBatch]) -> HandledBatch:
         redemptions=sum(r.redemptions for r in results),
         claimed=tuple(row for r in results for row in r.claimed),
         queued=sum(r.queued for r in results),
-        problems=tuple(p for r in results for p in r.problems))
+        problems=tuple(p for r in results for p in r.problems),
+        out_of_plan=tuple(s for r in results for s in r.out_of_plan))
 
 
 def handle_one(uow, rules, settings: HandlerSettings, mo_id: int, now: datetime,
@@ -314,16 +317,17 @@ def handle_one(uow, rules, settings: HandlerSettings, mo_id: int, now: datetime,
     work.outcomes["failed"] += 1
     work.problems.append(problem)
     rows = []
-    msisdn = _msisdn(mo.msisdn)
+    msisdn = _msisdn(mo.msisdn, rules)
     if msisdn is not None:
         lang = uow.sms_members([msisdn]).get(msisdn, settings.default_language)
         rows.append(_reply_row(msisdn, lang, "system_error", {}, mo, work, claim_until))
     return _finish(uow, [mo], ["failed"], rows, work, claim_until)
 
 
-def _msisdn(source: str) -> str | None:
+def _msisdn(source: str, rules) -> str | None:
+    """The sender's national number; None outside the numbering plan (not served: no reply)."""
     try:
-        return normalise_msisdn(source)
+        return rules.numbering.normalise(source)
     except InvalidMsisdn:
         return None
 
@@ -331,7 +335,7 @@ def _msisdn(source: str) -> str | None:
 def _handle(uow, rules, settings: HandlerSettings, mos: list[StoredMO], now: datetime,
             claim_until: datetime | None) -> HandledBatch:
     work = _Work(settings, now)
-    numbers = {mo.id: _msisdn(mo.msisdn) for mo in mos}
+    numbers = {mo.id: _msisdn(mo.msisdn, rules) for mo in mos}
     languages = uow.sms_members([n for n in numbers.values() if n])
     windows = uow.sms_rate_windows([numbers[m.id] or m.msisdn for m in mos]) \
         if settings.rate_limit else {}
@@ -352,6 +356,7 @@ def _handle(uow, rules, settings: HandlerSettings, mos: list[StoredMO], now: dat
             continue
         if msisdn is None:
             work.outcomes["invalid_source"] += 1
+            work.out_of_plan.append(mask_msisdn(mo.msisdn))
             continue
         lang = languages.get(msisdn, settings.default_language)
         if verdict == "warn":
@@ -380,7 +385,8 @@ def _finish(uow, mos: list[StoredMO], states: list[str], rows: list[dict[str, An
                                   r["body"], r["kind"], 1, ()) for i, r in zip(ids, rows,
                                                                                  strict=True))
     return HandledBatch(len(mos), dict(work.outcomes), work.redemptions, claimed,
-                        0 if claim_until is not None else len(rows), tuple(work.problems))
+                        0 if claim_until is not None else len(rows), tuple(work.problems),
+                        tuple(work.out_of_plan))
 
 
 def _rate(windows: dict[str, RateWindow], changed: dict[str, RateWindow], key: str,
@@ -561,6 +567,7 @@ class MOHandler(service.Service):
         self._poll: task.LoopingCall | None = None
         self._current: defer.Deferred | None = None
         self.handled = 0  # MO rows handled by this process
+        self._out_of_plan_log = RepeatLimiter()
 
     # -- storing -----------------------------------------------------------------------------
 
@@ -613,6 +620,12 @@ class MOHandler(service.Service):
             log.error("{problem}", problem=scrubbed(problem))
         for outcome, n in batch.outcomes.items():
             self.metrics.sms_mo.labels(outcome=outcome).inc(n)
+        for sender in batch.out_of_plan:
+            held_back = self._out_of_plan_log.allow(sender, self.clock.seconds())
+            if held_back is not None:
+                log.warn("SMS from {sender} stored, not answered: the number is outside the "
+                         "numbering plan ({held_back} more from it since the last line)",
+                         sender=sender, held_back=held_back)
         if batch.redemptions:
             self.metrics.redemptions.labels(channel="sms").inc(batch.redemptions)
         if self.sender is not None:

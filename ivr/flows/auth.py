@@ -8,7 +8,7 @@ never retried. No input / an unusable number is retried like a menu (``Call.inpu
 from __future__ import annotations
 
 from core.accounts import get_member, verify_pin
-from core.domain import InvalidMsisdn, Member, PinLocked, PinNotSet, WrongPin, normalise_msisdn
+from core.domain import InvalidMsisdn, Member, PinLocked, PinNotSet, WrongPin
 from ivr.flows.menu import Call, EndCall, ToAgent
 from ivr.flows.speech import NO_KEYS
 
@@ -28,7 +28,7 @@ def caller_number(call: Call) -> str | None:
     if raw is None:
         return None
     try:
-        return normalise_msisdn(raw)
+        return call.settings.numbering.normalise(raw)
     except InvalidMsisdn:
         return None
 

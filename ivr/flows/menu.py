@@ -18,6 +18,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from core.config import Config, parse_range
+from core.domain import NumberingPlan
+from core.rules import ProgrammeRules
 from core.service_desk import queue_sms
 from ivr.agi_channel import AGIChannel
 from ivr.flows.calls import CallInfo
@@ -47,6 +49,7 @@ class Settings:
     sounds_subdir: str = "loyalty"
     zone: ZoneInfo = ZoneInfo("Asia/Shanghai")
     default_language: str = "zh"
+    numbering: NumberingPlan = NumberingPlan()  # who may be taken for a member by caller id
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -55,7 +58,8 @@ class Settings:
             digit_timeout_ms=f.digit_timeout_ms, max_retries=f.max_retries,
             agents_open=parse_range(f.agents_open), history_page=max(1, f.history_page),
             sounds_subdir=config.prompts.sounds_subdir, zone=config.programme.zone,
-            default_language=config.programme.default_language)
+            default_language=config.programme.default_language,
+            numbering=ProgrammeRules.from_config(config).numbering)
 
     def agents_available(self, now: datetime) -> bool:
         local = now.astimezone(self.zone).time()

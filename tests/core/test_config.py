@@ -56,3 +56,49 @@ def test_tier_thresholds_must_increase(tmp_path):
                     '[[tiers]]\ncode="b"\nname_zh="b"\nname_en="b"\nthreshold=0\n')
     with pytest.raises(ConfigError, match="tiers"):
         load_config(path, environ={})
+
+
+# -- numbering plan and FastAGI access ----------------------------------------------------------
+
+
+def test_the_numbering_plan_defaults_to_mainland_china_mobiles():
+    config = load_config(environ={})
+    assert (config.numbering.country_code, config.numbering.national_pattern) == (
+        "86", "1[3-9][0-9]{9}")
+
+
+@pytest.mark.parametrize("environ, key", [
+    ({"LOYALTY_NUMBERING_NATIONAL_PATTERN": "1[3-9"}, "numbering.national_pattern"),
+    ({"LOYALTY_NUMBERING_NATIONAL_PATTERN": ""}, "numbering.national_pattern"),
+    ({"LOYALTY_NUMBERING_COUNTRY_CODE": "+86"}, "numbering.country_code"),
+    ({"LOYALTY_NUMBERING_COUNTRY_CODE": ""}, "numbering.country_code"),
+    ({"LOYALTY_FASTAGI_ALLOWED_PEERS": "10.1.2.0/33"}, "fastagi.allowed_peers"),
+    ({"LOYALTY_FASTAGI_ALLOWED_PEERS": "127.0.0.1,asterisk.example"}, "fastagi.allowed_peers"),
+])
+def test_a_bad_numbering_plan_or_peer_list_names_the_key(environ, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(environ=environ)
+
+
+def test_fastagi_accepts_only_loopback_peers_by_default():
+    config = load_config(environ={})
+    assert [str(n) for n in config.fastagi.allowed_networks()] == ["127.0.0.0/8", "::1/128"]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::"])
+def test_fastagi_on_a_public_address_needs_explicit_allowed_peers(host):
+    with pytest.raises(ConfigError, match=r"fastagi\.allowed_peers: required when fastagi\.host"):
+        load_config(environ={"LOYALTY_FASTAGI_HOST": host})
+    config = load_config(environ={"LOYALTY_FASTAGI_HOST": host,
+                                  "LOYALTY_FASTAGI_ALLOWED_PEERS": "10.1.2.7, 10.1.3.0/24"})
+    assert [str(n) for n in config.fastagi.allowed_networks()] == ["10.1.2.7/32", "10.1.3.0/24"]
+
+
+def test_allowed_peers_from_the_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[fastagi]\nhost = "0.0.0.0"\nallowed_peers = ["192.0.2.10", "2001:db8::/64"]\n'
+                    '[numbering]\ncountry_code = "44"\nnational_pattern = "7[0-9]{9}"\n'
+                    '[[tiers]]\ncode="a"\nname_zh="a"\nname_en="a"\nthreshold=0\n')
+    config = load_config(path, environ={})
+    assert config.fastagi.allowed_peers == ("192.0.2.10", "2001:db8::/64")
+    assert config.numbering.country_code == "44"

@@ -52,6 +52,29 @@ def test_a_bad_row_names_its_line_and_nothing_is_applied(store, run, now, tmp_pa
         assert uow.count_members() == 0
 
 
+def test_numbers_outside_the_numbering_plan_are_refused_with_their_line(store, run, now,
+                                                                        tmp_path):
+    rows = ("msisdn,name,language\n13800138000,A,zh\n12345,B,zh\n+1 415 555 0100,C,en\n"
+            "12012345678,D,zh\n+86 139 0013 9000,E,zh\n")
+    with pytest.raises(ImportFailed) as failed:
+        run(import_members, write(tmp_path, "plan.csv", rows), now)
+    assert [line for line, _ in failed.value.errors] == [3, 4, 5]
+    assert "outside the numbering plan" in failed.value.errors[1][1]
+    with store.unit_of_work() as uow:
+        assert uow.count_members() == 0
+
+
+def test_points_for_a_number_outside_the_plan_are_refused(store, run, now, tmp_path):
+    from tests.core.helpers import add_member
+
+    add_member(store, "14155550100")  # a mainland number that a US caller id would mimic
+    rows = "msisdn,points,source,earned_on,reference\n+14155550100,10,bill,2026-01-01,US1\n"
+    with pytest.raises(ImportFailed) as failed:
+        run(import_points, write(tmp_path, "p.csv", rows), now)
+    assert [line for line, _ in failed.value.errors] == [2]
+    assert run(balance, "14155550100", now).points == 0
+
+
 def test_missing_column_is_reported(run, now, tmp_path):
     with pytest.raises(ImportFailed, match="header lacks column"):
         run(import_members, write(tmp_path, "h.csv", "msisdn,name\n1,2\n"), now)

@@ -7,6 +7,7 @@ import pytest
 
 from core.domain import InsufficientPoints, InvalidMsisdn, PointsLot, mask_msisdn, normalise_msisdn
 from core.rules import (
+    ProgrammeRules,
     expiry_for,
     last_valid_day,
     plan_spend,
@@ -98,3 +99,43 @@ def test_masking_hides_the_middle_digits():
 ])
 def test_one_masking_rule_for_every_log(raw, shown):
     assert mask_msisdn(raw) == shown
+
+
+# -- the numbering plan --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["13800138000", "+8613800138000", "8613800138000",
+                                 "008613800138000", "013800138000", "+86 138-0013-8000",
+                                 "１３８００１３８０００"])
+def test_the_default_plan_takes_every_way_of_writing_a_mainland_mobile(rules, raw):
+    assert rules.numbering.normalise(raw) == "13800138000"
+
+
+@pytest.mark.parametrize("raw", [
+    "12345",             # a short code, not a subscriber
+    "+1 415 555 0100",   # another country: must not become 141-5555-0100
+    "0014155550100",
+    "12012345678",       # 11 digits but no mobile prefix
+    "1380013800",        # a digit short
+    "138001380001",      # a digit too many
+    "+8612345", "", "abc", None,
+])
+def test_the_default_plan_refuses_numbers_outside_it(rules, raw):
+    with pytest.raises(InvalidMsisdn):
+        rules.numbering.normalise(raw)
+
+
+def test_the_plan_comes_from_the_configuration(config):
+    uk = config.replace("numbering", country_code="44", national_pattern="7[0-9]{9}")
+    plan = ProgrammeRules.from_config(uk).numbering
+    for raw in ("+44 7700 900123", "00447700900123", "447700900123", "07700 900123"):
+        assert plan.normalise(raw) == "7700900123"
+    for raw in ("+8613800138000", "13800138000", "+1 415 555 0100"):
+        with pytest.raises(InvalidMsisdn):
+            plan.normalise(raw)
+
+
+def test_a_refused_number_is_masked_in_the_error(rules):
+    with pytest.raises(InvalidMsisdn) as refused:
+        rules.numbering.normalise("+1 415 555 0100")
+    assert "555" not in str(refused.value)

@@ -15,6 +15,7 @@ from core.service_desk import update_delivery
 from ivr.agi import AGIChannel, FastAGIProtocol
 from ivr.prompt_ids import HOTLINE, USED
 from ivr.simulator import SimulatorProtocol
+from tests.core.helpers import add_member
 from tests.ivr.conftest import sleep
 from tests.ivr.hotline_kit import (  # noqa: F401 - fixtures
     DIAMOND,
@@ -93,6 +94,23 @@ async def test_the_dialplan_can_pass_the_members_number_as_argument(rig):
     tokens = heard(result)
     assert "auth_enter_number" not in tokens and "bal_is" in tokens
     assert tokens[1] == "set:CHANNEL(language)=en"
+
+
+@pytest.mark.parametrize("callerid, args", [
+    ("+1 415 555 0100", []),  # a US caller id, not the mainland 141-5555-0100
+    ("10086", ["+14155550100"]),
+])
+@pytest_twisted.ensureDeferred
+async def test_a_caller_outside_the_numbering_plan_is_not_taken_for_a_member(rig, callerid,
+                                                                             args):
+    add_member(rig.store, "14155550100", name="Lookalike")
+    result = await rig.call(callerid, "12345#" "TTTT", args=args)
+    tokens = heard(result)
+    assert tokens[:4] == ["answer", "set:CHANNEL(language)=zh", "welcome", "auth_enter_number"]
+    assert after(tokens, "k:12345#")[:2] == ["k:12345#", "auth_not_member"]
+    assert "menu_main" not in tokens and "bal_is" not in tokens
+    assert loyalty_vars(result)["LOYALTY_NEXT"] == "agent"
+    assert loyalty_vars(result)["LOYALTY_TIER"] == ""
 
 
 @pytest.mark.parametrize("channel_language,expected", [

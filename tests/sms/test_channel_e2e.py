@@ -13,12 +13,14 @@ import re
 import pytest
 import pytest_twisted
 from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogPublisher
 
 from core.accounts import balance, check_ledger
 from core.demo import load_demo
 from core.domain import Channel as Via
 from core.redemption import recent_orders
 from sms.encoding import DC_GSM, DC_UCS2
+from tests.core.helpers import add_member
 from tests.sms.channel_helpers import NOW, Channel, converse
 from tests.sms.conftest import sleep
 
@@ -355,6 +357,29 @@ async def test_an_international_source_reaches_the_member(channels, sim):
     await sim.inject_mo("+8613800138000", "JF")
     await sim.wait_for(lambda: sim.texts_to(ZHANG))
     assert sim.texts_to(ZHANG) == [BALANCE_ZH]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sender_outside_the_numbering_plan_is_stored_but_not_answered(channels, sim,
+                                                                              store):
+    add_member(store, "14155550100", name="Lookalike")  # what +1 415 555 0100 would mimic
+    ch = await channels().start()
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for text in ("JF", "DJ", "MX", "LB"):
+            assert await sim.inject_mo("+14155550100", text) == 0  # stored, acknowledged
+        assert await converse(ch, ZHANG, "JF") == BALANCE_ZH  # handled after the others
+        await ch.idle()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert sim.texts_to("14155550100") == [] and sim.texts_to("+14155550100") == []
+    assert [r["state"] for r in ch.mo_rows() if r["msisdn"] == "+14155550100"] == ["handled"] * 4
+    assert ch.metric("loyalty_sms_mo_total", outcome="invalid_source") == 4
+    lines = [formatEvent(e) for e in events]
+    refused = [line for line in lines if "numbering plan" in line]
+    assert len(refused) == 1 and "+14*****0100" in refused[0]  # once, masked
+    assert not [line for line in lines if "4155550100" in line]
 
 
 @pytest_twisted.ensureDeferred
