@@ -12,6 +12,9 @@ class Metrics:
         self.calls_active = Gauge("loyalty_calls_active", "Calls in progress", registry=r)
         self.calls = Counter("loyalty_calls", "Finished calls", ["script", "outcome"],
                              registry=r)
+        self.fastagi_refused_peers = Counter(
+            "loyalty_fastagi_refused_peers", "FastAGI connections refused: peer not in "
+            "fastagi.allowed_peers", registry=r)
         self.agi_think = Histogram(
             "loyalty_agi_think_seconds", "Server time between an AGI reply and the next command",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),

@@ -367,6 +367,7 @@ class FastAGIFactory(ServerFactory):
         idle_timeout_s: float = 60.0,
         observer: CallObserver | None = None,
         clock: IReactorTime | None = None,
+        gate: Any = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -379,6 +380,9 @@ class FastAGIFactory(ServerFactory):
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.active_calls = 0
         self.rejected_calls = 0
+        self.gate = gate  # ivr.peers.PeerGate: who may connect (None: anyone)
 
-    def buildProtocol(self, addr: object) -> FastAGIProtocol:
+    def buildProtocol(self, addr: object) -> FastAGIProtocol | None:
+        if self.gate is not None and not self.gate.admits(addr):
+            return None  # Twisted closes the socket at once: nothing read, nothing sent
         return FastAGIProtocol(self)

@@ -25,13 +25,14 @@ from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
-from core.config import Config
+from core.config import Config, check_fastagi_access
 from core.domain import InvalidMsisdn, normalise_msisdn
 from core.service_desk import record_call_end, record_call_start
 from ivr.agi import FastAGIFactory, Flow
 from ivr.agi_channel import AGIChannel
 from ivr.flows.calls import CallBook
 from ivr.flows.hotline import Hotline
+from ivr.peers import PeerGate
 
 log = Logger()
 
@@ -204,6 +205,7 @@ def fastagi_service(config: Config, db: Any, metrics: Any, reactor: Any = None,
     metrics and call records through ``db`` (a ``DatabaseService``)."""
     if reactor is None:
         from twisted.internet import reactor
+    gate = PeerGate(check_fastagi_access(config.fastagi), clock=reactor, metrics=metrics)
     book = CallBook()
     hotline = Hotline.from_config(config, db, book=book, metrics=metrics, clock=reactor)
     flows: dict[str, Flow] = {HOTLINE_SCRIPT: hotline}
@@ -213,7 +215,8 @@ def fastagi_service(config: Config, db: Any, metrics: Any, reactor: Any = None,
     flows.update(extra_flows or {})
     fa = config.fastagi
     factory = FastAGIFactory(flows, max_calls=fa.max_calls, idle_timeout_s=fa.idle_timeout_s,
-                             observer=CallRecorder(db, metrics, book, reactor), clock=reactor)
+                             observer=CallRecorder(db, metrics, book, reactor), clock=reactor,
+                             gate=gate)
     endpoint = endpoints.TCP4ServerEndpoint(reactor, fa.port, interface=fa.host, backlog=1024)
     service = FastAGIService(endpoint, factory)
     service.recorder = factory.observer  # type: ignore[attr-defined]
