@@ -26,7 +26,8 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from core.config import Config, check_fastagi_access
-from core.domain import InvalidMsisdn, normalise_msisdn
+from core.domain import InvalidMsisdn, NumberingPlan
+from core.rules import ProgrammeRules
 from core.service_desk import record_call_end, record_call_start
 from ivr.agi import FastAGIFactory, Flow
 from ivr.agi_channel import AGIChannel
@@ -60,8 +61,10 @@ class CallRecorder:
     The outcome stored is the flow's own (agent, closed, pin-locked) when the call ended
     normally, else the server's (hangup, timeout, error...)."""
 
-    def __init__(self, db: Any, metrics: Any, book: CallBook, clock: Any) -> None:
+    def __init__(self, db: Any, metrics: Any, book: CallBook, clock: Any,
+                 numbering: NumberingPlan = NumberingPlan()) -> None:
         self.db = db
+        self.numbering = numbering
         self.metrics = metrics
         self.book = book
         self.clock = clock
@@ -89,7 +92,7 @@ class CallRecorder:
             self.metrics.calls.labels(script=channel.script or "-", outcome=outcome).inc()
         if self.db is None or info is None:
             return
-        number = info.msisdn or _number(info.caller)
+        number = info.msisdn or _number(info.caller, self.numbering)
         d = self.db.run(record_call, info.uniqueid or "-", number, info.script[:30],
                         info.started, info.menu_path, outcome, now)
         d.addErrback(self._failed, info.uniqueid)
@@ -106,11 +109,11 @@ class CallRecorder:
                     uniqueid=uniqueid)
 
 
-def _number(callerid: str | None) -> str | None:
+def _number(callerid: str | None, numbering: NumberingPlan) -> str | None:
     if callerid is None:
         return None
     try:
-        return normalise_msisdn(callerid)
+        return numbering.normalise(callerid)
     except InvalidMsisdn:
         return callerid[:20]
 
@@ -215,7 +218,9 @@ def fastagi_service(config: Config, db: Any, metrics: Any, reactor: Any = None,
     flows.update(extra_flows or {})
     fa = config.fastagi
     factory = FastAGIFactory(flows, max_calls=fa.max_calls, idle_timeout_s=fa.idle_timeout_s,
-                             observer=CallRecorder(db, metrics, book, reactor), clock=reactor,
+                             observer=CallRecorder(db, metrics, book, reactor,
+                                                   ProgrammeRules.from_config(config).numbering),
+                             clock=reactor,
                              gate=gate)
     endpoint = endpoints.TCP4ServerEndpoint(reactor, fa.port, interface=fa.host, backlog=1024)
     service = FastAGIService(endpoint, factory)

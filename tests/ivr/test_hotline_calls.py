@@ -111,6 +111,7 @@ async def test_a_caller_outside_the_numbering_plan_is_not_taken_for_a_member(rig
     assert "menu_main" not in tokens and "bal_is" not in tokens
     assert loyalty_vars(result)["LOYALTY_NEXT"] == "agent"
     assert loyalty_vars(result)["LOYALTY_TIER"] == ""
+    assert [r["msisdn_masked"] for r in rig.call_records()] != ["141****0100"]
 
 
 @pytest.mark.parametrize("channel_language,expected", [
