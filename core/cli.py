@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from core.config import Config, ConfigError, load_config
-from core.domain import DomainError
+from core.domain import AccountNeedsAttention, DomainError
 from core.rules import ProgrammeRules
 from core.store import SchemaBehind, Store
 
@@ -129,8 +129,12 @@ def member_summary(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> di
     from core.redemption import recent_orders
 
     member = require_member(uow, msisdn)
-    tier = tier_status(uow, rules, msisdn, now)
-    bal = balance(uow, rules, msisdn, now)
+    try:
+        tier = tier_status(uow, rules, msisdn, now)
+        bal = balance(uow, rules, msisdn, now)
+    except AccountNeedsAttention as broken:
+        return {"msisdn": member.msisdn, "name": member.name, "language": member.language,
+                "needs_attention": broken.what}
     return {
         "msisdn": member.msisdn, "name": member.name, "language": member.language,
         "tier": {"code": tier.code, "name": tier.name_en if member.language == "en"
@@ -153,7 +157,12 @@ def cmd_member_show(ctx: Context) -> int:
     summary = to_jsonable(ctx.run(member_summary, ctx.args.msisdn, ctx.now(), write=False))
     if ctx.args.json:
         print(json.dumps(summary, ensure_ascii=False, indent=2))
-        return 0
+        return 1 if "needs_attention" in summary else 0
+    if "needs_attention" in summary:
+        print(f"{summary['msisdn']}  {summary['name']}  ({summary['language']})")
+        print(f"  ACCOUNT NEEDS ATTENTION: {summary['needs_attention']}")
+        print("  (balance and tier cannot be shown; `loyalty check ledger` lists the problems)")
+        return 1
     tier = summary["tier"]
     print(f"{summary['msisdn']}  {summary['name']}  ({summary['language']})")
     print(f"  tier     {tier['name']} until {tier['valid_until']}, "

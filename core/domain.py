@@ -298,6 +298,18 @@ class InvalidInput(DomainError):
 
 _DIGITS = re.compile(r"^\d{5,15}$")
 
+class AccountNeedsAttention(DomainError):
+    """The member's stored points are out of any possible range (written by a broken upstream
+    system): nothing is shown or spent until ops repair the account."""
+
+    code = "account_needs_attention"
+
+    def __init__(self, msisdn: str, what: str) -> None:
+        super().__init__(f"account {mask_msisdn(msisdn)} needs attention: {what}")
+        self.msisdn = msisdn
+        self.what = what
+
+
 
 def normalise_msisdn(raw: str) -> str:
     """One national form for a number: strips +86 / 0086 / 86 and a trunk 0 on mobiles."""

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from core.accounts import review_tier
 from core.config import JobsConfig
+from core.domain import AccountNeedsAttention
 from core.jobs.base import HeldCommit, Sample, Step, add, date_params, queue_notice
 from core.rules import (
     ProgrammeRules,
@@ -43,7 +44,11 @@ def tier_review(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
             old, new = row.tier_code, earned.code
             valid_until = tier_valid_until(today, rules.programme)
         else:
-            old, new = review_tier(held, rules, row.msisdn, now)
+            try:
+                old, new = review_tier(held, rules, row.msisdn, now)
+            except AccountNeedsAttention:  # corrupt lots: check ledger names the member
+                add(counts, "needs_attention")
+                continue
             valid_until = uow.get_member(row.msisdn).tier_valid_until
         add(counts, "reviewed")
         if old == new:
