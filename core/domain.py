@@ -72,6 +72,10 @@ class Member:
     has_pin: bool
     pin_locked_until: datetime | None
     created_at: datetime
+    # A tier granted by ops (members import): the member holds at least this tier through
+    # ``granted_tier_until``, whatever she earned.
+    granted_tier_code: str | None = None
+    granted_tier_until: date | None = None
 
 
 @dataclass(frozen=True)

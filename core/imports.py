@@ -26,7 +26,7 @@ from core.domain import (
     RewardKind,
     normalise_msisdn,
 )
-from core.rules import ProgrammeRules, expiry_for
+from core.rules import ProgrammeRules, expiry_for, tier_valid_until
 from core.service_desk import update_delivery
 
 Progress = Callable[[int, int], None]
@@ -117,7 +117,8 @@ def _progress(progress: Progress | None, done: int, total: int) -> None:
 def import_members(uow, rules: ProgrammeRules, path, now: datetime,
                    progress: Progress | None = None) -> ImportReport:
     rows = _Rows("members", path)
-    tiers = {t.code for t in rules.tiers}
+    tiers = [t.code for t in rules.tiers]
+    today = rules.today(now)
     parsed, seen, pins = [], {}, []
     for line, row in rows:
         try:
@@ -130,10 +131,7 @@ def import_members(uow, rules: ProgrammeRules, path, now: datetime,
             if row["language"] not in LANGUAGES:
                 raise InvalidInput(f"language must be one of {', '.join(LANGUAGES)}")
             values = dict(msisdn=msisdn, name=row["name"], language=row["language"])
-            if row.get("tier"):
-                if row["tier"] not in tiers:
-                    raise InvalidInput(f"unknown tier {row['tier']!r}")
-                values["tier_code"] = row["tier"]
+            values.update(_tier_grant(row, tiers, today, rules))
             if row.get("pin"):
                 pins.append((len(parsed), validate_pin(row["pin"])))
             parsed.append(values)
@@ -153,13 +151,32 @@ def import_members(uow, rules: ProgrammeRules, path, now: datetime,
         existing = uow.existing_msisdns(r["msisdn"] for r in chunk)
         for values in chunk:
             if values["msisdn"] not in existing:
-                values.setdefault("tier_code", rules.tiers[0].code)
+                # A new member starts at her granted tier, else at the first one.
+                values.setdefault("tier_code", values.get("granted_tier_code") or tiers[0])
+                values.setdefault("tier_valid_until", values.get("granted_tier_until"))
                 values["created_at"] = now
         new, changed = uow.upsert_members(chunk)
         created, updated = created + new, updated + changed
         _progress(progress, start + len(chunk), len(parsed))
     uow.commit()
     return ImportReport("members", len(parsed), created, updated, 0)
+
+
+def _tier_grant(row: dict[str, str], tiers: list[str], today: date,
+                rules: ProgrammeRules) -> dict[str, object]:
+    """Columns ``tier`` and ``tier_until``: the member holds at least that tier through the
+    date (by default the end of a tier validity period starting today)."""
+    until = _optional(row, "tier_until", lambda v: _date(v, "tier_until"))
+    if not row.get("tier"):
+        if until:
+            raise InvalidInput("tier_until needs a tier")
+        return {}
+    if row["tier"] not in tiers:
+        raise InvalidInput(f"unknown tier {row['tier']!r} (one of {', '.join(tiers)})")
+    if until is not None and until < today:
+        raise InvalidInput(f"tier_until {until} is in the past")
+    return dict(granted_tier_code=row["tier"],
+                granted_tier_until=until or tier_valid_until(today, rules.programme))
 
 
 def import_points(uow, rules: ProgrammeRules, path, now: datetime,

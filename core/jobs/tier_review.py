@@ -16,6 +16,7 @@ from core.jobs.base import HeldCommit, Sample, Step, add, date_params, queue_not
 from core.rules import (
     ProgrammeRules,
     qualifying_window_start,
+    tier_floor,
     tier_for,
     tier_rank,
     tier_valid_until,
@@ -36,6 +37,10 @@ def tier_review(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
     held = HeldCommit(uow)
     for row in rows:
         earned = tier_for(row.qualifying_points, rules.tiers)
+        granted = tier_floor(row.granted_tier_code, row.granted_tier_until, today, rules.tiers)
+        if granted and tier_rank(granted[0].code, rules.tiers) > tier_rank(earned.code,
+                                                                            rules.tiers):
+            earned = granted[0]  # review_tier never goes below a granted tier
         still_valid = row.tier_valid_until is not None and row.tier_valid_until >= today
         if still_valid and tier_rank(earned.code, rules.tiers) <= tier_rank(row.tier_code,
                                                                              rules.tiers):

@@ -279,7 +279,8 @@ class JobsQueries:
         ``since`` (one grouped query for the page)."""
         page = list(self.conn.execute(
             select(members.c.msisdn, members.c.language, members.c.tier_code,
-                   members.c.tier_valid_until)
+                   members.c.tier_valid_until, members.c.granted_tier_code,
+                   members.c.granted_tier_until)
             .where(members.c.msisdn > after).order_by(members.c.msisdn).limit(limit)))
         if not page:
             return []
@@ -289,7 +290,8 @@ class JobsQueries:
                    lots.c.earned_on >= since, lots.c.source.in_(list(sources)))
             .group_by(lots.c.msisdn)).all())
         return [TierCandidate(r.msisdn, r.language, r.tier_code, r.tier_valid_until,
-                              int(earned.get(r.msisdn) or 0)) for r in page]
+                              int(earned.get(r.msisdn) or 0), r.granted_tier_code,
+                              r.granted_tier_until) for r in page]
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -531,7 +531,8 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
 def _member(row) -> Member:
     return Member(row.msisdn, row.name, row.language, row.tier_code, row.tier_valid_until,
                   bool(row.warning_opt_out), row.warning_channel, row.pin_hash is not None,
-                  row.pin_locked_until, row.created_at)
+                  row.pin_locked_until, row.created_at, row.granted_tier_code,
+                  row.granted_tier_until)
 
 
 def _lot(row) -> PointsLot:
