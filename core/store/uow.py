@@ -175,6 +175,23 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
             ).scalars())
         return found
 
+    def imported_points(self, references: Iterable[str]
+                        ) -> dict[str, tuple[str, int, str, date | None]]:
+        """What was stored under each imported reference: (msisdn, points, source, earned_on);
+        a deduction has its (negative) points taken and no date."""
+        found: dict[str, tuple[str, int, str, date | None]] = {}
+        batch = list(references)
+        for i in range(0, len(batch), 500):
+            for r in self.conn.execute(
+                select(ledger.c.reference, ledger.c.msisdn, ledger.c.amount, ledger.c.reason,
+                       lots.c.amount.label("lot_amount"), lots.c.source, lots.c.earned_on)
+                .outerjoin(lots, lots.c.reference == ledger.c.reference)
+                .where(ledger.c.reference.in_(batch[i:i + 500]))
+            ):
+                found[r.reference] = (r.msisdn, r.lot_amount, r.source, r.earned_on) \
+                    if r.lot_amount is not None else (r.msisdn, r.amount, r.reason, None)
+        return found
+
     def take_from_lot(self, lot_id: int, points: int) -> None:
         """Move points out of (positive) or back into (negative) one lot, never below zero."""
         result = self.conn.execute(
