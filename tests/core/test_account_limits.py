@@ -69,3 +69,19 @@ def test_a_corrupt_account_breaks_nothing_for_the_others(cli, store, members, ru
     assert "ACCOUNT NEEDS ATTENTION" in shown and "more than any balance can hold" in shown
     assert cli(["member", "show", "15800158000"]) == 0
     assert "balance  300 points" in capsys.readouterr().out
+
+
+def test_a_corrupt_account_does_not_stop_an_sms_batch(store, members, run, now, tmp_path):
+    from sms.handler import HandlerSettings, handle_batch, store_mo_batch
+    from tests.sms.test_handler import mo
+
+    run(import_points, write(tmp_path, "p.csv", HEADER + "15800158000,300,bill,2026-10-01,A\n"),
+        now)
+    corrupt(store, "13800138000", now)
+    run(store_mo_batch, [mo("13800138000", "JF"), mo("15800158000", "BALANCE")], now)
+    run(handle_batch, HandlerSettings(rate_limit=0), now, 100, None)
+    with store.unit_of_work(write=False) as uow:
+        (good,) = uow.sms_outbox_rows("15800158000")
+        broken = uow.sms_outbox_rows("13800138000")
+    assert good["template"] == "balance" and '"points": 300' in good["params"]
+    assert [r["template"] for r in broken] != ["balance"]

@@ -1,5 +1,6 @@
 """Tiers granted by the members import: heard, priced and kept by the tier review."""
 
+import json
 from datetime import UTC, date, datetime
 
 import pytest
@@ -70,3 +71,18 @@ def test_a_grant_to_an_existing_member_and_bad_grants(run, now, tmp_path, member
         (2, "unknown tier 'platinum' (one of standard, silver, gold, diamond)"),
         (3, "tier_until 2026-01-01 is in the past"),
         (4, "tier_until needs a tier")]
+
+
+def test_the_sms_tier_query_tells_the_granted_tier(store, run, now, tmp_path):
+    from sms.handler import HandlerSettings, handle_batch, store_mo_batch
+    from sms.render import render
+    from tests.sms.test_handler import mo
+
+    run(import_members, write(tmp_path, "m.csv", "msisdn,name,language,tier,tier_until\n"
+                              "15800158000,Alice,en,gold,2027-06-30\n"), now)
+    run(store_mo_batch, [mo("15800158000", "TIER")], now)
+    run(handle_batch, HandlerSettings(rate_limit=0), now, 100, None)
+    with store.unit_of_work(write=False) as uow:
+        (reply,) = uow.sms_outbox_rows("15800158000")
+    text = render(reply["template"], "en", json.loads(reply["params"]))
+    assert "Gold" in text and "2027" in text
