@@ -83,7 +83,8 @@ def import_members(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
     rows.raise_if_bad()
     # PBKDF2 releases the GIL: hash on a few threads so large files do not crawl.
     with ThreadPoolExecutor(max_workers=4) as pool:
-        _progress(progress, "hashing PINs", 0, len(pins))
+        if pins:
+            _progress(progress, "hashing PINs", 0, len(pins))
         digests = pool.map(hash_pin, [p for _, p in pins])
         for done, ((index, _), digest) in enumerate(zip(pins, digests, strict=True), 1):
             parsed[index].update(pin_hash=digest, pin_failures=0, pin_locked_until=None)

@@ -104,7 +104,8 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
         """Insert new members, update the given fields of existing ones. Returns (new, updated)."""
         existing = self.existing_msisdns([r["msisdn"] for r in rows])
         defaults = dict(tier_valid_until=None, warning_opt_out=False, warning_channel="sms",
-                        pin_hash=None, pin_failures=0, pin_locked_until=None)
+                        pin_hash=None, pin_failures=0, pin_locked_until=None,
+                        granted_tier_code=None, granted_tier_until=None)
         new = [defaults | r for r in rows if r["msisdn"] not in existing]
         if new:
             self.conn.execute(insert(members), new)

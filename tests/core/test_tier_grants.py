@@ -86,3 +86,10 @@ def test_the_sms_tier_query_tells_the_granted_tier(store, run, now, tmp_path):
         (reply,) = uow.sms_outbox_rows("15800158000")
     text = render(reply["template"], "en", json.loads(reply["params"]))
     assert "Gold" in text and "2027" in text
+
+
+def test_new_members_with_and_without_a_grant_in_one_file(run, now, tmp_path):
+    run(import_members, write(tmp_path, "m.csv", "msisdn,name,language,tier\n"
+                              "13800138000,张伟,zh,gold\n15800158000,Alice,en,\n"), now)
+    assert run(tier_status, "13800138000", now).code == "gold"
+    assert run(tier_status, "15800158000", now).code == "standard"
