@@ -35,6 +35,7 @@ from core.rules import (
     last_valid_day,
     plan_spend,
     qualifying_window_start,
+    tier_floor,
     tier_for,
     tier_rank,
     tier_valid_until,
@@ -78,6 +79,12 @@ def member_tier(uow, rules: ProgrammeRules, member: Member, now: datetime) -> Ti
             current, valid_until = kept, member.tier_valid_until
     if valid_until is None:
         valid_until = tier_valid_until(today, rules.programme)
+    granted = tier_floor(member.granted_tier_code, member.granted_tier_until, today, rules.tiers)
+    if granted and tier_rank(granted[0].code, rules.tiers) >= tier_rank(current.code, rules.tiers):
+        if granted[0].code != current.code:
+            current, valid_until = granted
+        else:
+            valid_until = max(valid_until, granted[1])
     rank = tier_rank(current.code, rules.tiers)
     nxt = rules.tiers[rank + 1] if rank + 1 < len(rules.tiers) else None
     return TierStatus(
@@ -94,12 +101,19 @@ def review_tier(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> tuple
     qualifying = uow.earned_points(member.msisdn, qualifying_window_start(today),
                                    rules.programme.qualifying_sources)
     earned = tier_for(qualifying, rules.tiers)
+    valid_until = tier_valid_until(today, rules.programme)
+    # Never below a tier granted by ops before the grant's date.
+    granted = tier_floor(member.granted_tier_code, member.granted_tier_until, today, rules.tiers)
+    if granted and tier_rank(granted[0].code, rules.tiers) >= tier_rank(earned.code, rules.tiers):
+        if granted[0].code != earned.code:
+            earned, valid_until = granted
+        else:
+            valid_until = max(valid_until, granted[1])
     still_valid = member.tier_valid_until is not None and member.tier_valid_until >= today
     old_rank = tier_rank(member.tier_code, rules.tiers)
     new_rank = tier_rank(earned.code, rules.tiers)
     if new_rank > old_rank or not still_valid:
-        uow.update_member(member.msisdn, tier_code=earned.code,
-                          tier_valid_until=tier_valid_until(today, rules.programme))
+        uow.update_member(member.msisdn, tier_code=earned.code, tier_valid_until=valid_until)
         uow.commit()
         return member.tier_code, earned.code
     return member.tier_code, member.tier_code

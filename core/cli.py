@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from core.config import Config, ConfigError, load_config
-from core.domain import DomainError
+from core.domain import AccountNeedsAttention, DomainError
 from core.rules import ProgrammeRules
 from core.store import SchemaBehind, Store
 
@@ -66,23 +66,6 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def progress_bar(label: str):
-    """A progress callback drawing a bar on stderr (only when it is a terminal, plus the end)."""
-    tty = sys.stderr.isatty()
-
-    def show(done: int, total: int) -> None:
-        if not tty and done < total:
-            return
-        width = 30
-        filled = width * done // max(total, 1)
-        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
-
-
 # --- core subcommands ---------------------------------------------------------------------
 
 
@@ -108,16 +91,20 @@ def cmd_demo(ctx: Context) -> int:
 
 
 def cmd_import(ctx: Context) -> int:
+    from core.import_csv import FileUnreadable, read_text
     from core.imports import IMPORTERS, ImportFailed
+    from core.progress import ProgressReporter
 
     try:
+        read_text(ctx.args.file, ctx.args.encoding)  # a wrong path fails before the database
         report = ctx.run(IMPORTERS[ctx.args.kind], ctx.args.file, ctx.now(),
-                         progress=progress_bar(f"import {ctx.args.kind}"))
+                         progress=ProgressReporter(f"import {ctx.args.kind}"),
+                         encoding=ctx.args.encoding)
     except ImportFailed as failed:
         print(str(failed), file=sys.stderr)
         return 1
-    except FileNotFoundError:
-        print(f"{ctx.args.file}: no such file", file=sys.stderr)
+    except FileUnreadable as unreadable:
+        print(f"error: {unreadable}", file=sys.stderr)
         return 1
     print(f"{report.kind}: {report.rows} rows, {report.created} new, {report.updated} updated, "
           f"{report.skipped} already imported")
@@ -129,8 +116,12 @@ def member_summary(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> di
     from core.redemption import recent_orders
 
     member = require_member(uow, rules.numbering.normalise(msisdn))
-    tier = tier_status(uow, rules, msisdn, now)
-    bal = balance(uow, rules, msisdn, now)
+    try:
+        tier = tier_status(uow, rules, member.msisdn, now)
+        bal = balance(uow, rules, member.msisdn, now)
+    except AccountNeedsAttention as broken:
+        return {"msisdn": member.msisdn, "name": member.name, "language": member.language,
+                "needs_attention": broken.what}
     return {
         "msisdn": member.msisdn, "name": member.name, "language": member.language,
         "tier": {"code": tier.code, "name": tier.name_en if member.language == "en"
@@ -153,7 +144,12 @@ def cmd_member_show(ctx: Context) -> int:
     summary = to_jsonable(ctx.run(member_summary, ctx.args.msisdn, ctx.now(), write=False))
     if ctx.args.json:
         print(json.dumps(summary, ensure_ascii=False, indent=2))
-        return 0
+        return 1 if "needs_attention" in summary else 0
+    if "needs_attention" in summary:
+        print(f"{summary['msisdn']}  {summary['name']}  ({summary['language']})")
+        print(f"  ACCOUNT NEEDS ATTENTION: {summary['needs_attention']}")
+        print("  (balance and tier cannot be shown; `loyalty check ledger` lists the problems)")
+        return 1
     tier = summary["tier"]
     print(f"{summary['msisdn']}  {summary['name']}  ({summary['language']})")
     print(f"  tier     {tier['name']} until {tier['valid_until']}, "
@@ -200,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="import a CSV file (whole file or nothing)")
     imp.add_argument("kind", choices=("members", "points", "rewards", "deliveries"))
     imp.add_argument("file")
+    imp.add_argument("--encoding", metavar="NAME",
+                     help="the file's encoding (default: UTF-8 if it is, else GB18030)")
     imp.set_defaults(func=cmd_import)
 
     member = sub.add_parser("member", help="members").add_subparsers(dest="member", required=True)

@@ -17,6 +17,8 @@ from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+# The largest amount a points column holds (32-bit on PostgreSQL): no balance may exceed it.
+POINTS_CEILING = 2**31 - 1
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config" / "loyalty.toml"
 
 
@@ -58,6 +60,8 @@ class ProgrammeConfig:
     qualifying_sources: tuple[str, ...] = ("bill", "tenure", "ontime", "partner")
     tier_validity_months: int = 12
     confirmation_code_minutes: int = 10
+    max_points_per_row: int = 1_000_000
+    max_balance: int = 100_000_000
 
     @property
     def zone(self) -> ZoneInfo:
@@ -285,6 +289,12 @@ def _validate(config: Config) -> None:
                 "confirmation_code_minutes"):
         if getattr(p, key) < 1:
             raise ConfigError(f"programme.{key}: must be at least 1")
+    if p.max_points_per_row < 1 or p.max_balance < p.max_points_per_row:
+        raise ConfigError("programme.max_points_per_row and programme.max_balance: must be "
+                          "positive, with max_balance at least max_points_per_row")
+    if p.max_balance > POINTS_CEILING:
+        raise ConfigError(f"programme.max_balance: at most {POINTS_CEILING} (what a points "
+                          "column holds)")
     if not config.tiers:
         raise ConfigError("tiers: at least one tier is needed")
     thresholds = [t.threshold for t in config.tiers]

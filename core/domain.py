@@ -72,6 +72,10 @@ class Member:
     has_pin: bool
     pin_locked_until: datetime | None
     created_at: datetime
+    # A tier granted by ops (members import): the member holds at least this tier through
+    # ``granted_tier_until``, whatever she earned.
+    granted_tier_code: str | None = None
+    granted_tier_until: date | None = None
 
 
 @dataclass(frozen=True)
@@ -297,6 +301,18 @@ class InvalidInput(DomainError):
 # --- phone numbers --------------------------------------------------------------------------
 
 _DIGITS = re.compile(r"^\d{5,15}$")
+
+class AccountNeedsAttention(DomainError):
+    """The member's stored points are out of any possible range (written by a broken upstream
+    system): nothing is shown or spent until ops repair the account."""
+
+    code = "account_needs_attention"
+
+    def __init__(self, msisdn: str, what: str) -> None:
+        super().__init__(f"account {mask_msisdn(msisdn)} needs attention: {what}")
+        self.msisdn = msisdn
+        self.what = what
+
 
 
 def normalise_msisdn(raw: str) -> str:

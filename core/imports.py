@@ -6,9 +6,6 @@ is reported with its line number and nothing of that file is applied.
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -25,20 +22,23 @@ from core.domain import (
     Reward,
     RewardKind,
 )
-from core.rules import ProgrammeRules, expiry_for
+from core.import_csv import (  # noqa: F401 - ImportFailed and MAX_ERRORS are part of this API
+    MAX_ERRORS,
+    FileUnreadable,
+    ImportFailed,
+    Rows,
+    optional,
+    parse_date,
+    parse_int,
+)
+from core.progress import StepProgress
+from core.rules import ProgrammeRules, expiry_for, tier_valid_until
 from core.service_desk import update_delivery
 
-Progress = Callable[[int, int], None]
 CHUNK = 2000
 ANALYZE_EVERY = 5  # chunks (10k rows): keep the planner's idea of a growing table current
-MAX_ERRORS = 20
-REQUIRED = {
-    "members": ("msisdn", "name", "language"),
-    "points": ("msisdn", "points", "source", "earned_on", "reference"),
-    "rewards": ("code", "name_zh", "name_en", "kind", "points", "stock"),
-    "deliveries": ("order_no", "status", "courier", "tracking_no"),
-}
 DEDUCTION_SOURCES = {"penalty": LedgerKind.PENALTY, "adjustment": LedgerKind.ADJUSTMENT}
+EVERY_PINS = 200  # PIN hashes between progress reports
 
 
 @dataclass(frozen=True)
@@ -50,73 +50,17 @@ class ImportReport:
     skipped: int
 
 
-class ImportFailed(Exception):
-    """The file was rejected; ``errors`` are (line number, message) pairs."""
-
-    def __init__(self, path: str, errors: list[tuple[int, str]]) -> None:
-        self.errors = errors
-        lines = "\n".join(f"  line {line}: {message}" for line, message in errors)
-        super().__init__(f"{path}: nothing imported, {len(errors)} problem(s):\n{lines}")
-
-
-class _Rows:
-    """Rows of one CSV file with their line numbers, and the problems found in them."""
-
-    def __init__(self, kind: str, path: str | Path) -> None:
-        self.path = str(path)
-        text = Path(path).read_text(encoding="utf-8-sig")
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED[kind] if c not in header]
-        if missing:
-            raise ImportFailed(self.path, [(1, f"header lacks column(s): {', '.join(missing)}")])
-        reader.fieldnames = header
-        self.rows = [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k})
-                     for row in reader]
-        self.errors: list[tuple[int, str]] = []
-
-    def __iter__(self) -> Iterator[tuple[int, dict[str, str]]]:
-        return iter(self.rows)
-
-    def error(self, line: int, message: str) -> None:
-        self.errors.append((line, message))
-
-    def raise_if_bad(self) -> None:
-        if self.errors:
-            raise ImportFailed(self.path, sorted(self.errors)[:MAX_ERRORS])
-
-
-def _int(value: str, what: str, *, minimum: int | None = None) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise InvalidInput(f"{what} {value!r} is not a whole number") from None
-    if minimum is not None and number < minimum:
-        raise InvalidInput(f"{what} must be at least {minimum}")
-    return number
-
-
-def _date(value: str, what: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{what} {value!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _optional(row: dict[str, str], key: str, parse: Callable[[str], object]):
-    value = row.get(key, "")
-    return parse(value) if value else None
-
-
-def _progress(progress: Progress | None, done: int, total: int) -> None:
+def _progress(progress: StepProgress | None, step: str, done: int, total: int) -> None:
     if progress:
-        progress(done, total)
+        progress(step, done, total)
 
 
-def import_members(uow, rules: ProgrammeRules, path, now: datetime,
-                   progress: Progress | None = None) -> ImportReport:
-    rows = _Rows("members", path)
-    tiers = {t.code for t in rules.tiers}
+def import_members(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
+                   progress: StepProgress | None = None, *,
+                   encoding: str | None = None) -> ImportReport:
+    rows = Rows("members", path, encoding)
+    tiers = [t.code for t in rules.tiers]
+    today = rules.today(now)
     parsed, seen, pins = [], {}, []
     for line, row in rows:
         try:
@@ -129,10 +73,7 @@ def import_members(uow, rules: ProgrammeRules, path, now: datetime,
             if row["language"] not in LANGUAGES:
                 raise InvalidInput(f"language must be one of {', '.join(LANGUAGES)}")
             values = dict(msisdn=msisdn, name=row["name"], language=row["language"])
-            if row.get("tier"):
-                if row["tier"] not in tiers:
-                    raise InvalidInput(f"unknown tier {row['tier']!r}")
-                values["tier_code"] = row["tier"]
+            values.update(_tier_grant(row, tiers, today, rules))
             if row.get("pin"):
                 pins.append((len(parsed), validate_pin(row["pin"])))
             parsed.append(values)
@@ -141,9 +82,13 @@ def import_members(uow, rules: ProgrammeRules, path, now: datetime,
     rows.raise_if_bad()
     # PBKDF2 releases the GIL: hash on a few threads so large files do not crawl.
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for (index, _), digest in zip(pins, pool.map(hash_pin, [p for _, p in pins]),
-                                      strict=True):
+        if pins:
+            _progress(progress, "hashing PINs", 0, len(pins))
+        digests = pool.map(hash_pin, [p for _, p in pins])
+        for done, ((index, _), digest) in enumerate(zip(pins, digests, strict=True), 1):
             parsed[index].update(pin_hash=digest, pin_failures=0, pin_locked_until=None)
+            if done % EVERY_PINS == 0 or done == len(pins):
+                _progress(progress, "hashing PINs", done, len(pins))
     created = updated = 0
     for start in range(0, len(parsed), CHUNK):
         if start % (CHUNK * ANALYZE_EVERY) == 0:
@@ -152,23 +97,46 @@ def import_members(uow, rules: ProgrammeRules, path, now: datetime,
         existing = uow.existing_msisdns(r["msisdn"] for r in chunk)
         for values in chunk:
             if values["msisdn"] not in existing:
-                values.setdefault("tier_code", rules.tiers[0].code)
+                # A new member starts at her granted tier, else at the first one.
+                values.setdefault("tier_code", values.get("granted_tier_code") or tiers[0])
+                values.setdefault("tier_valid_until", values.get("granted_tier_until"))
                 values["created_at"] = now
         new, changed = uow.upsert_members(chunk)
         created, updated = created + new, updated + changed
-        _progress(progress, start + len(chunk), len(parsed))
+        _progress(progress, "writing", start + len(chunk), len(parsed))
     uow.commit()
     return ImportReport("members", len(parsed), created, updated, 0)
 
 
-def import_points(uow, rules: ProgrammeRules, path, now: datetime,
-                  progress: Progress | None = None) -> ImportReport:
-    rows = _Rows("points", path)
+def _tier_grant(row: dict[str, str], tiers: list[str], today: date,
+                rules: ProgrammeRules) -> dict[str, object]:
+    """Columns ``tier`` and ``tier_until``: the member holds at least that tier through the
+    date (by default the end of a tier validity period starting today)."""
+    until = optional(row, "tier_until", lambda v: parse_date(v, "tier_until"))
+    if not row.get("tier"):
+        if until:
+            raise InvalidInput("tier_until needs a tier")
+        return {}
+    if row["tier"] not in tiers:
+        raise InvalidInput(f"unknown tier {row['tier']!r} (one of {', '.join(tiers)})")
+    if until is not None and until < today:
+        raise InvalidInput(f"tier_until {until} is in the past")
+    return dict(granted_tier_code=row["tier"],
+                granted_tier_until=until or tier_valid_until(today, rules.programme))
+
+
+def import_points(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
+                  progress: StepProgress | None = None, *,
+                  encoding: str | None = None) -> ImportReport:
+    rows = Rows("points", path, encoding)
+    limits = rules.programme
+    today = rules.today(now)
     parsed, seen = [], {}
     for line, row in rows:
         try:
             msisdn = rules.numbering.normalise(row["msisdn"])
-            points = _int(row["points"], "points")
+            points = parse_int(row["points"], "points", maximum=limits.max_points_per_row,
+                               limit_name="programme.max_points_per_row")
             source = row["source"]
             if points == 0:
                 raise InvalidInput("points is zero")
@@ -177,30 +145,50 @@ def import_points(uow, rules: ProgrammeRules, path, now: datetime,
                                    f"(one of {', '.join(POINT_SOURCES)})")
             if points < 0 and source not in DEDUCTION_SOURCES:
                 raise InvalidInput("negative points need source penalty or adjustment")
-            earned_on = _date(row["earned_on"], "earned_on")
+            earned_on = parse_date(row["earned_on"], "earned_on")
+            if earned_on > today:
+                raise InvalidInput(f"earned_on {earned_on} is in the future (today is {today} "
+                                   f"in {limits.timezone})")
             reference = row["reference"]
             if not reference:
                 raise InvalidInput("reference is empty (it is what makes re-imports safe)")
+            entry = (line, msisdn, points, source, earned_on, reference)
             if reference in seen:
-                raise InvalidInput(f"reference repeated (first at line {seen[reference]})")
-            seen[reference] = line
-            parsed.append((line, msisdn, points, source, earned_on, reference))
+                first = seen[reference]
+                if first[1:] != entry[1:]:
+                    raise InvalidInput(
+                        f"reference {reference!r} is also on line {first[0]} with other "
+                        f"content: line {first[0]} has {_described(first[1:5])}, this line "
+                        f"has {_described(entry[1:5])}")
+                continue  # the same row twice: applied once
+            seen[reference] = entry
+            parsed.append(entry)
         except DomainError as exc:
             rows.error(line, str(exc))
     uow.refresh_statistics("members", "ledger")
     known = uow.existing_msisdns(p[1] for p in parsed)
-    for line, msisdn, *_ in parsed:
+    stored = uow.imported_points(p[5] for p in parsed)
+    fresh = []
+    for entry in parsed:
+        line, msisdn, points, source, earned_on, reference = entry
         if msisdn not in known:
             rows.error(line, "no member with that number (import members first)")
+        elif reference in stored:
+            if not _same_as_stored(entry, stored[reference]):
+                rows.error(line, f"reference {reference!r} was imported before with other "
+                           f"content: stored {_described(stored[reference])}, this line has "
+                           f"{_described(entry[1:5])}")
+        else:
+            fresh.append(entry)
+    _check_balances(uow, rows, fresh, now, limits.max_balance)
     rows.raise_if_bad()
 
-    created = skipped = 0
-    for start in range(0, len(parsed), CHUNK):
+    created = 0
+    for start in range(0, len(fresh), CHUNK):
         if start and start % (CHUNK * ANALYZE_EVERY) == 0:
             uow.refresh_statistics("ledger")
-        chunk = parsed[start:start + CHUNK]
-        already = uow.existing_references(p[5] for p in chunk)
-        credits = [p for p in chunk if p[5] not in already and p[2] > 0]
+        chunk = fresh[start:start + CHUNK]
+        credits = [p for p in chunk if p[2] > 0]
         uow.add_lots_bulk([
             dict(msisdn=m, amount=pts, remaining=pts, source=src, earned_on=day,
                  expires_at=expiry_for(day, rules.programme), reference=ref, expired=False,
@@ -210,19 +198,54 @@ def import_points(uow, rules: ProgrammeRules, path, now: datetime,
                   channel=Channel.IMPORT, order_no=None, reference=ref, created_at=now)
              for _, m, pts, src, day, ref in credits])
         for _, msisdn, points, source, _, reference in chunk:
-            if points < 0 and reference not in already:
+            if points < 0:
                 deduct_points(uow, rules, msisdn, -points, DEDUCTION_SOURCES[source], source,
                               now, channel=Channel.IMPORT, commit=False, reference=reference)
-        created += len(chunk) - len(already)
-        skipped += len(already)
-        _progress(progress, start + len(chunk), len(parsed))
+        created += len(chunk)
+        _progress(progress, "writing", start + len(chunk), len(fresh))
     uow.commit()
-    return ImportReport("points", len(parsed), created, 0, skipped)
+    return ImportReport("points", len(rows), created, 0, len(rows) - created)
 
 
-def import_rewards(uow, rules: ProgrammeRules, path, now: datetime,
-                   progress: Progress | None = None) -> ImportReport:
-    rows = _Rows("rewards", path)
+def _described(content: tuple) -> str:
+    """(msisdn, points, source, earned_on or None) as a line of a problem report."""
+    msisdn, points, source, earned_on = content
+    return f"{msisdn} {points} {source}" + (f" {earned_on}" if earned_on else "")
+
+
+def _same_as_stored(entry: tuple, stored: tuple) -> bool:
+    """A re-imported row is the same when number, points, source and date match. A deduction
+    keeps only what it took (less than asked when the balance was short) and no date."""
+    _, msisdn, points, source, earned_on, _ = entry
+    s_msisdn, s_points, s_source, s_earned_on = stored
+    if (msisdn, source) != (s_msisdn, s_source) or (points > 0) != (s_points > 0):
+        return False
+    if points > 0:
+        return (points, earned_on) == (s_points, s_earned_on)
+    return points <= s_points <= 0
+
+
+def _check_balances(uow, rows: Rows, fresh: list[tuple], now: datetime, max_balance: int) -> None:
+    """Refuse the row that would lift a member's balance above ``max_balance`` (file order)."""
+    balances = uow.sms_balance_summaries(sorted({e[1] for e in fresh}), now)
+    running: dict[str, int] = {}
+    for line, msisdn, points, *_ in fresh:
+        if msisdn not in balances:  # its stored points are out of any range
+            rows.error(line, "the member's account needs attention (stored points out of "
+                       "range; see loyalty check ledger)")
+            continue
+        before = running.get(msisdn, balances[msisdn][0])
+        running[msisdn] = max(0, before + points)
+        if running[msisdn] > max_balance:
+            rows.error(line, f"this row would lift the balance to {running[msisdn]}, above "
+                       f"the largest allowed, {max_balance} (programme.max_balance)")
+
+
+def import_rewards(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
+                   progress: StepProgress | None = None, *,
+                   encoding: str | None = None) -> ImportReport:
+    rows = Rows("rewards", path, encoding)
+    most = rules.programme.max_balance  # a dearer reward could never be redeemed
     tiers = [t.code for t in rules.tiers]
     parsed, seen = [], {}
     for line, row in rows:
@@ -237,20 +260,24 @@ def import_rewards(uow, rules: ProgrammeRules, path, now: datetime,
                 raise InvalidInput(f"kind must be one of {', '.join(RewardKind)}")
             if not row["name_zh"] or not row["name_en"]:
                 raise InvalidInput("name_zh and name_en are needed")
-            prices = tuple((t, _int(row[f"price_{t}"], f"price_{t}", minimum=1))
+            prices = tuple((t, parse_int(row[f"price_{t}"], f"price_{t}", minimum=1, maximum=most,
+                                         limit_name="programme.max_balance"))
                            for t in tiers if row.get(f"price_{t}"))
-            start_day = _optional(row, "available_from", lambda v: _date(v, "available_from"))
-            end_day = _optional(row, "available_until", lambda v: _date(v, "available_until"))
+            start_day = optional(row, "available_from",
+                                 lambda v: parse_date(v, "available_from"))
+            end_day = optional(row, "available_until",
+                               lambda v: parse_date(v, "available_until"))
             if start_day and end_day and end_day < start_day:
                 raise InvalidInput("available_until is before available_from")
             parsed.append(Reward(
                 code, row["name_zh"], row["name_en"], row["kind"],
-                _int(row["points"], "points", minimum=1),
-                _optional(row, "stock", lambda v: _int(v, "stock", minimum=0)),
+                parse_int(row["points"], "points", minimum=1, maximum=most,
+                          limit_name="programme.max_balance"),
+                optional(row, "stock", lambda v: parse_int(v, "stock", minimum=0)),
                 start_day, end_day,
-                _optional(row, "per_member_limit",
-                          lambda v: _int(v, "per_member_limit", minimum=1)),
-                _optional(row, "sort_order", lambda v: _int(v, "sort_order")) or line,
+                optional(row, "per_member_limit",
+                         lambda v: parse_int(v, "per_member_limit", minimum=1)),
+                optional(row, "sort_order", lambda v: parse_int(v, "sort_order")) or line,
                 prices))
         except DomainError as exc:
             rows.error(line, str(exc))
@@ -259,19 +286,20 @@ def import_rewards(uow, rules: ProgrammeRules, path, now: datetime,
     for done, reward in enumerate(parsed, 1):
         created += uow.upsert_reward(reward)
         if done % CHUNK == 0:
-            _progress(progress, done, len(parsed))
-    _progress(progress, len(parsed), len(parsed))
+            _progress(progress, "writing", done, len(parsed))
+    _progress(progress, "writing", len(parsed), len(parsed))
     uow.commit()
     return ImportReport("rewards", len(parsed), created, len(parsed) - created, 0)
 
 
-def import_deliveries(uow, rules: ProgrammeRules, path, now: datetime,
-                      progress: Progress | None = None) -> ImportReport:
-    rows = _Rows("deliveries", path)
+def import_deliveries(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
+                      progress: StepProgress | None = None, *,
+                      encoding: str | None = None) -> ImportReport:
+    rows = Rows("deliveries", path, encoding)
     parsed = []
     for line, row in rows:
         try:
-            at = _optional(row, "updated_at", datetime.fromisoformat) or now
+            at = optional(row, "updated_at", datetime.fromisoformat) or now
             if at.tzinfo is None:
                 at = at.replace(tzinfo=rules.zone)
             parsed.append((line, row["order_no"], row["status"], row["courier"] or None,
@@ -284,7 +312,7 @@ def import_deliveries(uow, rules: ProgrammeRules, path, now: datetime,
         except DomainError as exc:
             rows.error(line, str(exc) if str(exc) != order_no else f"unknown order {order_no}")
     rows.raise_if_bad()
-    _progress(progress, len(parsed), len(parsed))
+    _progress(progress, "writing", len(parsed), len(parsed))
     uow.commit()
     return ImportReport("deliveries", len(parsed), 0, len(parsed), 0)
 

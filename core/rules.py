@@ -68,6 +68,17 @@ def tier_valid_until(today: date, programme: ProgrammeConfig) -> date:
     return end.replace(day=calendar.monthrange(end.year, end.month)[1])
 
 
+def tier_floor(granted_code: str | None, granted_until: date | None, today: date,
+               tiers: Sequence[TierConfig]) -> tuple[TierConfig, date] | None:
+    """The tier granted by ops while its grant lasts (through ``granted_until``), else None."""
+    if granted_code is None or granted_until is None or granted_until < today:
+        return None
+    for tier in tiers:
+        if tier.code == granted_code:
+            return tier, granted_until
+    return None
+
+
 def plan_spend(lots: Sequence[PointsLot], amount: int, now: datetime) -> list[tuple[int, int]]:
     """Which lots to draw ``amount`` from: soonest expiry first, then oldest lot.
 

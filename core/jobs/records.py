@@ -57,6 +57,8 @@ class TierCandidate:
     tier_code: str
     tier_valid_until: date | None
     qualifying_points: int
+    granted_tier_code: str | None = None
+    granted_tier_until: date | None = None
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,12 @@ from datetime import datetime
 
 from core.accounts import review_tier
 from core.config import JobsConfig
+from core.domain import AccountNeedsAttention
 from core.jobs.base import HeldCommit, Sample, Step, add, date_params, queue_notice
 from core.rules import (
     ProgrammeRules,
     qualifying_window_start,
+    tier_floor,
     tier_for,
     tier_rank,
     tier_valid_until,
@@ -35,6 +37,10 @@ def tier_review(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
     held = HeldCommit(uow)
     for row in rows:
         earned = tier_for(row.qualifying_points, rules.tiers)
+        granted = tier_floor(row.granted_tier_code, row.granted_tier_until, today, rules.tiers)
+        if granted and tier_rank(granted[0].code, rules.tiers) > tier_rank(earned.code,
+                                                                            rules.tiers):
+            earned = granted[0]  # review_tier never goes below a granted tier
         still_valid = row.tier_valid_until is not None and row.tier_valid_until >= today
         if still_valid and tier_rank(earned.code, rules.tiers) <= tier_rank(row.tier_code,
                                                                              rules.tiers):
@@ -43,7 +49,11 @@ def tier_review(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
             old, new = row.tier_code, earned.code
             valid_until = tier_valid_until(today, rules.programme)
         else:
-            old, new = review_tier(held, rules, row.msisdn, now)
+            try:
+                old, new = review_tier(held, rules, row.msisdn, now)
+            except AccountNeedsAttention:  # corrupt lots: check ledger names the member
+                add(counts, "needs_attention")
+                continue
             valid_until = uow.get_member(row.msisdn).tier_valid_until
         add(counts, "reviewed")
         if old == new:

@@ -24,6 +24,7 @@ from core.jobs.records import (
     JobRun,
     TierCandidate,
 )
+from core.store.sums import out_of_range, points_sum
 from core.store.tables import auto_redemptions, expiry_warnings, job_runs, lots, members, outbox
 
 _LOCK_NAMESPACE = 0x4C4A  # pg_advisory locks of the jobs: (namespace, crc32 of the job name)
@@ -94,7 +95,8 @@ class JobsQueries:
         # handful of distinct instants): made aware once per distinct value below.
         rows = self.conn.execute(
             select(lots.c.msisdn, type_coerce(lots.c.expires_at, DateTime),
-                   func.sum(lots.c.remaining), members.c.language, members.c.warning_channel,
+                   points_sum(lots.c.remaining, self.is_sqlite), members.c.language,
+                   members.c.warning_channel,
                    members.c.warning_opt_out)
             .join(members, members.c.msisdn == lots.c.msisdn)
             # The range on both sides lets PostgreSQL merge two index range scans (without it,
@@ -109,6 +111,8 @@ class JobsQueries:
         aware: dict[Any, datetime] = {}
         out = []
         for msisdn, expires_at, points, language, channel, opted_out in rows:
+            if out_of_range(points):  # a corrupt account: check ledger reports it
+                continue
             instant = aware.get(expires_at)
             if instant is None:
                 instant = aware[expires_at] = _aware_utc(expires_at)
@@ -215,7 +219,8 @@ class JobsQueries:
     def lapsed_summary(self, now: datetime) -> tuple[int, int, int]:
         """(lots, points, members) that an expiry run at ``now`` would expire."""
         lots_n, points, members_n = self.conn.execute(
-            select(func.count(), func.coalesce(func.sum(lots.c.remaining), 0),
+            select(func.count(),
+                   func.coalesce(points_sum(lots.c.remaining, self.is_sqlite), 0),
                    func.count(func.distinct(lots.c.msisdn)))
             .where(lots.c.expires_at <= now, lots.c.expired.is_(False), lots.c.remaining > 0)
         ).one()
@@ -274,17 +279,19 @@ class JobsQueries:
         ``since`` (one grouped query for the page)."""
         page = list(self.conn.execute(
             select(members.c.msisdn, members.c.language, members.c.tier_code,
-                   members.c.tier_valid_until)
+                   members.c.tier_valid_until, members.c.granted_tier_code,
+                   members.c.granted_tier_until)
             .where(members.c.msisdn > after).order_by(members.c.msisdn).limit(limit)))
         if not page:
             return []
         earned = dict(self.conn.execute(
-            select(lots.c.msisdn, func.sum(lots.c.amount))
+            select(lots.c.msisdn, points_sum(lots.c.amount, self.is_sqlite))
             .where(lots.c.msisdn > after, lots.c.msisdn <= page[-1].msisdn,
                    lots.c.earned_on >= since, lots.c.source.in_(list(sources)))
             .group_by(lots.c.msisdn)).all())
         return [TierCandidate(r.msisdn, r.language, r.tier_code, r.tier_valid_until,
-                              int(earned.get(r.msisdn) or 0)) for r in page]
+                              int(earned.get(r.msisdn) or 0), r.granted_tier_code,
+                              r.granted_tier_until) for r in page]
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -43,6 +43,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from core.store.sums import out_of_range, sql_points_sum
 from core.store.tables import Id, UTCDateTime, metadata, mo_messages, outbox
 
 # --- tables of migration 0002_sms -----------------------------------------------------------
@@ -351,13 +352,19 @@ class SmsQueries:
         for chunk in _chunks(list(dict.fromkeys(msisdns))):
             for m in chunk:
                 out[m] = (0, None, 0)
+            total = sql_points_sum(self.is_sqlite).format("remaining")
             rows = self._raw(
-                f"SELECT msisdn, expires_at, SUM(remaining) FROM points_lots "
+                f"SELECT msisdn, expires_at, {total} FROM points_lots "
                 f"WHERE msisdn IN ({_marks(len(chunk))}) AND remaining > 0 AND expires_at > ? "
                 f"GROUP BY msisdn, expires_at ORDER BY msisdn, expires_at",
                 (*chunk, self._db_time(now)))
             for msisdn, stored_expiry, points in rows:
                 expires_at = _py_time(stored_expiry)
+                if msisdn not in out:
+                    continue
+                if out_of_range(points) or out_of_range(out[msisdn][0] + points):
+                    del out[msisdn]  # its own query (balance) says the account needs attention
+                    continue
                 total, first, expiring = out[msisdn]
                 if first is None:
                     out[msisdn] = (total + int(points), expires_at, int(points))

@@ -66,6 +66,8 @@ members = Table(
     Column("pin_failures", Integer, nullable=False, default=0),
     Column("pin_locked_until", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("granted_tier_code", String(20)),
+    Column("granted_tier_until", Date),
 )
 
 lots = Table(

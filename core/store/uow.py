@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from core.config import POINTS_CEILING
 from core.domain import (
     Confirmation,
     Delivery,
@@ -26,6 +27,7 @@ from core.domain import (
 )
 from core.store.jobs_sql import JobsQueries
 from core.store.sms_sql import SmsQueries
+from core.store.sums import checked_points, out_of_range, points_sum
 from core.store.tables import (
     auto_redemptions,
     calls,
@@ -102,7 +104,8 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
         """Insert new members, update the given fields of existing ones. Returns (new, updated)."""
         existing = self.existing_msisdns([r["msisdn"] for r in rows])
         defaults = dict(tier_valid_until=None, warning_opt_out=False, warning_channel="sms",
-                        pin_hash=None, pin_failures=0, pin_locked_until=None)
+                        pin_hash=None, pin_failures=0, pin_locked_until=None,
+                        granted_tier_code=None, granted_tier_until=None)
         new = [defaults | r for r in rows if r["msisdn"] not in existing]
         if new:
             self.conn.execute(insert(members), new)
@@ -141,7 +144,9 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
             .where(lots.c.msisdn == msisdn, lots.c.remaining > 0, lots.c.expires_at > now)
             .order_by(lots.c.expires_at, lots.c.id)
         )
-        return [_lot(r) for r in rows]
+        found = [_lot(r) for r in rows]
+        checked_points(msisdn, sum(lot.remaining for lot in found))  # nothing spent from junk
+        return found
 
     def get_lots(self, lot_ids: Sequence[int]) -> list[PointsLot]:
         rows = self.conn.execute(select(lots).where(lots.c.id.in_(list(lot_ids))))
@@ -171,6 +176,23 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
             ).scalars())
         return found
 
+    def imported_points(self, references: Iterable[str]
+                        ) -> dict[str, tuple[str, int, str, date | None]]:
+        """What was stored under each imported reference: (msisdn, points, source, earned_on);
+        a deduction has its (negative) points taken and no date."""
+        found: dict[str, tuple[str, int, str, date | None]] = {}
+        batch = list(references)
+        for i in range(0, len(batch), 500):
+            for r in self.conn.execute(
+                select(ledger.c.reference, ledger.c.msisdn, ledger.c.amount, ledger.c.reason,
+                       lots.c.amount.label("lot_amount"), lots.c.source, lots.c.earned_on)
+                .outerjoin(lots, lots.c.reference == ledger.c.reference)
+                .where(ledger.c.reference.in_(batch[i:i + 500]))
+            ):
+                found[r.reference] = (r.msisdn, r.lot_amount, r.source, r.earned_on) \
+                    if r.lot_amount is not None else (r.msisdn, r.amount, r.reason, None)
+        return found
+
     def take_from_lot(self, lot_id: int, points: int) -> None:
         """Move points out of (positive) or back into (negative) one lot, never below zero."""
         result = self.conn.execute(
@@ -185,18 +207,17 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
     def balance_summary(self, msisdn: str, now: datetime) -> tuple[int, datetime | None, int]:
         """(spendable points, soonest expiry instant, points expiring then)."""
         live = and_(lots.c.msisdn == msisdn, lots.c.remaining > 0, lots.c.expires_at > now)
-        total = self.conn.execute(
-            select(func.coalesce(func.sum(lots.c.remaining), 0)).where(live)
-        ).scalar_one()
+        total = checked_points(msisdn, self.conn.execute(
+            select(points_sum(lots.c.remaining, self.is_sqlite)).where(live)).scalar_one())
         row = self.conn.execute(
-            select(lots.c.expires_at, func.sum(lots.c.remaining))
+            select(lots.c.expires_at, points_sum(lots.c.remaining, self.is_sqlite))
             .where(live).group_by(lots.c.expires_at).order_by(lots.c.expires_at).limit(1)
         ).first()
-        return int(total), (row[0] if row else None), int(row[1]) if row else 0
+        return total, (row[0] if row else None), int(row[1]) if row else 0
 
     def earned_points(self, msisdn: str, since: date, sources: Sequence[str]) -> int:
-        return int(self.conn.execute(
-            select(func.coalesce(func.sum(lots.c.amount), 0)).where(
+        return checked_points(msisdn, self.conn.execute(
+            select(points_sum(lots.c.amount, self.is_sqlite)).where(
                 lots.c.msisdn == msisdn, lots.c.earned_on >= since,
                 lots.c.source.in_(list(sources)))
         ).scalar_one())
@@ -486,10 +507,11 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
     def ledger_problems(self) -> list[LedgerProblem]:
         """Every member: ledger sum = lot remainders; every lot: draws explain what it lost."""
         problems: list[LedgerProblem] = []
-        ledger_sum = select(ledger.c.msisdn, func.sum(ledger.c.amount).label("total")) \
+        ledger_sum = select(ledger.c.msisdn,
+                            points_sum(ledger.c.amount, self.is_sqlite).label("total")) \
             .group_by(ledger.c.msisdn).subquery()
-        lot_sum = select(lots.c.msisdn, func.sum(lots.c.remaining).label("total")) \
-            .group_by(lots.c.msisdn).subquery()
+        lot_sum = select(lots.c.msisdn, points_sum(lots.c.remaining, self.is_sqlite)
+                         .label("total")).group_by(lots.c.msisdn).subquery()
         rows = self.conn.execute(
             select(members.c.msisdn, func.coalesce(ledger_sum.c.total, 0),
                    func.coalesce(lot_sum.c.total, 0))
@@ -499,9 +521,14 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
         )
         for msisdn, ledger_total, lot_total in rows:
             problems.append(LedgerProblem(
-                msisdn, f"ledger sums to {ledger_total} but lots hold {lot_total}"))
+                msisdn, f"ledger sums to {int(ledger_total)} but lots hold {int(lot_total)}"))
+        for msisdn, lot_total in self.conn.execute(select(lot_sum.c.msisdn, lot_sum.c.total)):
+            if out_of_range(lot_total):
+                problems.append(LedgerProblem(msisdn, f"lots hold {int(lot_total)} points, "
+                                              "more than any balance can: account needs attention"))
         for row in self.conn.execute(select(lots.c.msisdn, lots.c.id).where(
-                or_(lots.c.remaining < 0, lots.c.remaining > lots.c.amount))):
+                or_(lots.c.remaining < 0, lots.c.remaining > lots.c.amount,
+                    lots.c.amount > POINTS_CEILING))):
             problems.append(LedgerProblem(row.msisdn, f"lot {row.id} remaining out of range"))
         drawn = select(lot_draws.c.lot_id, func.sum(lot_draws.c.amount).label("total")) \
             .group_by(lot_draws.c.lot_id).subquery()
@@ -522,7 +549,8 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
 def _member(row) -> Member:
     return Member(row.msisdn, row.name, row.language, row.tier_code, row.tier_valid_until,
                   bool(row.warning_opt_out), row.warning_channel, row.pin_hash is not None,
-                  row.pin_locked_until, row.created_at)
+                  row.pin_locked_until, row.created_at, row.granted_tier_code,
+                  row.granted_tier_until)
 
 
 def _lot(row) -> PointsLot:

@@ -1,0 +1,87 @@
+"""A member whose stored points are corrupt breaks nothing for the others."""
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from core.accounts import balance, tier_status
+from core.cli import main as loyalty
+from core.domain import AccountNeedsAttention
+from core.imports import import_members, import_points
+
+MEMBERS = "msisdn,name,language\n13800138000,张伟,zh\n15800158000,Alice,en\n"
+HEADER = "msisdn,points,source,earned_on,reference\n"
+
+
+def write(tmp_path, name, text, encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+@pytest.fixture
+def members(run, now, tmp_path):
+    run(import_members, write(tmp_path, "members.csv", MEMBERS), now)
+
+
+@pytest.fixture
+def cli(monkeypatch, database_url):
+    monkeypatch.setenv("LOYALTY_DATABASE_URL", database_url)
+    return loyalty
+
+
+def points_of(run, now, msisdn="13800138000"):
+    return run(balance, msisdn, now).points
+
+
+def corrupt(store, msisdn, now):
+    """Two lots as a broken upstream system wrote them: far beyond any balance."""
+    huge = 2**62 if store.engine.dialect.name == "sqlite" else 2**31 - 1
+    with store.unit_of_work() as uow:
+        for n in range(2):
+            uow.add_lot(msisdn=msisdn, amount=huge, source="bill", earned_on=date(2026, 1, 1),
+                        expires_at=datetime(2029, 1, 1, tzinfo=UTC), reference=f"X{n}", now=now)
+            uow.add_ledger(msisdn=msisdn, kind="credit", amount=huge, reason="bill",
+                           channel="import", now=now, reference=f"X{n}")
+        uow.commit()
+
+
+def test_a_corrupt_account_breaks_nothing_for_the_others(cli, store, members, run, now,
+                                                         tmp_path, capsys):
+    run(import_points, write(tmp_path, "p.csv", HEADER + "15800158000,300,bill,2026-10-01,A\n"),
+        now)
+    corrupt(store, "13800138000", now)
+    with pytest.raises(AccountNeedsAttention, match="needs attention"):
+        run(balance, "13800138000", now)
+    with pytest.raises(AccountNeedsAttention):
+        run(tier_status, "13800138000", now)
+    assert points_of(run, now, "15800158000") == 300
+    with store.unit_of_work() as uow:
+        assert set(uow.sms_balance_summaries(["13800138000", "15800158000"], now)) == \
+            {"15800158000"}
+    capsys.readouterr()
+    assert cli(["check", "ledger"]) == 1
+    out = capsys.readouterr().out
+    assert "13800138000: lots hold" in out and "account needs attention" in out
+    assert "15800158000" not in out
+    assert cli(["member", "show", "13800138000"]) == 1
+    shown = capsys.readouterr().out
+    assert "ACCOUNT NEEDS ATTENTION" in shown and "more than any balance can hold" in shown
+    assert cli(["member", "show", "15800158000"]) == 0
+    assert "balance  300 points" in capsys.readouterr().out
+
+
+def test_a_corrupt_account_does_not_stop_an_sms_batch(store, members, run, now, tmp_path):
+    from sms.handler import HandlerSettings, handle_batch, store_mo_batch
+    from tests.sms.test_handler import mo
+
+    run(import_points, write(tmp_path, "p.csv", HEADER + "15800158000,300,bill,2026-10-01,A\n"),
+        now)
+    corrupt(store, "13800138000", now)
+    run(store_mo_batch, [mo("13800138000", "JF"), mo("15800158000", "BALANCE")], now)
+    run(handle_batch, HandlerSettings(rate_limit=0), now, 100, None)
+    with store.unit_of_work(write=False) as uow:
+        (good,) = uow.sms_outbox_rows("15800158000")
+        broken = uow.sms_outbox_rows("13800138000")
+    assert good["template"] == "balance" and '"points": 300' in good["params"]
+    assert [r["template"] for r in broken] != ["balance"]
