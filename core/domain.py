@@ -298,10 +298,6 @@ class InvalidInput(DomainError):
     code = "invalid_input"
 
 
-# --- phone numbers --------------------------------------------------------------------------
-
-_DIGITS = re.compile(r"^\d{5,15}$")
-
 class AccountNeedsAttention(DomainError):
     """The member's stored points are out of any possible range (written by a broken upstream
     system): nothing is shown or spent until ops repair the account."""
@@ -314,6 +310,10 @@ class AccountNeedsAttention(DomainError):
         self.what = what
 
 
+# --- phone numbers --------------------------------------------------------------------------
+
+_DIGITS = re.compile(r"^\d{5,15}$")
+
 
 def normalise_msisdn(raw: str) -> str:
     """One national form for a number: strips +86 / 0086 / 86 and a trunk 0 on mobiles."""
@@ -321,12 +321,14 @@ def normalise_msisdn(raw: str) -> str:
         raise InvalidMsisdn("no number")
     text = re.sub(r"[\s\-().]", "", str(raw).strip())
     text = text.translate(_FULLWIDTH_DIGITS)
-    if text.startswith("+"):
-        text = text[1:]
-        if text.startswith("86"):
-            text = text[2:]
-    elif text.startswith("0086"):
-        text = text[4:]
+    if text.startswith("+") or text.startswith("00"):
+        # An international form names its country: only +86 is stripped, and any other
+        # country code is refused rather than read as a national number (+1 415... is not
+        # the mainland number 1415...).
+        text = text[1:] if text.startswith("+") else text[2:]
+        if not text.startswith("86"):
+            raise InvalidMsisdn(f"not a national number: {mask_msisdn(str(raw))}")
+        text = text[2:]
     elif text.startswith("86") and len(text) == 13:
         text = text[2:]
     if text.startswith("0") and len(text) == 12 and text[1] == "1":

@@ -17,7 +17,7 @@ from core.accounts import (
     tier_status,
     verify_pin,
 )
-from core.domain import LedgerKind, PinLocked, UnknownMember, WrongPin
+from core.domain import InvalidMsisdn, LedgerKind, PinLocked, UnknownMember, WrongPin
 from tests.core.helpers import add_member
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -149,3 +149,15 @@ def test_a_right_pin_resets_the_count(store, run, now):
 def test_unknown_member(run, now):
     with pytest.raises(UnknownMember):
         run(balance, "13999999999", now)
+
+
+def test_a_foreign_number_never_reaches_the_mainland_member_with_the_same_digits(store, run,
+                                                                              now):
+    # +1 415 555 0100 has the digits of the mainland number 14155550100; a use case called
+    # with the international form must not read that member's account.
+    add_member(store, "14155550100")
+    run(credit_points, "14155550100", 500, "bill", date(2026, 3, 1), now, reference="us")
+    for foreign in ("+1 415 555 0100", "0014155550100"):
+        with pytest.raises(InvalidMsisdn):
+            run(balance, foreign, now)
+    assert run(balance, "+86 141 5555 0100", now).points == 500
