@@ -142,7 +142,8 @@ orders = Table(
     Column("request_id", String(120), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("cancelled_at", UTCDateTime),
-    UniqueConstraint("channel", "request_id", name="uq_orders_request"),
+    # A request id is the member's own: another member's request can never match it.
+    UniqueConstraint("msisdn", "channel", "request_id", name="uq_orders_member_request"),
 )
 Index("ix_orders_member", orders.c.msisdn, orders.c.created_at)
 

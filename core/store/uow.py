@@ -339,9 +339,11 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
             reward_kind=order.reward_kind, points=order.points, status=order.status,
             channel=order.channel, request_id=order.request_id, created_at=order.created_at))
 
-    def order_by_request(self, channel: str, request_id: str) -> Order | None:
+    def order_by_request(self, msisdn: str, channel: str, request_id: str) -> Order | None:
+        """The member's order for this request, if any (another member's never matches)."""
         row = self.conn.execute(select(orders).where(
-            orders.c.channel == channel, orders.c.request_id == request_id)).first()
+            orders.c.msisdn == msisdn, orders.c.channel == channel,
+            orders.c.request_id == request_id)).first()
         return self._order(row) if row else None
 
     def get_order(self, order_no: str, *, for_update: bool = False) -> Order | None:
