@@ -1,0 +1,70 @@
+"""The two ways one call can confirm twice: a second confirmed redemption is a new order, a
+replayed confirmation is the same order."""
+
+# ruff: noqa: F811 - pytest fixtures imported from tests.ivr.hotline_kit
+from __future__ import annotations
+
+import json
+
+import pytest_twisted
+
+from tests.ivr.hotline_kit import (  # noqa: F401 - fixtures
+    EN_MEMBER,
+    ZH_MEMBER,
+    heard,
+    rig,
+    wrap_db,
+)
+
+REDEEM_A01 = "411" + "1234#" + "1"  # redeem, services, item 1 (A01), PIN, confirm
+PRICE = {ZH_MEMBER: 900, EN_MEMBER: 1000}  # A01 at each member's tier price
+
+
+def orders_of(rig, msisdn: str) -> list:
+    with rig.store.unit_of_work(write=False) as uow:
+        return [o for o in uow.member_orders(msisdn, 100)
+                if o.channel == "ivr" and not o.request_id.startswith("demo")]
+
+
+def order_numbers_heard(result) -> list[str]:
+    tokens = heard(result)
+    return [tokens[i + 1][2:] for i, t in enumerate(tokens) if t == "redeem_success"]
+
+
+def redeem_sms(rig, msisdn: str) -> list[dict]:
+    return [json.loads(m["params"]) for m in rig.outbox(msisdn)
+            if m["template"] == "redeem_done"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_confirmed_redemptions_of_one_item_in_one_call_are_two_orders(rig):
+    before = rig.balance(ZH_MEMBER)
+    result = await rig.call(ZH_MEMBER, REDEEM_A01 + REDEEM_A01 + "T")
+    orders = orders_of(rig, ZH_MEMBER)
+    assert len(orders) == 2 and orders[0].order_no != orders[1].order_no
+    assert sorted(order_numbers_heard(result)) == sorted(o.order_no for o in orders)
+    assert rig.balance(ZH_MEMBER) == before - 2 * PRICE[ZH_MEMBER]
+    assert sorted(s["order_no"] for s in redeem_sms(rig, ZH_MEMBER)) == sorted(
+        o.order_no for o in orders)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_replayed_confirmation_in_one_call_is_one_order(rig):
+    # The redemption request reaches the database twice (a retry after a lost reply): the
+    # second run is a replay of the first and must change nothing.
+    proxy = wrap_db(rig)
+    run = proxy.run
+
+    def run_twice(use_case, *args, **kwargs):
+        if use_case.__name__ != "redeem_with_sms":
+            return run(use_case, *args, **kwargs)
+        return run(use_case, *args, **kwargs).addCallback(
+            lambda _: run(use_case, *args, **kwargs))
+
+    proxy.run = run_twice
+    before = rig.balance(ZH_MEMBER)
+    result = await rig.call(ZH_MEMBER, REDEEM_A01 + "T")
+    orders = orders_of(rig, ZH_MEMBER)
+    assert len(orders) == 1 and order_numbers_heard(result) == [orders[0].order_no]
+    assert rig.balance(ZH_MEMBER) == before - PRICE[ZH_MEMBER]
+    assert [s["order_no"] for s in redeem_sms(rig, ZH_MEMBER)] == [orders[0].order_no]
