@@ -235,7 +235,9 @@ Index("ix_mo_state", mo_messages.c.state, mo_messages.c.id)
 
 calls = Table(
     "calls", metadata,
-    Column("uniqueid", String(64), primary_key=True),
+    # Asterisk uniqueids repeat (two boxes without systemname): each call gets its own id.
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("uniqueid", String(64), nullable=False, index=True),
     Column("msisdn_masked", String(20), nullable=False),
     Column("script", String(30), nullable=False),
     Column("started_at", UTCDateTime, nullable=False),

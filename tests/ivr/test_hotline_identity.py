@@ -1,5 +1,6 @@
-"""The two ways one call can confirm twice: a second confirmed redemption is a new order, a
-replayed confirmation is the same order."""
+"""Redemptions and call records when Asterisk call ids collide (two boxes without
+``systemname``, or two simulated calls in the same second): each caller gets an order of their
+own, and every call is recorded. Plus the two ways one call can confirm twice."""
 
 # ruff: noqa: F811 - pytest fixtures imported from tests.ivr.hotline_kit
 from __future__ import annotations
@@ -7,11 +8,13 @@ from __future__ import annotations
 import json
 
 import pytest_twisted
+from twisted.internet import defer
 
 from tests.ivr.hotline_kit import (  # noqa: F401 - fixtures
     EN_MEMBER,
     ZH_MEMBER,
     heard,
+    logged_failures,
     rig,
     wrap_db,
 )
@@ -34,6 +37,40 @@ def order_numbers_heard(result) -> list[str]:
 def redeem_sms(rig, msisdn: str) -> list[dict]:
     return [json.loads(m["params"]) for m in rig.outbox(msisdn)
             if m["template"] == "redeem_done"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_members_on_calls_with_one_uniqueid_each_get_their_own_order(
+        rig, logged_failures):
+    before = {m: rig.balance(m) for m in PRICE}
+    calls = await defer.gatherResults([
+        defer.ensureDeferred(rig.call(msisdn, REDEEM_A01 + "T", uniqueid="1764300000.17",
+                                      language=lang))
+        for msisdn, lang in ((ZH_MEMBER, "zh"), (EN_MEMBER, "en"))])
+    await rig.settle()
+    for msisdn, result in zip(PRICE, calls, strict=True):
+        orders = orders_of(rig, msisdn)
+        assert len(orders) == 1 and orders[0].msisdn == msisdn
+        assert order_numbers_heard(result) == [orders[0].order_no]
+        assert rig.balance(msisdn) == before[msisdn] - PRICE[msisdn]
+        assert [s["order_no"] for s in redeem_sms(rig, msisdn)] == [orders[0].order_no]
+    assert orders_of(rig, ZH_MEMBER)[0].order_no != orders_of(rig, EN_MEMBER)[0].order_no
+    records = [r for r in rig.call_records() if r["uniqueid"] == "1764300000.17"]
+    assert sorted(r["msisdn_masked"] for r in records) == ["138****8000", "158****8000"]
+    assert all(r["ended_at"] is not None and "4:A01:confirm" in r["menu_path"]
+               for r in records)
+    assert logged_failures == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_call_id_reused_later_keeps_both_call_records(rig):
+    first = await rig.call(ZH_MEMBER, "2T", uniqueid="1764300000.18")
+    second = await rig.call(EN_MEMBER, "3T", uniqueid=first.uniqueid, language="en")
+    records = sorted((r for r in rig.call_records() if r["uniqueid"] == second.uniqueid),
+                     key=lambda r: r["msisdn_masked"])
+    assert [(r["msisdn_masked"], r["menu_path"][:1]) for r in records] == [
+        ("138****8000", "2"), ("158****8000", "3")]
+    assert all(r["ended_at"] is not None for r in records)
 
 
 @pytest_twisted.ensureDeferred
