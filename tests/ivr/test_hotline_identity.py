@@ -105,3 +105,32 @@ async def test_a_replayed_confirmation_in_one_call_is_one_order(rig):
     assert len(orders) == 1 and order_numbers_heard(result) == [orders[0].order_no]
     assert rig.balance(ZH_MEMBER) == before - PRICE[ZH_MEMBER]
     assert [s["order_no"] for s in redeem_sms(rig, ZH_MEMBER)] == [orders[0].order_no]
+
+
+@pytest_twisted.ensureDeferred
+async def test_confirming_again_after_a_lost_reply_finds_the_order_already_made(rig):
+    # The order is committed but its reply is lost: the caller hears a system error, goes
+    # back and confirms the same item again, and is told the order that exists.
+    proxy = wrap_db(rig)
+    run = proxy.run
+    lost: list = []
+
+    def lose(order):
+        lost.append(order)
+        raise ConnectionError("the reply was lost")
+
+    def lose_first_reply(use_case, *args, **kwargs):
+        d = run(use_case, *args, **kwargs)
+        if use_case.__name__ == "redeem_with_sms" and not lost:
+            d.addCallback(lose)
+        return d
+
+    proxy.run = lose_first_reply
+    before = rig.balance(ZH_MEMBER)
+    result = await rig.call(ZH_MEMBER, REDEEM_A01 + REDEEM_A01 + "T")
+    tokens = heard(result)
+    assert tokens[tokens.index("k:1", tokens.index("redeem_confirm_keys")) + 1] == "err_system"
+    orders = orders_of(rig, ZH_MEMBER)
+    assert [o.order_no for o in orders] == [lost[0].order_no]
+    assert order_numbers_heard(result) == [lost[0].order_no]
+    assert rig.balance(ZH_MEMBER) == before - PRICE[ZH_MEMBER]
