@@ -84,13 +84,15 @@ def quote_redemption(uow, rules: ProgrammeRules, msisdn: str, reward_code: str,
 
 def redeem(uow, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: str,
            request_id: str, now: datetime) -> Order:
-    """Spend points on a reward, atomically and at most once per (channel, request_id).
+    """Spend points on a reward, atomically and at most once per (member, channel,
+    request_id): the member's own request replayed returns the same order; the same request
+    id from another member is that member's own request, never a match.
 
     The member's row is locked first, so concurrent redemptions for one member (from any
     channel or process) run one after the other and cannot overspend.
     """
     member = require_member(uow, msisdn, for_update=True)
-    existing = uow.order_by_request(channel, request_id)
+    existing = uow.order_by_request(member.msisdn, channel, request_id)
     if existing is not None:
         return existing
     reward, price = _check_redeemable(uow, rules, member, reward_code, now)
@@ -206,7 +208,7 @@ def confirm_redemption(uow, rules: ProgrammeRules, msisdn: str, code: str, chann
     if pending is None:
         used = uow.used_confirmation(member.msisdn, digest)
         if used is not None:
-            order = uow.order_by_request(channel, f"confirm:{used.id}")
+            order = uow.order_by_request(member.msisdn, channel, f"confirm:{used.id}")
             if order is not None:
                 return order
         _, failures = uow.member_pin(member.msisdn)

@@ -67,15 +67,18 @@ def queue_sms(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *, kind: s
 
 
 def record_call_start(uow, rules: ProgrammeRules, uniqueid: str, msisdn: str | None,
-                      script: str, now: datetime) -> None:
-    uow.record_call_start(uniqueid=uniqueid, msisdn_masked=mask_msisdn(msisdn), script=script,
-                          now=now)
+                      script: str, now: datetime) -> int:
+    """A new call record (a reused uniqueid is a new call too); returns its id."""
+    call_id = uow.record_call_start(uniqueid=uniqueid, msisdn_masked=mask_msisdn(msisdn),
+                                    script=script, now=now)
     uow.commit()
+    return call_id
 
 
 def record_call_end(uow, rules: ProgrammeRules, uniqueid: str, menu_path: str, outcome: str,
-                    now: datetime) -> None:
-    uow.record_call_end(uniqueid=uniqueid, menu_path=menu_path, outcome=outcome, now=now)
+                    now: datetime, *, call_id: int | None = None) -> None:
+    uow.record_call_end(uniqueid=uniqueid, menu_path=menu_path, outcome=outcome, now=now,
+                        call_id=call_id)
     uow.commit()
 
 

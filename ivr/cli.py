@@ -14,6 +14,7 @@ Keys: ``0-9 * # A-D``, ``T`` (that input times out), ``H`` (hang up there); spac
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import Counter
@@ -188,7 +189,7 @@ def cmd_calls(ctx: Any) -> int:
     def kwargs(i: int) -> dict[str, Any]:
         return dict(script=args.script, callerid=args.msisdn, language=args.language,
                     keys=args.keys, prompt_text=texts, timeout_s=args.timeout or 120,
-                    uniqueid=f"sim-{int(time.time())}-{i}")
+                    uniqueid=f"sim{os.getpid()}-{int(time.time())}-{i}")
 
     started = time.perf_counter()
 

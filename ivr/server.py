@@ -48,8 +48,8 @@ EXPIRY_WARNING_FLOWS = ("flow",)
 def record_call(uow: Any, rules: Any, uniqueid: str, msisdn: str | None, script: str,
                 started: datetime, menu_path: str, outcome: str, ended: datetime) -> None:
     """One finished call, stored with the core's two call-record use cases (database thread)."""
-    record_call_start(uow, rules, uniqueid, msisdn, script, started)
-    record_call_end(uow, rules, uniqueid, menu_path, outcome, ended)
+    call_id = record_call_start(uow, rules, uniqueid, msisdn, script, started)
+    record_call_end(uow, rules, uniqueid, menu_path, outcome, ended, call_id=call_id)
 
 
 class CallRecorder:

@@ -16,6 +16,7 @@ until the server closes the connection (or ``timeout_s`` passes).
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import time
 from collections import deque
@@ -267,7 +268,9 @@ async def simulate_call(
         reactor = default_reactor
     n = next(_call_ids)
     channel = f"SIP/sim-{n:08x}"
-    uniqueid = uniqueid or f"{int(time.time())}.{n}"
+    # Like Asterisk with ``systemname`` set: the process id keeps two simulators started in
+    # the same second from reusing each other's call ids.
+    uniqueid = uniqueid or f"sim{os.getpid()}-{int(time.time())}.{n}"
     engine = SimulatedChannel(
         name=channel,
         language=language,

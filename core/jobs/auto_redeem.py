@@ -35,7 +35,7 @@ def auto_redeem(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
     held = HeldCommit(uow)
     for sub in subs:
         rid = request_id(sub.id, month)
-        if uow.order_by_request(Channel.JOB, rid) is not None:
+        if uow.order_by_request(sub.msisdn, Channel.JOB, rid) is not None:
             # Done this month (the notice went in the same transaction as the order).
             add(counts, "already_redeemed")
             continue

@@ -144,7 +144,8 @@ orders = Table(
     Column("request_id", String(120), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("cancelled_at", UTCDateTime),
-    UniqueConstraint("channel", "request_id", name="uq_orders_request"),
+    # A request id is the member's own: another member's request can never match it.
+    UniqueConstraint("msisdn", "channel", "request_id", name="uq_orders_member_request"),
 )
 Index("ix_orders_member", orders.c.msisdn, orders.c.created_at)
 
@@ -236,7 +237,9 @@ Index("ix_mo_state", mo_messages.c.state, mo_messages.c.id)
 
 calls = Table(
     "calls", metadata,
-    Column("uniqueid", String(64), primary_key=True),
+    # Asterisk uniqueids repeat (two boxes without systemname): each call gets its own id.
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("uniqueid", String(64), nullable=False, index=True),
     Column("msisdn_masked", String(20), nullable=False),
     Column("script", String(30), nullable=False),
     Column("started_at", UTCDateTime, nullable=False),

@@ -360,9 +360,11 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
             reward_kind=order.reward_kind, points=order.points, status=order.status,
             channel=order.channel, request_id=order.request_id, created_at=order.created_at))
 
-    def order_by_request(self, channel: str, request_id: str) -> Order | None:
+    def order_by_request(self, msisdn: str, channel: str, request_id: str) -> Order | None:
+        """The member's order for this request, if any (another member's never matches)."""
         row = self.conn.execute(select(orders).where(
-            orders.c.channel == channel, orders.c.request_id == request_id)).first()
+            orders.c.msisdn == msisdn, orders.c.channel == channel,
+            orders.c.request_id == request_id)).first()
         return self._order(row) if row else None
 
     def get_order(self, order_no: str, *, for_update: bool = False) -> Order | None:
@@ -480,14 +482,20 @@ class SqlUnitOfWork(JobsQueries, SmsQueries):
         return [dict(r._mapping) for r in rows]
 
     def record_call_start(self, *, uniqueid: str, msisdn_masked: str, script: str,
-                          now: datetime) -> None:
-        self.conn.execute(insert(calls), dict(
+                          now: datetime) -> int:
+        """A new call record; returns its id (uniqueids repeat, ids do not)."""
+        return self.conn.execute(insert(calls).returning(calls.c.id), dict(
             uniqueid=uniqueid, msisdn_masked=msisdn_masked, script=script, started_at=now,
-            menu_path=""))
+            menu_path="")).scalar_one()
 
     def record_call_end(self, *, uniqueid: str, menu_path: str, outcome: str,
-                        now: datetime) -> None:
-        self.conn.execute(update(calls).where(calls.c.uniqueid == uniqueid).values(
+                        now: datetime, call_id: int | None = None) -> None:
+        """End the record ``call_id``; without it, the latest unended one for ``uniqueid``
+        (never every call that shares the uniqueid)."""
+        if call_id is None:
+            call_id = self.conn.execute(select(func.max(calls.c.id)).where(
+                calls.c.uniqueid == uniqueid, calls.c.ended_at.is_(None))).scalar()
+        self.conn.execute(update(calls).where(calls.c.id == call_id).values(
             ended_at=now, menu_path=menu_path[:500], outcome=outcome))
 
     def auto_redemption_subscribe(self, msisdn: str, reward_code: str, active: bool,

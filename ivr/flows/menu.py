@@ -90,6 +90,7 @@ class Call:
         self.metrics = metrics
         self._now = now
         self.msisdn: str | None = None
+        self.redeemed = 0  # redemptions confirmed in this call: numbers the next request id
         self._snapshot: Pending | None = None
         self.voice = Voice(channel, sounds_subdir=settings.sounds_subdir, zone=settings.zone,
                            language=channel_language(channel.language,

@@ -5,10 +5,13 @@ with the caller's tier price (1-8 choose, 9 more, * back) -> a quote (every rule
 spent) -> the service PIN ended by # -> read-back, 1 confirm / 2 cancel -> the redemption.
 
 Hang-up safety: nothing is written before the confirmation key but PIN tries. The redemption
-runs only once the caller pressed 1, with ``request_id = "<uniqueid>:<reward code>"`` so a
-retry can never debit twice; the SMS confirmation is queued in the same transaction, before
-anything is spoken, so a caller hanging up on the order number (or a server killed right
-after the debit) still gets the SMS.
+runs only once the caller pressed 1, with ``request_id = "<uniqueid>:<n>:<reward code>"``
+(``n``: this call's n-th redemption) under the caller's own number, so a replay of that
+confirmation can never debit twice, a second confirmed redemption in the same call is a new
+order, and another caller whose call has the same uniqueid (Asterisk boxes without
+``systemname``) is never given this caller's order. The SMS confirmation is queued in the same
+transaction, before anything is spoken, so a caller hanging up on the order number (or a
+server killed right after the debit) still gets the SMS.
 """
 
 from __future__ import annotations
@@ -124,14 +127,17 @@ async def redeem_item(call: Call, item: PricedReward) -> bool:
             return True
         break
     call.info.detail("confirm")
+    # Counted only once an order exists: after a refusal (nothing written) or a lost reply
+    # (maybe written) the next confirmation reuses the number, so it can only find that order.
+    request_id = f"{call.channel.uniqueid}:{call.redeemed + 1}:{code}"
     try:
-        order = await call.run(redeem_with_sms, call.msisdn, code, Channel.IVR,
-                               f"{call.channel.uniqueid}:{code}", call.now(),
-                               reward_name=item.reward.name(call.language),
+        order = await call.run(redeem_with_sms, call.msisdn, code, Channel.IVR, request_id,
+                               call.now(), reward_name=item.reward.name(call.language),
                                language=call.language)
     except DomainError as refused:
         call.info.detail(refused.code)
         return not await _refused(call, refused)
+    call.redeemed += 1
     call.forget()
     if call.metrics is not None:
         call.metrics.redemptions.labels(channel=Channel.IVR.value).inc()

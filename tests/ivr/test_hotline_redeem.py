@@ -59,7 +59,7 @@ async def test_redeem_a_service_with_pin_and_confirmation(rig, msisdn, lang, pri
         "redeem_confirm_keys", "k:1"]
     order = orders_of(rig, msisdn)[0]
     assert order.reward_code == "A01" and order.channel == "ivr" and order.points == price
-    assert order.request_id == f"{result.uniqueid}:A01"
+    assert order.request_id == f"{result.uniqueid}:1:A01"
     assert after(tokens, "redeem_success")[:3] == ["redeem_success", f"d:{order.order_no}",
                                                    "redeem_sms_sent"]
     assert rig.balance(msisdn) == before - price

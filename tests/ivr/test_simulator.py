@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import pytest_twisted
 from twisted.internet import defer
@@ -186,6 +188,15 @@ async def menu_flow(ch: AGIChannel) -> None:
     await ch.set_variable("LOYALTY_NEXT", "end")
     await ch.stream_file("goodbye")
     await ch.hangup()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_simulator_processes_never_share_a_call_id(agi_server):
+    # Asterisk's ids are <epoch>.<n>; two simulators started in the same second would both
+    # count n from 0. Like Asterisk's ``systemname``, the process id tells them apart.
+    _, port = agi_server({"loyalty": menu_flow})
+    result = await simulate_call("127.0.0.1", port, callerid="13812345678", keys="1")
+    assert result.uniqueid.startswith(f"sim{os.getpid()}-")
 
 
 @pytest_twisted.ensureDeferred

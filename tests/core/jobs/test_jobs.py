@@ -80,7 +80,7 @@ def test_auto_redeem_twice_in_a_month_debits_once_and_notifies_once(store, rules
     assert run(balance, B, day1).points == 300
     assert count(store, orders) == 2
     with store.unit_of_work(write=False) as uow:
-        order = uow.order_by_request("job", "auto:1:2026-12")
+        order = uow.order_by_request(A, "job", "auto:1:2026-12")
         assert order.points == 800 and order.channel == "job"
 
     notices = outbox_rows(store, kind="auto_redeem")
