@@ -10,10 +10,10 @@ import sys
 from datetime import UTC, date, datetime
 from typing import Any
 
-from core.config import Config, ConfigError, load_config
-from core.domain import DomainError
+from core.cli_errors import explain
+from core.config import Config, load_config
 from core.rules import ProgrammeRules
-from core.store import SchemaBehind, Store
+from core.store import Store
 
 # Packages that contribute subcommands (``register(subparsers)``), imported when present.
 PLUGINS = ("prompts.cli", "ivr.cli", "sms.cli", "core.jobs.cli", "bench.cli")
@@ -234,15 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(args)
     try:
         return args.func(ctx) or 0
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    except SchemaBehind as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    except DomainError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as exc:
+        # Expected failures (see core.cli_errors) are one line for every subcommand; the
+        # rest are bugs and keep their traceback.
+        failure = explain(exc)
+        if failure is None:
+            raise
+        print(failure.message, file=sys.stderr)
+        return failure.status
 
 
 if __name__ == "__main__":
