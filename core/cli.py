@@ -93,15 +93,20 @@ def cmd_db_upgrade(ctx: Context) -> int:
 
 
 def cmd_demo(ctx: Context) -> int:
-    from core.demo import DEMO_PIN, load_demo
+    from core.demo import DEMO_MEMBERS, DEMO_PIN, load_demo
 
     ctx.store.check_schema()
     with ctx.store.unit_of_work() as uow:
         if ctx.args.if_empty and uow.count_members():
             print("demo: database already has members; nothing loaded")
             return 0
+        loaded = all(uow.get_member(msisdn) for msisdn, _, _ in DEMO_MEMBERS)
     members = ctx.run(load_demo, ctx.now())
-    print(f"demo data loaded; every demo member's service PIN is {DEMO_PIN}")
+    if loaded:
+        print(f"demo data already loaded; nothing changed (the demo members' service PIN "
+              f"was {DEMO_PIN})")
+    else:
+        print(f"demo data loaded; every demo member's service PIN is {DEMO_PIN}")
     for m in members:
         print(f"  {m.msisdn}  {m.name:<12} {m.language}")
     return 0
