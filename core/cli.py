@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         failure = explain(exc)
         if failure is None:
             raise
-        print(failure.message, file=sys.stderr)
+        if failure.message:
+            print(failure.message, file=sys.stderr)
         return failure.status
 
 

@@ -8,6 +8,8 @@ an exit status; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 from core.config import ConfigError
@@ -23,8 +25,8 @@ from core.domain import (
 from core.store import DatabaseUnreachable, SchemaBehind
 
 # Exit statuses: 1 the request was refused or a file is wrong, 2 the set-up is wrong
-# (configuration, database), 130 interrupted (the shell's convention for Ctrl-C).
-REFUSED, SETUP, INTERRUPTED = 1, 2, 130
+# (configuration, database); 130 and 141 are the shell's for Ctrl-C and a closed pipe.
+REFUSED, SETUP, INTERRUPTED, PIPE_CLOSED = 1, 2, 130, 141
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ def explain(exc: BaseException) -> Failure | None:
         return Failure(str(exc), SETUP)
     if isinstance(exc, DomainError):
         return Failure(_domain_message(exc), REFUSED)
+    if isinstance(exc, BrokenPipeError):  # the reader went away (`| head`): nothing to say
+        _discard_stdout()
+        return Failure("", PIPE_CLOSED)
     if isinstance(exc, OSError):
         return Failure(_os_message(exc), REFUSED)
     if isinstance(exc, KeyboardInterrupt):
@@ -70,6 +75,12 @@ def _domain_message(exc: DomainError) -> str:
     if isinstance(exc, InvalidMsisdn):
         return f"{exc}: give a mobile number such as 13800138000 or +86 138 0013 8000"
     return f"error: {exc}"
+
+
+def _discard_stdout() -> None:
+    # Output still buffered for the closed pipe would fail again when Python exits.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _os_message(exc: OSError) -> str:
