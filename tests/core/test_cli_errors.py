@@ -121,6 +121,19 @@ def test_prompts_load_from_a_file(tmp_path, database_url):
     assert one_line(result) == f"recordings directory {source}: not a directory"
 
 
+def test_simulate_sms_on_a_port_in_use(database_url):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = loyalty("simulate", "sms", "13800138000", "JF", "--port", str(port),
+                         database_url=database_url)
+    assert result.returncode == 1
+    assert one_line(result) == (f"the SMSC simulator cannot listen on 127.0.0.1:{port}: "
+                                "address already in use; give another --port, or leave it out "
+                                "for a free one")
+
+
 # --- jobs run --as-of -----------------------------------------------------------------------
 
 
