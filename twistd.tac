@@ -17,7 +17,7 @@ from ivr.prompt_watch import PromptSetWatcher
 from ivr.server import fastagi_service, tune_gc
 from ops import ops_service
 from ops.logs import log_observer
-from ops.startup import cannot_listen, twistd_options
+from ops.startup import cannot_listen, log_file, twistd_options
 from sms.server import sms_service
 
 log = Logger(namespace="loyalty")
@@ -119,10 +119,9 @@ def build_server(config, reactor=None):
 if __name__ == "builtins":  # run by twistd, not imported by a test
     try:
         _config = load_config()
-        # twistd -l FILE would be dropped with the observer below: it overrides [logging] file.
-        _logfile = twistd_options().get("logfile")
-        if _logfile:
-            _config = _config.replace("logging", file=_logfile)
+        # twistd's -l FILE would be dropped with the observer below: honour it here.
+        _config = _config.replace("logging", file=log_file(_config.logging.file,
+                                                           twistd_options()))
         application = service.Application("loyalty")
         application.setComponent(ILogObserver, log_observer(_config.logging))
         build_server(_config).setServiceParent(application)

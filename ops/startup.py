@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.error import CannotListenError
@@ -46,3 +47,14 @@ def twistd_options() -> dict[str, Any]:
             return dict(runner.config)
         frame = frame.f_back
     return {}
+
+
+def log_file(configured: str, options: Mapping[str, Any]) -> str:
+    """Where the server logs: twistd's ``-l FILE`` when given, else ``[logging] file``; but a
+    daemon (twistd without ``-n``) has no standard output, so there ``-`` means ``twistd.log``
+    in the working directory, as it does for twistd itself."""
+    if options.get("logfile"):
+        return options["logfile"]
+    if options and not options.get("nodaemon") and configured in ("", "-"):
+        return "twistd.log"
+    return configured

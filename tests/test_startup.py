@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from ops.startup import log_file
+
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
@@ -88,3 +90,15 @@ def test_twistd_logfile_option_is_where_the_log_goes(env, tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert "FastAGI listening on" not in out
 
+
+
+@pytest.mark.parametrize("configured, options, used", [
+    ("-", {"nodaemon": True, "logfile": None}, "-"),
+    ("-", {"nodaemon": True, "logfile": "var/x.log"}, "var/x.log"),
+    ("/var/log/loyalty.log", {"nodaemon": True, "logfile": "var/x.log"}, "var/x.log"),
+    ("-", {"nodaemon": False, "logfile": None}, "twistd.log"),
+    ("/var/log/loyalty.log", {"nodaemon": False, "logfile": None}, "/var/log/loyalty.log"),
+    ("-", {}, "-"),  # not under twistd (tests build the server themselves)
+])
+def test_where_the_log_goes(configured, options, used):
+    assert log_file(configured, options) == used
