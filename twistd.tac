@@ -3,6 +3,7 @@
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger
 
 from core.config import ConfigError, load_config
@@ -10,12 +11,13 @@ from core.dbservice import DatabaseService
 from core.jobs.scheduler import jobs_service
 from core.metrics import Metrics
 from core.rules import ProgrammeRules
-from core.store import SchemaBehind, Store
+from core.store import DatabaseUnreachable, SchemaBehind, Store
 from ivr.ami import AMIDialer, AMIDialerService
 from ivr.prompt_watch import PromptSetWatcher
 from ivr.server import fastagi_service, tune_gc
 from ops import ops_service
 from ops.logs import log_observer
+from ops.startup import cannot_listen, log_file, twistd_options
 from sms.server import sms_service
 
 log = Logger(namespace="loyalty")
@@ -25,6 +27,34 @@ class ServiceTree(service.MultiService):
     """Stops children one at a time, last started first, each after the one before has
     finished: the channels' last writes need the database pool, which stops last.
     (MultiService would start every stop at once.)"""
+
+    def privilegedStartService(self):
+        service.Service.privilegedStartService(self)
+        self._start_children("privilegedStartService")
+
+    def startService(self):
+        service.Service.startService(self)
+        self._start_children("startService")
+
+    def _start_children(self, step):
+        """Start each child; a port that cannot be opened ends the process with one line
+        naming the config key, rather than a traceback and a half-started server."""
+        for child in self:
+            try:
+                getattr(child, step)()
+            except CannotListenError as problem:
+                self._abandon_start()
+                raise SystemExit(
+                    f"loyalty: cannot start: {cannot_listen(child.name, problem)}") from None
+
+    def _abandon_start(self):
+        # The reactor is not running yet, so no child can stop the usual way; the database
+        # pool's threads are the only thing that would keep the process from exiting.
+        service.Service.stopService(self)
+        db = getattr(self, "db", None)
+        if db is not None and db.running:
+            db.pool.stop()
+            db.store.dispose()
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -89,10 +119,13 @@ def build_server(config, reactor=None):
 if __name__ == "builtins":  # run by twistd, not imported by a test
     try:
         _config = load_config()
+        # twistd's -l FILE would be dropped with the observer below: honour it here.
+        _config = _config.replace("logging", file=log_file(_config.logging.file,
+                                                           twistd_options()))
         application = service.Application("loyalty")
         application.setComponent(ILogObserver, log_observer(_config.logging))
         build_server(_config).setServiceParent(application)
         tune_gc()  # thousands of calls in flight: keep collector pauses out of think time
-    except (ConfigError, SchemaBehind) as _problem:
+    except (ConfigError, SchemaBehind, DatabaseUnreachable) as _problem:
         raise SystemExit(f"loyalty: cannot start: {_problem}") from None
     log.info("loyalty server configured")

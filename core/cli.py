@@ -10,10 +10,11 @@ import sys
 from datetime import UTC, date, datetime
 from typing import Any
 
-from core.config import Config, ConfigError, load_config
-from core.domain import AccountNeedsAttention, DomainError
+from core.cli_errors import explain
+from core.config import Config, load_config
+from core.domain import AccountNeedsAttention
 from core.rules import ProgrammeRules
-from core.store import SchemaBehind, Store
+from core.store import Store
 
 # Packages that contribute subcommands (``register(subparsers)``), imported when present.
 PLUGINS = ("prompts.cli", "ivr.cli", "sms.cli", "core.jobs.cli", "bench.cli")
@@ -76,36 +77,35 @@ def cmd_db_upgrade(ctx: Context) -> int:
 
 
 def cmd_demo(ctx: Context) -> int:
-    from core.demo import DEMO_PIN, load_demo
+    from core.demo import DEMO_MEMBERS, DEMO_PIN, load_demo
 
     ctx.store.check_schema()
     with ctx.store.unit_of_work() as uow:
         if ctx.args.if_empty and uow.count_members():
             print("demo: database already has members; nothing loaded")
             return 0
+        loaded = all(uow.get_member(msisdn) for msisdn, _, _ in DEMO_MEMBERS)
     members = ctx.run(load_demo, ctx.now())
-    print(f"demo data loaded; every demo member's service PIN is {DEMO_PIN}")
+    if loaded:
+        print(f"demo data already loaded; nothing changed (the demo members' service PIN "
+              f"was {DEMO_PIN})")
+    else:
+        print(f"demo data loaded; every demo member's service PIN is {DEMO_PIN}")
     for m in members:
         print(f"  {m.msisdn}  {m.name:<12} {m.language}")
     return 0
 
 
 def cmd_import(ctx: Context) -> int:
-    from core.import_csv import FileUnreadable, read_text
-    from core.imports import IMPORTERS, ImportFailed
+    from core.import_csv import read_text
+    from core.imports import IMPORTERS
     from core.progress import ProgressReporter
 
-    try:
-        read_text(ctx.args.file, ctx.args.encoding)  # a wrong path fails before the database
-        report = ctx.run(IMPORTERS[ctx.args.kind], ctx.args.file, ctx.now(),
-                         progress=ProgressReporter(f"import {ctx.args.kind}"),
-                         encoding=ctx.args.encoding)
-    except ImportFailed as failed:
-        print(str(failed), file=sys.stderr)
-        return 1
-    except FileUnreadable as unreadable:
-        print(f"error: {unreadable}", file=sys.stderr)
-        return 1
+    # Refusals (ImportFailed, an unreadable file) are reported by core.cli_errors.
+    read_text(ctx.args.file, ctx.args.encoding)  # a wrong path fails before the database
+    report = ctx.run(IMPORTERS[ctx.args.kind], ctx.args.file, ctx.now(),
+                     progress=ProgressReporter(f"import {ctx.args.kind}"),
+                     encoding=ctx.args.encoding)
     print(f"{report.kind}: {report.rows} rows, {report.created} new, {report.updated} updated, "
           f"{report.skipped} already imported")
     return 0
@@ -232,15 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(args)
     try:
         return args.func(ctx) or 0
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    except SchemaBehind as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    except DomainError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as exc:
+        # Expected failures (see core.cli_errors) are one line for every subcommand; the
+        # rest are bugs and keep their traceback.
+        failure = explain(exc)
+        if failure is None:
+            raise
+        if failure.message:
+            print(failure.message, file=sys.stderr)
+        return failure.status
 
 
 if __name__ == "__main__":

@@ -361,6 +361,8 @@ def load_config(path: str | os.PathLike | None = None,
         raise ConfigError(f"config file {path} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
+    except OSError as exc:  # a directory, no read permission
+        raise ConfigError(f"config file {path}: {(exc.strerror or str(exc)).lower()}") from None
 
     for var, value in environ.items():
         if not var.startswith("LOYALTY_") or var in ("LOYALTY_CONFIG",) or var.startswith(

@@ -32,16 +32,24 @@ DEMO_REWARDS = (
 
 
 def load_demo(uow, rules: ProgrammeRules, now: datetime) -> list[Member]:
-    """Load the demo set (on an empty database) and return its members."""
+    """Load what is missing of the demo set and return the demo members.
+
+    Running it again changes nothing: a member's history (points, penalty, orders) is only
+    made when the member is new, and a reward only added when its code is not there, so a
+    member the demo created keeps what happened to it since, and stock is not reset.
+    """
     today = rules.today(now)
     last_year = date(today.year - 1, 6, 15)
     expiring = date(today.year - rules.programme.validity_years, 3, 1)
-    uow.upsert_members([
-        dict(msisdn=m, name=n, language=lang, tier_code=rules.tiers[0].code,
-             warning_opt_out=False, warning_channel="sms", pin_failures=0, created_at=now)
-        for m, n, lang in DEMO_MEMBERS])
+    new = {m for m, _, _ in DEMO_MEMBERS if uow.get_member(m) is None}
+    if new:
+        uow.upsert_members([
+            dict(msisdn=m, name=n, language=lang, tier_code=rules.tiers[0].code,
+                 warning_opt_out=False, warning_channel="sms", pin_failures=0, created_at=now)
+            for m, n, lang in DEMO_MEMBERS if m in new])
     for reward in DEMO_REWARDS:
-        uow.upsert_reward(reward)
+        if uow.get_reward(reward.code) is None:
+            uow.upsert_reward(reward)
     uow.commit()
     grants = {
         "13800138000": [(8000, "bill", today - timedelta(days=40)),
@@ -52,17 +60,21 @@ def load_demo(uow, rules: ProgrammeRules, now: datetime) -> list[Member]:
         "18600186000": [(500, "bill", today - timedelta(days=5))],
     }
     for msisdn, lots in grants.items():
+        if msisdn not in new:
+            continue
         set_pin(uow, rules, msisdn, DEMO_PIN, now)
         for points, source, earned_on in lots:
             credit_points(uow, rules, msisdn, points, source, earned_on,
                           now - timedelta(days=1), reference=f"demo-{msisdn}-{source}",
                           channel=Channel.IMPORT)
-    deduct_points(uow, rules, "13800138000", 200, LedgerKind.PENALTY, "late payment",
-                  now - timedelta(hours=12), channel=Channel.JOB)
-    order = redeem(uow, rules, "13800138000", "G01", Channel.SMS, "demo-order-1",
-                   now - timedelta(hours=6))
-    update_delivery(uow, rules, order.order_no, "shipped", "SF Express", "SF1234567890",
-                    now - timedelta(hours=2))
-    redeem(uow, rules, "15800158000", "A02", Channel.IVR, "demo-order-2",
-           now - timedelta(hours=3))
-    return uow.list_members()
+    if "13800138000" in new:
+        deduct_points(uow, rules, "13800138000", 200, LedgerKind.PENALTY, "late payment",
+                      now - timedelta(hours=12), channel=Channel.JOB)
+        order = redeem(uow, rules, "13800138000", "G01", Channel.SMS, "demo-order-1",
+                       now - timedelta(hours=6))
+        update_delivery(uow, rules, order.order_no, "shipped", "SF Express", "SF1234567890",
+                        now - timedelta(hours=2))
+    if "15800158000" in new:
+        redeem(uow, rules, "15800158000", "A02", Channel.IVR, "demo-order-2",
+               now - timedelta(hours=3))
+    return [uow.get_member(m) for m, _, _ in DEMO_MEMBERS]

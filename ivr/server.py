@@ -143,10 +143,13 @@ class FastAGIService(Service):
 
         def error(failure: Any) -> None:
             failed.append(failure)
-            log.failure("FastAGI cannot listen", failure=failure)
+            if not starting:  # raised below otherwise, for the caller to report
+                log.failure("FastAGI cannot listen", failure=failure)
             self.listening.errback(failure)
 
+        starting = True
         d.addCallbacks(bound, error)
+        starting = False
         if failed:  # TCP listens synchronously: refuse to start rather than run deaf
             self.listening.addErrback(lambda _: None)
             failed[0].raiseException()

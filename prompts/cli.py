@@ -91,6 +91,19 @@ class _ConfigProblem(Exception):
     pass
 
 
+class _PathProblem(Exception):
+    """A path given on the command line that cannot be what it was given as."""
+
+
+def _require_directory(path: Path | None, what: str, *, may_be_missing: bool = False) -> None:
+    if path is None or (may_be_missing and not path.exists()):
+        return
+    if not path.exists():
+        raise _PathProblem(f"{what} {path}: no such directory")
+    if not path.is_dir():
+        raise _PathProblem(f"{what} {path}: not a directory")
+
+
 def _unwrap(arg) -> tuple[argparse.Namespace, object | None]:
     """(parsed arguments, context or None) from what the main command passes."""
     if isinstance(arg, argparse.Namespace):
@@ -150,6 +163,9 @@ def _run(body) -> int:
     except _ConfigProblem as exc:
         _err(f"configuration: {exc}")
         return 2
+    except _PathProblem as exc:
+        _err(str(exc))
+        return 1
 
 
 # --------------------------------------------------------------------------- commands
@@ -159,6 +175,7 @@ def cmd_check(arg) -> int:
     args, ctx = _unwrap(arg)
 
     def body() -> int:
+        _require_directory(args.root, "--root")
         manifest, prompts_dir, _ = _setup(args, ctx)
         root = args.root or active_root(prompts_dir)
         used, where = used_prompt_ids(manifest)
@@ -184,6 +201,8 @@ def cmd_load(arg) -> int:
     args, ctx = _unwrap(arg)
 
     def body() -> int:
+        _require_directory(args.dir, "recordings directory")
+        _require_directory(args.root, "--root", may_be_missing=True)
         manifest, prompts_dir, _ = _setup(args, ctx)
         root = args.root or load_root(prompts_dir)
 
@@ -223,6 +242,9 @@ def cmd_install(arg) -> int:
     args, ctx = _unwrap(arg)
 
     def body() -> int:
+        _require_directory(args.root, "--root")
+        # A new sounds directory is made, but never inside a file.
+        _require_directory(args.sounds_dir, "SOUNDS_DIR", may_be_missing=True)
         manifest, prompts_dir, subdir = _setup(args, ctx)
         root = args.root or active_root(prompts_dir)
         report = install(root, args.sounds_dir, manifest=manifest,

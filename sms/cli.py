@@ -45,6 +45,7 @@ def register(subparsers) -> None:
 
 def cmd_simulate_sms(ctx: Any) -> int:
     from twisted.internet import defer, task
+    from twisted.internet.error import CannotListenError
 
     ctx.store.check_schema()
     box: dict[str, Any] = {}
@@ -52,13 +53,25 @@ def cmd_simulate_sms(ctx: Any) -> int:
     def main(reactor) -> defer.Deferred:
         d = defer.ensureDeferred(simulate(ctx, reactor))
         d.addCallback(lambda texts: box.setdefault("texts", texts))
+        d.addErrback(cannot_listen)
         return d
+
+    def cannot_listen(failure) -> None:  # --host/--port taken or not this machine's
+        failure.trap(CannotListenError)
+        box["cannot_listen"] = failure.value
 
     try:
         task.react(main)
     except SystemExit as exit_:
         if exit_.code:
             return int(exit_.code)
+    if "cannot_listen" in box:
+        problem = box["cannot_listen"]
+        reason = getattr(problem.socketError, "strerror", None) or problem.socketError
+        print(f"the SMSC simulator cannot listen on {problem.interface}:{problem.port}: "
+              f"{str(reason).lower()}; give another --port, or leave it out for a free one",
+              file=sys.stderr)
+        return 1
     texts = box.get("texts") or []
     if not texts:
         print("(no reply)", file=sys.stderr)

@@ -12,6 +12,22 @@ from core.jobs.registry import JOBS, get_job
 from core.jobs.runs import job_runs, run_job
 from core.jobs.schedule import local_instant, run_key
 
+# The jobs look years back (tier review) and ahead (lot expiry) of the date they run on.
+AS_OF_YEARS = range(1970, 9000)
+
+
+def as_of_date(text: str) -> date:
+    """``--as-of``: a calendar date the jobs can compute with, or argparse's one-line error."""
+    try:
+        day = date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date: give it as YYYY-MM-DD, e.g. 2026-12-01") from None
+    if day.year not in AS_OF_YEARS:
+        raise argparse.ArgumentTypeError(
+            f"{text}: give a date between {AS_OF_YEARS.start} and {AS_OF_YEARS.stop - 1}")
+    return day
+
 
 def register(subparsers) -> None:
     jobs = subparsers.add_parser("jobs", help="scheduled jobs").add_subparsers(
@@ -25,7 +41,7 @@ def register(subparsers) -> None:
     run.add_argument("name", choices=list(JOBS))
     run.add_argument("--dry-run", action="store_true",
                      help="print counts and sample texts; write nothing")
-    run.add_argument("--as-of", type=date.fromisoformat, metavar="YYYY-MM-DD",
+    run.add_argument("--as-of", type=as_of_date, metavar="YYYY-MM-DD",
                      help="what the scheduled run on that date would do (implies --dry-run)")
     run.add_argument("--force", action="store_true",
                      help="run even if this period's run is done (rows already written are "

@@ -1,5 +1,5 @@
 """The SQL store: the only package that imports SQLAlchemy."""
 
-from core.store.engine import SchemaBehind, Store
+from core.store.engine import DatabaseUnreachable, SchemaBehind, Store
 
-__all__ = ["Store", "SchemaBehind"]
+__all__ = ["Store", "SchemaBehind", "DatabaseUnreachable"]

@@ -12,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.store.uow import SqlUnitOfWork
 
@@ -22,6 +23,28 @@ class SchemaBehind(RuntimeError):
     """The database schema is older than this code."""
 
 
+class DatabaseUnreachable(RuntimeError):
+    """The database cannot be opened: server down, wrong URL or credentials, bad file path."""
+
+
+def shown_url(url: str) -> str:
+    """The database URL as messages may show it: the password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URL too broken to parse is shown as given
+        return url
+
+
+def _unreachable(url: str, reason: object) -> DatabaseUnreachable:
+    first_line = (str(reason).strip().splitlines() or ["no reason given"])[0]
+    what_to_do = ("check [database] url (or LOYALTY_DATABASE_URL; a relative path is relative "
+                  "to the working directory)" if url.startswith("sqlite") else
+                  "check [database] url (or LOYALTY_DATABASE_URL) and that the database server "
+                  "is running")
+    return DatabaseUnreachable(f"cannot open the database {shown_url(url)}: {first_line}; "
+                               f"{what_to_do}")
+
+
 class Store:
     """One database: builds units of work; owns the engine."""
 
@@ -29,7 +52,11 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            self.engine = _sqlite_engine(url, busy_timeout_ms)
+            try:
+                self.engine = _sqlite_engine(url, busy_timeout_ms)
+            except OSError as exc:  # its directory cannot be made (a file there, no rights)
+                raise _unreachable(url, f"cannot make its directory ({exc.filename}: "
+                                        f"{(exc.strerror or str(exc)).lower()})") from None
             self.threads = 1
         else:
             self.engine = create_engine(
@@ -58,8 +85,13 @@ class Store:
         return cfg
 
     def current_revision(self) -> str | None:
-        with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+        # Every command's first contact with the database: a refused connection, bad
+        # credentials or an unopenable file surface here, as one message.
+        try:
+            with self.engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        except (OperationalError, InterfaceError) as exc:
+            raise _unreachable(self.url, exc.orig or exc) from None
 
     def head_revision(self) -> str:
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
@@ -74,7 +106,7 @@ class Store:
         if current != head:
             raise SchemaBehind(
                 f"database schema is at {current or 'nothing'}, this code needs {head}: "
-                "run `loyalty db upgrade`"
+                f"run `loyalty db upgrade` (database {shown_url(self.url)})"
             )
 
     def ping(self) -> bool:

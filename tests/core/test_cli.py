@@ -7,6 +7,8 @@ import sys
 import pytest
 
 from core.cli import main as loyalty
+from core.demo import DEMO_MEMBERS
+from core.store import Store
 
 
 @pytest.fixture
@@ -34,6 +36,39 @@ def test_demo_if_empty_loads_once(env, capsys):
     assert loyalty(["demo", "--if-empty"]) == 0
     assert loyalty(["demo", "--if-empty"]) == 0
     assert "nothing loaded" in capsys.readouterr().out
+
+
+def add_member(database_url, msisdn):
+    from datetime import UTC, datetime
+
+    store = Store(database_url)
+    try:
+        with store.unit_of_work() as uow:
+            uow.upsert_members([dict(msisdn=msisdn, name="Not Demo", language="en",
+                                     tier_code="standard", warning_opt_out=False,
+                                     warning_channel="sms", pin_failures=0,
+                                     created_at=datetime.now(UTC))])
+            uow.commit()
+    finally:
+        store.dispose()
+
+
+def test_demo_run_again_changes_nothing(env, capsys):
+    assert loyalty(["demo"]) == 0
+    add_member(env, "13500135000")
+    shown = {m: show(m, capsys) for m, _, _ in DEMO_MEMBERS}
+    cancelled = shown["15800158000"]["orders"][0]["order_no"]
+    assert loyalty(["order", "cancel", cancelled]) == 0
+    shown["15800158000"] = show("15800158000", capsys)
+    capsys.readouterr()
+
+    assert loyalty(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "demo data already loaded; nothing changed" in out
+    assert "13500135000" not in out  # only the demo members are listed
+    assert all(m in out for m, _, _ in DEMO_MEMBERS)
+    assert {m: show(m, capsys) for m, _, _ in DEMO_MEMBERS} == shown
+    assert loyalty(["check", "ledger"]) == 0
 
 
 def test_import_error_exit_code_and_message(env, tmp_path, capsys):
