@@ -274,6 +274,7 @@ class SenderSettings:
     poll_s: float = 0.5  # look for due rows (other processes' rows, retries) this often
     retry_base_s: float = 0.5  # backoff after a temporary error: base * 2**(attempts-1)
     retry_max_s: float = 60.0
+    max_attempts: int = 12  # an MT still not accepted after this many tries is set aside
     quiet: JobsConfig | None = None  # [jobs] quiet_start/quiet_end hold notices at night
 
 

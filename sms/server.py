@@ -116,9 +116,11 @@ class SmsService(service.Service):
         self.handler_settings = handler_settings or HandlerSettings(
             rate_limit=smpp.mo_rate_limit, dedupe_window_s=smpp.mo_dedupe_window_s,
             max_parts=smpp.max_parts,
-            default_language=config.programme.default_language)
+            default_language=config.programme.default_language,
+            max_attempts=smpp.mo_max_attempts, retry_base_s=smpp.mo_retry_base_s)
         self.sender_settings = sender_settings or SenderSettings(
             max_parts=smpp.max_parts, quiet=config.jobs, lease_s=smpp.outbox_lease_s,
+            max_attempts=smpp.outbox_max_attempts,
             max_in_flight=int(min(5000, max(4 * smpp.window, 2 * smpp.max_submit_rate))))
         self.handler = MOHandler(db, metrics, self.handler_settings, clock=reactor, now=now)
         self.events = MTEvents(db, metrics, clock=reactor, now=now)
