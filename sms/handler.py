@@ -220,6 +220,10 @@ class HandlerSettings:
     delivery_orders: int = 3
     max_attempts: int = 4  # handling attempts of one message before it is set aside
     retry_base_s: float = 2.0  # backoff after the n-th failure: base * 2**(n-1)
+    # Only messages from this source stored after message ``after_id`` (a simulation must
+    # leave the real queue alone).
+    only_from: str | None = None
+    after_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,7 @@ def handle_batch(uow, rules, settings: HandlerSettings, now: datetime, limit: in
     while a later message of the batch waits for a member row, which a hotline redemption may
     hold while it waits for that stock: a deadlock on PostgreSQL. On its own, a writer locks
     member then reward, as every redemption does."""
-    mos = uow.sms_claim_mo(limit, now)
+    mos = uow.sms_claim_mo(limit, now, only_from=settings.only_from, after_id=settings.after_id)
     if not mos:
         return HandledBatch()
     writes = {mo.id for mo in mos if kw.parse(mo.text).kind in _WRITERS}

@@ -275,6 +275,9 @@ class SenderSettings:
     retry_base_s: float = 0.5  # backoff after a temporary error: base * 2**(attempts-1)
     retry_max_s: float = 60.0
     max_attempts: int = 12  # an MT still not accepted after this many tries is set aside
+    # False: send only the rows the MO handler hands over, never claim queued ones (a
+    # simulation must not send messages waiting for real subscribers).
+    claim_queue: bool = True
     quiet: JobsConfig | None = None  # [jobs] quiet_start/quiet_end hold notices at night
 
 
@@ -331,7 +334,7 @@ class OutboxSender(service.Service):
 
     def kick(self) -> None:
         """Claim due rows now (if bound and there is room)."""
-        if not self.running or not self.esme.bound:
+        if not self.running or not self.esme.bound or not self.settings.claim_queue:
             return
         if self._claiming:
             self._again = True

@@ -55,6 +55,9 @@ class QueueQueries:
             mo_messages.c.dedupe_key.in_(list(keys))))
         return {k: i for k, i in rows}
 
+    def sms_last_mo_id(self) -> int:
+        return int(self.conn.execute(select(func.max(mo_messages.c.id))).scalar() or 0)
+
     def sms_insert_mo_repeats(self, rows: Sequence[dict[str, Any]]) -> None:
         """rows: dedupe_key, msisdn, text, received_at, repeat_of."""
         if rows:

@@ -302,13 +302,17 @@ class SmsQueries:
 
     # --- MO: handling -----------------------------------------------------------------------
 
-    def sms_claim_mo(self, limit: int, now: datetime | None = None) -> list[StoredMO]:
-        """The oldest received messages (those due: not waiting for a retry after ``now``);
-        on PostgreSQL locked (SKIP LOCKED) until commit."""
+    def sms_claim_mo(self, limit: int, now: datetime | None = None, *,
+                     only_from: str | None = None, after_id: int = 0) -> list[StoredMO]:
+        """The oldest received messages (those due: not waiting for a retry after ``now``;
+        ``only_from``: from that source, with ids above ``after_id``); on PostgreSQL locked
+        (SKIP LOCKED) until commit."""
         due, params = "", ()
         if now is not None:
             due, params = " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)", (
                 self._db_time(now),)
+        if only_from is not None:
+            due, params = due + " AND msisdn = ? AND id > ?", (*params, only_from, after_id)
         rows = self._raw(
             'SELECT id, msisdn, "text", received_at, attempts, repeat_of FROM mo_messages '
             "WHERE state = 'received'" + due + " ORDER BY id LIMIT ?"
