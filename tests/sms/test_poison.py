@@ -117,4 +117,6 @@ async def test_a_poison_message_does_not_delay_other_subscribers(
     states = [(r["msisdn"], r["state"], r["attempts"]) for r in ch.mo_rows()]
     assert states == [(BOB, "set_aside", 3), (ZHANG, "handled", 0), (ALICE, "handled", 0)]
     assert ch.metric("loyalty_sms_mo_total", outcome="set_aside") == 1
+    await ch.sms.refresh_metrics()
+    assert ch.metric("loyalty_set_aside", queue="mo") == 1
     assert len(log_lines) < 120, "\n".join(log_lines)
