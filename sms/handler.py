@@ -138,8 +138,12 @@ def store_mo_batch(uow, rules, mos: list[MOMessage], now: datetime,
                                           keys_.since)
         known |= {b for b in parts if seen.intersection(keys_.lookups(b))}
     uow.sms_insert_mo([r for b, r in whole.items() if b not in known])
-    repeats = [(i, b) for i, b in enumerate(bases) if b in whole
-               and (b in known or bases.index(b) < i)]
+    earlier: set[str] = set()  # a second copy in this very batch is a repeat too
+    repeats = []
+    for i, b in enumerate(bases):
+        if b in whole and (b in known or b in earlier):
+            repeats.append((i, b))
+        earlier.add(b)
     if repeats:
         _store_repeats(uow, mos, repeats, whole, keys_, now)
     if parts:
