@@ -73,6 +73,7 @@ from sms.set_aside import (
 log = Logger()
 
 REPLY_KIND = "reply"
+FAILURE_REMINDER = 60  # while handling keeps failing, a log line every this many rounds
 RATE_WINDOW = timedelta(minutes=1)
 
 
@@ -624,6 +625,7 @@ class MOHandler(service.Service):
         self._poll: task.LoopingCall | None = None
         self._current: defer.Deferred | None = None
         self.handled = 0  # MO rows handled by this process
+        self._failures = 0  # handling rounds failed in a row (the database unreachable)
 
     # -- storing -----------------------------------------------------------------------------
 
@@ -670,6 +672,9 @@ class MOHandler(service.Service):
     def _handled(self, batch: HandledBatch, claim_until: datetime | None = None) -> None:
         self._busy = False
         self._current = None
+        if self._failures:
+            log.info("MO handling recovered after {n} failed rounds", n=self._failures)
+            self._failures = 0
         self.handled += batch.count
         for problem in batch.problems:
             log.error("{problem}", problem=scrubbed(problem))
@@ -689,7 +694,15 @@ class MOHandler(service.Service):
     def _failed(self, failure: Failure) -> None:
         self._busy = False
         self._current = None
-        log_failure(log, "MO handling failed; retrying in {s}s", failure, s=self.poll_s)
+        # The database is unreachable: retried every poll, logged once and then every
+        # FAILURE_REMINDER rounds, not a traceback a second.
+        self._failures += 1
+        if self._failures == 1:
+            log_failure(log, "MO handling failed; retrying every {s}s", failure, s=self.poll_s)
+        elif self._failures % FAILURE_REMINDER == 0:
+            log.error("MO handling still failing after {n} rounds: {error}", n=self._failures,
+                      error=scrubbed(failure.getErrorMessage().splitlines()[0][:200]
+                                     if failure.getErrorMessage() else "?"))
 
     def startService(self) -> None:
         super().startService()

@@ -120,3 +120,38 @@ async def test_a_poison_message_does_not_delay_other_subscribers(
     await ch.sms.refresh_metrics()
     assert ch.metric("loyalty_set_aside", queue="mo") == 1
     assert len(log_lines) < 120, "\n".join(log_lines)
+
+
+def test_a_database_outage_is_logged_once_not_every_poll():
+    """While the database is unreachable the loop retries every poll, but the log gets the
+    first failure, a reminder now and then, and the recovery: not a traceback a second."""
+    from sqlalchemy import exc as sa_exc
+    from twisted.internet import defer, task
+
+    from core.metrics import Metrics
+    from sms.handler import HandledBatch, HandlerSettings, MOHandler
+
+    class DownDB:
+        down = True
+
+        def run(self, use_case, *args, **kwargs):
+            if self.down:
+                return defer.fail(sa_exc.OperationalError("SELECT 1", (), Exception("gone")))
+            return defer.succeed(HandledBatch())
+
+    clock, db, events = task.Clock(), DownDB(), []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        handler = MOHandler(db, Metrics(), HandlerSettings(), clock=clock,
+                            now=lambda: NOW, poll_s=1.0)
+        handler.startService()
+        clock.pump([1.0] * 120)  # two minutes down
+        db.down = False
+        clock.advance(1.0)
+        handler.stopService()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [line for e in events if e.get("log_namespace") == "sms.handler"
+             for line in (formatEvent(e) or "").splitlines()]
+    assert len(lines) < 80, "\n".join(lines)
+    assert any("recovered" in line for line in lines)
