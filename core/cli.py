@@ -17,7 +17,7 @@ from core.rules import ProgrammeRules
 from core.store import Store
 
 # Packages that contribute subcommands (``register(subparsers)``), imported when present.
-PLUGINS = ("prompts.cli", "ivr.cli", "sms.cli", "core.jobs.cli", "bench.cli")
+PLUGINS = ("prompts.cli", "ivr.cli", "sms.cli", "core.jobs.cli", "bench.cli", "core.queues")
 
 
 class Context:

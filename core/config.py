@@ -133,6 +133,9 @@ class SMPPConfig:
     mo_dedupe_window_s: float = 120
     outbox_lease_s: float = 30
     max_parts: int = 3
+    mo_max_attempts: int = 4
+    mo_retry_base_s: float = 2
+    outbox_max_attempts: int = 12
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("smpp.window and smpp.max_submit_rate: must be positive")
     if config.smpp.mo_dedupe_window_s <= 0 or config.smpp.outbox_lease_s <= 0:
         raise ConfigError("smpp.mo_dedupe_window_s and smpp.outbox_lease_s: must be positive")
+    if config.smpp.mo_max_attempts < 1 or config.smpp.outbox_max_attempts < 1:
+        raise ConfigError("smpp.mo_max_attempts and smpp.outbox_max_attempts: at least 1")
     if config.logging.level not in ("debug", "info", "warn", "error"):
         raise ConfigError("logging.level: one of debug, info, warn, error")
     _validate_numbering(config.numbering)

@@ -34,3 +34,8 @@ class Metrics:
         self.job_runs = Counter("loyalty_job_runs", "Job runs", ["job"], registry=r)
         self.job_failures = Counter("loyalty_job_failures", "Failed job runs", ["job"],
                                     registry=r)
+        self.job_set_aside = Counter("loyalty_job_set_aside", "Items a job run set aside",
+                                     ["job"], registry=r)
+        self.sms_set_aside = Gauge("loyalty_set_aside",
+                                   "Messages and job items set aside, waiting for ops",
+                                   ["queue"], registry=r)

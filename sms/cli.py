@@ -5,6 +5,10 @@ port), runs the SMS channel against it on the configured database (the keyword r
 a ``DH`` issues a code, a ``TD`` opts out), sends ``TEXT`` from ``MSISDN`` and prints every MT
 the subscriber gets within ``--wait`` seconds of the first (all of them, for a reply that
 queued more than one). Exit status 0 when a reply came, 1 when none did (e.g. rate limited).
+
+It handles only the message it sends and sends only the replies to it: messages waiting in
+the queues for real subscribers (an IVR SMS copy, a notice, an unhandled MO) are left to the
+server, and the simulator sends no delivery receipts that could match a real message's id.
 """
 
 from __future__ import annotations
@@ -81,7 +85,14 @@ def cmd_simulate_sms(ctx: Any) -> int:
     return 0
 
 
+def last_mo_id(uow: Any, rules: Any) -> int:
+    """The id of the newest MO message stored (0 when none)."""
+    return uow.sms_last_mo_id()
+
+
 async def simulate(ctx: Any, reactor: Any) -> list[str]:
+    from dataclasses import replace
+
     from twisted.internet import task
 
     from core.dbservice import DatabaseService
@@ -92,12 +103,17 @@ async def simulate(ctx: Any, reactor: Any) -> list[str]:
     args = ctx.args
     config = ctx.config
     sim = SMSCSimulator(config.smpp.system_id, config.smpp.password,
-                        short_code=config.smpp.source_addr)
+                        short_code=config.smpp.source_addr, receipts=False)
     port = sim.listen(args.port, args.host).getHost().port
     config = config.replace("smpp", enabled=True, host=args.host, port=port)
     db = DatabaseService(ctx.store, ctx.rules, reactor)
     db.startService()
     sms = sms_service(config, db, Metrics(), reactor)
+    # Only this simulation's message and its replies: the queues belong to the server.
+    sms.handler.settings = replace(sms.handler.settings, only_from=args.msisdn[:20],
+                                   after_id=ctx.run(last_mo_id, write=False))
+    sms.sender.settings = replace(sms.sender.settings, claim_queue=False)
+    sms.receipts.sweep_s = 24 * 3600.0  # the server's held receipts are the server's
     sms.startService()
     try:
         await sms.esme.whenBound()

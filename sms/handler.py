@@ -18,8 +18,8 @@ after the restart, and never twice. Use cases that write (redeem, confirm, ticke
 run in a SAVEPOINT each, their own ``commit()`` releasing it, so a domain error undoes only
 that message's work (a wrong confirmation code's failure count is kept, as the core commits it
 before raising). An unexpected error rolls the batch back and the batch is handled one message
-per transaction; a message that still fails is marked ``failed`` and gets the "busy, try later"
-reply.
+per transaction; a message that still fails is tried again later and, after a few tries, set
+aside with one "temporarily unavailable" reply (see ``sms.set_aside``, also for repeats).
 
 Per-number rate limit (``smpp.mo_rate_limit`` per minute, fixed windows from the first
 message): the first message over the limit gets one polite reply, the rest of that minute none.
@@ -54,16 +54,26 @@ from core.log_limit import RepeatLimiter
 from core.redemption import catalogue, confirm_redemption, gift_orders, start_confirmation
 from core.rules import last_valid_day
 from core.service_desk import record_ticket
-from core.store.sms_sql import OutboxRow, RateWindow, StoredMO, is_transient_db_error
+from core.store.sms_sql import OutboxRow, RateWindow, StoredMO
 from sms import keywords as kw
 from sms.batching import GroupCommit, log_failure, scrubbed
 from sms.esme_types import MOMessage
 from sms.outbox import render_fitting
 from sms.pdu import ESME_RTHROTTLED
+from sms.set_aside import (
+    UNAVAILABLE,
+    WAIT_FOR_FIRST,
+    backoff,
+    connection_lost,
+    copied_reply,
+    describe,
+    repeat_reply,
+)
 
 log = Logger()
 
 REPLY_KIND = "reply"
+FAILURE_REMINDER = 60  # while handling keeps failing, a log line every this many rounds
 RATE_WINDOW = timedelta(minutes=1)
 
 
@@ -100,7 +110,8 @@ class _Keys:
 def store_mo_batch(uow, rules, mos: list[MOMessage], now: datetime,
                    window: float = DEDUPE_WINDOW_S) -> list[bool]:
     """Store MO messages (and concatenation parts); returns per message whether it was new
-    (False: a redelivery of something stored within the dedupe window)."""
+    (False: a redelivery of something stored within the dedupe window; a whole message is
+    then stored again as a repeat of the first, see ``sms.set_aside``)."""
     keys_ = _Keys(now, window)
     whole: dict[str, dict[str, Any]] = {}
     parts: dict[str, dict[str, Any]] = {}
@@ -128,6 +139,14 @@ def store_mo_batch(uow, rules, mos: list[MOMessage], now: datetime,
                                           keys_.since)
         known |= {b for b in parts if seen.intersection(keys_.lookups(b))}
     uow.sms_insert_mo([r for b, r in whole.items() if b not in known])
+    earlier: set[str] = set()  # a second copy in this very batch is a repeat too
+    repeats = []
+    for i, b in enumerate(bases):
+        if b in whole and (b in known or b in earlier):
+            repeats.append((i, b))
+        earlier.add(b)
+    if repeats:
+        _store_repeats(uow, mos, repeats, whole, keys_, now)
     if parts:
         uow.sms_insert_mo_parts([r for b, r in parts.items() if b not in known])
         _join_parts(uow, mos, now, keys_)
@@ -138,6 +157,20 @@ def store_mo_batch(uow, rules, mos: list[MOMessage], now: datetime,
         new.append(base not in known and base not in first)
         first.add(base)
     return new
+
+
+def _store_repeats(uow, mos: list[MOMessage], repeats: list[tuple[int, str]],
+                   whole: dict[str, dict[str, Any]], keys_: _Keys, now: datetime) -> None:
+    """Store each repeated whole message again, pointing at the first copy."""
+    ids = uow.sms_mo_ids([k for _, b in repeats for k in keys_.lookups(b)])
+    stamp = int(now.timestamp() * 1_000_000)
+    rows = []
+    for i, base in repeats:
+        first = min((ids[k] for k in keys_.lookups(base) if k in ids), default=None)
+        row = whole[base]
+        rows.append(dict(dedupe_key=f"{keys_.key(base)}~{stamp}.{i}", msisdn=row["msisdn"],
+                         text=mos[i].text, received_at=now, repeat_of=first))
+    uow.sms_insert_mo_repeats(rows)
 
 
 def _join_parts(uow, mos: list[MOMessage], now: datetime, keys_: _Keys) -> None:
@@ -190,6 +223,12 @@ class HandlerSettings:
     history_entries: int = 5
     catalogue_entries: int = 12
     delivery_orders: int = 3
+    max_attempts: int = 4  # handling attempts of one message before it is set aside
+    retry_base_s: float = 2.0  # backoff after the n-th failure: base * 2**(n-1)
+    # Only messages from this source stored after message ``after_id`` (a simulation must
+    # leave the real queue alone).
+    only_from: str | None = None
+    after_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -251,7 +290,7 @@ def handle_batch(uow, rules, settings: HandlerSettings, now: datetime, limit: in
     while a later message of the batch waits for a member row, which a hotline redemption may
     hold while it waits for that stock: a deadlock on PostgreSQL. On its own, a writer locks
     member then reward, as every redemption does."""
-    mos = uow.sms_claim_mo(limit)
+    mos = uow.sms_claim_mo(limit, now, only_from=settings.only_from, after_id=settings.after_id)
     if not mos:
         return HandledBatch()
     writes = {mo.id for mo in mos if kw.parse(mo.text).kind in _WRITERS}
@@ -273,10 +312,9 @@ def _handle_together(uow, rules, settings: HandlerSettings, mos: list[StoredMO],
         return _handle(uow, rules, settings, mos, now, claim_until)
     except Exception as exc:
         uow.rollback()
-        if is_transient_db_error(exc):
+        if connection_lost(exc):
             raise
-        problem = (f"MO batch of {len(mos)} failed, handling them one by one:\n"
-                   + traceback.format_exc())
+        problem = f"MO batch of {len(mos)} failed ({describe(exc)}); handling them one by one"
     results = [handle_one(uow, rules, settings, mo.id, now, claim_until) for mo in mos]
     merged = _merged(results)
     return replace(merged, problems=(problem, *merged.problems))
@@ -297,7 +335,8 @@ def _merged(results: list[HandledBatch]) -> HandledBatch:
 
 def handle_one(uow, rules, settings: HandlerSettings, mo_id: int, now: datetime,
                claim_until: datetime | None) -> HandledBatch:
-    """Handle one message in its own transaction; mark it failed if it cannot be handled."""
+    """Handle one message in its own transaction; if that fails, count the attempt and try
+    again after a backoff, or set the message aside after ``max_attempts``."""
     mos = uow.sms_claim_mo_ids([mo_id])
     if not mos:
         return HandledBatch()
@@ -305,23 +344,33 @@ def handle_one(uow, rules, settings: HandlerSettings, mo_id: int, now: datetime,
         return _handle(uow, rules, settings, mos, now, claim_until)
     except Exception as exc:
         uow.rollback()
-        if is_transient_db_error(exc):
+        if connection_lost(exc):
             raise
-        problem = (f"MO {mo_id} from {mask_msisdn(mos[0].msisdn)} cannot be handled; "
-                   f"marked failed:\n" + traceback.format_exc())
+        error, trace = describe(exc), traceback.format_exc()
     mos = uow.sms_claim_mo_ids([mo_id])
     if not mos:
         return HandledBatch()
     mo = mos[0]
+    attempts = mo.attempts + 1
+    who = f"MO {mo_id} from {mask_msisdn(mo.msisdn)}"
     work = _Work(settings, now)
-    work.outcomes["failed"] += 1
-    work.problems.append(problem)
+    if attempts < settings.max_attempts:
+        delay = backoff(attempts, settings.retry_base_s)
+        uow.sms_mo_retry_later(mo_id, attempts, now + delay, error)
+        uow.commit()
+        return HandledBatch(1, {"retry": 1}, problems=(
+            f"{who} failed (attempt {attempts} of {settings.max_attempts}), trying again in "
+            f"{delay.total_seconds():g}s: {error}",))
+    work.outcomes["set_aside"] += 1
+    work.problems.append(f"{who} failed {attempts} times; set aside (loyalty queues list):\n"
+                         + trace)
     rows = []
     msisdn = _msisdn(mo.msisdn, rules)
     if msisdn is not None:
         lang = uow.sms_members([msisdn]).get(msisdn, settings.default_language)
-        rows.append(_reply_row(msisdn, lang, "system_error", {}, mo, work, claim_until))
-    return _finish(uow, [mo], ["failed"], rows, work, claim_until)
+        rows.append(_reply_row(msisdn, lang, UNAVAILABLE, {}, mo, work, claim_until))
+    uow.sms_mo_set_aside(mo_id, attempts, error, now)
+    return _finish(uow, [], [], rows, work, claim_until, count=1)
 
 
 def _msisdn(source: str, rules) -> str | None:
@@ -341,6 +390,7 @@ def _handle(uow, rules, settings: HandlerSettings, mos: list[StoredMO], now: dat
         if settings.rate_limit else {}
     changed: dict[str, RateWindow] = {}
     rows: list[dict[str, Any]] = []
+    waiting: set[int] = set()
     commands = {mo.id: kw.parse(mo.text) for mo in mos if numbers[mo.id] in languages}
     wanted = [numbers[i] for i, c in commands.items() if c.kind == kw.BALANCE]
     if wanted:
@@ -367,15 +417,28 @@ def _handle(uow, rules, settings: HandlerSettings, mos: list[StoredMO], now: dat
             template, params = "join", {}
         else:
             cmd = commands[mo.id]
+            if mo.repeat_of is not None and cmd.kind in _WRITERS:
+                how, reply = repeat_reply(uow, mo)
+                if how == "wait":  # the first copy is handled first: answer like it
+                    uow.sms_mo_retry_later(mo.id, mo.attempts, now + WAIT_FOR_FIRST, None)
+                    waiting.add(mo.id)
+                    continue
+                if how == "copy" and reply is not None:
+                    work.outcomes["repeat"] += 1
+                    rows.append(copied_reply(reply, mo, now, claim_until)[1])
+                    continue
             work.outcomes[cmd.kind] += 1
             template, params = _dispatch(uow, rules, work, cmd, msisdn, lang, mo)
         rows.append(_reply_row(msisdn, lang, template, params, mo, work, claim_until))
     uow.sms_save_rate_windows(list(changed.values()))
-    return _finish(uow, mos, ["handled"] * len(mos), rows, work, claim_until)
+    done = [mo for mo in mos if mo.id not in waiting]
+    return _finish(uow, done, ["handled"] * len(done), rows, work, claim_until,
+                   count=len(mos))
 
 
 def _finish(uow, mos: list[StoredMO], states: list[str], rows: list[dict[str, Any]],
-            work: _Work, claim_until: datetime | None) -> HandledBatch:
+            work: _Work, claim_until: datetime | None, count: int | None = None
+            ) -> HandledBatch:
     ids = uow.sms_queue_outbox(rows)
     uow.sms_mark_mo([(mo.id, s) for mo, s in zip(mos, states, strict=True)], work.now)
     uow.commit()
@@ -384,7 +447,8 @@ def _finish(uow, mos: list[StoredMO], states: list[str], rows: list[dict[str, An
         claimed = tuple(OutboxRow(i, r["msisdn"], r["language"], r["template"], r["params"],
                                   r["body"], r["kind"], 1, ()) for i, r in zip(ids, rows,
                                                                                  strict=True))
-    return HandledBatch(len(mos), dict(work.outcomes), work.redemptions, claimed,
+    return HandledBatch(len(mos) if count is None else count, dict(work.outcomes),
+                        work.redemptions, claimed,
                         0 if claim_until is not None else len(rows), tuple(work.problems),
                         tuple(work.out_of_plan))
 
@@ -568,6 +632,7 @@ class MOHandler(service.Service):
         self._current: defer.Deferred | None = None
         self.handled = 0  # MO rows handled by this process
         self._out_of_plan_log = RepeatLimiter()
+        self._failures = 0  # handling rounds failed in a row (the database unreachable)
 
     # -- storing -----------------------------------------------------------------------------
 
@@ -582,8 +647,7 @@ class MOHandler(service.Service):
         return d
 
     def _after_store(self, new: list[bool]) -> list[bool]:
-        if any(new):
-            self.kick()
+        self.kick()  # a repeat (not new) is stored too, and answered
         return new
 
     def _stored(self, new: bool) -> int:
@@ -615,6 +679,9 @@ class MOHandler(service.Service):
     def _handled(self, batch: HandledBatch, claim_until: datetime | None = None) -> None:
         self._busy = False
         self._current = None
+        if self._failures:
+            log.info("MO handling recovered after {n} failed rounds", n=self._failures)
+            self._failures = 0
         self.handled += batch.count
         for problem in batch.problems:
             log.error("{problem}", problem=scrubbed(problem))
@@ -640,7 +707,15 @@ class MOHandler(service.Service):
     def _failed(self, failure: Failure) -> None:
         self._busy = False
         self._current = None
-        log_failure(log, "MO handling failed; retrying in {s}s", failure, s=self.poll_s)
+        # The database is unreachable: retried every poll, logged once and then every
+        # FAILURE_REMINDER rounds, not a traceback a second.
+        self._failures += 1
+        if self._failures == 1:
+            log_failure(log, "MO handling failed; retrying every {s}s", failure, s=self.poll_s)
+        elif self._failures % FAILURE_REMINDER == 0:
+            log.error("MO handling still failing after {n} rounds: {error}", n=self._failures,
+                      error=scrubbed(failure.getErrorMessage().splitlines()[0][:200]
+                                     if failure.getErrorMessage() else "?"))
 
     def startService(self) -> None:
         super().startService()

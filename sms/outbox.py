@@ -16,7 +16,9 @@ not make the handset show parts twice. Outcomes, recorded in batches:
   keys in ``outbox_ids``; a receipt that overtook its submit_sm_resp is matched then);
 * a ``TemporaryError`` (throttled, queue full, link lost, timeout, unbound) -> back to
   ``queued`` with ``not_before`` = now + backoff;
-* a ``PermanentError`` -> ``failed`` with the error (and a render failure, at claim time).
+* a ``PermanentError`` -> ``failed`` with the error (and a render failure, at claim time);
+* a ``TemporaryError`` on the ``max_attempts``-th attempt -> ``set_aside`` (the parts accepted
+  so far kept): out of the queue until ``loyalty queues retry mt:ID`` puts it back.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ class Outcome:
     outbox_id: int
     message_ids: tuple[str | None, ...]  # every part's id known so far
     accepted: tuple[tuple[int, str], ...]  # (part, id) accepted by this attempt
-    state: str  # submitted, retry, failed
+    state: str  # submitted, retry, failed, set_aside
     error: str | None = None
     not_before: datetime | None = None
 
@@ -201,6 +203,10 @@ def _record(uow, outcomes: list[Outcome], now: datetime) -> Counter:
                           for o in outcomes if o.state == "retry"])
     uow.sms_record_failed([(o.outbox_id, o.message_ids, o.error or "failed")
                            for o in outcomes if o.state == "failed"], now)
+    aside = [o for o in outcomes if o.state == "set_aside"]
+    if aside:
+        uow.sms_record_retry([(o.outbox_id, o.message_ids, now, o.error or "") for o in aside])
+        uow.sms_record_set_aside([(o.outbox_id, o.error or "") for o in aside], now)
     uow.sms_add_message_ids(new_ids, now)
     counts: Counter = Counter()
     if new_ids:
@@ -274,6 +280,10 @@ class SenderSettings:
     poll_s: float = 0.5  # look for due rows (other processes' rows, retries) this often
     retry_base_s: float = 0.5  # backoff after a temporary error: base * 2**(attempts-1)
     retry_max_s: float = 60.0
+    max_attempts: int = 12  # an MT still not accepted after this many tries is set aside
+    # False: send only the rows the MO handler hands over, never claim queued ones (a
+    # simulation must not send messages waiting for real subscribers).
+    claim_queue: bool = True
     quiet: JobsConfig | None = None  # [jobs] quiet_start/quiet_end hold notices at night
 
 
@@ -330,7 +340,7 @@ class OutboxSender(service.Service):
 
     def kick(self) -> None:
         """Claim due rows now (if bound and there is room)."""
-        if not self.running or not self.esme.bound:
+        if not self.running or not self.esme.bound or not self.settings.claim_queue:
             return
         if self._claiming:
             self._again = True
@@ -466,6 +476,13 @@ class OutboxSender(service.Service):
             outcome = Outcome(row.id, ids, tuple(flight.accepted), "submitted")
             self.metrics.sms_mt.labels(outcome="submitted").inc()
             self.submitted += 1
+        elif row.attempts >= self.settings.max_attempts:
+            # Refused for a while every time: out of the queue until ops retry it.
+            error = _describe(flight.temporary)
+            outcome = Outcome(row.id, ids, tuple(flight.accepted), "set_aside", error)
+            self.metrics.sms_mt.labels(outcome="set_aside").inc()
+            log.warn("MT {id} to {dst} set aside after {n} attempts: {error}", id=row.id,
+                     dst=mask_msisdn(row.msisdn), n=row.attempts, error=error)
         else:
             s = self.settings
             delay = min(s.retry_max_s, s.retry_base_s * 2 ** max(0, row.attempts - 1))

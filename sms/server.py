@@ -32,6 +32,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from core.queues import set_aside_counts
 from sms.batching import log_failure
 from sms.handler import HandlerSettings, MOHandler
 from sms.outbox import MTEvents, OutboxSender, SenderSettings
@@ -116,9 +117,11 @@ class SmsService(service.Service):
         self.handler_settings = handler_settings or HandlerSettings(
             rate_limit=smpp.mo_rate_limit, dedupe_window_s=smpp.mo_dedupe_window_s,
             max_parts=smpp.max_parts,
-            default_language=config.programme.default_language)
+            default_language=config.programme.default_language,
+            max_attempts=smpp.mo_max_attempts, retry_base_s=smpp.mo_retry_base_s)
         self.sender_settings = sender_settings or SenderSettings(
             max_parts=smpp.max_parts, quiet=config.jobs, lease_s=smpp.outbox_lease_s,
+            max_attempts=smpp.outbox_max_attempts,
             max_in_flight=int(min(5000, max(4 * smpp.window, 2 * smpp.max_submit_rate))))
         self.handler = MOHandler(db, metrics, self.handler_settings, clock=reactor, now=now)
         self.events = MTEvents(db, metrics, clock=reactor, now=now)
@@ -140,8 +143,16 @@ class SmsService(service.Service):
         return self.esme.bound
 
     def refresh_metrics(self) -> defer.Deferred:
-        """Update outbox_depth and smpp_bound; fires with the outbox depth."""
-        return self.sender.refresh_depth()
+        """Update outbox_depth, smpp_bound and set_aside; fires with the outbox depth."""
+        aside = self.db.run(set_aside_counts, write=False)
+        aside.addCallback(self._set_aside_gauge)
+        depth = self.sender.refresh_depth()
+        return defer.gatherResults([depth, aside], consumeErrors=True).addCallbacks(
+            lambda results: results[0], lambda f: f.value.subFailure)
+
+    def _set_aside_gauge(self, counts: dict[str, int]) -> None:
+        for queue, n in counts.items():
+            self.metrics.sms_set_aside.labels(queue=queue).set(n)
 
     def startService(self) -> None:
         service.Service.startService(self)

@@ -18,6 +18,9 @@ each batch's writes, after checking (under the row's lock) that the run is still
 that hung and lost its run cannot write another batch. Resuming is safe because every row a job
 writes is idempotent (unique warning rows and outbox dedupe keys, redemption request ids).
 
+A batch that fails is done again item by item, and an item that still fails is set aside
+(``core.jobs.isolate``): the run goes on.
+
 The use cases here are pure; :func:`run_job` drives a run synchronously (CLI, tests, bench)
 through any ``run(use_case, *args, **kwargs)`` callable that opens a unit of work per call. The
 Twisted scheduler drives the same use cases through ``DatabaseService.run``.
@@ -36,6 +39,7 @@ from typing import Any
 
 from core.config import JobsConfig
 from core.jobs.base import Sample, Step
+from core.jobs.isolate import can_isolate, step_one_by_one
 from core.jobs.records import JobRun
 from core.jobs.registry import get_job
 from core.rules import ProgrammeRules
@@ -145,8 +149,20 @@ def run_step(uow, rules: ProgrammeRules, claim: Claim, config: JobsConfig, now: 
         uow.rollback()
         raise LostClaim(f"run {claim.job}/{claim.run_key} was taken over")
     kwargs = {} if batch is None else {"batch": batch}
-    step = get_job(claim.job).step(uow, rules, now, config, claim.cursor, samples=samples,
-                                   **kwargs)
+    job = get_job(claim.job)
+    try:
+        step = job.step(uow, rules, now, config, claim.cursor, samples=samples, **kwargs)
+    except Exception as exc:
+        if not can_isolate(job, exc):
+            raise
+        # One item's failure must not stop the run: the batch again, item by item.
+        uow.rollback()
+        run = uow.get_job_run_by_id(claim.run_id, for_update=True)
+        if run is None or run.state != RUNNING or run.summary.get("owner") != claim.owner:
+            uow.rollback()
+            raise LostClaim(f"run {claim.job}/{claim.run_key} was taken over") from None
+        step = step_one_by_one(uow, rules, job, now, config, claim.cursor, claim.run_key,
+                               batch=batch, samples=samples)
     claim = replace(claim, cursor=step.cursor, counts=_merge(claim.counts, step.counts))
     if step.cursor is None:
         uow.update_job_run(claim.run_id, state=DONE, finished_at=now,

@@ -206,7 +206,11 @@ class JobsService(Service):
         return claim
 
     def _log_event(self, job: str, event: dict[str, Any]) -> None:
-        if "refused" in event:
+        if "set_aside" in event:
+            self._count("job_set_aside", job)
+            self.log.warn("job {job}: {set_aside} set aside ({error}); the run goes on "
+                          "(loyalty queues list)", job=job, **event)
+        elif "refused" in event:
             self.log.warn("job {job}: subscription {subscription} ({msisdn}, {reward}) not "
                           "redeemed: {refused}", job=job, **event)
         elif "order_no" in event:

@@ -114,6 +114,8 @@ class StoredMO:
     msisdn: str  # source_addr as received
     text: str
     received_at: datetime
+    attempts: int = 0  # handling attempts that failed so far
+    repeat_of: int | None = None  # the message this one repeats (same text, inside the window)
 
 
 @dataclass(frozen=True)
@@ -301,26 +303,35 @@ class SmsQueries:
 
     # --- MO: handling -----------------------------------------------------------------------
 
-    def sms_claim_mo(self, limit: int) -> list[StoredMO]:
-        """The oldest received messages; on PostgreSQL locked (SKIP LOCKED) until commit."""
+    def sms_claim_mo(self, limit: int, now: datetime | None = None, *,
+                     only_from: str | None = None, after_id: int = 0) -> list[StoredMO]:
+        """The oldest received messages (those due: not waiting for a retry after ``now``;
+        ``only_from``: from that source, with ids above ``after_id``); on PostgreSQL locked
+        (SKIP LOCKED) until commit."""
+        due, params = "", ()
+        if now is not None:
+            due, params = " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)", (
+                self._db_time(now),)
+        if only_from is not None:
+            due, params = due + " AND msisdn = ? AND id > ?", (*params, only_from, after_id)
         rows = self._raw(
-            'SELECT id, msisdn, "text", received_at FROM mo_messages WHERE state = \'received\' '
-            "ORDER BY id LIMIT ?" + ("" if self.is_sqlite else " FOR UPDATE SKIP LOCKED"),
-            (limit,))
-        return [StoredMO(i, m, t, _py_time(at)) for i, m, t, at in rows]
+            'SELECT id, msisdn, "text", received_at, attempts, repeat_of FROM mo_messages '
+            "WHERE state = 'received'" + due + " ORDER BY id LIMIT ?"
+            + ("" if self.is_sqlite else " FOR UPDATE SKIP LOCKED"), (*params, limit))
+        return [StoredMO(i, m, t, _py_time(at), n or 0, r) for i, m, t, at, n, r in rows]
 
     def sms_claim_mo_ids(self, ids: Sequence[int]) -> list[StoredMO]:
         """These messages if still received (locked on PostgreSQL), in id order."""
-        stmt = select(mo_messages.c.id, mo_messages.c.msisdn, mo_messages.c.text,
-                      mo_messages.c.received_at).where(
-            mo_messages.c.state == "received", mo_messages.c.id.in_(list(ids))
-        ).order_by(mo_messages.c.id)
+        c = mo_messages.c
+        stmt = select(c.id, c.msisdn, c.text, c.received_at, c.attempts, c.repeat_of).where(
+            c.state == "received", c.id.in_(list(ids))).order_by(c.id)
         if not self.is_sqlite:
             stmt = stmt.with_for_update(skip_locked=True)
-        return [StoredMO(r.id, r.msisdn, r.text, r.received_at) for r in self.conn.execute(stmt)]
+        return [StoredMO(r.id, r.msisdn, r.text, r.received_at, r.attempts or 0, r.repeat_of)
+                for r in self.conn.execute(stmt)]
 
     def sms_mark_mo(self, outcomes: Sequence[tuple[int, str]], now: datetime) -> None:
-        """(mo id, state) pairs: 'handled' or 'failed'."""
+        """(mo id, state) pairs: 'handled', 'failed' or 'set_aside'."""
         by_state: dict[str, list[int]] = {}
         for i, state in outcomes:
             by_state.setdefault(state, []).append(i)

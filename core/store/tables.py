@@ -210,7 +210,8 @@ outbox = Table(
     Column("body", Text),
     Column("kind", String(30), nullable=False),
     Column("dedupe_key", String(150), unique=True),
-    Column("state", String(15), nullable=False),  # queued, sending, submitted, delivered, failed
+    # queued, sending, submitted, delivered, failed, set_aside
+    Column("state", String(15), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("not_before", UTCDateTime, nullable=False),
     Column("claimed_until", UTCDateTime),
@@ -229,9 +230,14 @@ mo_messages = Table(
     Column("dedupe_key", String(200), unique=True, nullable=False),
     Column("msisdn", String(20), nullable=False),
     Column("text", Text, nullable=False),
-    Column("state", String(15), nullable=False),  # received, handled
+    Column("state", String(15), nullable=False),  # received, handled, failed, set_aside
     Column("received_at", UTCDateTime, nullable=False),
     Column("handled_at", UTCDateTime),
+    # Handling attempts that failed; the next one not before next_attempt_at (backoff).
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("next_attempt_at", UTCDateTime),
+    Column("last_error", String(200)),
+    Column("repeat_of", Id),  # the message this one repeats inside the redelivery window
 )
 Index("ix_mo_state", mo_messages.c.state, mo_messages.c.id)
 
@@ -288,4 +294,16 @@ job_runs = Table(
     Column("state", String(15), nullable=False),
     Column("summary", Text),
     UniqueConstraint("job", "run_key", name="uq_job_runs_key"),
+)
+
+# Members a job run could not process (an unexpected error): counted, set aside, run goes on.
+job_set_aside = Table(
+    "job_set_aside", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("job", String(40), nullable=False),
+    Column("run_key", String(40), nullable=False),
+    Column("item", String(60), nullable=False),
+    Column("error", String(200)),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("job", "run_key", "item", name="uq_job_set_aside_item"),
 )

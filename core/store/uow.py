@@ -26,6 +26,7 @@ from core.domain import (
     Ticket,
 )
 from core.store.jobs_sql import JobsQueries
+from core.store.queues_sql import QueueQueries
 from core.store.sms_sql import SmsQueries
 from core.store.sums import checked_points, out_of_range, points_sum
 from core.store.tables import (
@@ -48,7 +49,7 @@ from core.store.tables import (
 )
 
 
-class SqlUnitOfWork(JobsQueries, SmsQueries):
+class SqlUnitOfWork(JobsQueries, SmsQueries, QueueQueries):
     def __init__(self, conn: Connection, *, is_sqlite: bool) -> None:
         self.conn = conn
         self.is_sqlite = is_sqlite

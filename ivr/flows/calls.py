@@ -22,6 +22,7 @@ class CallInfo:
     msisdn: str | None = None
     path: list[str] = field(default_factory=list)
     outcome: str | None = None  # set by the flow: agent, closed, pin-locked
+    failures: int = 0  # unexpected errors so far (only the first is logged, ivr.flows.trouble)
 
     def step(self, segment: str) -> None:
         """A new top-level step of the menu path (a main-menu key)."""

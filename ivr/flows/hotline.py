@@ -39,6 +39,7 @@ from ivr.flows.lookahead import Pending
 from ivr.flows.menu import Call, EndCall, Settings, ToAgent, utc_now_from
 from ivr.flows.redeem import redeem_menu
 from ivr.flows.speech import NO_KEYS
+from ivr.flows.trouble import call_failed
 
 log = Logger()
 
@@ -124,7 +125,7 @@ class Hotline:
             raise
         except Exception:
             # The database is down or a bug: tell the caller, log it, hand over to a person.
-            log.failure("IVR hotline failed (uniqueid={uniqueid})", uniqueid=call.channel.uniqueid)
+            call_failed(call.info, "the hotline")
             call.info.detail("error")
             await call.voice.play("err_system", escape=NO_KEYS)
             await call.to_agent()
@@ -162,8 +163,7 @@ class Hotline:
         except (ChannelHungUp, ToAgent, EndCall):
             raise
         except Exception:
-            log.failure("IVR menu {path} failed (uniqueid={uniqueid})",
-                        path=call.info.menu_path, uniqueid=call.channel.uniqueid)
+            call_failed(call.info, f"menu {call.info.menu_path}")
             call.info.detail("error")
             await call.voice.play("err_system", escape=NO_KEYS)
             return None
@@ -174,8 +174,7 @@ class Hotline:
         try:
             await call.run(set_language, call.msisdn, language, call.now())
         except Exception:
-            log.failure("IVR could not store the language preference",
-                        uniqueid=call.channel.uniqueid)
+            call_failed(call.info, "storing the language preference")
         await call.voice.play("lang_switched", escape=NO_KEYS)
 
 

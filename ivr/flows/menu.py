@@ -25,6 +25,7 @@ from ivr.agi_channel import AGIChannel
 from ivr.flows.calls import CallInfo
 from ivr.flows.lookahead import Pending, Snapshot, menu_snapshot
 from ivr.flows.speech import MENU_KEYS, NO_KEYS, SKIP_KEY, Piece, Voice
+from ivr.flows.trouble import call_failed
 
 log = Logger()
 
@@ -130,7 +131,7 @@ class Call:
             try:
                 return await pending.get()
             except Exception:
-                log.failure("IVR read-ahead failed; reading again", uniqueid=self.channel.uniqueid)
+                call_failed(self.info, "the read-ahead (reading again)")
         self._snapshot = None
         return await self.run(menu_snapshot, self.msisdn, self.now(),
                               self.settings.history_page + 1, write=False)
@@ -198,7 +199,7 @@ class Call:
         try:
             await self.queue_sms(template, params, kind=SMS_COPY_KIND)
         except Exception:
-            log.failure("IVR could not queue an SMS copy", uniqueid=self.channel.uniqueid)
+            call_failed(self.info, "queueing an SMS copy")
             await self.voice.play("err_system", escape=NO_KEYS)
             return None
         await self.voice.play("sms_sent", escape=NO_KEYS)
@@ -220,8 +221,7 @@ class Call:
                 status = (await self.snapshot()).tier
                 code, priority = status.code, status.priority
             except Exception:
-                log.failure("IVR could not read the tier for the agent queue",
-                            uniqueid=self.channel.uniqueid)
+                call_failed(self.info, "reading the tier for the agent queue")
         self.info.outcome = "agent"
         await self.channel.set_variable(LOYALTY_NEXT, "agent")
         await self.channel.set_variable("LOYALTY_TIER", code)

@@ -64,13 +64,23 @@ def mo_states(store):
 # --- storing -----------------------------------------------------------------------------------
 
 
-def test_a_redelivery_within_the_window_is_a_duplicate(demo, run):
+def test_a_redelivery_within_the_window_is_a_duplicate_stored_as_a_repeat(demo, run):
     first = mo(ZHANG, "JF")
     assert store_mos(run, [first, mo(ALICE, "JF"), first]) == [True, True, False]
     assert store_mos(run, [first], NOW + timedelta(seconds=110)) == [False]
     # The same text later is a new message (the subscriber asking again).
     assert store_mos(run, [first], NOW + timedelta(minutes=5)) == [True]
-    assert [t for t, _ in mo_states(demo)] == ["JF", "JF", "JF"]
+    from sqlalchemy import select
+
+    from core.store.tables import mo_messages
+
+    with demo.unit_of_work(write=False) as uow:
+        rows = [(r.id, r.msisdn, r.repeat_of) for r in uow.conn.execute(
+            select(mo_messages).order_by(mo_messages.c.id))]
+    first_id = rows[0][0]
+    # Duplicates are stored again, pointing at the first copy (answered, see the handler).
+    assert [(m, r) for _, m, r in rows] == [
+        (ZHANG, None), (ALICE, None), (ZHANG, first_id), (ZHANG, first_id), (ZHANG, None)]
 
 
 def test_the_dedupe_window_is_configurable(demo, run):
@@ -176,20 +186,27 @@ def test_a_wrong_code_counts_even_when_the_batch_goes_on(demo, run):
         assert uow.member_pin(ZHANG)[1] == 2
 
 
-def test_a_poison_message_is_marked_failed_and_the_rest_handled(demo, run, monkeypatch):
+def test_a_poison_message_is_retried_then_set_aside_and_the_rest_handled(demo, run,
+                                                                         monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("bug")
 
     monkeypatch.setattr(handler, "tier_status", broken)
     store_mos(run, [mo(ZHANG, "JF"), mo(ALICE, "DJ"), mo(BOB, "MX")])
-    batch = handle(run)
+    settings = HandlerSettings(rate_limit=0, max_attempts=2, retry_base_s=10)
+    batch = handle(run, settings=settings)
     assert batch.count == 3
-    assert batch.outcomes == {"balance": 1, "failed": 1, "history": 1}
-    assert mo_states(demo) == [("JF", "handled"), ("DJ", "failed"), ("MX", "handled")]
-    assert [(m, t) for m, t, _ in replies(demo)] == [
-        (ZHANG, "balance"), (ALICE, "system_error"), (BOB, "history")]
-    assert replies(demo, ALICE)[0][2] == (
-        "Loyalty: sorry, the service is busy. Please try again later.")
+    assert batch.outcomes == {"balance": 1, "retry": 1, "history": 1}
+    assert mo_states(demo) == [("JF", "handled"), ("DJ", "received"), ("MX", "handled")]
+    assert [(m, t) for m, t, _ in replies(demo)] == [(ZHANG, "balance"), (BOB, "history")]
+    # Not tried again before its backoff ends; then set aside with one reply.
+    assert handle(run, NOW + timedelta(seconds=9), settings=settings).count == 0
+    batch = handle(run, NOW + timedelta(seconds=10), settings=settings)
+    assert batch.outcomes == {"set_aside": 1}
+    assert mo_states(demo)[1] == ("DJ", "set_aside")
+    assert replies(demo, ALICE)[0][1:] == ("unavailable", (
+        "Loyalty: sorry, we cannot answer your request right now. Please try again later."))
+    assert handle(run, NOW + timedelta(minutes=5), settings=settings).count == 0
 
 
 def test_rate_windows():

@@ -382,3 +382,28 @@ async def test_rows_handed_over_after_their_claim_lapses_are_sent_once(channels,
     clock.advance(seconds=6)  # the claim lapsed: claimed again, sent by one sender only
     await all_delivered(ch, sim, numbers)
     assert [r["attempts"] for r in ch.outbox()] == [2, 2, 2]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_mt_that_keeps_being_refused_is_set_aside_and_the_rest_go(channels, sim):
+    from sms.pdu import ESME_RMSGQFUL
+
+    ch = channels(sender=SenderSettings(max_parts=3, max_in_flight=200, lease_s=30.0,
+                                        poll_s=0.05, retry_base_s=0.05, retry_max_s=0.2,
+                                        max_attempts=3))
+    (stuck,) = queue(ch, 1)
+    sim.throttle_next(3, ESME_RMSGQFUL)  # refused at every one of its 3 attempts
+    await ch.start()
+    await sim.wait_for(lambda: len(sim.submit_statuses) == 3, timeout=10)
+    others = queue(ch, 3, start=2)
+    await all_delivered(ch, sim, others)
+    await sleep(0.5)
+    rows = {r["msisdn"]: r for r in ch.outbox()}
+    assert rows[stuck]["state"] == "set_aside" and rows[stuck]["attempts"] == 3
+    assert "0x00000014" in rows[stuck]["error"] and not sim.texts_to(stuck)
+    assert ch.metric("loyalty_sms_mt_total", outcome="set_aside") == 1
+    # Ops put it back (loyalty queues retry mt:ID): it goes.
+    with ch.store.unit_of_work() as uow:
+        assert uow.release_set_aside("mt", rows[stuck]["id"], NOW)
+        uow.commit()
+    await all_delivered(ch, sim, [stuck])
