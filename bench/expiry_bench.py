@@ -128,9 +128,9 @@ def send_rate(url: str, config, rules: ProgrammeRules, run_at: datetime,
 
         from core.dbservice import DatabaseService
         from core.metrics import Metrics
+        from harness.smsc_simulator import SMSCSimulator
         from sms.outbox import OutboxSender, SenderSettings
         from sms.session import ESMEService
-        from sms.smsc_simulator import SMSCSimulator
     except ImportError as missing:  # the SMS side is built separately
         log(f"send rate skipped: {missing}")
         return None

@@ -199,7 +199,7 @@ def instrument(db: Any) -> dict[str, list[float]]:
 
 
 def make_smsc(receipts: bool):
-    from sms.smsc_simulator import SMSCSimulator
+    from harness.smsc_simulator import SMSCSimulator
 
     class BenchSMSC(SMSCSimulator):
         """Times every MO until the first whole MT to the same number arrives."""

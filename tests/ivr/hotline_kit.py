@@ -29,9 +29,9 @@ from core.demo import load_demo
 from core.metrics import Metrics
 from core.store import Store
 from core.store.tables import calls
+from harness.simulator import CallResult, simulate_call
 from ivr.prompt_ids import HOTLINE
 from ivr.server import fastagi_service
-from ivr.simulator import CallResult, simulate_call
 from prompts.manifest import load_manifest
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

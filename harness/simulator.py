@@ -1,7 +1,7 @@
 """Call simulator: a FastAGI client that behaves like Asterisk's res_agi, driven by a script.
 
 It connects to our FastAGI server, sends the ``agi_*`` header the way Asterisk does, then
-answers every command as ``ivr.simulator_engine`` (a res_agi emulation) decides, playing a
+answers every command as ``harness.simulator_engine`` (a res_agi emulation) decides, playing a
 caller who presses the keys you give it. It records a transcript of what the caller heard and
 pressed::
 
@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
-from ivr.simulator_engine import (
+from harness.simulator_engine import (
     CALLER_KEYS,
     Event,
     KeySource,

@@ -9,8 +9,7 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from ivr.agi import AGIChannel, AGICommandError, ChannelHungUp
-from ivr.simulator import (
+from harness.simulator import (
     InteractiveKeys,
     SimulatorProtocol,
     build_header,
@@ -18,7 +17,8 @@ from ivr.simulator import (
     run_many,
     simulate_call,
 )
-from ivr.simulator_engine import KeySource, SimulatedChannel, parse_agi_args
+from harness.simulator_engine import KeySource, SimulatedChannel, parse_agi_args
+from ivr.agi import AGIChannel, AGICommandError, ChannelHungUp
 from tests.ivr.conftest import sleep
 
 
