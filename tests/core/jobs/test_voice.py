@@ -188,7 +188,7 @@ async def test_ami_down_uses_no_try(store, rules, config, db):
 @pytest_twisted.async_yield_fixture
 async def agi(db, config):
     clock = FixedTime(local(2026, 12, 1, 10, 5))
-    factory = FastAGIFactory({"expiry-warning": make_expiry_warning_flow(db, config, clock)})
+    factory = FastAGIFactory({"expiry-warning": make_expiry_warning_flow(config, db, clock=clock)})
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     yield port.getHost().port
     await port.stopListening()
