@@ -11,12 +11,12 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from core.dbservice import DatabaseService
-from core.jobs.voice import VoiceWarningService
 from harness.ami_simulator import AMISimulator
 from harness.simulator import simulate_call
 from ivr.agi import FastAGIFactory
 from ivr.ami import AMIDialer
 from ivr.flows.expiry_warning import make_expiry_warning_flow
+from ivr.voice_warnings import VoiceWarningService
 from tests.core.jobs.conftest import (
     add_lot,
     add_members,
