@@ -7,7 +7,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger
 
 from core.config import ConfigError, load_config
-from core.dbservice import DatabaseService
+from ops.dbservice import DatabaseService
 from ops.scheduler import jobs_service
 from core.metrics import Metrics
 from core.rules import ProgrammeRules

@@ -126,9 +126,9 @@ def send_rate(url: str, config, rules: ProgrammeRules, run_at: datetime,
     try:
         from twisted.internet import defer, endpoints, task
 
-        from core.dbservice import DatabaseService
         from core.metrics import Metrics
         from harness.smsc_simulator import SMSCSimulator
+        from ops.dbservice import DatabaseService
         from sms.outbox import OutboxSender, SenderSettings
         from sms.session import ESMEService
     except ImportError as missing:  # the SMS side is built separately

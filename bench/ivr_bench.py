@@ -147,11 +147,11 @@ def serve(url: str, max_calls: int, switch_interval: float | None, tune_gc: bool
     from twisted.protocols.basic import LineReceiver
 
     from core.config import load_config
-    from core.dbservice import DatabaseService
     from core.metrics import Metrics
     from core.rules import ProgrammeRules
     from core.store import Store
     from ivr.server import fastagi_service
+    from ops.dbservice import DatabaseService
 
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(
         textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(LogLevel.warn)])])

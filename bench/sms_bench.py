@@ -123,10 +123,10 @@ def run_server(args: argparse.Namespace) -> None:
     )
 
     from core.config import load_config
-    from core.dbservice import DatabaseService
     from core.metrics import Metrics
     from core.rules import ProgrammeRules
     from core.store import Store
+    from ops.dbservice import DatabaseService
     from sms.server import sms_service
 
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(

@@ -82,9 +82,9 @@ async def simulate(ctx: Any, reactor: Any) -> list[str]:
 
     from twisted.internet import task
 
-    from core.dbservice import DatabaseService
     from core.metrics import Metrics
     from harness.smsc_simulator import SMSCSimulator
+    from ops.dbservice import DatabaseService
     from sms.server import sms_service
 
     args = ctx.args

@@ -102,7 +102,7 @@ ANSWERS: dict[str, Answer] = {
 class Hotline:
     """The hotline flow: ``await hotline(channel)`` serves one call.
 
-    ``db`` is a ``core.dbservice.DatabaseService`` (anything with ``run(use_case, *args)``
+    ``db`` is a ``ops.dbservice.DatabaseService`` (anything with ``run(use_case, *args)``
     returning a Deferred). ``book`` is shared with the server's call recorder; ``now`` defaults
     to the reactor's clock."""
 

@@ -10,13 +10,13 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from core.dbservice import DatabaseService
 from harness.ami_simulator import AMISimulator
 from harness.simulator import simulate_call
 from ivr.agi import FastAGIFactory
 from ivr.ami import AMIDialer
 from ivr.flows.expiry_warning import make_expiry_warning_flow
 from ivr.voice_warnings import VoiceWarningService
+from ops.dbservice import DatabaseService
 from tests.core.jobs.conftest import (
     add_lot,
     add_members,
