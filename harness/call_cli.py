@@ -117,7 +117,8 @@ def _run(coro_fn: Any) -> Any:
 
 
 def cmd_call(ctx: Any) -> int:
-    from harness.simulator import run_interactive, simulate_call
+    from harness.simulator import simulate_call
+    from harness.simulator_interactive import run_interactive
 
     args = ctx.args
     host, port, subdir = _address(ctx)
