@@ -7,8 +7,8 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger
 
 from core.config import ConfigError, load_config
-from core.dbservice import DatabaseService
-from core.jobs.scheduler import jobs_service
+from ops.dbservice import DatabaseService
+from ops.scheduler import jobs_service
 from core.metrics import Metrics
 from core.rules import ProgrammeRules
 from core.store import DatabaseUnreachable, SchemaBehind, Store

@@ -7,7 +7,7 @@
 The server is a separate process (``--serve``, started by the bench): the real
 ``ivr.server.fastagi_service`` with the hotline, a ``DatabaseService`` on a throw-away database
 with the demo data plus ``--members`` members, metrics and call records. The callers are the
-call simulator (``ivr.simulator``) in this process.
+call simulator (``harness.simulator``) in this process.
 
 Each caller holds the line like a person: every prompt it could interrupt and every input
 takes ``--hold`` seconds (+-50 %; real prompts and read-outs last 2-6 s), so calls overlap;
@@ -147,11 +147,11 @@ def serve(url: str, max_calls: int, switch_interval: float | None, tune_gc: bool
     from twisted.protocols.basic import LineReceiver
 
     from core.config import load_config
-    from core.dbservice import DatabaseService
     from core.metrics import Metrics
     from core.rules import ProgrammeRules
     from core.store import Store
     from ivr.server import fastagi_service
+    from ops.dbservice import DatabaseService
 
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(
         textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(LogLevel.warn)])])
@@ -232,7 +232,7 @@ def paced_keys(keys: str, hold: float, reactor: Any) -> Any:
     """A scripted caller who takes ``hold`` seconds (+-50 %) at every prompt and input."""
     from twisted.internet import task
 
-    from ivr.simulator import KeySource
+    from harness.simulator import KeySource
 
     class Paced(KeySource):
         async def ensure(self, hint: str, escape_digits: str = "") -> None:
@@ -254,7 +254,7 @@ async def drive(reactor: Any, port: int, args: argparse.Namespace, n: int,
     """``n`` calls, started evenly over ``ramp`` seconds, at most ``args.concurrency`` at once."""
     from twisted.internet import defer, task
 
-    from ivr.simulator import simulate_call
+    from harness.simulator import simulate_call
 
     semaphore = defer.DeferredSemaphore(args.concurrency)
     numbers = [member(i % args.members) for i in range(n)] if args.members else ["13800138000"]

@@ -123,10 +123,10 @@ def run_server(args: argparse.Namespace) -> None:
     )
 
     from core.config import load_config
-    from core.dbservice import DatabaseService
     from core.metrics import Metrics
     from core.rules import ProgrammeRules
     from core.store import Store
+    from ops.dbservice import DatabaseService
     from sms.server import sms_service
 
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(
@@ -199,7 +199,7 @@ def instrument(db: Any) -> dict[str, list[float]]:
 
 
 def make_smsc(receipts: bool):
-    from sms.smsc_simulator import SMSCSimulator
+    from harness.smsc_simulator import SMSCSimulator
 
     class BenchSMSC(SMSCSimulator):
         """Times every MO until the first whole MT to the same number arrives."""

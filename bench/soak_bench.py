@@ -373,7 +373,7 @@ class Load:
         self.callers = [defer.ensureDeferred(self._caller(k)) for k in range(self.args.calls)]
 
     async def _caller(self, k: int) -> None:
-        from ivr.simulator import simulate_call
+        from harness.simulator import simulate_call
 
         args = self.args
         await self.sleep(args.ramp * k / max(args.calls, 1))

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import sys
 from datetime import UTC, date, datetime
 from typing import Any
 
+import bench.cli
+import core.jobs.cli
+import core.queues
+import harness.cli
+import prompts.cli
 from core.cli_errors import explain
 from core.config import Config, load_config
 from core.domain import AccountNeedsAttention
 from core.rules import ProgrammeRules
 from core.store import Store
 
-# Packages that contribute subcommands (``register(subparsers)``), imported when present.
-PLUGINS = ("prompts.cli", "ivr.cli", "sms.cli", "core.jobs.cli", "bench.cli", "core.queues")
+# The modules that add their own subcommands, each through ``register(subparsers)``.
+SUBCOMMAND_MODULES = (prompts.cli, harness.cli, core.jobs.cli, bench.cli, core.queues)
 
 
 class Context:
@@ -216,13 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parser("ledger", help="check the ledger invariant for every member").set_defaults(
         func=cmd_check_ledger)
 
-    for name in PLUGINS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as missing:
-            if missing.name and name.startswith(missing.name):
-                continue
-            raise
+    for module in SUBCOMMAND_MODULES:
         module.register(sub)
     return parser
 

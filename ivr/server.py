@@ -3,8 +3,8 @@
 ``fastagi_service(config, db, metrics)`` returns a ``Service`` for the composition root
 (``twistd.tac``) to attach; it listens on ``fastagi.host:fastagi.port`` when started.
 
-Scripts: ``loyalty`` (the hotline), ``expiry-warning`` (``ivr.flows.expiry_warning`` when that
-module is installed), plus ``extra_flows``.
+Scripts (``SCRIPTS``): ``loyalty`` (the hotline), ``expiry-warning`` (the outbound warning
+call), plus ``extra_flows``.
 
 Every call accepted by the FastAGI server is recorded when it ends
 (``core.service_desk.record_call_start`` + ``record_call_end`` in one unit of work) through
@@ -14,11 +14,9 @@ the database thread; the reactor never waits for that write.
 from __future__ import annotations
 
 import gc
-import importlib
-import inspect
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet import defer, endpoints
@@ -32,17 +30,28 @@ from core.service_desk import record_call_end, record_call_start
 from ivr.agi import FastAGIFactory, Flow
 from ivr.agi_channel import AGIChannel
 from ivr.flows.calls import CallBook
-from ivr.flows.hotline import Hotline
+from ivr.flows.expiry_warning import make_expiry_warning_flow
+from ivr.flows.hotline import hotline_flow
 from ivr.peers import PeerGate
 
 log = Logger()
 
 HOTLINE_SCRIPT = "loyalty"
 EXPIRY_WARNING_SCRIPT = "expiry-warning"
-# Entry points tried on ivr.flows.expiry_warning, first match wins: a factory called with the
-# keyword arguments it declares (config, db, metrics, reactor, clock, hotline, book), or a flow.
-EXPIRY_WARNING_FACTORIES = ("make_expiry_warning_flow", "build_flow", "make_flow")
-EXPIRY_WARNING_FLOWS = ("flow",)
+
+
+class FlowFactory(Protocol):
+    """Builds the flow of one FastAGI script; ``book`` is shared with the call recorder."""
+
+    def __call__(self, config: Config, db: Any, *, book: CallBook, metrics: Any,
+                 clock: Any) -> Flow: ...
+
+
+# FastAGI script name -> the factory of its flow.
+SCRIPTS: dict[str, FlowFactory] = {
+    HOTLINE_SCRIPT: hotline_flow,
+    EXPIRY_WARNING_SCRIPT: make_expiry_warning_flow,
+}
 
 
 def record_call(uow: Any, rules: Any, uniqueid: str, msisdn: str | None, script: str,
@@ -175,36 +184,6 @@ def tune_gc(threshold: int = 50_000) -> None:
     gc.set_threshold(threshold, second, third)
 
 
-def expiry_warning_flow(config: Config, db: Any, metrics: Any, reactor: Any, hotline: Hotline,
-                        book: CallBook) -> Flow | None:
-    """The ``expiry-warning`` flow from ``ivr.flows.expiry_warning`` if installed, else None."""
-    try:
-        module = importlib.import_module("ivr.flows.expiry_warning")
-    except ModuleNotFoundError as missing:
-        if missing.name == "ivr.flows.expiry_warning":
-            return None
-        raise
-    offered = dict(config=config, db=db, metrics=metrics, reactor=reactor, clock=reactor,
-                   hotline=hotline, book=book)
-    for name in EXPIRY_WARNING_FACTORIES:
-        factory = getattr(module, name, None)
-        if not callable(factory):
-            continue
-        params = inspect.signature(factory).parameters
-        required = {name for name, p in params.items() if p.default is p.empty
-                    and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        if required <= offered.keys():
-            return factory(**{k: v for k, v in offered.items() if k in params})
-    for name in EXPIRY_WARNING_FLOWS:
-        flow = getattr(module, name, None)
-        if callable(flow):
-            return flow
-    log.warn("ivr.flows.expiry_warning has no flow ({names}); script {script} disabled",
-             names=", ".join(EXPIRY_WARNING_FACTORIES + EXPIRY_WARNING_FLOWS),
-             script=EXPIRY_WARNING_SCRIPT)
-    return None
-
-
 def fastagi_service(config: Config, db: Any, metrics: Any, reactor: Any = None,
                     extra_flows: Mapping[str, Flow] | None = None) -> FastAGIService:
     """The FastAGI server as a service: hotline + expiry-warning (+ ``extra_flows``) flows,
@@ -213,11 +192,10 @@ def fastagi_service(config: Config, db: Any, metrics: Any, reactor: Any = None,
         from twisted.internet import reactor
     gate = PeerGate(check_fastagi_access(config.fastagi), clock=reactor, metrics=metrics)
     book = CallBook()
-    hotline = Hotline.from_config(config, db, book=book, metrics=metrics, clock=reactor)
-    flows: dict[str, Flow] = {HOTLINE_SCRIPT: hotline}
-    warning = expiry_warning_flow(config, db, metrics, reactor, hotline, book)
-    if warning is not None:
-        flows[EXPIRY_WARNING_SCRIPT] = warning
+    flows: dict[str, Flow] = {
+        script: factory(config, db, book=book, metrics=metrics, clock=reactor)
+        for script, factory in SCRIPTS.items()}
+    hotline = flows[HOTLINE_SCRIPT]
     flows.update(extra_flows or {})
     fa = config.fastagi
     factory = FastAGIFactory(flows, max_calls=fa.max_calls, idle_timeout_s=fa.idle_timeout_s,

@@ -1,4 +1,8 @@
-"""Operations endpoint: health checks, Prometheus metrics and a small status page over HTTP."""
+"""Operations endpoint: health checks, Prometheus metrics and a small status page over HTTP.
+
+Also the server's Twisted services around the core: the database thread pool
+(``ops.dbservice``) and the job timers (``ops.scheduler``).
+"""
 
 from ops.http import CheckResult, HealthChecks, OpsService, is_loopback, ops_service
 

@@ -9,10 +9,10 @@ and whose ``.config`` is the loaded configuration) and returns the exit code: 0 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
+from core.config import ConfigError, load_config
 from prompts.manifest import ManifestError, load_manifest
 from prompts.store import (
     PromptError,
@@ -42,7 +42,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p_check = sub.add_parser(
         "check", help="report prompt ids without audio, unknown ids, unreadable files",
         description="Check the active prompt set against the manifest and the ids the IVR "
-                    "uses (ivr.prompt_ids.USED when present). Exit 1 on any problem.")
+                    "uses (ivr.prompt_ids.USED, from the flows). Exit 1 on any problem.")
     common(p_check)
     p_check.set_defaults(func=cmd_check)
 
@@ -116,15 +116,11 @@ def _prompts_config(args: argparse.Namespace, ctx: object | None
     """([prompts] dir, [prompts] sounds_subdir, the ``tier_<code>`` id of every configured
     tier) from the configuration."""
     try:
-        config_mod = importlib.import_module("core.config")
-    except ModuleNotFoundError:
-        return "", "loyalty", []
-    try:
         if ctx is not None and hasattr(ctx, "config"):
             config = ctx.config
         else:
-            config = config_mod.load_config(getattr(args, "config", None))
-    except config_mod.ConfigError as exc:
+            config = load_config(getattr(args, "config", None))
+    except ConfigError as exc:
         raise _ConfigProblem(str(exc)) from None
     tier_ids = [f"tier_{tier.code}" for tier in getattr(config, "tiers", ())]
     return config.prompts.dir, config.prompts.sounds_subdir, tier_ids
@@ -136,15 +132,12 @@ def _setup(args: argparse.Namespace, ctx: object | None):
     return manifest, prompts_dir, subdir
 
 
-def used_prompt_ids(manifest) -> tuple[list[str], str]:
-    """The ids the IVR plays (``ivr.prompt_ids.USED``), else the manifest's own ids."""
-    try:
-        module = importlib.import_module("ivr.prompt_ids")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("ivr", "ivr.prompt_ids"):
-            raise
-        return list(manifest.ids), "the manifest (ivr.prompt_ids not present)"
-    return list(module.USED), "ivr.prompt_ids.USED"
+def used_prompt_ids() -> list[str]:
+    """The ids the IVR flows play (``ivr.prompt_ids.USED``, read from the flows)."""
+    # Imported here: the flows bring in Twisted, which this module's library use does not need.
+    from ivr import prompt_ids
+
+    return list(prompt_ids.USED)
 
 
 def _run(body) -> int:
@@ -178,10 +171,9 @@ def cmd_check(arg) -> int:
         _require_directory(args.root, "--root")
         manifest, prompts_dir, _ = _setup(args, ctx)
         root = args.root or active_root(prompts_dir)
-        used, where = used_prompt_ids(manifest)
-        if where.startswith("ivr."):  # the IVR names each configured tier by its prompt
-            used += _prompts_config(args, ctx)[2]
-            where += " and the configured tiers"
+        # The IVR names each configured tier by its prompt.
+        used = used_prompt_ids() + _prompts_config(args, ctx)[2]
+        where = "ivr.prompt_ids.USED and the configured tiers"
         problems = check(manifest, root, used)
         print(f"prompt set: {root} (version {current_set_version(root)})")
         print(f"manifest:   {manifest.path} (version {manifest.version}, {len(manifest)} ids, "

@@ -16,8 +16,8 @@ from twisted.web.client import Agent, readBody
 from core.accounts import set_pin
 from core.demo import load_demo
 from core.store import Store
-from ivr.simulator import simulate_call
-from sms.smsc_simulator import SMSCSimulator
+from harness.simulator import simulate_call
+from harness.smsc_simulator import SMSCSimulator
 
 TAC = Path(__file__).resolve().parent.parent / "twistd.tac"
 MEMBER = "13800138000"

@@ -47,6 +47,7 @@ class Job:
     step: Callable[..., Step]
     at_key: str  # the JobsConfig field holding the local time
     monthly: bool = False
+    batch: int = field(kw_only=True)  # items per step unless a run says otherwise
 
     def at(self, config: JobsConfig) -> str:
         return getattr(config, self.at_key)

@@ -11,6 +11,7 @@ from core.config import parse_hhmm
 from core.jobs.registry import JOBS, get_job
 from core.jobs.runs import job_runs, run_job
 from core.jobs.schedule import local_instant, run_key
+from sms.render import render
 
 # The jobs look years back (tier review) and ahead (lot expiry) of the date they run on.
 AS_OF_YEARS = range(1970, 9000)
@@ -117,10 +118,6 @@ def cmd_run(ctx) -> int:
 
 
 def _render(sample) -> str:
-    try:
-        from sms.render import render
-    except ImportError:  # pragma: no cover - the SMS package is part of the product
-        return json.dumps(sample.params, ensure_ascii=False)
     try:
         return render(sample.template, sample.language, sample.params)
     except Exception as exc:  # noqa: BLE001 - a sample must not stop the report

@@ -11,7 +11,6 @@ one: a batch of it that fails still fails the run (retried later, see ``core.job
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -53,10 +52,6 @@ def can_isolate(job: Job, exc: BaseException) -> bool:
     return job.name in NEXT_ITEM and not lost
 
 
-def default_batch(job: Job) -> int:
-    return int(inspect.signature(job.step).parameters["batch"].default)
-
-
 def describe(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}"[:200]
@@ -70,7 +65,7 @@ def step_one_by_one(uow, rules: ProgrammeRules, job: Job, now: datetime, config:
     counts: dict[str, int] = {}
     picked: list[Any] = []
     events: list[dict[str, Any]] = []
-    for _ in range(batch or default_batch(job)):
+    for _ in range(batch or job.batch):
         savepoint = uow.savepoint()
         try:
             step = job.step(uow, rules, now, config, cursor, batch=1,

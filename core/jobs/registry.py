@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from core.jobs.auto_redeem import auto_redeem
+from core.jobs import auto_redeem, expire_points, expiry_warnings, tier_review
 from core.jobs.base import Job
-from core.jobs.expire_points import expire_points
-from core.jobs.expiry_warnings import expiry_warnings
-from core.jobs.tier_review import tier_review
 
 JOBS: dict[str, Job] = {job.name: job for job in (
-    Job("expire-points", "expire lots past their date", expire_points, "expire_points_at"),
-    Job("tier-review", "review tiers, SMS to members whose tier changed", tier_review,
-        "tier_review_at"),
-    Job("auto-redeem", "monthly automatic redemptions", auto_redeem, "auto_redeem_at",
-        monthly=True),
-    Job("expiry-warnings", "warn members of points about to expire", expiry_warnings,
-        "expiry_warning_at"),
+    Job("expire-points", "expire lots past their date", expire_points.expire_points,
+        "expire_points_at", batch=expire_points.BATCH),
+    Job("tier-review", "review tiers, SMS to members whose tier changed",
+        tier_review.tier_review, "tier_review_at", batch=tier_review.BATCH),
+    Job("auto-redeem", "monthly automatic redemptions", auto_redeem.auto_redeem,
+        "auto_redeem_at", monthly=True, batch=auto_redeem.BATCH),
+    Job("expiry-warnings", "warn members of points about to expire",
+        expiry_warnings.expiry_warnings, "expiry_warning_at", batch=expiry_warnings.BATCH),
 )}
 
 

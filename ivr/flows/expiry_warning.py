@@ -1,6 +1,6 @@
 """The ``expiry-warning`` FastAGI script: the outbound voice warning call.
 
-The voice dispatcher (``core.jobs.voice``) has Asterisk call the member through AMI with the
+The voice dispatcher (``ivr.voice_warnings``) has Asterisk call the member through AMI with the
 channel variables ``LOYALTY_MSISDN`` and ``LOYALTY_WARNING_ID``; once answered, the call runs
 this flow. It says, in the member's language, how many points expire on which date (only ``#``
 skips that read-out), then offers 1 for the hotline menu (sets ``LOYALTY_NEXT=hotline`` and ends
@@ -106,9 +106,10 @@ async def expiry_warning_flow(channel: AGIChannel, db: Any, *, jobs: JobsConfig 
     return "sms"
 
 
-def make_expiry_warning_flow(db: Any, config: Config,
+def make_expiry_warning_flow(config: Config, db: Any, *, book: Any = None, metrics: Any = None,
                              clock: Any = None) -> Callable[[AGIChannel], Any]:
-    """The flow as the FastAGI factory wants it (``flows={"expiry-warning": ...}``)."""
+    """The flow of the ``expiry-warning`` script (``ivr.server.SCRIPTS``); the call recorder's
+    ``book`` and the ``metrics`` are the server's, and not needed by this flow."""
 
     def flow(channel: AGIChannel):
         return expiry_warning_flow(channel, db, jobs=config.jobs,

@@ -43,6 +43,42 @@ from ivr.flows.trouble import call_failed
 
 log = Logger()
 
+#: Every prompt id the hotline plays (``ivr.prompt_ids`` / ``loyalty prompts check`` read it).
+#: Ids built at run time: ``tier_<code>`` (the default ladder's codes; a configured tier
+#: without a prompt is simply not named), ``hist_kind_<ledger kind>``,
+#: ``dlv_status_<delivery status>``.
+PROMPT_IDS: frozenset[str] = frozenset({
+    # call start, language, goodbye
+    "welcome", "lang_switched", "goodbye",
+    # identification and PIN
+    "auth_enter_number", "auth_not_member", "auth_enter_pin", "auth_wrong_pin",
+    "auth_pin_locked", "auth_pin_not_set",
+    # main menu, input errors, agents
+    "menu_main", "err_invalid_key", "err_no_input", "err_help", "err_too_many", "err_system",
+    "agent_transfer", "agent_closed",
+    # shared pieces
+    "unit_points", "sms_offer", "sms_sent",
+    # 1 tier
+    "tier_is", "tier_standard", "tier_silver", "tier_gold", "tier_diamond", "tier_valid_until",
+    "tier_need", "tier_to_reach", "tier_top",
+    # 2 balance
+    "bal_is", "bal_of_which", "bal_expire_on", "bal_none_expiring",
+    # 3 history
+    "hist_latest", "hist_none", "hist_more", "hist_no_more", "hist_kind_credit",
+    "hist_kind_debit", "hist_kind_expiry", "hist_kind_adjustment", "hist_kind_penalty",
+    "hist_kind_refund", "hist_kind_makeup",
+    # 4 redeem
+    "redeem_categories", "redeem_category_empty", "redeem_item", "redeem_costs",
+    "redeem_more", "redeem_choose", "redeem_enter_pin", "redeem_confirm_intro",
+    "redeem_confirm_for", "redeem_confirm_keys", "redeem_success", "redeem_sms_sent",
+    "redeem_cancelled", "redeem_insufficient", "redeem_out_of_stock", "redeem_limit_reached",
+    "redeem_not_available",
+    # 5 gift delivery
+    "dlv_latest", "dlv_none", "dlv_order", "dlv_status", "dlv_status_pending",
+    "dlv_status_shipped", "dlv_status_in_transit", "dlv_status_delivered",
+    "dlv_status_returned", "dlv_status_cancelled", "dlv_courier", "dlv_tracking", "dlv_next",
+})
+
 MAIN_MENU_KEYS = "123459*0"
 OTHER_LANGUAGE = {"zh": "en", "en": "zh"}
 
@@ -66,7 +102,7 @@ ANSWERS: dict[str, Answer] = {
 class Hotline:
     """The hotline flow: ``await hotline(channel)`` serves one call.
 
-    ``db`` is a ``core.dbservice.DatabaseService`` (anything with ``run(use_case, *args)``
+    ``db`` is a ``ops.dbservice.DatabaseService`` (anything with ``run(use_case, *args)``
     returning a Deferred). ``book`` is shared with the server's call recorder; ``now`` defaults
     to the reactor's clock."""
 
@@ -178,6 +214,7 @@ class Hotline:
         await call.voice.play("lang_switched", escape=NO_KEYS)
 
 
-def hotline_flow(config: Config, db: Any, **kwargs: Any) -> Hotline:
-    """The flow registered as ``loyalty`` (``ivr.server.fastagi_service`` uses it)."""
-    return Hotline.from_config(config, db, **kwargs)
+def hotline_flow(config: Config, db: Any, *, book: CallBook, metrics: Any,
+                 clock: Any) -> Hotline:
+    """The flow of the ``loyalty`` script (``ivr.server.SCRIPTS``)."""
+    return Hotline.from_config(config, db, book=book, metrics=metrics, clock=clock)

@@ -15,10 +15,10 @@ import pytest_twisted
 from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.logger import globalLogPublisher
 
+from harness.smsc_simulator import SMSCSimulator
 from ivr.agi import FastAGIFactory, FastAGIProtocol
 from sms.pdu import PduReader, decode_pdu, encode_pdu
 from sms.session import ESMEService
-from sms.smsc_simulator import SMSCSimulator
 from tests.sms.conftest import Cfg as SmsTestConfig
 from tests.sms.conftest import Inbox
 

@@ -63,8 +63,8 @@ from core.store.tables import (
     outbox,
     rewards,
 )
-from ivr.simulator import KeySource, simulate_call
-from sms.smsc_simulator import SMSCSimulator
+from harness.simulator import KeySource, simulate_call
+from harness.smsc_simulator import SMSCSimulator
 from tests.faults.conftest import sleep
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
+from harness.simulator import simulate_call
 from ivr.agi import AGIChannel, AGICommandError, AGIProtocolError, ChannelHungUp
-from ivr.simulator import simulate_call
 from tests.faults.conftest import AGIServer, sleep, wait_until
 from tests.ivr.conftest import HEADER, RawPeer, connect_raw
 

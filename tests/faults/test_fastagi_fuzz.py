@@ -23,6 +23,8 @@ from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from harness.simulator import simulate_call
+from harness.simulator_commands import parse_agi_args
 from ivr.agi import (
     AGIChannel,
     AGICommandError,
@@ -34,8 +36,6 @@ from ivr.agi import (
     quote_arg,
 )
 from ivr.agi_wire import MAX_COMMAND_BYTES, MAX_LINE_BYTES, normalize_script
-from ivr.simulator import simulate_call
-from ivr.simulator_commands import parse_agi_args
 from tests.faults.conftest import Observer, examples, sleep
 from tests.ivr.conftest import RawPeer
 

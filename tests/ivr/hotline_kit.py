@@ -24,14 +24,14 @@ from twisted.logger import globalLogPublisher
 
 from core.accounts import balance
 from core.config import Config
-from core.dbservice import DatabaseService
 from core.demo import load_demo
 from core.metrics import Metrics
 from core.store import Store
 from core.store.tables import calls
+from harness.simulator import CallResult, simulate_call
 from ivr.prompt_ids import HOTLINE
 from ivr.server import fastagi_service
-from ivr.simulator import CallResult, simulate_call
+from ops.dbservice import DatabaseService
 from prompts.manifest import load_manifest
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

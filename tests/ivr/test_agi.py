@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
+from harness.simulator import simulate_call
+from harness.simulator_engine import parse_agi_args
 from ivr.agi import (
     AGIChannel,
     AGICommandError,
@@ -19,8 +21,6 @@ from ivr.agi import (
     quote_arg,
 )
 from ivr.agi_wire import HANGUP_EVENT, ReplyAssembler, normalize_script, parse_header_line
-from ivr.simulator import simulate_call
-from ivr.simulator_engine import parse_agi_args
 from tests.ivr.conftest import HEADER, Recorder, connect_raw, sleep
 
 # -- pure wire functions --------------------------------------------------------------------------

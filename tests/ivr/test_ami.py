@@ -10,6 +10,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 
+from harness.ami_simulator import AMISimulator, WireEntry
 from ivr.ami import (
     AMIDialer,
     AMIDialerService,
@@ -17,7 +18,6 @@ from ivr.ami import (
     OriginateResult,
     originate_result_from_event,
 )
-from ivr.ami_simulator import AMISimulator, WireEntry
 
 # pyst2 0.5.1 calls Thread.setDaemon / Event.isSet / currentThread (deprecated since 3.10).
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -12,9 +12,9 @@ from twisted.internet import tcp
 
 from core.accounts import get_member
 from core.service_desk import update_delivery
+from harness.simulator import SimulatorProtocol
 from ivr.agi import AGIChannel, FastAGIProtocol
 from ivr.prompt_ids import HOTLINE, USED
-from ivr.simulator import SimulatorProtocol
 from tests.core.helpers import add_member
 from tests.ivr.conftest import sleep
 from tests.ivr.hotline_kit import (  # noqa: F401 - fixtures

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import types
-
-import pytest
 
 from prompts import DEFAULT_AUDIO_ROOT
 from prompts.cli import register
@@ -23,12 +20,6 @@ def run(argv, capsys):
     return code, out.out, out.err
 
 
-@pytest.fixture(autouse=True)
-def no_ivr_ids(monkeypatch):
-    """Tests decide what ivr.prompt_ids holds; by default it does not exist."""
-    monkeypatch.setitem(sys.modules, "ivr.prompt_ids", None)
-
-
 def test_check_committed_set_passes(capsys):
     code, out, _ = run(["prompts", "check", "--root", str(DEFAULT_AUDIO_ROOT)], capsys)
     assert code == 0
@@ -36,18 +27,21 @@ def test_check_committed_set_passes(capsys):
 
 
 def test_check_uses_the_ivr_ids_and_fails_on_unknown(capsys, monkeypatch):
-    fake = types.ModuleType("ivr.prompt_ids")
-    fake.USED = frozenset({"welcome", "menu_main", "made_up_prompt"})
-    monkeypatch.setitem(sys.modules, "ivr.prompt_ids", fake)
+    monkeypatch.setattr("ivr.prompt_ids.USED",
+                        frozenset({"welcome", "menu_main", "made_up_prompt"}))
     code, out, _ = run(["prompts", "check", "--root", str(DEFAULT_AUDIO_ROOT)], capsys)
     assert code == 1
     assert "7 from ivr.prompt_ids.USED and the configured tiers" in out  # 3 + 4 tiers
     assert "'made_up_prompt', which the manifest does not define" in out
 
 
-def test_check_uses_manifest_ids_without_ivr_module(capsys):
+def test_check_uses_the_ids_the_flows_declare(capsys):
+    from ivr.flows.expiry_warning import PROMPT_IDS as WARNING_IDS
+    from ivr.flows.hotline import PROMPT_IDS as HOTLINE_IDS
+
     code, out, _ = run(["prompts", "check", "--root", str(DEFAULT_AUDIO_ROOT)], capsys)
-    assert "from the manifest (ivr.prompt_ids not present)" in out
+    assert code == 0
+    assert f"{len(HOTLINE_IDS | WARNING_IDS)} from ivr.prompt_ids.USED" in out
 
 
 def test_load_then_install(tmp_path, capsys):
@@ -109,9 +103,7 @@ def test_handlers_accept_the_main_commands_context(tmp_path, capsys):
 def test_check_wants_a_prompt_for_every_configured_tier(capsys, monkeypatch, tmp_path):
     from pathlib import Path
 
-    fake = types.ModuleType("ivr.prompt_ids")
-    fake.USED = frozenset({"welcome"})
-    monkeypatch.setitem(sys.modules, "ivr.prompt_ids", fake)
+    monkeypatch.setattr("ivr.prompt_ids.USED", frozenset({"welcome"}))
     config = tmp_path / "loyalty.toml"
     default = Path(__file__).resolve().parents[2] / "config" / "loyalty.toml"
     config.write_text(default.read_text(encoding="utf-8") + '''

@@ -9,8 +9,8 @@ from typing import Any
 
 from twisted.internet import reactor
 
-from core.dbservice import DatabaseService
 from core.metrics import Metrics
+from ops.dbservice import DatabaseService
 from sms.outbox import SenderSettings
 from sms.server import sms_service
 

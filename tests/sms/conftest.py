@@ -9,8 +9,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, endpoints, reactor, task
 
+from harness.smsc_simulator import SMSCSimulator
 from sms.session import ESMEService
-from sms.smsc_simulator import SMSCSimulator
 
 
 @dataclass(frozen=True)

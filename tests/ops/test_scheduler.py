@@ -13,9 +13,9 @@ from twisted.logger import globalLogPublisher
 
 from core.jobs.registry import JOBS
 from core.jobs.schedule import last_occurrence, next_occurrence
-from core.jobs.scheduler import JobsService, jobs_service
 from core.metrics import Metrics
 from core.store.tables import outbox
+from ops.scheduler import JobsService, jobs_service
 from tests.core.jobs.conftest import (
     SHANGHAI,
     SyncDB,

@@ -1,6 +1,6 @@
 """The Asterisk side of a simulated call: res_agi's command handling and a scripted caller.
 
-No networking here (see ``ivr.simulator`` for the Twisted client). Behaviour follows
+No networking here (see ``harness.simulator`` for the Twisted client). Behaviour follows
 ``res/res_agi.c``:
 
 - Command lines are split by res_agi's own rules (quotes toggle, backslash escapes the next
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ivr.simulator_commands import (
+from harness.simulator_commands import (
     DEAD_CHANNEL,
     UNKNOWN_COMMAND,
     USAGE_END,
@@ -42,7 +42,7 @@ from ivr.simulator_commands import (
     parse_agi_args,
     scan_int,
 )
-from ivr.simulator_transcript import CALLER_KEYS, DTMF_KEYS, Event, KeySource, Transcript
+from harness.simulator_transcript import CALLER_KEYS, DTMF_KEYS, Event, KeySource, Transcript
 
 __all__ = [
     "CALLER_KEYS",

@@ -25,13 +25,23 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
+
+from harness.ami_sim_protocol import (
+    ALL_EVENT_CLASSES,
+    FORBIDDEN,
+    FORBIDDEN_MESSAGE,
+    OUTCOMES,
+    SILENT,
+    AMIAction,
+    AMIServerProtocol,
+    AnsweredCall,
+    WireEntry,
+)
 
 __all__ = [
     "AMIAction",
@@ -40,131 +50,6 @@ __all__ = [
     "OUTCOMES",
     "WireEntry",
 ]
-
-#: outcome name -> (Response, Reason) of the OriginateResponse event
-OUTCOMES: dict[str, tuple[str, int]] = {
-    "answered": ("Success", 4),
-    "no-answer": ("Failure", 3),
-    "busy": ("Failure", 5),
-    "congestion": ("Failure", 8),
-    "failed": ("Failure", 0),
-    "hangup": ("Failure", 1),
-}
-SILENT = "silent"
-FORBIDDEN = "forbidden"
-
-_EVENT_CLASS = {
-    "OriginateResponse": "call",
-    "Newchannel": "call",
-    "Hangup": "call",
-    "VarSet": "dialplan",
-    "FullyBooted": "system",
-}
-_ALL_CLASSES = frozenset({"system", "call", "log", "verbose", "command", "agent", "user",
-                          "config", "dtmf", "reporting", "cdr", "dialplan", "originate",
-                          "agi", "cc", "aoc", "test", "security", "message"})
-_FORBIDDEN_MESSAGE = (
-    "Originate with certain 'Application' arguments requires the additional System privilege, "
-    "which you do not have."
-)
-
-
-@dataclass(frozen=True)
-class AMIAction:
-    """One action as received: its headers in wire order."""
-
-    connection: int
-    headers: tuple[tuple[str, str], ...]
-    received_at: float
-
-    def get(self, key: str, default: str | None = None) -> str | None:
-        """The first value of a header (names are case-insensitive, as in Asterisk)."""
-        for name, value in self.headers:
-            if name.lower() == key.lower():
-                return value
-        return default
-
-    def get_all(self, key: str) -> list[str]:
-        return [value for name, value in self.headers if name.lower() == key.lower()]
-
-    @property
-    def name(self) -> str:
-        return self.get("Action") or ""
-
-    @property
-    def action_id(self) -> str | None:
-        return self.get("ActionID")
-
-    def variables(self) -> dict[str, str]:
-        """``Variable`` headers as Asterisk reads them (several headers, or comma-separated)."""
-        result: dict[str, str] = {}
-        for header in self.get_all("Variable"):
-            for item in header.split(","):
-                name, sep, value = item.partition("=")
-                if sep:
-                    result[name.strip()] = value
-        return result
-
-
-@dataclass(frozen=True)
-class AnsweredCall:
-    """What the ``on_answered`` hook is told about a call that was "answered"."""
-
-    action: AMIAction
-    number: str
-    channel: str
-    uniqueid: str
-    application: str | None
-    data: str | None
-    variables: Mapping[str, str] = field(default_factory=dict)
-
-
-class WireEntry(NamedTuple):
-    kind: str  # "action" or "event"
-    name: str  # action or event name
-    action_id: str | None
-
-
-class _AMIServerProtocol(LineReceiver):
-    delimiter = b"\r\n"
-    MAX_LENGTH = 65536
-
-    def __init__(self, simulator: AMISimulator, number: int) -> None:
-        self.simulator = simulator
-        self.number = number
-        self.authenticated = False
-        self.event_classes: frozenset[str] = _ALL_CLASSES
-        self._lines: list[str] = []
-
-    def connectionMade(self) -> None:
-        self.simulator._connection_made(self)
-        self.transport.write(f"Asterisk Call Manager/{self.simulator.version}\r\n".encode())
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.simulator._connection_lost(self)
-
-    def lineReceived(self, line: bytes) -> None:
-        text = line.decode("utf-8", "replace")
-        if text.strip():
-            self._lines.append(text)
-            return
-        if not self._lines:
-            return  # blank lines between messages
-        headers = []
-        for raw in self._lines:
-            name, _, value = raw.partition(":")
-            headers.append((name.strip(), value.lstrip(" \t")))
-        self._lines = []
-        self.simulator._handle(self, headers)
-
-    def send_message(self, pairs: list[tuple[str, str]]) -> None:
-        if self.transport is None or not self.connected:
-            return
-        self.transport.write(("".join(f"{k}: {v}\r\n" for k, v in pairs) + "\r\n").encode())
-
-    def wants(self, event_name: str) -> bool:
-        return self.authenticated and _EVENT_CLASS.get(event_name, "call") in self.event_classes
-
 
 class AMISimulator(ServerFactory):
     """The fake manager. Listen with ``reactor.listenTCP(0, sim, interface="127.0.0.1")``.
@@ -213,16 +98,16 @@ class AMISimulator(ServerFactory):
         self.connections_made = 0
         self.in_flight = 0
         self.max_in_flight = 0
-        self._protocols: set[_AMIServerProtocol] = set()
+        self._protocols: set[AMIServerProtocol] = set()
         self._lost_waiters: list[Deferred[None]] = []
         self._delayed: set[Any] = set()
         self._ids = itertools.count(1)
 
     # -- factory --------------------------------------------------------------------------
 
-    def buildProtocol(self, addr: Any) -> _AMIServerProtocol:
+    def buildProtocol(self, addr: Any) -> AMIServerProtocol:
         self.connections_made += 1
-        return _AMIServerProtocol(self, self.connections_made)
+        return AMIServerProtocol(self, self.connections_made)
 
     def listen(self, port: int = 0, interface: str = "127.0.0.1") -> Any:
         """Listen on TCP; returns the IListeningPort (``.getHost().port``)."""
@@ -260,10 +145,10 @@ class AMISimulator(ServerFactory):
 
     # -- protocol callbacks ---------------------------------------------------------------
 
-    def _connection_made(self, proto: _AMIServerProtocol) -> None:
+    def _connection_made(self, proto: AMIServerProtocol) -> None:
         self._protocols.add(proto)
 
-    def _connection_lost(self, proto: _AMIServerProtocol) -> None:
+    def _connection_lost(self, proto: AMIServerProtocol) -> None:
         self._protocols.discard(proto)
         waiters, self._lost_waiters = self._lost_waiters, []
         if not self._protocols:
@@ -282,7 +167,7 @@ class AMISimulator(ServerFactory):
         call = self.reactor.callLater(delay, run)
         self._delayed.add(call)
 
-    def _handle(self, proto: _AMIServerProtocol, headers: list[tuple[str, str]]) -> None:
+    def _handle(self, proto: AMIServerProtocol, headers: list[tuple[str, str]]) -> None:
         action = AMIAction(proto.number, tuple(headers), self.reactor.seconds())
         self.actions.append(action)
         self.wire_log.append(WireEntry("action", action.name, action.action_id))
@@ -310,7 +195,7 @@ class AMISimulator(ServerFactory):
         else:
             reply("Error", ("Message", "Invalid/unknown command"))
 
-    def _login(self, proto: _AMIServerProtocol, action: AMIAction, reply: Callable) -> None:
+    def _login(self, proto: AMIServerProtocol, action: AMIAction, reply: Callable) -> None:
         if proto.authenticated:
             reply("Success", ("Message", "Already authenticated"))
             return
@@ -321,7 +206,7 @@ class AMISimulator(ServerFactory):
         proto.authenticated = True
         events = (action.get("Events") or "on").strip().lower()
         if events in ("on", "yes", "true", "1"):
-            proto.event_classes = _ALL_CLASSES
+            proto.event_classes = ALL_EVENT_CLASSES
         elif events in ("off", "no", "false", "0"):
             proto.event_classes = frozenset()
         else:
@@ -339,7 +224,7 @@ class AMISimulator(ServerFactory):
             return self.outcomes(number)
         return self.outcomes.get(number, self.default_outcome)
 
-    def _originate(self, proto: _AMIServerProtocol, action: AMIAction, reply: Callable) -> None:
+    def _originate(self, proto: AMIServerProtocol, action: AMIAction, reply: Callable) -> None:
         channel = action.get("Channel") or ""
         if not channel:
             reply("Error", ("Message", "Channel not specified"))
@@ -347,7 +232,7 @@ class AMISimulator(ServerFactory):
         number = channel.split("/", 1)[-1].split("@", 1)[0]
         outcome = self.outcome_for(number)
         if outcome == FORBIDDEN:
-            reply("Error", ("Message", _FORBIDDEN_MESSAGE))
+            reply("Error", ("Message", FORBIDDEN_MESSAGE))
             return
         if outcome != SILENT and outcome not in OUTCOMES:
             raise ValueError(f"unknown simulated outcome {outcome!r}")
@@ -363,7 +248,7 @@ class AMISimulator(ServerFactory):
 
     def _finish_originate(
         self,
-        proto: _AMIServerProtocol,
+        proto: AMIServerProtocol,
         action: AMIAction,
         number: str,
         outcome: str,

@@ -9,7 +9,7 @@ In process::
     status = await sim.inject_mo("13812345678", "JF")   # deliver_sm_resp status
     await sim.stop()
 
-Standalone: ``python -m sms.smsc_simulator --port 2775`` logs every PDU; type
+Standalone: ``python -m harness.smsc_simulator --port 2775`` logs every PDU; type
 ``mo <msisdn> <text>`` on stdin to send an MO message to the bound ESME.
 
 Misbehaviour on demand: ``throttle_next(n, status)``, ``throttle_fraction``,
@@ -31,6 +31,7 @@ from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 
 from core.domain import mask_msisdn
+from harness.smsc_sim_protocol import SMSCProtocol
 from sms.encoding import (
     DC_GSM,
     DC_LATIN1,
@@ -47,7 +48,6 @@ from sms.pdu import (
     ESME_RMSGQFUL,
     ESME_RTHROTTLED,
 )
-from sms.smsc_sim_protocol import SMSCProtocol
 
 __all__ = ["MTMessage", "SMSCSimulator", "SubmitRecord", "main"]
 
@@ -412,7 +412,7 @@ class SMSCSimulator(protocol.ServerFactory):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from sms.smsc_sim_cli import run
+    from harness.smsc_sim_cli import run
 
     run(argv)
 

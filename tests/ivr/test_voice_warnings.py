@@ -10,13 +10,13 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from core.dbservice import DatabaseService
-from core.jobs.voice import VoiceWarningService
+from harness.ami_simulator import AMISimulator
+from harness.simulator import simulate_call
 from ivr.agi import FastAGIFactory
 from ivr.ami import AMIDialer
-from ivr.ami_simulator import AMISimulator
 from ivr.flows.expiry_warning import make_expiry_warning_flow
-from ivr.simulator import simulate_call
+from ivr.voice_warnings import VoiceWarningService
+from ops.dbservice import DatabaseService
 from tests.core.jobs.conftest import (
     add_lot,
     add_members,
@@ -188,7 +188,7 @@ async def test_ami_down_uses_no_try(store, rules, config, db):
 @pytest_twisted.async_yield_fixture
 async def agi(db, config):
     clock = FixedTime(local(2026, 12, 1, 10, 5))
-    factory = FastAGIFactory({"expiry-warning": make_expiry_warning_flow(db, config, clock)})
+    factory = FastAGIFactory({"expiry-warning": make_expiry_warning_flow(config, db, clock=clock)})
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     yield port.getHost().port
     await port.stopListening()

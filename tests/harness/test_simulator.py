@@ -9,16 +9,10 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from harness.simulator import SimulatorProtocol, build_header, run_many, simulate_call
+from harness.simulator_engine import KeySource, SimulatedChannel, parse_agi_args
+from harness.simulator_interactive import InteractiveKeys, run_interactive
 from ivr.agi import AGIChannel, AGICommandError, ChannelHungUp
-from ivr.simulator import (
-    InteractiveKeys,
-    SimulatorProtocol,
-    build_header,
-    run_interactive,
-    run_many,
-    simulate_call,
-)
-from ivr.simulator_engine import KeySource, SimulatedChannel, parse_agi_args
 from tests.ivr.conftest import sleep
 
 

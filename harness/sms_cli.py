@@ -18,22 +18,9 @@ import sys
 from typing import Any
 
 
-def _subcommands(subparsers, name: str, help_text: str):
-    """The sub-subparsers of ``loyalty NAME`` (shared: the IVR adds ``simulate call``)."""
-    parser = subparsers.choices.get(name)
-    if parser is None:
-        parser = subparsers.add_parser(name, help=help_text)
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public accessor
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
-            return action
-    sub = parser.add_subparsers(dest=f"{name}_command", metavar="WHAT")
-    sub.required = True
-    return sub
-
-
-def register(subparsers) -> None:
-    sub = _subcommands(subparsers, "simulate", "simulate a call or an SMS conversation")
-    sms = sub.add_parser(
+def register(group: Any) -> None:
+    """Add ``sms`` to the ``loyalty simulate`` subcommands."""
+    sms = group.add_parser(
         "sms", help="send one SMS to the keyword service and print the reply",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sms.add_argument("msisdn", help="the subscriber's number")
@@ -95,10 +82,10 @@ async def simulate(ctx: Any, reactor: Any) -> list[str]:
 
     from twisted.internet import task
 
-    from core.dbservice import DatabaseService
     from core.metrics import Metrics
+    from harness.smsc_simulator import SMSCSimulator
+    from ops.dbservice import DatabaseService
     from sms.server import sms_service
-    from sms.smsc_simulator import SMSCSimulator
 
     args = ctx.args
     config = ctx.config

@@ -152,7 +152,7 @@ async def test_knobs_fraction_delay_enquire_link(sim, raw):
 
 @pytest_twisted.ensureDeferred
 async def test_inject_mo_needs_a_bound_receiver():
-    from sms.smsc_simulator import SMSCSimulator
+    from harness.smsc_simulator import SMSCSimulator
 
     with pytest.raises(RuntimeError):
         await SMSCSimulator().inject_mo(MSISDN, "JF")
@@ -160,7 +160,7 @@ async def test_inject_mo_needs_a_bound_receiver():
 
 @pytest_twisted.ensureDeferred
 async def test_periodic_enquire_link_and_refused_binds_back_off(inbox):
-    from sms.smsc_simulator import SMSCSimulator
+    from harness.smsc_simulator import SMSCSimulator
 
     sim = SMSCSimulator("loyalty", "secret", enquire_link_s=0.05)
     sim.listen(0)
@@ -183,7 +183,7 @@ async def test_periodic_enquire_link_and_refused_binds_back_off(inbox):
 
 @pytest_twisted.ensureDeferred
 async def test_standalone_process(tmp_path):
-    """``python -m sms.smsc_simulator`` serves a real ESME and logs what it receives."""
+    """``python -m harness.smsc_simulator`` serves a real ESME and logs what it receives."""
     out = tmp_path / "sim.log"
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = protocol.ProcessProtocol()
@@ -191,7 +191,7 @@ async def test_standalone_process(tmp_path):
     proc.processEnded = lambda reason: ended.callback(None)
     stdout = open(out, "wb")
     transport = reactor.spawnProcess(
-        proc, sys.executable, [sys.executable, "-m", "sms.smsc_simulator", "--port", "0",
+        proc, sys.executable, [sys.executable, "-m", "harness.smsc_simulator", "--port", "0",
                                "--receipt-delay", "0"],
         env={**os.environ, "PYTHONPATH": root}, path=root,
         childFDs={0: "w", 1: stdout.fileno(), 2: stdout.fileno()},

@@ -1,4 +1,4 @@
-"""Command line of the SMSC simulator: ``python -m sms.smsc_simulator --port 2775``.
+"""Command line of the SMSC simulator: ``python -m harness.smsc_simulator --port 2775``.
 
 Logs every PDU it receives (phone numbers masked) and each reassembled MT text. Lines typed on
 stdin: ``mo <msisdn> <text>`` sends an MO message to the bound ESME; ``unbind`` asks the
@@ -14,7 +14,7 @@ from twisted.internet import stdio
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.protocols.basic import LineReceiver
 
-from sms.smsc_simulator import SMSCSimulator
+from harness.smsc_simulator import SMSCSimulator
 
 log = Logger()
 
@@ -45,7 +45,7 @@ class _Console(LineReceiver):
 
 
 def run(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sms.smsc_simulator",
+    parser = argparse.ArgumentParser(prog="python -m harness.smsc_simulator",
                                      description="SMPP 3.4 SMSC simulator")
     parser.add_argument("--port", type=int, default=2775)
     parser.add_argument("--interface", default="127.0.0.1")

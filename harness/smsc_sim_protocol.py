@@ -1,4 +1,4 @@
-"""The per-connection SMPP server protocol of the SMSC simulator (see sms/smsc_simulator.py)."""
+"""The per-connection SMPP server protocol of the SMSC simulator (see harness/smsc_simulator.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from sms.pdu import (
 )
 
 if TYPE_CHECKING:
-    from sms.smsc_simulator import SMSCSimulator
+    from harness.smsc_simulator import SMSCSimulator
 
 log = Logger()
 _BIND_KIND = {"bind_transceiver": "transceiver", "bind_transmitter": "transmitter",

@@ -25,24 +25,8 @@ from prompts.manifest import Manifest, load_manifest
 WITHHELD = ("unknown", "withheld", "anonymous", "-", "")
 
 
-def _simulate_group(subparsers: Any) -> Any:
-    """The ``simulate`` command's own subcommands, shared with other packages (SMS adds
-    ``simulate sms`` the same way): created by whoever comes first."""
-    existing = subparsers.choices.get("simulate")
-    if existing is not None:
-        for action in existing._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                return action
-    parser = subparsers.add_parser("simulate", help="simulated calls and SMS conversations",
-                                   description="Simulate a caller or a subscriber end to end.")
-    group = parser.add_subparsers(dest="simulate_command", metavar="WHAT")
-    group.required = True
-    return group
-
-
-def register(subparsers: Any) -> None:
-    group = _simulate_group(subparsers)
-
+def register(group: Any) -> None:
+    """Add ``call`` and ``calls`` to the ``loyalty simulate`` subcommands."""
     call = group.add_parser(
         "call", help="one simulated call to the FastAGI server, with its transcript",
         description="Call the running FastAGI server as Asterisk would and print what the "
@@ -133,7 +117,8 @@ def _run(coro_fn: Any) -> Any:
 
 
 def cmd_call(ctx: Any) -> int:
-    from ivr.simulator import run_interactive, simulate_call
+    from harness.simulator import simulate_call
+    from harness.simulator_interactive import run_interactive
 
     args = ctx.args
     host, port, subdir = _address(ctx)
@@ -180,7 +165,7 @@ def _run_or_exit(go: Any) -> Any:
 
 
 def cmd_calls(ctx: Any) -> int:
-    from ivr.simulator import run_many
+    from harness.simulator import run_many
 
     args = ctx.args
     host, port, subdir = _address(ctx)

@@ -1,17 +1,18 @@
-"""The job scheduler (Twisted): each job at its local time, run on the database pool.
+"""The job timers service (Twisted): each job at its local time, run on the database pool.
 
 ``jobs_service(config, db, metrics, reactor, dialer=None)`` builds the service tree part:
 
 - :class:`JobsService` keeps one ``callLater`` per job, set to the job's next occurrence (a
-  local wall-clock time in the programme's zone, computed from the reactor's clock). A firing
-  runs the job: claim the run (``core.jobs.runs``) and then one ``db.run`` per batch, so other
-  database work interleaves with a long run (on SQLite's single thread too). Every
+  local wall-clock time in the programme's zone, from the reactor's clock; ``core.jobs.due``
+  says when). A firing runs the job: claim the run (``core.jobs.runs``) and then one
+  ``db.run`` per batch, so other database work interleaves with a long run (on SQLite's
+  single thread too). Every
   ``recheck_s`` (and at start) it also makes up a run of the current period that has not
   happened (the server was down at the time), resumes a run left by a dead process, and
   retries a failed one (the claim decides; see ``core.jobs.runs``).
 - A failed run is logged with keyword fields and counted in ``loyalty_job_failures``; the
   schedule goes on. Finished runs are counted in ``loyalty_job_runs``.
-- With an AMI dialer, :class:`core.jobs.voice.VoiceWarningService` places the voice warnings.
+- With an AMI dialer, :class:`ivr.voice_warnings.VoiceWarningService` places the voice warnings.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from twisted.logger import Logger
 
 from core.config import Config
 from core.jobs.base import Job
+from core.jobs.due import current_run_due, key_of_run_at, next_run_at
 from core.jobs.registry import JOBS
 from core.jobs.runs import (
     FAILED,
@@ -37,7 +39,7 @@ from core.jobs.runs import (
     new_owner,
     run_step,
 )
-from core.jobs.schedule import last_occurrence, next_occurrence, run_key
+from ivr.voice_warnings import VoiceWarningService
 
 RECHECK_S = 300.0
 
@@ -107,8 +109,7 @@ class JobsService(Service):
     # --- timing -----------------------------------------------------------------------------
 
     def _schedule(self, job: Job, after: datetime) -> None:
-        at = next_occurrence(after, self.zone, job.at(self.config.jobs),
-                             job.day_of_month(self.config.jobs))
+        at = next_run_at(job, self.config.jobs, after, self.zone)
         delay = max(0.0, (at - self.now()).total_seconds())
         self.next_runs[job.name] = at
         self._calls[job.name] = self.reactor.callLater(delay, self._fire, job, at)
@@ -120,7 +121,7 @@ class JobsService(Service):
         if self._stopping:
             return
         self._schedule(job, at)
-        self.run(job.name, run_key(at, self.zone, job.monthly))
+        self.run(job.name, key_of_run_at(job, at, self.zone))
 
     def recheck(self) -> None:
         """Run each job whose current period's run is due but not done (the claim skips runs
@@ -131,10 +132,8 @@ class JobsService(Service):
         for job in self.jobs.values():
             if job.name in self._running:
                 continue
-            last = last_occurrence(now, self.zone, job.at(self.config.jobs),
-                                   job.day_of_month(self.config.jobs))
-            key = run_key(last, self.zone, job.monthly)
-            if key == run_key(now, self.zone, job.monthly):
+            key = current_run_due(job, self.config.jobs, now, self.zone)
+            if key is not None:
                 self.run(job.name, key, quiet=True)
 
     # --- running ----------------------------------------------------------------------------
@@ -233,8 +232,6 @@ def jobs_service(config: Config, db: Any, metrics: Any, reactor: Any = None,
     parent.setName("jobs")
     voice = None
     if dialer is not None:
-        from core.jobs.voice import VoiceWarningService
-
         voice = VoiceWarningService(config, db, dialer, metrics, reactor)
         voice.setServiceParent(parent)
 
