@@ -152,7 +152,6 @@ def store_mo_batch(uow, rules, mos: list[MOMessage], now: datetime,
     if parts:
         uow.sms_insert_mo_parts([r for b, r in parts.items() if b not in known])
         _join_parts(uow, mos, now, keys_)
-    uow.commit()
     first: set[str] = set()
     new = []
     for base in bases:
@@ -209,7 +208,6 @@ def housekeeping(uow, rules, now: datetime) -> tuple[int, int]:
     day_ago = now - timedelta(days=1)
     parts = uow.sms_purge_parts(day_ago)
     windows = uow.sms_purge_rate_windows(day_ago)
-    uow.commit()
     return parts, windows
 
 
