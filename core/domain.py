@@ -300,12 +300,6 @@ class SecretCheck:
     def accepted(self) -> bool:
         return self.member is not None
 
-    def refusal(self) -> DomainError:
-        """Why it was refused, as the error the channels report (``PinLocked``/``WrongPin``)."""
-        if self.locked_until is not None:
-            return PinLocked(self.locked_until)
-        return WrongPin(self.tries_left)
-
 
 class UnknownOrder(DomainError):
     code = "unknown_order"

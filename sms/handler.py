@@ -49,7 +49,6 @@ from core.domain import (
     PinLocked,
     SecretCheck,
     TicketKind,
-    WrongPin,
     mask_msisdn,
 )
 from core.log_limit import RepeatLimiter
@@ -537,10 +536,9 @@ def _write(uow, rules, work: _Work, cmd: kw.Command, msisdn: str,
         if not cmd.arg:
             return "confirm_failed", {"reason": "no_code"}
         order = confirm_redemption(uow, rules, msisdn, cmd.arg, Channel.SMS, now)
-        if isinstance(order, SecretCheck):  # refused, its failure count kept
-            refusal = order.refusal()
-            if isinstance(refusal, WrongPin):
-                refusal = InvalidConfirmation(refusal.tries_left)
+        if isinstance(order, SecretCheck):  # refused; its failure count is kept
+            refusal = (PinLocked(order.locked_until) if order.locked_until is not None
+                       else InvalidConfirmation(order.tries_left))
             return _domain_reply(rules, work, cmd, refusal, msisdn)
         if order.created_at == now:
             work.redemptions += 1
