@@ -171,7 +171,7 @@ def populate(url: str, members: Iterable[BenchMember], *, batch: int = 5000) -> 
     added = 0
     try:
         with store.unit_of_work() as uow:
-            load_demo(uow, rules, now)  # commits
+            load_demo(uow, rules, now)  # committed as the block ends
         chunk: list[BenchMember] = []
 
         def flush() -> None:

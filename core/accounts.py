@@ -1,7 +1,7 @@
 """Use cases about a member's account: identity, PIN, balance, tier, history, points in and out.
 
-Every use case takes a unit of work, the programme rules and ``now``; those that change
-anything commit before returning.
+Every use case takes a unit of work, the programme rules and ``now``; none commits: the unit
+of work commits what they write when they return (see ``ops.dbservice``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from core.domain import (
     LedgerKind,
     LedgerProblem,
     Member,
-    PinLocked,
     PinNotSet,
+    SecretCheck,
     TierStatus,
     UnknownMember,
-    WrongPin,
     normalise_msisdn,
 )
 from core.rules import (
@@ -114,7 +113,6 @@ def review_tier(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> tuple
     new_rank = tier_rank(earned.code, rules.tiers)
     if new_rank > old_rank or not still_valid:
         uow.update_member(member.msisdn, tier_code=earned.code, tier_valid_until=valid_until)
-        uow.commit()
         return member.tier_code, earned.code
     return member.tier_code, member.tier_code
 
@@ -150,41 +148,43 @@ def set_pin(uow, rules: ProgrammeRules, msisdn: str, pin: str, now: datetime) ->
     member = require_member(uow, msisdn, for_update=True)
     uow.update_member(member.msisdn, pin_hash=hash_pin(validate_pin(pin)), pin_failures=0,
                       pin_locked_until=None)
-    uow.commit()
 
 
-def verify_pin(uow, rules: ProgrammeRules, msisdn: str, pin: str, now: datetime) -> Member:
-    """Check the service PIN; the last of ``pin_max_tries`` wrong tries locks it."""
+def verify_pin(uow, rules: ProgrammeRules, msisdn: str, pin: str,
+               now: datetime) -> SecretCheck:
+    """Check the service PIN: accepted, wrong (tries left) or locked; the last of
+    ``pin_max_tries`` wrong tries locks it. A wrong try is written, not raised."""
     member = require_member(uow, msisdn, for_update=True)
-    check_not_locked(member, now)
+    locked = lock_in_force(member, now)
+    if locked is not None:
+        return locked
     stored, failures = uow.member_pin(member.msisdn)
     if stored is None:
         raise PinNotSet(member.msisdn)
     if pin_matches(pin, stored):
         if failures:
             uow.update_member(member.msisdn, pin_failures=0)
-            uow.commit()
-        return member
-    record_failed_secret(uow, rules, member.msisdn, failures, now)
+        return SecretCheck(member=member)
+    return record_failed_secret(uow, rules, member.msisdn, failures, now)
 
 
-def check_not_locked(member: Member, now: datetime) -> None:
+def lock_in_force(member: Member, now: datetime) -> SecretCheck | None:
+    """The refusal while the member's PIN is locked; None when it is not."""
     if member.pin_locked_until is not None and member.pin_locked_until > now:
-        raise PinLocked(member.pin_locked_until)
+        return SecretCheck(locked_until=member.pin_locked_until)
+    return None
 
 
 def record_failed_secret(uow, rules: ProgrammeRules, msisdn: str, failures: int,
-                         now: datetime) -> None:
-    """A wrong PIN or one-time code: counts toward the lock, commits, and raises."""
+                         now: datetime) -> SecretCheck:
+    """A wrong PIN or one-time code: counts toward the lock; returns the refusal."""
     failures += 1
     if failures >= rules.programme.pin_max_tries:
         until = now + timedelta(minutes=rules.programme.pin_lock_minutes)
         uow.update_member(msisdn, pin_failures=0, pin_locked_until=until)
-        uow.commit()
-        raise PinLocked(until)
+        return SecretCheck(locked_until=until)
     uow.update_member(msisdn, pin_failures=failures)
-    uow.commit()
-    raise WrongPin(rules.programme.pin_max_tries - failures)
+    return SecretCheck(tries_left=rules.programme.pin_max_tries - failures)
 
 
 # --- preferences --------------------------------------------------------------------------
@@ -195,7 +195,6 @@ def set_language(uow, rules: ProgrammeRules, msisdn: str, language: str, now: da
         raise InvalidInput(f"language must be one of {', '.join(LANGUAGES)}")
     member = require_member(uow, msisdn, for_update=True)
     uow.update_member(member.msisdn, language=language)
-    uow.commit()
 
 
 def set_warning_preferences(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
@@ -210,7 +209,6 @@ def set_warning_preferences(uow, rules: ProgrammeRules, msisdn: str, now: dateti
         fields["warning_channel"] = channel
     if fields:
         uow.update_member(member.msisdn, **fields)
-        uow.commit()
 
 
 # --- points in and out --------------------------------------------------------------------
@@ -232,13 +230,12 @@ def credit_points(uow, rules: ProgrammeRules, msisdn: str, points: int, source: 
                          now=now)
     uow.add_ledger(msisdn=member.msisdn, kind=LedgerKind.CREDIT, amount=points,
                    reason=reason or source, channel=channel, now=now, reference=reference)
-    uow.commit()
     return lot_id
 
 
 def deduct_points(uow, rules: ProgrammeRules, msisdn: str, points: int, kind: str, reason: str,
                   now: datetime, *, channel: str = Channel.OPS, allow_partial: bool = True,
-                  commit: bool = True, reference: str | None = None) -> int:
+                  reference: str | None = None) -> int:
     """A penalty or negative adjustment, soonest-expiring lots first. Never below zero:
     with ``allow_partial`` only what the balance holds is taken. Returns the points taken."""
     if kind not in (LedgerKind.PENALTY, LedgerKind.ADJUSTMENT):
@@ -257,8 +254,6 @@ def deduct_points(uow, rules: ProgrammeRules, msisdn: str, points: int, kind: st
     # Recorded even when nothing was left to take, so the reason (and reference) is kept.
     uow.add_ledger(msisdn=member.msisdn, kind=kind, amount=-taken, reason=reason,
                    channel=channel, now=now, draws=plan, reference=reference)
-    if commit:
-        uow.commit()
     return taken
 
 
@@ -281,7 +276,6 @@ def expire_lapsed_lots(uow, rules: ProgrammeRules, now: datetime, *,
         draws.append([(lot.id, lot.remaining) for lot in member_lots])
     uow.add_ledger_bulk(rows, draws)
     uow.mark_lots_expired([lot.id for lot in lapsed])
-    uow.commit()
     return len(lapsed), sum(lot.remaining for lot in lapsed)
 
 

@@ -50,7 +50,6 @@ def load_demo(uow, rules: ProgrammeRules, now: datetime) -> list[Member]:
     for reward in DEMO_REWARDS:
         if uow.get_reward(reward.code) is None:
             uow.upsert_reward(reward)
-    uow.commit()
     grants = {
         "13800138000": [(8000, "bill", today - timedelta(days=40)),
                         (4000, "tenure", expiring), (500, "ontime", last_year)],

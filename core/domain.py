@@ -286,6 +286,21 @@ class InvalidConfirmation(DomainError):
         self.tries_left = tries_left
 
 
+@dataclass(frozen=True)
+class SecretCheck:
+    """The outcome of a service PIN or one-time code check. A wrong secret counts towards the
+    lock and that count must be kept although the request fails, so it is returned (and
+    committed with the unit of work) rather than raised."""
+
+    member: Member | None = None  # the member, when the secret was right
+    tries_left: int = 0  # wrong secret, not (yet) locked: tries before the lock
+    locked_until: datetime | None = None  # locked (by this try or an earlier one)
+
+    @property
+    def accepted(self) -> bool:
+        return self.member is not None
+
+
 class UnknownOrder(DomainError):
     code = "unknown_order"
 

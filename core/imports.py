@@ -104,7 +104,6 @@ def import_members(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
         new, changed = uow.upsert_members(chunk)
         created, updated = created + new, updated + changed
         _progress(progress, "writing", start + len(chunk), len(parsed))
-    uow.commit()
     return ImportReport("members", len(parsed), created, updated, 0)
 
 
@@ -200,10 +199,9 @@ def import_points(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
         for _, msisdn, points, source, _, reference in chunk:
             if points < 0:
                 deduct_points(uow, rules, msisdn, -points, DEDUCTION_SOURCES[source], source,
-                              now, channel=Channel.IMPORT, commit=False, reference=reference)
+                              now, channel=Channel.IMPORT, reference=reference)
         created += len(chunk)
         _progress(progress, "writing", start + len(chunk), len(fresh))
-    uow.commit()
     return ImportReport("points", len(rows), created, 0, len(rows) - created)
 
 
@@ -288,7 +286,6 @@ def import_rewards(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
         if done % CHUNK == 0:
             _progress(progress, "writing", done, len(parsed))
     _progress(progress, "writing", len(parsed), len(parsed))
-    uow.commit()
     return ImportReport("rewards", len(parsed), created, len(parsed) - created, 0)
 
 
@@ -308,12 +305,11 @@ def import_deliveries(uow, rules: ProgrammeRules, path: str | Path, now: datetim
             rows.error(line, str(exc))
     for line, order_no, status, courier, tracking_no, at in parsed:
         try:
-            update_delivery(uow, rules, order_no, status, courier, tracking_no, at, commit=False)
+            update_delivery(uow, rules, order_no, status, courier, tracking_no, at)
         except DomainError as exc:
             rows.error(line, str(exc) if str(exc) != order_no else f"unknown order {order_no}")
     rows.raise_if_bad()
     _progress(progress, "writing", len(parsed), len(parsed))
-    uow.commit()
     return ImportReport("deliveries", len(parsed), 0, len(parsed), 0)
 
 

@@ -41,9 +41,7 @@ def retry_item(uow, rules, item: str, now: datetime) -> str | None:
     queue, item_id = parse_item(item)
     job = uow.set_aside_job_item(item_id) if queue == "job" else None
     if not uow.release_set_aside(queue, item_id, now):
-        uow.rollback()
-        return None
-    uow.commit()
+        return None  # nothing matched: nothing was written
     if job is not None:
         name, run_key, member = job
         return (f"{item}: off the list; the next {name} run processes it again "
@@ -53,9 +51,7 @@ def retry_item(uow, rules, item: str, now: datetime) -> str | None:
 
 def discard_item(uow, rules, item: str, now: datetime) -> bool:
     queue, item_id = parse_item(item)
-    done = uow.discard_set_aside(queue, item_id, now)
-    uow.commit()
-    return done
+    return uow.discard_set_aside(queue, item_id, now)
 
 
 # --- the command ---------------------------------------------------------------------------

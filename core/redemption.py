@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 from core.accounts import (
-    check_not_locked,
+    lock_in_force,
     member_tier,
     record_failed_secret,
     require_member,
@@ -19,7 +19,6 @@ from core.domain import (
     Delivery,
     DeliveryStatus,
     InsufficientPoints,
-    InvalidConfirmation,
     LedgerKind,
     LimitReached,
     Member,
@@ -32,9 +31,9 @@ from core.domain import (
     Reward,
     RewardKind,
     RewardUnavailable,
+    SecretCheck,
     UnknownOrder,
     UnknownReward,
-    WrongPin,
 )
 from core.rules import ProgrammeRules, expiry_for, plan_spend
 
@@ -115,7 +114,6 @@ def redeem(uow, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: s
     # unlimited rewards are never locked at all.
     if reward.stock is not None and not uow.take_stock(reward.code):
         raise OutOfStock(reward.code)
-    uow.commit()
     return replace(order, delivery=delivery)
 
 
@@ -162,7 +160,6 @@ def cancel_order(uow, rules: ProgrammeRules, order_no: str, now: datetime, *,
     if order.delivery is not None:
         uow.set_delivery(order_no, DeliveryStatus.CANCELLED, order.delivery.courier,
                          order.delivery.tracking_no, now)
-    uow.commit()
     return uow.get_order(order_no)
 
 
@@ -193,16 +190,18 @@ def start_confirmation(uow, rules: ProgrammeRules, msisdn: str, reward_code: str
     uow.add_confirmation(msisdn=quote.msisdn, code_hash=_code_hash(quote.msisdn, code),
                          reward_code=quote.reward.code, price=quote.price, channel=channel,
                          now=now, expires_at=expires_at)
-    uow.commit()
     return quote, code, expires_at
 
 
 def confirm_redemption(uow, rules: ProgrammeRules, msisdn: str, code: str, channel: str,
-                       now: datetime) -> Order:
-    """Redeem what the code was issued for. The same code sent again returns the same order;
-    a wrong code counts toward the PIN lock, like a wrong PIN."""
+                       now: datetime) -> Order | SecretCheck:
+    """Redeem what the code was issued for. The same code sent again returns the same order.
+    A wrong code counts toward the PIN lock, like a wrong PIN: it returns the refusal (a
+    ``SecretCheck``), so the count is committed although nothing is redeemed."""
     member = require_member(uow, msisdn, for_update=True)
-    check_not_locked(member, now)
+    locked = lock_in_force(member, now)
+    if locked is not None:
+        return locked
     digest = _code_hash(member.msisdn, code)
     pending = uow.open_confirmation(member.msisdn, digest, now)
     if pending is None:
@@ -212,10 +211,7 @@ def confirm_redemption(uow, rules: ProgrammeRules, msisdn: str, code: str, chann
             if order is not None:
                 return order
         _, failures = uow.member_pin(member.msisdn)
-        try:
-            record_failed_secret(uow, rules, member.msisdn, failures, now)
-        except WrongPin as wrong:
-            raise InvalidConfirmation(wrong.tries_left) from None
+        return record_failed_secret(uow, rules, member.msisdn, failures, now)
     uow.use_confirmation(pending.id, now)
     return redeem(uow, rules, member.msisdn, pending.reward_code, channel,
                   f"confirm:{pending.id}", now)

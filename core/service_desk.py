@@ -30,12 +30,11 @@ def record_ticket(uow, rules: ProgrammeRules, msisdn: str, kind: str, text: str,
     ticket = uow.add_ticket(msisdn=member.msisdn, kind=kind, text=text.strip()[:MAX_TICKET_TEXT],
                             channel=channel, now=now, prefix=TICKET_PREFIX[kind],
                             day=rules.today(now))
-    uow.commit()
     return ticket
 
 
 def update_delivery(uow, rules: ProgrammeRules, order_no: str, status: str, courier: str | None,
-                    tracking_no: str | None, now: datetime, *, commit: bool = True) -> None:
+                    tracking_no: str | None, now: datetime) -> None:
     if status not in set(DeliveryStatus):
         raise InvalidInput(f"unknown delivery status {status!r}")
     order = uow.get_order(order_no)
@@ -45,8 +44,6 @@ def update_delivery(uow, rules: ProgrammeRules, order_no: str, status: str, cour
         raise InvalidInput(f"order {order_no} is not a gift order")
     uow.set_delivery(order_no, status, courier or order.delivery.courier,
                      tracking_no or order.delivery.tracking_no, now)
-    if commit:
-        uow.commit()
 
 
 def queue_sms(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *, kind: str,
@@ -62,7 +59,6 @@ def queue_sms(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *, kind: s
     message_id = uow.queue_message(msisdn=msisdn, language=lang, kind=kind, now=now,
                                    template=template, params=params, body=body,
                                    dedupe_key=dedupe_key, not_before=not_before)
-    uow.commit()
     return message_id
 
 
@@ -71,7 +67,6 @@ def record_call_start(uow, rules: ProgrammeRules, uniqueid: str, msisdn: str | N
     """A new call record (a reused uniqueid is a new call too); returns its id."""
     call_id = uow.record_call_start(uniqueid=uniqueid, msisdn_masked=mask_msisdn(msisdn),
                                     script=script, now=now)
-    uow.commit()
     return call_id
 
 
@@ -79,7 +74,6 @@ def record_call_end(uow, rules: ProgrammeRules, uniqueid: str, menu_path: str, o
                     now: datetime, *, call_id: int | None = None) -> None:
     uow.record_call_end(uniqueid=uniqueid, menu_path=menu_path, outcome=outcome, now=now,
                         call_id=call_id)
-    uow.commit()
 
 
 def subscribe_auto_redemption(uow, rules: ProgrammeRules, msisdn: str, reward_code: str,
@@ -88,7 +82,6 @@ def subscribe_auto_redemption(uow, rules: ProgrammeRules, msisdn: str, reward_co
     if uow.get_reward(reward_code) is None:
         raise InvalidInput(f"unknown reward {reward_code}")
     uow.auto_redemption_subscribe(member.msisdn, reward_code, active, now)
-    uow.commit()
 
 
 __all__ = ["Channel", "record_ticket", "update_delivery", "queue_sms", "record_call_start",

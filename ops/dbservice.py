@@ -3,6 +3,20 @@
 ``run(use_case, *args)`` calls ``use_case(uow, rules, *args)`` on a pool thread inside a fresh
 unit of work and returns a Deferred firing with its (frozen) result. Nothing Twisted runs on the
 pool threads; nothing blocking runs on the reactor.
+
+Who owns the transaction:
+
+- The unit of work (``Store.unit_of_work``, used by ``run``, the CLI and the tests) commits
+  when the use case returns and rolls back when it raises. Use cases never commit.
+- An outcome that must be kept although the request fails (a wrong PIN or confirmation code
+  counted towards the lock) is a returned result, not an exception (``SecretCheck``).
+- To compose use cases in one transaction, call them with the same ``uow``: the outermost
+  caller's unit of work commits them together.
+- To let one part fail alone, wrap it in ``with uow.savepoint():`` - on an exception only the
+  block's writes are undone, the exception goes on, the rest of the transaction stays.
+- Work done in steps (job batches, MO batches, queue retries) has a driver that opens one
+  unit of work per step (one ``run`` per step), or, inside one long-lived unit of work,
+  commits between steps (``uow.commit``); the use case for a step never commits.
 """
 
 from __future__ import annotations

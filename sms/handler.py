@@ -15,9 +15,9 @@ so several processes share the work), handles the messages that only read in one
 and each that writes in its own (see ``handle_batch``), and marks each row ``handled`` in the
 same transaction that queues its reply in the outbox: an MO stored before a crash is handled
 after the restart, and never twice. Use cases that write (redeem, confirm, tickets, opt-out)
-run in a SAVEPOINT each, their own ``commit()`` releasing it, so a domain error undoes only
-that message's work (a wrong confirmation code's failure count is kept, as the core commits it
-before raising). An unexpected error rolls the batch back and the batch is handled one message
+run in a SAVEPOINT each (``uow.savepoint()``), so a domain error undoes only that message's
+work (a wrong confirmation code is a returned refusal, not an error: its failure count is
+kept). An unexpected error rolls the batch back and the batch is handled one message
 per transaction; a message that still fails is tried again later and, after a few tries, set
 aside with one "temporarily unavailable" reply (see ``sms.set_aside``, also for repeats).
 
@@ -47,6 +47,7 @@ from core.domain import (
     InvalidConfirmation,
     InvalidMsisdn,
     PinLocked,
+    SecretCheck,
     TicketKind,
     mask_msisdn,
 )
@@ -150,7 +151,6 @@ def store_mo_batch(uow, rules, mos: list[MOMessage], now: datetime,
     if parts:
         uow.sms_insert_mo_parts([r for b, r in parts.items() if b not in known])
         _join_parts(uow, mos, now, keys_)
-    uow.commit()
     first: set[str] = set()
     new = []
     for base in bases:
@@ -207,7 +207,6 @@ def housekeeping(uow, rules, now: datetime) -> tuple[int, int]:
     day_ago = now - timedelta(days=1)
     parts = uow.sms_purge_parts(day_ago)
     windows = uow.sms_purge_rate_windows(day_ago)
-    uow.commit()
     return parts, windows
 
 
@@ -253,32 +252,6 @@ class _Work:
     out_of_plan: list[str] = field(default_factory=list)
     # Balances of the batch's JF senders, read with one query (the commonest keyword).
     balances: dict[str, tuple[int, datetime | None, int]] = field(default_factory=dict)
-
-
-class _SavepointUoW:
-    """The unit of work as a use case sees it inside a batch: ``commit()`` releases the
-    message's savepoint (and opens the next), so it keeps what the use case committed."""
-
-    def __init__(self, uow: Any) -> None:
-        self._uow = uow
-        self._sp = uow.sms_savepoint()
-
-    def commit(self) -> None:
-        self._sp.commit()
-        self._sp = self._uow.sms_savepoint()
-
-    def rollback(self) -> None:
-        self._sp.rollback()
-        self._sp = self._uow.sms_savepoint()
-
-    def close(self, keep: bool) -> None:
-        if keep:
-            self._sp.commit()
-        else:
-            self._sp.rollback()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._uow, name)
 
 
 def handle_batch(uow, rules, settings: HandlerSettings, now: datetime, limit: int,
@@ -491,17 +464,11 @@ def _dispatch(uow, rules, work: _Work, cmd: kw.Command, msisdn: str, lang: str,
         except DomainError as exc:
             work.problems.append(f"SMS {cmd.kind} for {mask_msisdn(msisdn)}: {exc!r}")
             return "system_error", {}
-    sp = _SavepointUoW(uow)
     try:
-        result = _write(sp, rules, work, cmd, msisdn, lang)
+        with uow.savepoint():
+            return _write(uow, rules, work, cmd, msisdn, lang)
     except DomainError as exc:
-        sp.close(keep=False)
         return _domain_reply(rules, work, cmd, exc, msisdn)
-    except BaseException:
-        sp.close(keep=False)
-        raise
-    sp.close(keep=True)
-    return result
 
 
 def _read(uow, rules, work: _Work, cmd: kw.Command, msisdn: str,
@@ -569,6 +536,10 @@ def _write(uow, rules, work: _Work, cmd: kw.Command, msisdn: str,
         if not cmd.arg:
             return "confirm_failed", {"reason": "no_code"}
         order = confirm_redemption(uow, rules, msisdn, cmd.arg, Channel.SMS, now)
+        if isinstance(order, SecretCheck):  # refused; its failure count is kept
+            refusal = (PinLocked(order.locked_until) if order.locked_until is not None
+                       else InvalidConfirmation(order.tries_left))
+            return _domain_reply(rules, work, cmd, refusal, msisdn)
         if order.created_at == now:
             work.redemptions += 1
         reward = uow.get_reward(order.reward_code)

@@ -171,7 +171,6 @@ def claim_batch(uow, rules, now: datetime, until: datetime, limit: int, max_part
         ready.append(row)
     uow.sms_set_bodies(bodies)
     uow.sms_record_failed(failed, now)
-    uow.commit()
     return ready, [(row_id, error) for row_id, _, error in failed]
 
 
@@ -179,7 +178,6 @@ def record_outcomes(uow, rules, outcomes: list[Outcome], now: datetime) -> dict[
     """Store submit outcomes and the newly accepted message ids with their keys, then apply
     any receipt that arrived before its id was recorded. Returns receipt counts by state."""
     counts = _record(uow, outcomes, now)
-    uow.commit()
     return dict(counts)
 
 
@@ -190,7 +188,6 @@ def record_events(uow, rules, outcomes: list[Outcome], receipts: list[ReceiptIte
     counts = _record(uow, outcomes, now) if outcomes else Counter()
     if receipts:
         counts.update(hold_unmatched(uow, receipts, now))
-    uow.commit()
     return dict(counts)
 
 
@@ -250,12 +247,10 @@ def outbox_depth(uow, rules) -> int:
 
 def release_claims(uow, rules, ids: list[int]) -> None:
     uow.sms_release_claims(ids)
-    uow.commit()
 
 
 def extend_claims(uow, rules, ids: list[int], until: datetime) -> None:
     uow.sms_extend_claims(ids, until)
-    uow.commit()
 
 
 # --- the sender (reactor) ---------------------------------------------------------------------

@@ -111,7 +111,6 @@ def _match(uow, items: list[ReceiptItem], now: datetime
 def apply_receipts(uow, rules, items: list[ReceiptItem], now: datetime) -> dict[str, int]:
     """Store a batch of receipts: matched ones on their parts, the others held."""
     counts = hold_unmatched(uow, items, now)
-    uow.commit()
     return dict(counts)
 
 
@@ -144,7 +143,6 @@ def sweep_receipts(uow, rules, now: datetime, hold_s: float) -> dict[str, int]:
     expired = uow.sms_expire_receipts(now - timedelta(seconds=hold_s))
     if expired:
         counts["unmatched"] += expired
-    uow.commit()
     return dict(counts)
 
 

@@ -56,7 +56,6 @@ def refresh_queue_statistics(uow: Any, rules: Any) -> bool:
     stale = uow.stale_statistics(*QUEUE_TABLES)
     if stale:
         uow.refresh_statistics(*stale)
-        uow.commit()
     return uow.autovacuum_on()
 
 

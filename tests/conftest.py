@@ -74,7 +74,8 @@ def now():
 
 @pytest.fixture
 def run(store, rules):
-    """Call a use case in its own unit of work, as the channels do."""
+    """Call a use case in its own unit of work, as the channels do: committed when it
+    returns, rolled back when it raises."""
     def _run(use_case, *args, **kwargs):
         with store.unit_of_work() as uow:
             return use_case(uow, rules, *args, **kwargs)

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from core.config import JobsConfig
 from core.domain import Channel, DomainError, InsufficientPoints
-from core.jobs.base import HeldCommit, Sample, Step, add, masked, queue_notice
+from core.jobs.base import Sample, Step, add, masked, queue_notice
 from core.redemption import quote_redemption, redeem
 from core.rules import ProgrammeRules
 
@@ -32,7 +32,6 @@ def auto_redeem(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
     counts: dict[str, int] = {"subscriptions": len(subs)}
     picked: list[Sample] = []
     events: list[dict] = []
-    held = HeldCommit(uow)
     for sub in subs:
         rid = request_id(sub.id, month)
         if uow.order_by_request(sub.msisdn, Channel.JOB, rid) is not None:
@@ -53,7 +52,10 @@ def auto_redeem(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
                 add(counts, "redeemed")
                 add(counts, "points", quote.price)
             else:
-                order = redeem(held, rules, sub.msisdn, sub.reward_code, Channel.JOB, rid, now)
+                # A refused redemption must leave nothing of itself in the batch.
+                with uow.savepoint():
+                    order = redeem(uow, rules, sub.msisdn, sub.reward_code, Channel.JOB, rid,
+                                   now)
                 balance, _, _ = uow.balance_summary(order.msisdn, now)
                 template = "auto_redeem_done"
                 params = {**names, "points": order.points, "balance": balance,

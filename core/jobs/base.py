@@ -4,8 +4,8 @@ A job is a function ``step(uow, rules, now, config, cursor, *, dry_run, samples)
 one batch starting after ``cursor`` and returns a :class:`Step` with the next cursor (``None``
 when the job is done). A step never commits: the run driver (``core.jobs.runs``) commits the
 batch's writes together with the run's progress, so a crash loses at most the batch in flight
-and a resumed run starts after the last committed batch. Use cases of the core that commit by
-themselves are given a :class:`HeldCommit` view of the unit of work.
+and a resumed run starts after the last committed batch. A step calls the core's use cases
+with its own unit of work: they never commit either.
 """
 
 from __future__ import annotations
@@ -61,30 +61,16 @@ class Job:
         return f"daily at {self.at(config)}"
 
 
-class HeldCommit:
-    """A unit of work whose ``commit()`` does nothing: the step's driver commits once, at the
-    end of the batch, together with the run's progress."""
-
-    def __init__(self, uow: Any) -> None:
-        self._uow = uow
-
-    def commit(self) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._uow, name)
-
-
 def add(counts: dict[str, int], key: str, n: int = 1) -> None:
     counts[key] = counts.get(key, 0) + n
 
 
 def queue_notice(uow, rules: ProgrammeRules, config: JobsConfig, msisdn: str, now: datetime, *,
                  kind: str, template: str, params: dict[str, Any], dedupe_key: str) -> None:
-    """Queue a job's SMS notice, held until the quiet hours end (no commit: see HeldCommit)."""
+    """Queue a job's SMS notice, held until the quiet hours end."""
     from core.service_desk import queue_sms
 
-    queue_sms(HeldCommit(uow), rules, msisdn, now, kind=kind, template=template, params=params,
+    queue_sms(uow, rules, msisdn, now, kind=kind, template=template, params=params,
               dedupe_key=dedupe_key, not_before=release_time(now, rules.zone, config))
 
 

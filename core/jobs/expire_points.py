@@ -9,7 +9,7 @@ from datetime import datetime
 
 from core.accounts import expire_lapsed_lots
 from core.config import JobsConfig
-from core.jobs.base import HeldCommit, Step
+from core.jobs.base import Step
 from core.rules import ProgrammeRules
 
 BATCH = 5000
@@ -21,5 +21,5 @@ def expire_points(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
     if dry_run:
         lots, points, members = uow.lapsed_summary(now)
         return Step(None, {"lots": lots, "points": points, "members": members})
-    lots, points = expire_lapsed_lots(HeldCommit(uow), rules, now, batch=batch)
+    lots, points = expire_lapsed_lots(uow, rules, now, batch=batch)
     return Step("more" if lots >= batch else None, {"lots": lots, "points": points})

@@ -160,7 +160,6 @@ def claim_voice_calls(uow, rules: ProgrammeRules, now: datetime, ami: AMIConfig,
             uow.set_expiry_warning_state(row.id, CALLING, now, attempts=row.attempts + 1)
             calls.append(VoiceCall(row.id, row.msisdn, row.points, row.expires_at,
                                    row.attempts + 1))
-    uow.commit()
     return calls
 
 
@@ -183,7 +182,6 @@ def record_call_outcome(uow, rules: ProgrammeRules, warning_id: int, outcome: st
     else:
         state, attempts = (FAILED if row.attempts > ami.retries else PENDING), None
     uow.set_expiry_warning_state(warning_id, state, now, attempts=attempts)
-    uow.commit()
     return state
 
 
@@ -212,5 +210,4 @@ def send_warning_copy(uow, rules: ProgrammeRules, warning_id: int, msisdn: str, 
                  params=warning_params(warning.points, warning.last_day, rules.today(now),
                                        row.stage),
                  dedupe_key=f"expiry-copy:{warning_id}")
-    uow.commit()
     return True

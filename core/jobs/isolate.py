@@ -66,12 +66,11 @@ def step_one_by_one(uow, rules: ProgrammeRules, job: Job, now: datetime, config:
     picked: list[Any] = []
     events: list[dict[str, Any]] = []
     for _ in range(batch or job.batch):
-        savepoint = uow.savepoint()
         try:
-            step = job.step(uow, rules, now, config, cursor, batch=1,
-                            samples=max(0, samples - len(picked)))
+            with uow.savepoint():
+                step = job.step(uow, rules, now, config, cursor, batch=1,
+                                samples=max(0, samples - len(picked)))
         except Exception as exc:  # noqa: BLE001 - any failure of one item sets it aside
-            savepoint.rollback()
             item = next_item(uow, rules, now, cursor)
             if item is None:
                 raise
@@ -82,7 +81,6 @@ def step_one_by_one(uow, rules: ProgrammeRules, job: Job, now: datetime, config:
             events.append(dict(set_aside=shown, error=error))
             cursor = item
             continue
-        savepoint.commit()
         for key, value in step.counts.items():
             add(counts, key, value)
         picked += step.samples

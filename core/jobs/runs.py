@@ -113,18 +113,15 @@ def claim_run(uow, rules: ProgrammeRules, job: str, run_key: str, now: datetime,
     """Claim (or take over) the run ``(job, run_key)``; None when it is not ours to do."""
     get_job(job)
     if not uow.try_job_lock(job):
-        uow.rollback()
         return None
     claim = Claim(0, job, run_key, owner)
     run_id = uow.insert_job_run(job, run_key, now, _summary(claim, now))
     if run_id is not None:
-        uow.commit()
         return replace(claim, run_id=run_id)
     run = uow.get_job_run(job, run_key, for_update=True)
     if run is None or not _takeover(run, now, force=force, stale_after=stale_after,
                                     retry_failed_after=retry_failed_after,
                                     max_attempts=max_attempts):
-        uow.rollback()
         return None
     if run.state == DONE:  # forced: a new run from the start
         claim = replace(claim, run_id=run.id)
@@ -136,31 +133,26 @@ def claim_run(uow, rules: ProgrammeRules, job: str, run_key: str, now: datetime,
                         attempt=run.summary.get("attempt", 1) + 1, resumed=True)
         uow.update_job_run(run.id, state=RUNNING, finished_at=None,
                            summary=_summary(claim, now, resumed_from=run.state))
-    uow.commit()
     return claim
 
 
 def run_step(uow, rules: ProgrammeRules, claim: Claim, config: JobsConfig, now: datetime, *,
              samples: int = 0, batch: int | None = None) -> StepReport:
-    """Do the next batch of a claimed run and commit it with the run's progress (and, after
-    the last batch, the run's end)."""
+    """Do the next batch of a claimed run; the unit of work commits it with the run's progress
+    (and, after the last batch, the run's end)."""
     run = uow.get_job_run_by_id(claim.run_id, for_update=True)
     if run is None or run.state != RUNNING or run.summary.get("owner") != claim.owner:
-        uow.rollback()
         raise LostClaim(f"run {claim.job}/{claim.run_key} was taken over")
     kwargs = {} if batch is None else {"batch": batch}
     job = get_job(claim.job)
     try:
-        step = job.step(uow, rules, now, config, claim.cursor, samples=samples, **kwargs)
+        # The run's row stays locked (ours) when the batch's savepoint is rolled back.
+        with uow.savepoint():
+            step = job.step(uow, rules, now, config, claim.cursor, samples=samples, **kwargs)
     except Exception as exc:
         if not can_isolate(job, exc):
             raise
         # One item's failure must not stop the run: the batch again, item by item.
-        uow.rollback()
-        run = uow.get_job_run_by_id(claim.run_id, for_update=True)
-        if run is None or run.state != RUNNING or run.summary.get("owner") != claim.owner:
-            uow.rollback()
-            raise LostClaim(f"run {claim.job}/{claim.run_key} was taken over") from None
         step = step_one_by_one(uow, rules, job, now, config, claim.cursor, claim.run_key,
                                batch=batch, samples=samples)
     claim = replace(claim, cursor=step.cursor, counts=_merge(claim.counts, step.counts))
@@ -169,7 +161,6 @@ def run_step(uow, rules: ProgrammeRules, claim: Claim, config: JobsConfig, now: 
                            summary=_summary(claim, now))
     else:
         uow.update_job_run(claim.run_id, summary=_summary(claim, now))
-    uow.commit()
     return StepReport(claim, step.cursor is None, step)
 
 
@@ -178,18 +169,16 @@ def end_run(uow, rules: ProgrammeRules, claim: Claim, now: datetime, *, state: s
     """Record that a run stopped before its end (``failed`` or ``interrupted``)."""
     run = uow.get_job_run_by_id(claim.run_id, for_update=True)
     if run is None or run.state != RUNNING or run.summary.get("owner") != claim.owner:
-        uow.rollback()
         return False
     extra = {"error": error[:500]} if error else {}
     uow.update_job_run(claim.run_id, state=state, finished_at=now,
                        summary=_summary(claim, now, **extra))
-    uow.commit()
     return True
 
 
 def dry_run_step(uow, rules: ProgrammeRules, job: str, config: JobsConfig, now: datetime,
                  cursor: str | None, *, samples: int = 0, batch: int | None = None) -> Step:
-    """One batch of what a run at ``now`` would do; nothing is written (never commits)."""
+    """One batch of what a run at ``now`` would do; nothing is written (run it read-only)."""
     kwargs = {} if batch is None else {"batch": batch}
     return get_job(job).step(uow, rules, now, config, cursor, dry_run=True, samples=samples,
                              **kwargs)

@@ -12,7 +12,7 @@ from datetime import datetime
 from core.accounts import review_tier
 from core.config import JobsConfig
 from core.domain import AccountNeedsAttention
-from core.jobs.base import HeldCommit, Sample, Step, add, date_params, queue_notice
+from core.jobs.base import Sample, Step, add, date_params, queue_notice
 from core.rules import (
     ProgrammeRules,
     qualifying_window_start,
@@ -34,7 +34,6 @@ def tier_review(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
                                 rules.programme.qualifying_sources)
     counts: dict[str, int] = {"members": len(rows)}
     picked: list[Sample] = []
-    held = HeldCommit(uow)
     for row in rows:
         earned = tier_for(row.qualifying_points, rules.tiers)
         granted = tier_floor(row.granted_tier_code, row.granted_tier_until, today, rules.tiers)
@@ -50,7 +49,7 @@ def tier_review(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
             valid_until = tier_valid_until(today, rules.programme)
         else:
             try:
-                old, new = review_tier(held, rules, row.msisdn, now)
+                old, new = review_tier(uow, rules, row.msisdn, now)
             except AccountNeedsAttention:  # corrupt lots: check ledger names the member
                 add(counts, "needs_attention")
                 continue

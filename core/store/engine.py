@@ -66,14 +66,23 @@ class Store:
 
     @contextlib.contextmanager
     def unit_of_work(self, *, write: bool = True) -> Iterator[SqlUnitOfWork]:
-        """One transaction; rolled back unless the use case called ``commit()``."""
+        """One transaction, owned here: committed when the block ends normally, rolled back
+        when it raises. A read-only unit (``write=False``) has nothing to keep: it always
+        ends with a rollback. Use cases never commit; a driver that works in steps may call
+        ``uow.commit()`` between steps."""
         with self.engine.connect() as conn:
             conn.info["write"] = write
             uow = SqlUnitOfWork(conn, is_sqlite=self.is_sqlite)
             try:
                 yield uow
-            finally:
+            except BaseException:
                 if conn.in_transaction():
+                    conn.rollback()
+                raise
+            if conn.in_transaction():
+                if write:
+                    conn.commit()
+                else:
                     conn.rollback()
 
     # --- schema -------------------------------------------------------------------------

@@ -81,10 +81,6 @@ class QueueQueries:
 
     # --- jobs -------------------------------------------------------------------------------
 
-    def savepoint(self):
-        """A SAVEPOINT inside the current transaction (``.commit()`` / ``.rollback()``)."""
-        return self.conn.begin_nested()
-
     def job_set_item_aside(self, job: str, run_key: str, item: str, error: str,
                            now: datetime) -> None:
         exists = self.conn.execute(select(job_set_aside.c.id).where(

@@ -235,11 +235,6 @@ class SmsQueries:
         naive = instant.astimezone(UTC).replace(tzinfo=None)
         return naive.isoformat(" ", "microseconds") if self.is_sqlite else naive
 
-    def sms_savepoint(self):
-        """A SAVEPOINT inside the current transaction: ``.commit()`` releases it,
-        ``.rollback()`` undoes what was done since."""
-        return self.conn.begin_nested()
-
     # --- MO: storing ------------------------------------------------------------------------
 
     def sms_existing_mo_keys(self, keys: Sequence[str], since: datetime) -> set[str]:

@@ -5,8 +5,9 @@ Every method returns plain values or frozen domain records, never rows or ORM ob
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -55,7 +56,22 @@ class SqlUnitOfWork(JobsQueries, SmsQueries, QueueQueries):
         self.is_sqlite = is_sqlite
 
     def commit(self) -> None:
+        """For drivers that work in steps (one transaction per step); use cases never commit:
+        the unit of work commits when they return."""
         self.conn.commit()
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A SAVEPOINT around the block: its writes stay in the transaction when it ends
+        normally and are undone, alone, when it raises (the exception goes on)."""
+        nested = self.conn.begin_nested()
+        try:
+            yield
+        except BaseException:
+            if nested.is_active:
+                nested.rollback()
+            raise
+        nested.commit()
 
     def refresh_statistics(self, *tables: str) -> None:
         """Let PostgreSQL's planner see tables a bulk load just grew (it would otherwise scan

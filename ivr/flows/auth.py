@@ -8,7 +8,7 @@ never retried. No input / an unusable number is retried like a menu (``Call.inpu
 from __future__ import annotations
 
 from core.accounts import get_member, verify_pin
-from core.domain import InvalidMsisdn, Member, PinLocked, PinNotSet, WrongPin
+from core.domain import InvalidMsisdn, Member, PinNotSet
 from ivr.flows.menu import Call, EndCall, ToAgent
 from ivr.flows.speech import NO_KEYS
 
@@ -95,14 +95,13 @@ async def enter_pin(call: Call, prompt: str) -> bool:
             ask = prompt
             continue
         try:
-            await call.run(verify_pin, call.msisdn, result.digits, call.now())
-        except WrongPin:
-            ask = "auth_wrong_pin"
-            continue
-        except PinLocked:
-            await call.voice.play("auth_pin_locked", escape=NO_KEYS)
-            return False
+            check = await call.run(verify_pin, call.msisdn, result.digits, call.now())
         except PinNotSet:
             await call.voice.play("auth_pin_not_set", escape=NO_KEYS)
             raise ToAgent("no PIN") from None
-        return True
+        if check.accepted:
+            return True
+        if check.locked_until is not None:
+            await call.voice.play("auth_pin_locked", escape=NO_KEYS)
+            return False
+        ask = "auth_wrong_pin"

@@ -27,7 +27,6 @@ from core.domain import (
     RewardUnavailable,
     UnknownReward,
 )
-from core.jobs.base import HeldCommit
 from core.redemption import catalogue, quote_redemption, redeem
 from core.service_desk import queue_sms
 from ivr.flows.auth import enter_pin
@@ -158,13 +157,11 @@ def redeem_with_sms(uow, rules, msisdn: str, code: str, channel: str, request_id
     """``redeem`` and its SMS confirmation in one transaction: an order never exists without
     its SMS, whatever happens to this process after the commit. A replayed request returns
     the same order and queues nothing more (the SMS's dedupe key is the order number)."""
-    held = HeldCommit(uow)
-    order = redeem(held, rules, msisdn, code, channel, request_id, now)
+    order = redeem(uow, rules, msisdn, code, channel, request_id, now)
     after, _, _ = uow.balance_summary(order.msisdn, now)
-    queue_sms(held, rules, order.msisdn, now, kind=REDEEM_SMS_KIND, template="redeem_done",
+    queue_sms(uow, rules, order.msisdn, now, kind=REDEEM_SMS_KIND, template="redeem_done",
               params={"order_no": order.order_no, "reward_code": order.reward_code,
                       "reward_name": reward_name, "reward_kind": order.reward_kind,
                       "points": order.points, "balance": after, "channel": channel},
               language=language, dedupe_key=f"redeem_done:{order.order_no}")
-    uow.commit()
     return order

@@ -43,7 +43,6 @@ def corrupt(store, msisdn, now):
                         expires_at=datetime(2029, 1, 1, tzinfo=UTC), reference=f"X{n}", now=now)
             uow.add_ledger(msisdn=msisdn, kind="credit", amount=huge, reason="bill",
                            channel="import", now=now, reference=f"X{n}")
-        uow.commit()
 
 
 def test_a_corrupt_account_breaks_nothing_for_the_others(cli, store, members, run, now,

@@ -48,7 +48,6 @@ def add_member(database_url, msisdn):
                                      tier_code="standard", warning_opt_out=False,
                                      warning_channel="sms", pin_failures=0,
                                      created_at=datetime.now(UTC))])
-            uow.commit()
     finally:
         store.dispose()
 

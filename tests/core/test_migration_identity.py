@@ -36,7 +36,6 @@ def test_upgrade_keeps_rows_and_rekeys_orders_and_calls(store_at_0003, now):
             dict(uniqueid=f"1764300000.{n}", msisdn_masked="138****8000", script="loyalty",
                  started_at=now, ended_at=now, menu_path="2", outcome="hangup")
             for n in (1, 2)])
-        uow.commit()
     add_reward(store, "A01")
     with store.unit_of_work() as uow:
         # only the columns a 0003 database has (later migrations add more to members)
@@ -45,7 +44,6 @@ def test_upgrade_keeps_rows_and_rekeys_orders_and_calls(store_at_0003, now):
                  warning_opt_out=False, warning_channel="sms", pin_failures=0, created_at=now)
             for msisdn in ("13800138000", "15800158000")])
         uow.conn.execute(insert(orders), order_row("1", "13800138000", now))
-        uow.commit()
 
     store.upgrade()
 
@@ -73,7 +71,6 @@ def test_downgrade_and_upgrade_again(store_at_0003, now):
         uow.conn.exec_driver_sql(
             "INSERT INTO calls (uniqueid, msisdn_masked, script, started_at, menu_path) "
             "VALUES ('1764300000.9', '138****8000', 'loyalty', '2026-11-22 04:00:00', '')")
-        uow.commit()
     store.upgrade()
     with store.unit_of_work() as uow:
         assert uow.conn.execute(select(calls.c.id, calls.c.uniqueid)).all() == [

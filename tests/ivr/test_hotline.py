@@ -142,7 +142,6 @@ async def test_3_history_when_there_is_none(rig):
         uow.upsert_members([dict(msisdn="13300133000", name="New", language="zh",
                                  tier_code="standard", warning_opt_out=False,
                                  warning_channel="sms", pin_failures=0, created_at=rig.now)])
-        uow.commit()
     result = await rig.call("13300133000", "3T5T")
     tokens = heard(result)
     assert after(tokens, "hist_none")[:2] == ["hist_none", "menu_main"]

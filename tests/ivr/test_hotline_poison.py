@@ -45,7 +45,6 @@ def corrupt_lots(rig, msisdn: str) -> None:  # noqa: F811 - rig is the fixture's
                  earned_on=(rig.now - timedelta(days=3)).date(),
                  expires_at=rig.now + timedelta(days=300), reference=f"broken-{i}",
                  expired=False, created_at=rig.now - timedelta(days=3)) for i in range(2)])
-        uow.commit()
 
 
 @pytest.mark.parametrize("breakage", ["overflow", "exception"])

@@ -41,7 +41,6 @@ def set_reward(rig, code: str, **changes) -> None:
     reward = next(r for r in DEMO_REWARDS if r.code == code)
     with rig.store.unit_of_work() as uow:
         uow.upsert_reward(replace(reward, **changes))
-        uow.commit()
 
 
 @pytest.mark.parametrize("msisdn,lang,price", [(ZH_MEMBER, "zh", 900), (EN_MEMBER, "en", 1000)])
@@ -112,7 +111,6 @@ async def test_more_than_eight_items_page_with_9(rig):
         for n in range(10):
             uow.upsert_reward(Reward(f"S{n:02d}", f"服务{n}", f"Service {n}", "service",
                                      100 + n, None, None, None, None, 10 + n))
-        uow.commit()
     before = rig.balance(ZH_MEMBER)
     # T: let page 1 play and say nothing; 9 (barging into the retry) for page 2; then 5
     result = await rig.call(ZH_MEMBER, "41" "T9" "T5" "1234#" "1")
@@ -162,7 +160,6 @@ async def test_a_race_lost_after_the_confirmation_is_told_and_debits_nothing(rig
             uow.upsert_reward(replace(reward, stock=0))
         else:
             uow.upsert_reward(replace(reward, available_until=date(2020, 1, 1)))
-        uow.commit()
 
     proxy.before["redeem_with_sms"] = lose_the_race
     before = rig.balance(ZH_MEMBER)
@@ -275,7 +272,6 @@ async def test_a_member_without_a_pin_is_sent_to_an_agent(rig):
     with rig.store.unit_of_work() as uow:
         uow.upsert_members([dict(msisdn="13300133000", name="No PIN", language="zh",
                                  tier_code="standard", created_at=rig.now)])
-        uow.commit()
     from core.accounts import credit_points
 
     rig.run(credit_points, "13300133000", 5000, "bill", date(2026, 10, 1), rig.now)

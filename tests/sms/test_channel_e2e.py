@@ -278,7 +278,6 @@ async def test_lists_are_cut_to_three_parts(channels, store, rules):
             uow.upsert_reward(Reward(f"X{i:02d}", f"超长名称的测试礼品第{i}号款式",
                                      f"Test reward {i}", "service", 100 + i, None, None, None,
                                      None, 10 + i))
-        uow.commit()
     ch = await channels().start()
     got = await converse(ch, ZHANG, "LB")
     assert got.startswith("【积分礼品】代码 名称 所需积分：\nA01 100分钟国内通话 900分\n")

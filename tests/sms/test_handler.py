@@ -155,7 +155,6 @@ def test_a_domain_error_undoes_only_its_own_message(demo, run, monkeypatch):
 
     with demo.unit_of_work() as uow:
         uow.conn.execute(update(rewards).where(rewards.c.code == "G01").values(stock=0))
-        uow.commit()
     store_mos(run, [mo(ALICE, "BD points missing"), mo(ZHANG, otp), mo(BOB, "TD")])
     batch = handle(run)
     assert batch.outcomes == {"makeup": 1, "confirm": 1, "stop": 1}
@@ -167,7 +166,6 @@ def test_a_domain_error_undoes_only_its_own_message(demo, run, monkeypatch):
     # The confirmation was not used up: once restocked, the same code redeems.
     with demo.unit_of_work() as uow:
         uow.conn.execute(update(rewards).where(rewards.c.code == "G01").values(stock=5))
-        uow.commit()
     store_mos(run, [mo(ZHANG, f"QR {otp}")])
     assert handle(run).redemptions == 1
     assert run(balance, ZHANG, NOW).points == 6300

@@ -140,7 +140,6 @@ async def test_a_claim_left_by_a_dead_process_lapses_and_is_sent(channels, sim, 
     with store.unit_of_work() as uow:  # claimed by a process that then died
         uow.conn.execute(update(outbox).values(state="sending", attempts=1,
                                                claimed_until=NOW + timedelta(seconds=30)))
-        uow.commit()
     await ch.start()
     await sleep(0.3)
     assert sim.messages == []
@@ -373,7 +372,6 @@ async def test_rows_handed_over_after_their_claim_lapses_are_sent_once(channels,
     until = NOW + timedelta(seconds=30)
     with store.unit_of_work() as uow:  # a batch claimed them; its result comes back late
         late = uow.sms_claim_outbox(NOW, until, 10)
-        uow.commit()
     await ch.start()
     clock.advance(seconds=25)  # within a third of the lease of lapsing
     ch.sms.sender.take(late, until)
@@ -405,5 +403,4 @@ async def test_an_mt_that_keeps_being_refused_is_set_aside_and_the_rest_go(chann
     # Ops put it back (loyalty queues retry mt:ID): it goes.
     with ch.store.unit_of_work() as uow:
         assert uow.release_set_aside("mt", rows[stuck]["id"], NOW)
-        uow.commit()
     await all_delivered(ch, sim, [stuck])

@@ -72,7 +72,6 @@ def corrupt_lots(store, msisdn: str) -> None:
                  earned_on=(NOW - timedelta(days=3)).date(),
                  expires_at=NOW + timedelta(days=300), reference=f"broken-{i}", expired=False,
                  created_at=NOW - timedelta(days=3)) for i in range(2)])
-        uow.commit()
 
 
 def break_balance_reads(monkeypatch, msisdn: str) -> None:

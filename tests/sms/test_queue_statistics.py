@@ -46,7 +46,6 @@ def fill_outbox_ids(store: Store, parts: int) -> None:
         uow.conn.execute(insert(outbox_ids), [
             dict(outbox_id=i, part=1, message_id=f"{i:x}", id_key=key, created_at=T)
             for i in range(1, parts + 1) for key in (f"h:{i:x}", f"d:{i}")])
-        uow.commit()
     store.dispose()  # a backend reports its changes to the statistics system as it exits
 
 

@@ -33,7 +33,6 @@ def add_members(store, *msisdns, language="zh", channel="sms", opt_out=False,
                                  warning_opt_out=opt_out, warning_channel=channel,
                                  pin_failures=0, created_at=datetime(2024, 1, 1, tzinfo=UTC))
                             for m in msisdns])
-        uow.commit()
 
 
 def add_lot(store, rules, msisdn, points, *, earned_on=date(2024, 5, 1), expires_at=None,
@@ -46,7 +45,6 @@ def add_lot(store, rules, msisdn, points, *, earned_on=date(2024, 5, 1), expires
                              now=datetime(2024, 6, 1, tzinfo=UTC))
         uow.add_ledger(msisdn=msisdn, kind=LedgerKind.CREDIT, amount=points, reason=source,
                        channel="import", now=datetime(2024, 6, 1, tzinfo=UTC))
-        uow.commit()
     return lot_id
 
 

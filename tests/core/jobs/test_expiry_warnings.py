@@ -165,7 +165,6 @@ def test_spent_expired_and_far_lots_are_ignored(store, rules, config):
     spent = add_lot(store, rules, M, 100, earned_on=date(2024, 1, 5))
     with store.unit_of_work() as uow:
         uow.take_from_lot(spent, 100)
-        uow.commit()
     add_lot(store, rules, "13900139000", 100, earned_on=date(2025, 1, 5))
     result = drive(store, rules, config, JOB, local(2026, 12, 1))
     assert result.counts.get("batches") is None and outbox_rows(store) == []
@@ -267,11 +266,9 @@ def test_bulk_inserts_skip_rows_written_already_and_keep_text_exact(store):
     with store.unit_of_work() as uow:
         uow.queue_messages_bulk(rows[:2], now)
         uow.add_expiry_warnings([warning], now)
-        uow.commit()
     with store.unit_of_work() as uow:  # one new row among rows written already
         uow.queue_messages_bulk(rows, now)
         uow.add_expiry_warnings([warning, dict(warning, stage="7d")], now)
-        uow.commit()
     got = outbox_rows(store)
     assert [r["dedupe_key"] for r in got] == ["k0", "k1", "k2"]
     assert all(r["params"] == tricky and r["not_before"] == now and r["state"] == "queued"

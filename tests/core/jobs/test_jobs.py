@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from sqlalchemy import update
+
 from core.accounts import balance, check_ledger, credit_points
 from core.service_desk import subscribe_auto_redemption
-from core.store.tables import ledger, orders
+from core.store.tables import ledger, orders, rewards
+from core.store.uow import SqlUnitOfWork
 from sms.render import render
 from tests.core.helpers import add_reward
 from tests.core.jobs.conftest import add_lot, add_members, count, drive, local, outbox_rows
@@ -106,6 +109,27 @@ def test_unsubscribed_members_are_left_alone(store, rules, config, run):
     result = drive(store, rules, config, "auto-redeem", local(2026, 12, 1, 9, 0))
     assert result.counts["subscriptions"] == 2
     assert run(balance, A, local(2026, 12, 2)).points == 2000
+
+
+def test_an_auto_redemption_refused_at_its_last_step_takes_no_points(store, rules, config, run,
+                                                                    monkeypatch):
+    add_reward(store, "A03", points=800, stock=5)
+    add_members(store, A)
+    run(credit_points, A, 2000, "bill", date(2026, 5, 1), local(2026, 5, 2), reference="ref-a")
+    run(subscribe_auto_redemption, A, "A03", local(2026, 6, 1))
+    take_stock = SqlUnitOfWork.take_stock
+
+    def sold_out_meanwhile(uow, code):
+        # Another channel took the last item after this redemption checked the stock.
+        uow.conn.execute(update(rewards).where(rewards.c.code == code).values(stock=0))
+        return take_stock(uow, code)
+
+    monkeypatch.setattr(SqlUnitOfWork, "take_stock", sold_out_meanwhile)
+    result = drive(store, rules, config, "auto-redeem", local(2026, 12, 1, 9, 0))
+    assert result.counts.get("out_of_stock") == 1 and "redeemed" not in result.counts
+    assert run(balance, A, local(2026, 12, 2)).points == 2000
+    assert count(store, orders) == 0
+    assert run(check_ledger) == []
 
 
 # --- tier-review -----------------------------------------------------------------------------

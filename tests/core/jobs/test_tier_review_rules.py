@@ -13,7 +13,6 @@ A, B, C = "13800138000", "13900139000", "15800158000"
 def grant(store, msisdn, code, until):
     with store.unit_of_work() as uow:
         uow.update_member(msisdn, granted_tier_code=code, granted_tier_until=until)
-        uow.commit()
 
 
 def test_the_job_never_downgrades_below_a_grant_before_its_date(store, rules, config, run):
@@ -43,7 +42,6 @@ def test_a_corrupt_account_does_not_stop_the_job(store, rules, config, run):
             uow.add_lot(msisdn=A, amount=huge, source="bill", earned_on=date(2026, 6, 1),
                         expires_at=datetime(2029, 1, 1, tzinfo=UTC), reference=f"X{n}",
                         now=local(2026, 6, 2))
-        uow.commit()
     run(credit_points, C, 2500, "bill", date(2026, 6, 1), local(2026, 6, 2))
     result = drive(store, rules, config, "tier-review", local(2026, 12, 1, 2, 0))
     assert result.state == "done"
