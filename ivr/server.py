@@ -17,7 +17,7 @@ import gc
 import importlib
 import inspect
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from twisted.application.service import Service
@@ -25,6 +25,7 @@ from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from core.clock import utc_now
 from core.config import Config, check_fastagi_access
 from core.domain import InvalidMsisdn, NumberingPlan
 from core.rules import ProgrammeRules
@@ -75,7 +76,7 @@ class CallRecorder:
         return defer.DeferredList(list(self._writes), consumeErrors=True)
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock.seconds(), UTC)
+        return utc_now(self.clock)
 
     def call_started(self, channel: AGIChannel) -> None:
         self.book.open(channel, self._now())

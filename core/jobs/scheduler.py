@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from core.clock import utc_now
 from core.config import Config
 from core.jobs.base import Job
 from core.jobs.registry import JOBS
@@ -70,7 +71,7 @@ class JobsService(Service):
         self._stopping = False
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.reactor.seconds(), UTC)
+        return utc_now(self.reactor)
 
     # --- lifecycle --------------------------------------------------------------------------
 

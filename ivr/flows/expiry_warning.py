@@ -19,11 +19,11 @@ Dialplan after the call's ``AGI(agi://host:4573/expiry-warning)``::
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from twisted.logger import Logger
 
+from core.clock import SecondsClock, utc_now_from
 from core.config import Config, JobsConfig
 from core.domain import mask_msisdn
 from core.jobs.expiry_warnings import send_warning_copy, warning_for_call
@@ -44,14 +44,10 @@ CHOICES = "12"
 
 async def expiry_warning_flow(channel: AGIChannel, db: Any, *, jobs: JobsConfig | None = None,
                               sounds_subdir: str = "loyalty", digit_timeout_ms: int = 5000,
-                              max_tries: int = 3, clock: Any = None) -> str:
+                              max_tries: int = 3, clock: SecondsClock) -> str:
     """Run one warning call. Returns how it ended: ``hotline``, ``sms``, ``no-choice``,
     ``unknown-warning`` or ``error``."""
-    if clock is None:
-        from twisted.internet import reactor as clock
-
-    def now() -> datetime:
-        return datetime.fromtimestamp(clock.seconds(), UTC)
+    now = utc_now_from(clock)
 
     rules = db.rules
     voice = Voice(channel, sounds_subdir=sounds_subdir, zone=rules.zone,
@@ -107,7 +103,7 @@ async def expiry_warning_flow(channel: AGIChannel, db: Any, *, jobs: JobsConfig 
 
 
 def make_expiry_warning_flow(db: Any, config: Config,
-                             clock: Any = None) -> Callable[[AGIChannel], Any]:
+                             clock: SecondsClock) -> Callable[[AGIChannel], Any]:
     """The flow as the FastAGI factory wants it (``flows={"expiry-warning": ...}``)."""
 
     def flow(channel: AGIChannel):

@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from core.accounts import set_language
+from core.clock import SecondsClock, utc_now_from
 from core.config import Config
 from ivr.agi_channel import AGIChannel
 from ivr.agi_wire import ChannelHungUp
@@ -36,7 +37,7 @@ from ivr.flows import answers
 from ivr.flows.auth import authenticate, by_caller_id
 from ivr.flows.calls import CallBook
 from ivr.flows.lookahead import Pending
-from ivr.flows.menu import Call, EndCall, Settings, ToAgent, utc_now_from
+from ivr.flows.menu import Call, EndCall, Settings, ToAgent
 from ivr.flows.redeem import redeem_menu
 from ivr.flows.speech import NO_KEYS
 from ivr.flows.trouble import call_failed
@@ -68,14 +69,14 @@ class Hotline:
 
     ``db`` is a ``core.dbservice.DatabaseService`` (anything with ``run(use_case, *args)``
     returning a Deferred). ``book`` is shared with the server's call recorder; ``now`` defaults
-    to the reactor's clock."""
+    to ``clock``'s time (one of the two is required)."""
 
     def __init__(self, db: Any, settings: Settings, *, book: CallBook | None = None,
                  metrics: Any = None, now: Callable[[], datetime] | None = None,
-                 clock: Any = None) -> None:
+                 clock: SecondsClock | None = None) -> None:
         if now is None:
             if clock is None:
-                from twisted.internet import reactor as clock
+                raise TypeError("Hotline needs a clock (or a now function)")
             now = utc_now_from(clock)
         self.db = db
         self.settings = settings

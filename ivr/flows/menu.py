@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -227,8 +227,3 @@ class Call:
         await self.channel.set_variable("LOYALTY_TIER", code)
         await self.channel.set_variable("LOYALTY_PRIORITY", "1" if priority else "0")
         await self.voice.play("agent_transfer", escape=NO_KEYS)
-
-
-def utc_now_from(clock: Any) -> Callable[[], datetime]:
-    """``now()`` read from a Twisted clock (the reactor, or a ``task.Clock`` in tests)."""
-    return lambda: datetime.fromtimestamp(clock.seconds(), UTC)

@@ -77,10 +77,8 @@ def voice_warnings(store, rules, config, *msisdns, points=600):
 async def settle(service: VoiceWarningService) -> None:
     """Poll, then wait until every call started (and any polls they trigger) is recorded."""
     await service.poll()
-    while service.in_flight or service._polling is not None:
-        pending = list(service.in_flight.values())
-        if service._polling is not None:
-            pending.append(service._polling)
+    while service.in_flight or service._polls.busy:
+        pending = [*service.in_flight.values(), service._polls.when_idle()]
         await defer.DeferredList(pending)
 
 
