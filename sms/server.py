@@ -21,9 +21,7 @@ database pool: stop this service before the database service. If they cannot be 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 from twisted.application import service
@@ -38,6 +36,7 @@ from sms.handler import HandlerSettings, MOHandler
 from sms.outbox import MTEvents, OutboxSender, SenderSettings
 from sms.receipts import ReceiptMatcher
 from sms.session import ESMEService
+from sms.session_settings import SessionSettings
 
 log = Logger()
 
@@ -58,19 +57,6 @@ def refresh_queue_statistics(uow: Any, rules: Any) -> bool:
         uow.refresh_statistics(*stale)
         uow.commit()
     return uow.autovacuum_on()
-
-
-def session_config(smpp: Any, *, trace: bool = False) -> SimpleNamespace:
-    """The ESME session's settings from ``[smpp]``, plus the session's tuning defaults: a
-    token bucket of 50 ms worth of submits (so pacing does not need a timer per submit).
-    ``trace``: log a debug line per MO, receipt and submit_sm (building a log event costs
-    about as much as decoding the PDU, so it is skipped unless the level is debug)."""
-    values = asdict(smpp) if not isinstance(smpp, SimpleNamespace) else dict(vars(smpp))
-    values.setdefault("trace", trace)
-    values.setdefault("submit_burst", max(1.0, float(values["max_submit_rate"]) / 20))
-    values.setdefault("throttle_pause_s", 1.0)
-    values.setdefault("unbind_timeout_s", 2.0)
-    return SimpleNamespace(**values)
 
 
 @implementer(IStreamClientEndpoint)
@@ -113,7 +99,7 @@ class SmsService(service.Service):
         now = now or (lambda: datetime.now(UTC))
         smpp = config.smpp
         self.enabled = smpp.enabled
-        cfg = session_config(smpp, trace=config.logging.level == "debug")
+        cfg = SessionSettings.from_config(smpp, trace=config.logging.level == "debug")
         self.handler_settings = handler_settings or HandlerSettings(
             rate_limit=smpp.mo_rate_limit, dedupe_window_s=smpp.mo_dedupe_window_s,
             max_parts=smpp.max_parts,

@@ -18,7 +18,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 
 from core.domain import mask_msisdn
@@ -34,6 +34,7 @@ from sms.esme_types import (
     SubmitResult,
     TemporaryError,
 )
+from sms.session_settings import SessionSettings
 
 __all__ = [
     "BindFailed",
@@ -63,16 +64,14 @@ class ESMEService(service.Service):
 
     def __init__(
         self,
-        config: Any,
+        config: SessionSettings,
         endpoint: IStreamClientEndpoint,
         on_deliver: OnDeliver,
         on_receipt: OnReceipt,
         *,
-        clock: Any = None,
+        clock: IReactorTime,
         reassembler: Reassembler | None = None,
     ):
-        if clock is None:
-            from twisted.internet import reactor as clock
         self.config = config
         self.endpoint = endpoint
         self.clock = clock

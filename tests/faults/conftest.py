@@ -181,7 +181,7 @@ def esme_to():
     def make(port: int, inbox: Inbox, **overrides: Any) -> ESMEService:
         cfg = replace(Cfg(), **overrides)
         endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        svc = ESMEService(cfg, endpoint, inbox.on_deliver, inbox.on_receipt)
+        svc = ESMEService(cfg, endpoint, inbox.on_deliver, inbox.on_receipt, clock=reactor)
         svc.startService()
         started.append(svc)
         return svc
