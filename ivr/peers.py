@@ -11,8 +11,10 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from core.clock import SecondsClock
 from core.config import IPNetwork
 from core.log_limit import RepeatLimiter
+from core.metrics import Metrics
 
 log = Logger()
 
@@ -21,7 +23,8 @@ class PeerGate:
     """``admits(addr)`` for ``FastAGIFactory.buildProtocol``: True for an allowed peer; else
     counts it (``loyalty_fastagi_refused_peers``) and logs it, once a minute per address."""
 
-    def __init__(self, networks: Sequence[IPNetwork], *, clock: Any, metrics: Any = None,
+    def __init__(self, networks: Sequence[IPNetwork], *, clock: SecondsClock,
+                 metrics: Metrics | None = None,
                  limiter: RepeatLimiter | None = None) -> None:
         self.networks = tuple(networks)
         self.clock = clock

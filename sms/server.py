@@ -21,15 +21,19 @@ database pool: stop this service before the database service. If they cannot be 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, task
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IReactorTCP, IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from core.clock import utc_now_from
+from core.config import Config
+from core.dbservice import DatabaseService
+from core.metrics import Metrics
 from core.queues import set_aside_counts
 from sms.batching import log_failure
 from sms.handler import HandlerSettings, MOHandler
@@ -81,14 +85,13 @@ class NoDelayEndpoint:
 class SmsService(service.Service):
     """Starts and stops its parts in the order they need (see the module doc)."""
 
-    def __init__(self, config: Any, db: Any, metrics: Any, *, reactor: Any = None,
+    def __init__(self, config: Config, db: DatabaseService, metrics: Metrics, *,
+                 reactor: IReactorTCP,
                  now: Callable[[], datetime] | None = None,
                  sender_settings: SenderSettings | None = None,
                  handler_settings: HandlerSettings | None = None,
                  metrics_s: float = 15.0, receipt_hold_s: float = 600.0,
                  stop_timeout_s: float = 10.0, statistics_s: float = 10.0) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
         self.reactor = reactor
         self.db = db
         self.metrics = metrics
@@ -96,7 +99,7 @@ class SmsService(service.Service):
         self.statistics_s = statistics_s
         self._warned_autovacuum = False
         self.stop_timeout_s = stop_timeout_s
-        now = now or (lambda: datetime.now(UTC))
+        now = now or utc_now_from(reactor)
         smpp = config.smpp
         self.enabled = smpp.enabled
         cfg = SessionSettings.from_config(smpp, trace=config.logging.level == "debug")
@@ -200,7 +203,7 @@ class SmsService(service.Service):
         self.metrics.smpp_bound.set(0)
 
 
-def sms_service(config: Any, db: Any, metrics: Any, reactor: Any = None,
+def sms_service(config: Config, db: DatabaseService, metrics: Metrics, reactor: IReactorTCP,
                 **kwargs: Any) -> SmsService:
     """The SMS channel for the composition root (see the module doc)."""
     return SmsService(config, db, metrics, reactor=reactor, **kwargs)

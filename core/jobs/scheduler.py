@@ -16,16 +16,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from core.clock import utc_now
 from core.config import Config
+from core.dbservice import DatabaseService
 from core.jobs.base import Job
 from core.jobs.registry import JOBS
 from core.jobs.runs import (
@@ -39,6 +42,8 @@ from core.jobs.runs import (
     run_step,
 )
 from core.jobs.schedule import last_occurrence, next_occurrence, run_key
+from core.jobs.voice import Dialer, VoiceWarningService
+from core.metrics import Metrics
 
 RECHECK_S = 300.0
 
@@ -47,12 +52,11 @@ class JobsService(Service):
     name = "job-scheduler"
     log = Logger()
 
-    def __init__(self, config: Config, db: Any, metrics: Any = None, reactor: Any = None, *,
+    def __init__(self, config: Config, db: DatabaseService, metrics: Metrics | None,
+                 reactor: IReactorTime, *,
                  jobs: dict[str, Job] | None = None, recheck_s: float = RECHECK_S,
                  catch_up: bool = True, batch: int | None = None,
-                 on_finished: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
+                 on_finished: Callable[[str, Claim], object] | None = None) -> None:
         self.config = config
         self.db = db
         self.metrics = metrics
@@ -226,17 +230,15 @@ class JobsService(Service):
             getattr(self.metrics, metric).labels(job=job).inc()
 
 
-def jobs_service(config: Config, db: Any, metrics: Any, reactor: Any = None,
-                 dialer: Any = None) -> Service:
+def jobs_service(config: Config, db: DatabaseService, metrics: Metrics | None,
+                 reactor: IReactorTime, dialer: Dialer | None = None) -> Service:
     """The jobs part of the service tree: the scheduler, and the voice warning dispatcher when
     an AMI dialer is given (its own ``AMIDialerService`` must be in the tree too)."""
     parent = MultiService()
     parent.setName("jobs")
     voice = None
     if dialer is not None:
-        from core.jobs.voice import VoiceWarningService
-
-        voice = VoiceWarningService(config, db, dialer, metrics, reactor)
+        voice = VoiceWarningService(config, db, dialer, metrics, reactor=reactor)
         voice.setServiceParent(parent)
 
     def finished(job: str, claim: Claim) -> None:

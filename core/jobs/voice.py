@@ -15,34 +15,45 @@ bounds how many this process has outstanding.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from core.clock import utc_now
+from core.clock import SecondsClock, utc_now
 from core.config import Config, parse_range
+from core.dbservice import DatabaseService
 from core.domain import mask_msisdn
 from core.jobs.expiry_warnings import claim_voice_calls, record_call_outcome
 from core.jobs.records import VoiceCall
 from core.jobs.schedule import within_hours
+from core.metrics import Metrics
 from ops.coalesce import Coalescer
 
 POLL_S = 60.0
 AMI_DOWN_PAUSE_S = 300.0
 
 
+class Dialer(Protocol):
+    """What places the calls (``ivr.ami.AMIDialer``): fires with a result that has
+    ``answered`` and ``reason_text``."""
+
+    def originate(self, msisdn: str,
+                  variables: Mapping[str, str] | None = None) -> Deferred[Any]: ...
+
+
 class VoiceWarningService(Service):
     name = "voice-warnings"
     log = Logger()
 
-    def __init__(self, config: Config, db: Any, dialer: Any, metrics: Any = None,
-                 reactor: Any = None, *, poll_s: float = POLL_S, clock: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
+    def __init__(self, config: Config, db: DatabaseService, dialer: Dialer,
+                 metrics: Metrics | None = None, *, reactor: IReactorTime,
+                 poll_s: float = POLL_S, clock: SecondsClock | None = None) -> None:
         self.clock = clock or reactor  # what time it is (tests give a fixed one)
         self.config = config
         self.ami = config.ami

@@ -113,6 +113,7 @@ def agi():
 
     def start(flows: Mapping[str, Callable], sndbuf: int | None = None, **kw: Any) -> AGIServer:
         observer = kw.pop("observer", None) or Observer()
+        kw.setdefault("clock", reactor)
         factory = FastAGIFactory(flows, observer=observer, **kw)
         server = AGIServer(factory, 0, observer)
         build = factory.buildProtocol

@@ -58,7 +58,7 @@ async def ami():
                        outcomes={ANSWERS: "answered", RINGS_OUT: "no-answer", BUSY: "busy"})
     port = sim.listen(0)
     dialer = AMIDialer("127.0.0.1", port.getHost().port, USER, SECRET, caller_id="10086",
-                       fastagi_url=URL, action_timeout_s=2)
+                       fastagi_url=URL, action_timeout_s=2, reactor=reactor)
     dialer.start()
     yield sim, dialer
     await dialer.stop()
@@ -166,7 +166,8 @@ async def test_concurrent_calls_are_limited(store, rules, config, db, ami):
 @pytest_twisted.ensureDeferred
 async def test_ami_down_uses_no_try(store, rules, config, db):
     voice_warnings(store, rules, config, ANSWERS)
-    dialer = AMIDialer("127.0.0.1", 1, USER, SECRET, caller_id="10086", action_timeout_s=1)
+    dialer = AMIDialer("127.0.0.1", 1, USER, SECRET, caller_id="10086", action_timeout_s=1,
+                       reactor=reactor)
     dialer.start()
     try:
         service = VoiceWarningService(config, db, dialer, reactor=reactor,
@@ -186,7 +187,8 @@ async def test_ami_down_uses_no_try(store, rules, config, db):
 @pytest_twisted.async_yield_fixture
 async def agi(db, config):
     clock = FixedTime(local(2026, 12, 1, 10, 5))
-    factory = FastAGIFactory({"expiry-warning": make_expiry_warning_flow(db, config, clock)})
+    factory = FastAGIFactory({"expiry-warning": make_expiry_warning_flow(db, config, clock)},
+                             clock=reactor)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     yield port.getHost().port
     await port.stopListening()
@@ -295,7 +297,7 @@ async def test_dispatcher_to_call_flow_end_to_end(store, rules, config, db, agi)
                        on_answered=lambda c: defer.Deferred.fromCoroutine(answered(c)))
     port = sim.listen(0)
     dialer = AMIDialer("127.0.0.1", port.getHost().port, USER, SECRET, caller_id="10086",
-                       action_timeout_s=2)
+                       action_timeout_s=2, reactor=reactor)
     dialer.start()
     try:
         service = VoiceWarningService(config, db, dialer, reactor=reactor,
