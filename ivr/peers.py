@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import Any
 
+from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 
 from core.clock import SecondsClock
@@ -32,7 +32,7 @@ class PeerGate:
         self.limiter = limiter if limiter is not None else RepeatLimiter()
         self.refused = 0
 
-    def admits(self, addr: Any) -> bool:
+    def admits(self, addr: IAddress) -> bool:
         host = str(getattr(addr, "host", ""))
         if self._allowed(host):
             return True

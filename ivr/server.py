@@ -28,6 +28,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from core.clock import SecondsClock, utc_now
 from core.config import Config, FastAGIConfig, check_fastagi_access
@@ -53,7 +54,7 @@ EXPIRY_WARNING_FACTORIES = ("make_expiry_warning_flow", "build_flow", "make_flow
 EXPIRY_WARNING_FLOWS = ("flow",)
 
 
-def record_call(uow: Any, rules: Any, uniqueid: str, msisdn: str | None, script: str,
+def record_call(uow: Any, rules: ProgrammeRules, uniqueid: str, msisdn: str | None, script: str,
                 started: datetime, menu_path: str, outcome: str, ended: datetime) -> None:
     """One finished call, stored with the core's two call-record use cases (database thread)."""
     call_id = record_call_start(uow, rules, uniqueid, msisdn, script, started)
@@ -112,7 +113,7 @@ class CallRecorder:
             self.metrics.agi_think.observe(seconds)
 
     @staticmethod
-    def _failed(failure: Any, uniqueid: str) -> None:
+    def _failed(failure: Failure, uniqueid: str) -> None:
         log.failure("could not store the call record of {uniqueid}", failure=failure,
                     uniqueid=uniqueid)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -391,7 +391,7 @@ class ESMEFactory(protocol.ClientFactory):
         self.reassembler = reassembler or Reassembler(config.mo_reassembly_timeout_s)
         self.rate = make_rate(config)  # shared: a reconnect does not forget a throttle
 
-    def buildProtocol(self, addr: Any) -> ESMEProtocol:
+    def buildProtocol(self, addr: IAddress) -> ESMEProtocol:
         p = self.protocol(self.config, self.on_deliver, self.on_receipt,
                           clock=self.clock, reassembler=self.reassembler, rate=self.rate)
         p.factory = self

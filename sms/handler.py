@@ -30,16 +30,19 @@ from __future__ import annotations
 import hashlib
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from core.accounts import balance, history, set_warning_preferences, tier_status
+from core.dbservice import DatabaseService
 from core.domain import (
     Channel,
     DomainError,
@@ -51,6 +54,7 @@ from core.domain import (
     mask_msisdn,
 )
 from core.log_limit import RepeatLimiter
+from core.metrics import Metrics
 from core.redemption import catalogue, confirm_redemption, gift_orders, start_confirmation
 from core.rules import last_valid_day
 from core.service_desk import record_ticket
@@ -59,7 +63,7 @@ from ops.coalesce import Coalescer
 from sms import keywords as kw
 from sms.batching import GroupCommit, log_failure, scrubbed
 from sms.esme_types import MOMessage
-from sms.outbox import render_fitting
+from sms.outbox import OutboxSender, render_fitting
 from sms.pdu import ESME_RTHROTTLED
 from sms.set_aside import (
     UNAVAILABLE,
@@ -613,8 +617,9 @@ def _domain_reply(rules, work: _Work, cmd: kw.Command, exc: DomainError,
 class MOHandler(service.Service):
     """``on_deliver`` for the ESME session (store, then ack) and the handling loop."""
 
-    def __init__(self, db: Any, metrics: Any, settings: HandlerSettings, *, clock: Any,
-                 now: Any, sender: Any = None, batch_size: int = 200, poll_s: float = 1.0,
+    def __init__(self, db: DatabaseService, metrics: Metrics, settings: HandlerSettings, *,
+                 clock: IReactorTime, now: Callable[[], datetime],
+                 sender: OutboxSender | None = None, batch_size: int = 200, poll_s: float = 1.0,
                  max_store_batch: int = 1000, housekeeping_s: float = 3600.0) -> None:
         self.db = db
         self.metrics = metrics

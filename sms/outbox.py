@@ -24,6 +24,7 @@ not make the handset show parts twice. Outcomes, recorded in batches:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,12 +32,15 @@ from typing import Any
 from jinja2 import TemplateError
 from twisted.application import service
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from core.config import JobsConfig
+from core.dbservice import DatabaseService
 from core.domain import mask_msisdn
 from core.jobs.schedule import NOTICE_KINDS, release_time
+from core.metrics import Metrics
 from core.store.sms_sql import OutboxRow
 from ops.coalesce import Coalescer
 from sms.batching import GroupCommit, log_failure
@@ -56,6 +60,7 @@ from sms.esme_types import PermanentError, SMPPError, SubmitResult, TemporaryErr
 from sms.pdu import ESME_RMSGQFUL, ESME_RTHROTTLED, normalise_message_id
 from sms.receipts import ReceiptItem, apply_held, hold_unmatched, settle
 from sms.render import render
+from sms.session import ESMEService
 
 log = Logger()
 
@@ -224,8 +229,8 @@ class MTEvents(GroupCommit):
     """One group commit for everything that happens to MT messages: submit outcomes (from
     the sender) and delivery receipts (from the receipt matcher)."""
 
-    def __init__(self, db: Any, metrics: Any, *, clock: Any, now: Any,
-                 max_items: int = 2000) -> None:
+    def __init__(self, db: DatabaseService, metrics: Metrics, *, clock: IReactorTime,
+                 now: Callable[[], datetime], max_items: int = 2000) -> None:
         super().__init__(self._flush_events, clock, max_items=max_items)
         self.db = db
         self.metrics = metrics
@@ -291,8 +296,9 @@ class SenderSettings:
 class OutboxSender(service.Service):
     """Claims due outbox rows and submits them through the ESME session."""
 
-    def __init__(self, esme: Any, db: Any, metrics: Any, settings: SenderSettings, *,
-                 clock: Any, now: Any, events: MTEvents | None = None) -> None:
+    def __init__(self, esme: ESMEService, db: DatabaseService, metrics: Metrics,
+                 settings: SenderSettings, *, clock: IReactorTime, now: Callable[[], datetime],
+                 events: MTEvents | None = None) -> None:
         self.esme = esme
         self.db = db
         self.metrics = metrics

@@ -26,7 +26,12 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, task
-from twisted.internet.interfaces import IReactorTCP, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IReactorTCP,
+    IStreamClientEndpoint,
+)
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -35,6 +40,7 @@ from core.config import Config
 from core.dbservice import DatabaseService
 from core.metrics import Metrics
 from core.queues import set_aside_counts
+from core.rules import ProgrammeRules
 from sms.batching import log_failure
 from sms.handler import HandlerSettings, MOHandler
 from sms.outbox import MTEvents, OutboxSender, SenderSettings
@@ -53,7 +59,7 @@ log = Logger()
 QUEUE_TABLES = ("outbox", "outbox_ids", "sms_receipts", "mo_messages", "sms_rate")
 
 
-def refresh_queue_statistics(uow: Any, rules: Any) -> bool:
+def refresh_queue_statistics(uow: Any, rules: ProgrammeRules) -> bool:
     """ANALYZE the SMS queue tables whose statistics are stale (PostgreSQL; nothing on
     SQLite); returns whether autovacuum is on (database thread)."""
     stale = uow.stale_statistics(*QUEUE_TABLES)
@@ -72,8 +78,8 @@ class NoDelayEndpoint:
     def __init__(self, endpoint: IStreamClientEndpoint) -> None:
         self.endpoint = endpoint
 
-    def connect(self, factory: Any) -> defer.Deferred:
-        def no_delay(proto: Any) -> Any:
+    def connect(self, factory: IProtocolFactory) -> defer.Deferred:
+        def no_delay(proto: IProtocol) -> IProtocol:
             transport = getattr(proto, "transport", None)
             if transport is not None and hasattr(transport, "setTcpNoDelay"):
                 transport.setTcpNoDelay(True)

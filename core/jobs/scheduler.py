@@ -22,7 +22,7 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -69,7 +69,7 @@ class JobsService(Service):
         self.owner = new_owner()
         self.zone = config.programme.zone
         self.next_runs: dict[str, datetime] = {}
-        self._calls: dict[str, Any] = {}
+        self._calls: dict[str, IDelayedCall] = {}
         self._running: dict[str, Deferred] = {}
         self._recheck: LoopingCall | None = None
         self._stopping = False

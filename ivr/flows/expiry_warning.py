@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from core.clock import SecondsClock, utc_now_from
 from core.config import Config, JobsConfig
+from core.dbservice import DatabaseService
 from core.domain import mask_msisdn
 from core.jobs.expiry_warnings import send_warning_copy, warning_for_call
 from ivr.agi_channel import AGIChannel
@@ -42,7 +43,8 @@ LOYALTY_NEXT = "LOYALTY_NEXT"
 CHOICES = "12"
 
 
-async def expiry_warning_flow(channel: AGIChannel, db: Any, *, jobs: JobsConfig | None = None,
+async def expiry_warning_flow(channel: AGIChannel, db: DatabaseService, *,
+                              jobs: JobsConfig | None = None,
                               sounds_subdir: str = "loyalty", digit_timeout_ms: int = 5000,
                               max_tries: int = 3, clock: SecondsClock) -> str:
     """Run one warning call. Returns how it ended: ``hotline``, ``sms``, ``no-choice``,
@@ -102,7 +104,7 @@ async def expiry_warning_flow(channel: AGIChannel, db: Any, *, jobs: JobsConfig 
     return "sms"
 
 
-def make_expiry_warning_flow(db: Any, config: Config,
+def make_expiry_warning_flow(db: DatabaseService, config: Config,
                              clock: SecondsClock) -> Callable[[AGIChannel], Any]:
     """The flow as the FastAGI factory wants it (``flows={"expiry-warning": ...}``)."""
 

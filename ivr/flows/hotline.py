@@ -31,6 +31,8 @@ from twisted.logger import Logger
 from core.accounts import set_language
 from core.clock import SecondsClock, utc_now_from
 from core.config import Config
+from core.dbservice import DatabaseService
+from core.metrics import Metrics
 from ivr.agi_channel import AGIChannel
 from ivr.agi_wire import ChannelHungUp
 from ivr.flows import answers
@@ -71,8 +73,8 @@ class Hotline:
     returning a Deferred). ``book`` is shared with the server's call recorder; ``now`` defaults
     to ``clock``'s time (one of the two is required)."""
 
-    def __init__(self, db: Any, settings: Settings, *, book: CallBook | None = None,
-                 metrics: Any = None, now: Callable[[], datetime] | None = None,
+    def __init__(self, db: DatabaseService, settings: Settings, *, book: CallBook | None = None,
+                 metrics: Metrics | None = None, now: Callable[[], datetime] | None = None,
                  clock: SecondsClock | None = None) -> None:
         if now is None:
             if clock is None:
@@ -85,7 +87,7 @@ class Hotline:
         self.now = now
 
     @classmethod
-    def from_config(cls, config: Config, db: Any, **kwargs: Any) -> Hotline:
+    def from_config(cls, config: Config, db: DatabaseService, **kwargs: Any) -> Hotline:
         return cls(db, Settings.from_config(config), **kwargs)
 
     async def __call__(self, channel: AGIChannel) -> None:
@@ -179,6 +181,6 @@ class Hotline:
         await call.voice.play("lang_switched", escape=NO_KEYS)
 
 
-def hotline_flow(config: Config, db: Any, **kwargs: Any) -> Hotline:
+def hotline_flow(config: Config, db: DatabaseService, **kwargs: Any) -> Hotline:
     """The flow registered as ``loyalty`` (``ivr.server.fastagi_service`` uses it)."""
     return Hotline.from_config(config, db, **kwargs)

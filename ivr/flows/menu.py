@@ -18,7 +18,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from core.config import Config, parse_range
+from core.dbservice import DatabaseService
 from core.domain import NumberingPlan
+from core.metrics import Metrics
 from core.rules import ProgrammeRules
 from core.service_desk import queue_sms
 from ivr.agi_channel import AGIChannel
@@ -82,8 +84,9 @@ def channel_language(agi_language: str, default: str) -> str:
 class Call:
     """One hotline call: channel, voice, the member once known, and the shared helpers."""
 
-    def __init__(self, channel: AGIChannel, info: CallInfo, settings: Settings, db: Any,
-                 now: Callable[[], datetime], metrics: Any = None) -> None:
+    def __init__(self, channel: AGIChannel, info: CallInfo, settings: Settings,
+                 db: DatabaseService, now: Callable[[], datetime],
+                 metrics: Metrics | None = None) -> None:
         self.channel = channel
         self.info = info
         self.settings = settings
