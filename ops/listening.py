@@ -31,9 +31,12 @@ class ListeningService(StreamServerEndpointService):
         self._raiseSynchronously = True  # a taken port stops start-up, not a log line
         try:
             super().privilegedStartService()
-        finally:
-            if self._waitingForPort is not None:
-                self._waitingForPort.addCallback(self._bound)
+        except BaseException:
+            failed, self._waitingForPort = self._waitingForPort, None  # may start again later
+            if failed is not None:
+                failed.addCallback(self._bound)
+            raise
+        self._waitingForPort.addCallback(self._bound)
 
     def stopService(self) -> defer.Deferred[None]:
         self.port = None
