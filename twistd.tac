@@ -14,7 +14,7 @@ from core.rules import ProgrammeRules
 from core.store import DatabaseUnreachable, SchemaBehind, Store
 from ivr.ami import AMIDialer, AMIDialerService
 from ivr.prompt_watch import PromptSetWatcher
-from ivr.server import fastagi_service, tune_gc
+from ivr.server import fastagi_endpoint, fastagi_service, tune_gc
 from ops import ops_service
 from ops.logs import log_observer
 from ops.startup import cannot_listen, log_file, twistd_options
@@ -83,7 +83,8 @@ def build_server(config, reactor=None):
 
     top.sms = sms_service(config, top.db, top.metrics, reactor)
     top.sms.setServiceParent(top)
-    top.fastagi = fastagi_service(config, top.db, top.metrics, reactor)
+    top.fastagi = fastagi_service(config, top.db, top.metrics, reactor,
+                                  fastagi_endpoint(reactor, config.fastagi))
     top.fastagi.setServiceParent(top)
 
     top.prompts = PromptSetWatcher(config.prompts.dir, reactor=reactor)

@@ -130,6 +130,7 @@ def send_rate(url: str, config, rules: ProgrammeRules, run_at: datetime,
     from ops.dbservice import DatabaseService
     from sms.outbox import OutboxSender, SenderSettings
     from sms.session import ESMEService
+    from sms.session_settings import SessionSettings
 
     out: dict[str, float] = {}
 
@@ -139,9 +140,9 @@ def send_rate(url: str, config, rules: ProgrammeRules, run_at: datetime,
         db.startService()
         sim = SMSCSimulator(config.smpp.system_id, config.smpp.password, receipts=False)
         sim.listen(0)
-        esme = ESMEService(config.smpp,
+        esme = ESMEService(SessionSettings.from_config(config.smpp),
                            endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", sim.port),
-                           lambda mo: 0, lambda receipt: 0)
+                           lambda mo: 0, lambda receipt: 0, clock=reactor)
         esme.startService()
         sender = None
         try:

@@ -150,7 +150,7 @@ def serve(url: str, max_calls: int, switch_interval: float | None, tune_gc: bool
     from core.metrics import Metrics
     from core.rules import ProgrammeRules
     from core.store import Store
-    from ivr.server import fastagi_service
+    from ivr.server import fastagi_endpoint, fastagi_service
     from ops.dbservice import DatabaseService
 
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(
@@ -160,9 +160,10 @@ def serve(url: str, max_calls: int, switch_interval: float | None, tune_gc: bool
                                              max_calls=max_calls, idle_timeout_s=120)
     rules = ProgrammeRules(config.programme, config.tiers)
     store = Store(url, pool_size=config.database.pool_size)
-    db = DatabaseService(store, rules)
+    db = DatabaseService(store, rules, reactor)
     metrics = Metrics()
-    service = fastagi_service(config, db, metrics)
+    service = fastagi_service(config, db, metrics, reactor,
+                              fastagi_endpoint(reactor, config.fastagi))
     tee = ThinkTee(service.factory.observer, service.factory)
     service.factory.observer = tee
     timed = service.hotline.db = service.recorder.db = TimedDB(db)

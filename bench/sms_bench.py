@@ -93,8 +93,8 @@ def run_echo_server(args: argparse.Namespace, config: Any, reactor: Any) -> Any:
     with a fixed text, no database. What is left of the budget is the channel's own."""
     from twisted.internet import endpoints
 
-    from sms.server import session_config
     from sms.session import ESMEService
+    from sms.session_settings import SessionSettings
 
     reply = ("【积分查询】您的可用积分为9300分，其中800分将于2026年12月31日到期。"
              "回复LB查看礼品，DH+代码兑换。")
@@ -106,7 +106,7 @@ def run_echo_server(args: argparse.Namespace, config: Any, reactor: Any) -> Any:
         return 0
 
     endpoint = endpoints.HostnameEndpoint(reactor, "127.0.0.1", args.smsc_port)
-    esme = ESMEService(session_config(config.smpp), endpoint, on_deliver, lambda r: 0,
+    esme = ESMEService(SessionSettings.from_config(config.smpp), endpoint, on_deliver, lambda r: 0,
                        clock=reactor)
     holder["esme"] = esme
     return esme

@@ -160,7 +160,7 @@ def serve(args: argparse.Namespace) -> None:
     tune_gc()  # as twistd.tac does once the tree is built
 
     async def announce() -> None:
-        agi = (await top.fastagi.listening).getHost().port
+        agi = (await top.fastagi.whenListening()).getHost().port
         ops = (await top.ops.whenListening()).getHost().port
         print(f"READY {agi} {ops}", flush=True)
 

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import bench.cli
@@ -15,6 +15,7 @@ import core.queues
 import harness.cli
 import prompts.cli
 from core.cli_errors import explain
+from core.clock import WALL_CLOCK, utc_now
 from core.config import Config, load_config
 from core.domain import AccountNeedsAttention
 from core.rules import ProgrammeRules
@@ -50,7 +51,7 @@ class Context:
         return self._store
 
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return utc_now(WALL_CLOCK)
 
     def run(self, use_case, *args: Any, write: bool = True, **kwargs: Any) -> Any:
         """Run a use case in its own unit of work, on a schema that is up to date."""

@@ -41,6 +41,7 @@ from ivr.agi_wire import (
     parse_header_line,
     quote_arg,
 )
+from ivr.peers import PeerGate
 
 __all__ = [
     "AGIChannel",
@@ -366,18 +367,15 @@ class FastAGIFactory(ServerFactory):
         max_calls: int = 3000,
         idle_timeout_s: float = 60.0,
         observer: CallObserver | None = None,
-        clock: IReactorTime | None = None,
-        gate: Any = None,
+        *,
+        clock: IReactorTime,
+        gate: PeerGate | None = None,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = reactor  # type: ignore[assignment]
         self.flows = {name.strip("/"): flow for name, flow in flows.items()}
         self.max_calls = max_calls
         self.idle_timeout_s = idle_timeout_s
         self.observer = observer
-        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.clock = clock
         self.active_calls = 0
         self.rejected_calls = 0
         self.gate = gate  # ivr.peers.PeerGate: who may connect (None: anyone)

@@ -37,6 +37,7 @@ from typing import Any
 from asterisk import manager as pyst_manager
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -310,7 +311,7 @@ class AMIDialer:
         response_margin_s: float = 15,
         action_timeout_s: float = 10,
         max_concurrent_calls: int = 10,
-        reactor: Any = None,
+        reactor: IReactorTCP,
     ) -> None:
         for name, value in (
             ("caller_id", caller_id),
@@ -326,8 +327,6 @@ class AMIDialer:
             raise ValueError("AMI timeouts must be positive")
         if max_concurrent_calls < 1:
             raise ValueError("AMI max_concurrent_calls must be at least 1")
-        if reactor is None:
-            from twisted.internet import reactor
         self.host = host
         self.port = int(port)
         self.username = username

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import Any
 
+from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 
+from core.clock import SecondsClock
 from core.config import IPNetwork
 from core.log_limit import RepeatLimiter
+from core.metrics import Metrics
 
 log = Logger()
 
@@ -21,7 +23,8 @@ class PeerGate:
     """``admits(addr)`` for ``FastAGIFactory.buildProtocol``: True for an allowed peer; else
     counts it (``loyalty_fastagi_refused_peers``) and logs it, once a minute per address."""
 
-    def __init__(self, networks: Sequence[IPNetwork], *, clock: Any, metrics: Any = None,
+    def __init__(self, networks: Sequence[IPNetwork], *, clock: SecondsClock,
+                 metrics: Metrics | None = None,
                  limiter: RepeatLimiter | None = None) -> None:
         self.networks = tuple(networks)
         self.clock = clock
@@ -29,7 +32,7 @@ class PeerGate:
         self.limiter = limiter if limiter is not None else RepeatLimiter()
         self.refused = 0
 
-    def admits(self, addr: Any) -> bool:
+    def admits(self, addr: IAddress) -> bool:
         host = str(getattr(addr, "host", ""))
         if self._allowed(host):
             return True

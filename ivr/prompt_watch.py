@@ -7,10 +7,9 @@ status page and in /health's detail. Polling and checking run off the reactor th
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.application.service import Service
 from twisted.internet import task, threads
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ivr.prompt_ids import USED
@@ -33,9 +32,8 @@ def _inspect(setting: str, known_version: str | None) -> tuple[str, str, list[st
 class PromptSetWatcher(Service):
     name = "prompt-watch"
 
-    def __init__(self, setting: str, *, interval_s: float = 10.0, reactor: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
+    def __init__(self, setting: str, *, interval_s: float = 10.0,
+                 reactor: IReactorTime) -> None:
         self.reactor = reactor
         self.setting = setting
         self.interval_s = interval_s

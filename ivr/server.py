@@ -15,24 +15,33 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
-from twisted.application.service import Service
 from twisted.internet import defer, endpoints
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorTCP,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from core.config import Config, check_fastagi_access
+from core.clock import SecondsClock, utc_now
+from core.config import Config, FastAGIConfig, check_fastagi_access
 from core.domain import InvalidMsisdn, NumberingPlan
+from core.metrics import Metrics
 from core.rules import ProgrammeRules
 from core.service_desk import record_call_end, record_call_start
 from ivr.agi import FastAGIFactory, Flow
 from ivr.agi_channel import AGIChannel
 from ivr.flows.calls import CallBook
 from ivr.flows.expiry_warning import make_expiry_warning_flow
-from ivr.flows.hotline import hotline_flow
+from ivr.flows.hotline import Hotline, hotline_flow
 from ivr.peers import PeerGate
+from ops.dbservice import DatabaseService
+from ops.listening import ListeningService
 
 log = Logger()
 
@@ -43,8 +52,8 @@ EXPIRY_WARNING_SCRIPT = "expiry-warning"
 class FlowFactory(Protocol):
     """Builds the flow of one FastAGI script; ``book`` is shared with the call recorder."""
 
-    def __call__(self, config: Config, db: Any, *, book: CallBook, metrics: Any,
-                 clock: Any) -> Flow: ...
+    def __call__(self, config: Config, db: DatabaseService, *, book: CallBook,
+                 metrics: Metrics | None, clock: SecondsClock) -> Flow: ...
 
 
 # FastAGI script name -> the factory of its flow.
@@ -54,7 +63,7 @@ SCRIPTS: dict[str, FlowFactory] = {
 }
 
 
-def record_call(uow: Any, rules: Any, uniqueid: str, msisdn: str | None, script: str,
+def record_call(uow: Any, rules: ProgrammeRules, uniqueid: str, msisdn: str | None, script: str,
                 started: datetime, menu_path: str, outcome: str, ended: datetime) -> None:
     """One finished call, stored with the core's two call-record use cases (database thread)."""
     call_id = record_call_start(uow, rules, uniqueid, msisdn, script, started)
@@ -70,8 +79,8 @@ class CallRecorder:
     The outcome stored is the flow's own (agent, closed, pin-locked) when the call ended
     normally, else the server's (hangup, timeout, error...)."""
 
-    def __init__(self, db: Any, metrics: Any, book: CallBook, clock: Any,
-                 numbering: NumberingPlan = NumberingPlan()) -> None:
+    def __init__(self, db: DatabaseService | None, metrics: Metrics | None, book: CallBook,
+                 clock: SecondsClock, numbering: NumberingPlan = NumberingPlan()) -> None:
         self.db = db
         self.numbering = numbering
         self.metrics = metrics
@@ -84,7 +93,7 @@ class CallRecorder:
         return defer.DeferredList(list(self._writes), consumeErrors=True)
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock.seconds(), UTC)
+        return utc_now(self.clock)
 
     def call_started(self, channel: AGIChannel) -> None:
         self.book.open(channel, self._now())
@@ -113,7 +122,7 @@ class CallRecorder:
             self.metrics.agi_think.observe(seconds)
 
     @staticmethod
-    def _failed(failure: Any, uniqueid: str) -> None:
+    def _failed(failure: Failure, uniqueid: str) -> None:
         log.failure("could not store the call record of {uniqueid}", failure=failure,
                     uniqueid=uniqueid)
 
@@ -127,49 +136,28 @@ def _number(callerid: str | None, numbering: NumberingPlan) -> str | None:
         return callerid[:20]
 
 
-class FastAGIService(Service):
-    """Listens with ``factory`` on ``endpoint`` while running. ``listening`` fires with the
-    port once bound (tests use port 0 and read the real one from it)."""
+class FastAGIService(ListeningService):
+    """Listens with ``factory`` on ``endpoint`` while running (see ``ListeningService``:
+    ``port``, ``whenListening()``, and a port that cannot be opened stops start-up)."""
 
     name = "fastagi"
 
-    def __init__(self, endpoint: Any, factory: FastAGIFactory) -> None:
-        self.endpoint = endpoint
-        self.factory = factory
-        self.port: IListeningPort | None = None
-        self.listening: defer.Deferred[IListeningPort] = defer.Deferred()
+    def __init__(self, endpoint: IStreamServerEndpoint, factory: FastAGIFactory, *,
+                 recorder: CallRecorder, hotline: Hotline) -> None:
+        super().__init__(endpoint, factory)
+        self.factory: FastAGIFactory = factory
+        self.recorder = recorder
+        self.hotline = hotline
 
-    def startService(self) -> None:
-        super().startService()
-        failed: list[Any] = []
-        d = self.endpoint.listen(self.factory)
+    def listening(self, port: IListeningPort) -> None:
+        addr = port.getHost()
+        log.info("FastAGI listening on {host}:{port}", host=addr.host, port=addr.port)
 
-        def bound(port: IListeningPort) -> None:
-            self.port = port
-            addr = port.getHost()
-            log.info("FastAGI listening on {host}:{port}", host=addr.host, port=addr.port)
-            self.listening.callback(port)
 
-        def error(failure: Any) -> None:
-            failed.append(failure)
-            if not starting:  # raised below otherwise, for the caller to report
-                log.failure("FastAGI cannot listen", failure=failure)
-            self.listening.errback(failure)
-
-        starting = True
-        d.addCallbacks(bound, error)
-        starting = False
-        if failed:  # TCP listens synchronously: refuse to start rather than run deaf
-            self.listening.addErrback(lambda _: None)
-            failed[0].raiseException()
-
-    def stopService(self) -> defer.Deferred[None] | None:
-        super().stopService()
-        port, self.port = self.port, None
-        if port is None:
-            return None
-        self.listening = defer.Deferred()
-        return defer.maybeDeferred(port.stopListening)
+def fastagi_endpoint(reactor: IReactorTCP, fastagi: FastAGIConfig) -> IStreamServerEndpoint:
+    """The TCP endpoint for ``[fastagi]`` host and port (the composition root's to build)."""
+    return endpoints.TCP4ServerEndpoint(reactor, fastagi.port, interface=fastagi.host,
+                                        backlog=1024)
 
 
 def tune_gc(threshold: int = 50_000) -> None:
@@ -184,12 +172,12 @@ def tune_gc(threshold: int = 50_000) -> None:
     gc.set_threshold(threshold, second, third)
 
 
-def fastagi_service(config: Config, db: Any, metrics: Any, reactor: Any = None,
+def fastagi_service(config: Config, db: DatabaseService | None, metrics: Metrics | None,
+                    reactor: IReactorTime, endpoint: IStreamServerEndpoint,
                     extra_flows: Mapping[str, Flow] | None = None) -> FastAGIService:
-    """The FastAGI server as a service: hotline + expiry-warning (+ ``extra_flows``) flows,
-    metrics and call records through ``db`` (a ``DatabaseService``)."""
-    if reactor is None:
-        from twisted.internet import reactor
+    """The FastAGI server as a service listening on ``endpoint`` (see ``fastagi_endpoint``):
+    hotline + expiry-warning (+ ``extra_flows``) flows, metrics and call records through
+    ``db``."""
     gate = PeerGate(check_fastagi_access(config.fastagi), clock=reactor, metrics=metrics)
     book = CallBook()
     flows: dict[str, Flow] = {
@@ -198,13 +186,8 @@ def fastagi_service(config: Config, db: Any, metrics: Any, reactor: Any = None,
     hotline = flows[HOTLINE_SCRIPT]
     flows.update(extra_flows or {})
     fa = config.fastagi
+    recorder = CallRecorder(db, metrics, book, reactor,
+                            ProgrammeRules.from_config(config).numbering)
     factory = FastAGIFactory(flows, max_calls=fa.max_calls, idle_timeout_s=fa.idle_timeout_s,
-                             observer=CallRecorder(db, metrics, book, reactor,
-                                                   ProgrammeRules.from_config(config).numbering),
-                             clock=reactor,
-                             gate=gate)
-    endpoint = endpoints.TCP4ServerEndpoint(reactor, fa.port, interface=fa.host, backlog=1024)
-    service = FastAGIService(endpoint, factory)
-    service.recorder = factory.observer  # type: ignore[attr-defined]
-    service.hotline = hotline  # type: ignore[attr-defined]
-    return service
+                             observer=recorder, clock=reactor, gate=gate)
+    return FastAGIService(endpoint, factory, recorder=recorder, hotline=hotline)

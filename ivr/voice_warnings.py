@@ -15,32 +15,45 @@ bounds how many this process has outstanding.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from core.clock import SecondsClock, utc_now
 from core.config import Config, parse_range
 from core.domain import mask_msisdn
 from core.jobs.expiry_warnings import claim_voice_calls, record_call_outcome
 from core.jobs.records import VoiceCall
 from core.jobs.schedule import within_hours
+from core.metrics import Metrics
+from ops.coalesce import Coalescer
+from ops.dbservice import DatabaseService
 
 POLL_S = 60.0
 AMI_DOWN_PAUSE_S = 300.0
+
+
+class Dialer(Protocol):
+    """What places the calls (``ivr.ami.AMIDialer``): fires with a result that has
+    ``answered`` and ``reason_text``."""
+
+    def originate(self, msisdn: str,
+                  variables: Mapping[str, str] | None = None) -> Deferred[Any]: ...
 
 
 class VoiceWarningService(Service):
     name = "voice-warnings"
     log = Logger()
 
-    def __init__(self, config: Config, db: Any, dialer: Any, metrics: Any = None,
-                 reactor: Any = None, *, poll_s: float = POLL_S, clock: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
+    def __init__(self, config: Config, db: DatabaseService, dialer: Dialer,
+                 metrics: Metrics | None = None, *, reactor: IReactorTime,
+                 poll_s: float = POLL_S, clock: SecondsClock | None = None) -> None:
         self.clock = clock or reactor  # what time it is (tests give a fixed one)
         self.config = config
         self.ami = config.ami
@@ -54,12 +67,12 @@ class VoiceWarningService(Service):
         self.in_flight: dict[int, Deferred] = {}
         self.outcomes: list[tuple[int, str, str]] = []  # (warning id, outcome, new state)
         self._loop: LoopingCall | None = None
-        self._polling: Deferred | None = None
+        self._polls = Coalescer(lambda: Deferred.fromCoroutine(self._poll()))
         self._paused_until = 0.0
         self._stopping = False
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock.seconds(), UTC)
+        return utc_now(self.clock)
 
     def startService(self) -> None:
         super().startService()
@@ -74,26 +87,16 @@ class VoiceWarningService(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         pending = list(self.in_flight.values())
-        if self._polling is not None:
-            pending.append(self._polling)
+        if self._polls.busy:
+            pending.append(self._polls.when_idle())
         return DeferredList(pending, consumeErrors=True) if pending else succeed(None)
 
     # --- polling ----------------------------------------------------------------------------
 
     def poll(self) -> Deferred:
-        """Claim due warnings for the free call slots and start their calls. Never fails."""
-        if self._polling is not None:
-            return self._polling
-        d = Deferred.fromCoroutine(self._poll())
-
-        def done(result: Any) -> Any:
-            self._polling = None
-            return result
-
-        d.addBoth(done)
-        if not d.called:
-            self._polling = d
-        return d
+        """Claim due warnings for the free call slots and start their calls; polled while
+        polling (a slot freed meanwhile), polls once more after. Never fails."""
+        return self._polls.kick()
 
     async def _poll(self) -> int:
         if self._stopping or self.clock.seconds() < self._paused_until:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -39,11 +40,7 @@ T = TypeVar("T")
 class DatabaseService(Service):
     log = Logger()
 
-    def __init__(self, store: Store, rules: ProgrammeRules, reactor: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
+    def __init__(self, store: Store, rules: ProgrammeRules, reactor: IReactorThreads) -> None:
         self.store = store
         self.rules = rules
         self.reactor = reactor

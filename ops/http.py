@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorTCP,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -28,6 +32,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from core.config import Config, ConfigError
 from core.metrics import Metrics
+from ops.listening import ListeningService
 from ops.status_page import collect_samples, render_status_page
 
 log = Logger(namespace="loyalty.ops")
@@ -81,7 +86,8 @@ class HealthChecks:
     Transitions between ok and failing are logged (not every scrape).
     """
 
-    def __init__(self, checks: Mapping[str, Check], timeout: float, reactor: Any) -> None:
+    def __init__(self, checks: Mapping[str, Check], timeout: float,
+                 reactor: IReactorTime) -> None:
         self.checks = dict(checks)
         self.timeout = timeout
         self.reactor = reactor
@@ -118,7 +124,8 @@ class HealthChecks:
         return result
 
 
-def _guarded(fn: Callable[[], Any] | None, timeout: float, reactor: Any) -> Deferred[Any]:
+def _guarded(fn: Callable[[], Any] | None, timeout: float,
+             reactor: IReactorTime) -> Deferred[Any]:
     """Call an optional hook under a timeout; the Deferred fires with its result or a Failure."""
     if fn is None:
         return defer.succeed(None)
@@ -132,7 +139,7 @@ class OpsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, metrics: Metrics, health: HealthChecks, *, token: str, reactor: Any,
+    def __init__(self, metrics: Metrics, health: HealthChecks, *, token: str, reactor: IReactorTime,
                  status: Callable[[], Any] | None = None,
                  before_metrics: Callable[[], Any] | None = None) -> None:
         super().__init__()
@@ -279,57 +286,29 @@ class _OpsSite(Site):
                   code=request.code, client=_client(request))
 
 
-class OpsService(StreamServerEndpointService):
+class OpsService(ListeningService):
     """The listening ops endpoint. ``port`` is the IListeningPort once listening."""
 
-    def __init__(self, endpoint: Any, site: Site, resource: OpsResource, host: str,
-                 reactor: Any) -> None:
+    def __init__(self, endpoint: IStreamServerEndpoint, site: Site, resource: OpsResource,
+                 host: str, reactor: IReactorTime) -> None:
         super().__init__(endpoint, site)
-        self._raiseSynchronously = True  # a taken port stops start-up instead of a log line
         self.site = site
         self.resource = resource
         self.host = host
         self.reactor = reactor
-        self.port: IListeningPort | None = None
-        self._waiters: list[Deferred[IListeningPort]] = []
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._waitingForPort.addCallback(self._bound)
 
     def startService(self) -> None:
         self.resource.started_at = self.reactor.seconds()
         super().startService()
 
-    def stopService(self) -> Deferred[None]:
-        self.port = None
-        return super().stopService()
-
-    def whenListening(self) -> Deferred[IListeningPort]:
-        """Fires with the listening port (tests bind port 0 and read ``port.getHost().port``)."""
-        if self.port is not None:
-            return defer.succeed(self.port)
-        d: Deferred[IListeningPort] = Deferred()
-        self._waiters.append(d)
-        return d
-
-    def _bound(self, port: IListeningPort | None) -> IListeningPort | None:
-        waiters, self._waiters = self._waiters, []
-        if port is None:
-            for d in waiters:
-                d.errback(RuntimeError("ops endpoint did not start listening"))
-            return None
-        self.port = port
+    def listening(self, port: IListeningPort) -> None:
         log.info("ops endpoint listening on {host}:{port} (auth: {auth})", host=self.host,
                  port=port.getHost().port,
                  auth="bearer token" if self.resource.auth_required else "none, loopback only")
-        for d in waiters:
-            d.callback(port)
-        return port
 
 
 def ops_service(config: Config, metrics: Metrics, checks: Mapping[str, Check],
-                reactor: Any = None, status: Callable[[], Any] | None = None,
+                reactor: IReactorTCP, status: Callable[[], Any] | None = None,
                 before_metrics: Callable[[], Any] | None = None, *,
                 check_timeout: float = DEFAULT_CHECK_TIMEOUT) -> OpsService:
     """Build (not start) the ops HTTP service listening on ``config.ops.host:port``.
@@ -340,10 +319,6 @@ def ops_service(config: Config, metrics: Metrics, checks: Mapping[str, Check],
     before ``/metrics`` and the status page read the registry, e.g. to set gauges.
     Raises ConfigError when the host is not loopback and ``ops.token`` is empty.
     """
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-
-        reactor = default_reactor
     ops = config.ops
     if not ops.token and not is_loopback(ops.host):
         raise ConfigError(f"ops.token: required when ops.host ({ops.host!r}) is not a loopback "

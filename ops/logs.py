@@ -7,7 +7,6 @@ application's ILogObserver), so ``[logging] level`` decides what reaches the log
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from twisted.logger import (
     FilteringLogObserver,
@@ -18,12 +17,12 @@ from twisted.logger import (
 )
 from twisted.python.logfile import LogFile
 
-from core.config import ConfigError
+from core.config import ConfigError, LoggingConfig
 
 __all__ = ["log_observer"]
 
 
-def log_observer(logging_config: Any) -> ILogObserver:
+def log_observer(logging_config: LoggingConfig) -> ILogObserver:
     """Lines at ``logging_config.level`` and above to ``logging_config.file``."""
     path = logging_config.file
     try:

@@ -17,14 +17,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from core.clock import utc_now
 from core.config import Config
 from core.jobs.base import Job
 from core.jobs.due import current_run_due, key_of_run_at, next_run_at
@@ -39,7 +42,9 @@ from core.jobs.runs import (
     new_owner,
     run_step,
 )
-from ivr.voice_warnings import VoiceWarningService
+from core.metrics import Metrics
+from ivr.voice_warnings import Dialer, VoiceWarningService
+from ops.dbservice import DatabaseService
 
 RECHECK_S = 300.0
 
@@ -48,12 +53,11 @@ class JobsService(Service):
     name = "job-scheduler"
     log = Logger()
 
-    def __init__(self, config: Config, db: Any, metrics: Any = None, reactor: Any = None, *,
+    def __init__(self, config: Config, db: DatabaseService, metrics: Metrics | None,
+                 reactor: IReactorTime, *,
                  jobs: dict[str, Job] | None = None, recheck_s: float = RECHECK_S,
                  catch_up: bool = True, batch: int | None = None,
-                 on_finished: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
+                 on_finished: Callable[[str, Claim], object] | None = None) -> None:
         self.config = config
         self.db = db
         self.metrics = metrics
@@ -66,13 +70,13 @@ class JobsService(Service):
         self.owner = new_owner()
         self.zone = config.programme.zone
         self.next_runs: dict[str, datetime] = {}
-        self._calls: dict[str, Any] = {}
+        self._calls: dict[str, IDelayedCall] = {}
         self._running: dict[str, Deferred] = {}
         self._recheck: LoopingCall | None = None
         self._stopping = False
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.reactor.seconds(), UTC)
+        return utc_now(self.reactor)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -224,15 +228,15 @@ class JobsService(Service):
             getattr(self.metrics, metric).labels(job=job).inc()
 
 
-def jobs_service(config: Config, db: Any, metrics: Any, reactor: Any = None,
-                 dialer: Any = None) -> Service:
+def jobs_service(config: Config, db: DatabaseService, metrics: Metrics | None,
+                 reactor: IReactorTime, dialer: Dialer | None = None) -> Service:
     """The jobs part of the service tree: the scheduler, and the voice warning dispatcher when
     an AMI dialer is given (its own ``AMIDialerService`` must be in the tree too)."""
     parent = MultiService()
     parent.setName("jobs")
     voice = None
     if dialer is not None:
-        voice = VoiceWarningService(config, db, dialer, metrics, reactor)
+        voice = VoiceWarningService(config, db, dialer, metrics, reactor=reactor)
         voice.setServiceParent(parent)
 
     def finished(job: str, claim: Claim) -> None:

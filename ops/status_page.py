@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from prometheus_client import CollectorRegistry
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -30,7 +31,7 @@ class Table:
     empty: str = "none yet"
 
 
-def collect_samples(registry: Any) -> dict[str, list[Sample]]:
+def collect_samples(registry: CollectorRegistry) -> dict[str, list[Sample]]:
     """Sample name (``loyalty_calls_total``...) -> [(labels, value)] for every collector."""
     samples: dict[str, list[Sample]] = {}
     for family in registry.collect():

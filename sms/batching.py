@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -38,14 +39,14 @@ class GroupCommit:
     ``flush(items) -> list of results`` (a Deferred or a plain list, same order), or failing
     with the flush's failure."""
 
-    def __init__(self, flush: Callable[[list[Any]], Any], clock: Any, *,
+    def __init__(self, flush: Callable[[list[Any]], Any], clock: IReactorTime, *,
                  max_items: int = 1000) -> None:
         self.flush = flush
         self.clock = clock
         self.max_items = max_items
         self._pending: list[tuple[Any, defer.Deferred]] = []
         self._busy = False
-        self._call: Any = None
+        self._call: IDelayedCall | None = None
         self._idle: list[defer.Deferred] = []
         self.flushes = 0  # how many flushes ran (for tests and the bench)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -55,6 +55,7 @@ from sms.pdu import (
     encode_pdu,
     generic_nack,
 )
+from sms.session_settings import SessionSettings
 from sms.smpp_ratelimit import AdaptiveRate
 
 __all__ = ["ESMEFactory", "ESMEProtocol", "OnDeliver", "OnReceipt"]
@@ -63,12 +64,9 @@ OnDeliver = Callable[[MOMessage], Any]
 OnReceipt = Callable[[DeliveryReceipt], Any]
 
 
-def make_rate(config: Any) -> AdaptiveRate:
-    return AdaptiveRate(
-        config.max_submit_rate,
-        burst=getattr(config, "submit_burst", 1.0),
-        pause_s=getattr(config, "throttle_pause_s", 1.0),
-    )
+def make_rate(config: SessionSettings) -> AdaptiveRate:
+    return AdaptiveRate(config.max_submit_rate, burst=config.submit_burst,
+                        pause_s=config.throttle_pause_s)
 
 
 @dataclass
@@ -83,16 +81,14 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
 
     def __init__(
         self,
-        config: Any,
+        config: SessionSettings,
         on_deliver: OnDeliver,
         on_receipt: OnReceipt,
         *,
-        clock: Any = None,
+        clock: IReactorTime,
         reassembler: Reassembler | None = None,
         rate: AdaptiveRate | None = None,
     ):
-        if clock is None:
-            from twisted.internet import reactor as clock
         self.config = config
         self.on_deliver = on_deliver
         self.on_receipt = on_receipt
@@ -116,7 +112,7 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
         self._idle_call: IDelayedCall | None = None
         self._dead_call: IDelayedCall | None = None
         self.rate = rate or make_rate(config)
-        self.trace = getattr(config, "trace", False)
+        self.trace = config.trace
 
     # -- connection lifecycle ----------------------------------------------------------------
 
@@ -210,7 +206,7 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
     def unbind(self, timeout: float | None = None) -> defer.Deferred:
         """Clean shutdown: stop sending, wait (up to ``timeout``) for outstanding submits, send
         unbind, wait (up to ``timeout``) for unbind_resp, close. Fires when closed."""
-        timeout = getattr(self.config, "unbind_timeout_s", 1.0) if timeout is None else timeout
+        timeout = self.config.unbind_timeout_s if timeout is None else timeout
         closed = self.when_closed()
         if self.state == "closed":
             return closed
@@ -370,9 +366,7 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
         self.log.warn("no {cmd}_resp within timeout (seq={seq}, {n} in a row)",
                       cmd=out.command, seq=seq, n=self._timeouts_in_row)
         out.deferred.errback(TemporaryError(f"{out.command} response timeout"))
-        if out.command == "enquire_link" or self._timeouts_in_row >= getattr(
-            self.config, "max_timeouts", 3
-        ):
+        if out.command == "enquire_link" or self._timeouts_in_row >= self.config.max_timeouts:
             self._link_dead(f"{self._timeouts_in_row} response timeouts")
 
     def _on_idle(self) -> None:
@@ -388,17 +382,16 @@ class ESMEFactory(protocol.ClientFactory):
     protocol = ESMEProtocol
     noisy = False
 
-    def __init__(self, config: Any, on_deliver: OnDeliver, on_receipt: OnReceipt, *,
-                 clock: Any = None, reassembler: Reassembler | None = None):
+    def __init__(self, config: SessionSettings, on_deliver: OnDeliver, on_receipt: OnReceipt,
+                 *, clock: IReactorTime, reassembler: Reassembler | None = None):
         self.config = config
         self.on_deliver = on_deliver
         self.on_receipt = on_receipt
         self.clock = clock
-        self.reassembler = reassembler or Reassembler(
-            getattr(config, "mo_reassembly_timeout_s", 300.0))
+        self.reassembler = reassembler or Reassembler(config.mo_reassembly_timeout_s)
         self.rate = make_rate(config)  # shared: a reconnect does not forget a throttle
 
-    def buildProtocol(self, addr: Any) -> ESMEProtocol:
+    def buildProtocol(self, addr: IAddress) -> ESMEProtocol:
         p = self.protocol(self.config, self.on_deliver, self.on_receipt,
                           clock=self.clock, reassembler=self.reassembler, rate=self.rate)
         p.factory = self

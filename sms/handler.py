@@ -30,12 +30,14 @@ from __future__ import annotations
 import hashlib
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -52,14 +54,17 @@ from core.domain import (
     mask_msisdn,
 )
 from core.log_limit import RepeatLimiter
+from core.metrics import Metrics
 from core.redemption import catalogue, confirm_redemption, gift_orders, start_confirmation
 from core.rules import last_valid_day
 from core.service_desk import record_ticket
 from core.store.sms_sql import OutboxRow, RateWindow, StoredMO
+from ops.coalesce import Coalescer
+from ops.dbservice import DatabaseService
 from sms import keywords as kw
 from sms.batching import GroupCommit, log_failure, scrubbed
 from sms.esme_types import MOMessage
-from sms.outbox import render_fitting
+from sms.outbox import OutboxSender, render_fitting
 from sms.pdu import ESME_RTHROTTLED
 from sms.set_aside import (
     UNAVAILABLE,
@@ -583,8 +588,9 @@ def _domain_reply(rules, work: _Work, cmd: kw.Command, exc: DomainError,
 class MOHandler(service.Service):
     """``on_deliver`` for the ESME session (store, then ack) and the handling loop."""
 
-    def __init__(self, db: Any, metrics: Any, settings: HandlerSettings, *, clock: Any,
-                 now: Any, sender: Any = None, batch_size: int = 200, poll_s: float = 1.0,
+    def __init__(self, db: DatabaseService, metrics: Metrics, settings: HandlerSettings, *,
+                 clock: IReactorTime, now: Callable[[], datetime],
+                 sender: OutboxSender | None = None, batch_size: int = 200, poll_s: float = 1.0,
                  max_store_batch: int = 1000, housekeeping_s: float = 3600.0) -> None:
         self.db = db
         self.metrics = metrics
@@ -597,10 +603,8 @@ class MOHandler(service.Service):
         self.housekeeping_s = housekeeping_s
         self._housekeeping: task.LoopingCall | None = None
         self.store = GroupCommit(self._flush_store, clock, max_items=max_store_batch)
-        self._busy = False
-        self._again = False
+        self._rounds = Coalescer(self._handle_round)
         self._poll: task.LoopingCall | None = None
-        self._current: defer.Deferred | None = None
         self.handled = 0  # MO rows handled by this process
         self._out_of_plan_log = RepeatLimiter()
         self._failures = 0  # handling rounds failed in a row (the database unreachable)
@@ -636,20 +640,17 @@ class MOHandler(service.Service):
 
     def kick(self) -> None:
         """Handle received messages now (again after the current batch, if one runs)."""
+        self._rounds.kick()
+
+    def _handle_round(self) -> defer.Deferred[None] | None:
         if not self.running:
-            return
-        if self._busy:
-            self._again = True
-            return
-        self._busy = True
+            return None
         claim_until = self.sender.claim_until() if self.sender is not None else None
-        d = self._current = self.db.run(handle_batch, self.settings, self.now(),
-                                        self.batch_size, claim_until)
+        d = self.db.run(handle_batch, self.settings, self.now(), self.batch_size, claim_until)
         d.addCallbacks(self._handled, self._failed, callbackArgs=(claim_until,))
+        return d
 
     def _handled(self, batch: HandledBatch, claim_until: datetime | None = None) -> None:
-        self._busy = False
-        self._current = None
         if self._failures:
             log.info("MO handling recovered after {n} failed rounds", n=self._failures)
             self._failures = 0
@@ -671,13 +672,10 @@ class MOHandler(service.Service):
                 self.sender.take(list(batch.claimed), claim_until)
             if batch.queued:
                 self.sender.kick()
-        if self._again or batch.count >= self.batch_size:
-            self._again = False
-            self.kick()
+        if batch.count >= self.batch_size:
+            self.kick()  # a full batch: more may be waiting
 
-    def _failed(self, failure: Failure) -> None:
-        self._busy = False
-        self._current = None
+    def _failed(self, failure: Failure) -> Failure:
         # The database is unreachable: retried every poll, logged once and then every
         # FAILURE_REMINDER rounds, not a traceback a second.
         self._failures += 1
@@ -687,6 +685,7 @@ class MOHandler(service.Service):
             log.error("MO handling still failing after {n} rounds: {error}", n=self._failures,
                       error=scrubbed(failure.getErrorMessage().splitlines()[0][:200]
                                      if failure.getErrorMessage() else "?"))
+        return failure  # no second round at once: the poll retries
 
     def startService(self) -> None:
         super().startService()
@@ -706,9 +705,4 @@ class MOHandler(service.Service):
         for loop in (self._poll, self._housekeeping):
             if loop is not None and loop.running:
                 loop.stop()
-        waits = [self.store.when_idle()]
-        if self._current is not None:
-            current: defer.Deferred = defer.Deferred()
-            self._current.addBoth(lambda r: (current.callback(None), r)[1])
-            waits.append(current)
-        return defer.gatherResults(waits)
+        return defer.gatherResults([self.store.when_idle(), self._rounds.when_idle()])

@@ -24,6 +24,7 @@ not make the handset show parts twice. Outcomes, recorded in batches:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,13 +32,17 @@ from typing import Any
 from jinja2 import TemplateError
 from twisted.application import service
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from core.config import JobsConfig
 from core.domain import mask_msisdn
 from core.jobs.schedule import NOTICE_KINDS, release_time
+from core.metrics import Metrics
 from core.store.sms_sql import OutboxRow
+from ops.coalesce import Coalescer
+from ops.dbservice import DatabaseService
 from sms.batching import GroupCommit, log_failure
 from sms.encoding import (
     DC_GSM,
@@ -55,6 +60,7 @@ from sms.esme_types import PermanentError, SMPPError, SubmitResult, TemporaryErr
 from sms.pdu import ESME_RMSGQFUL, ESME_RTHROTTLED, normalise_message_id
 from sms.receipts import ReceiptItem, apply_held, hold_unmatched, settle
 from sms.render import render
+from sms.session import ESMEService
 
 log = Logger()
 
@@ -220,8 +226,8 @@ class MTEvents(GroupCommit):
     """One group commit for everything that happens to MT messages: submit outcomes (from
     the sender) and delivery receipts (from the receipt matcher)."""
 
-    def __init__(self, db: Any, metrics: Any, *, clock: Any, now: Any,
-                 max_items: int = 2000) -> None:
+    def __init__(self, db: DatabaseService, metrics: Metrics, *, clock: IReactorTime,
+                 now: Callable[[], datetime], max_items: int = 2000) -> None:
         super().__init__(self._flush_events, clock, max_items=max_items)
         self.db = db
         self.metrics = metrics
@@ -285,8 +291,9 @@ class SenderSettings:
 class OutboxSender(service.Service):
     """Claims due outbox rows and submits them through the ESME session."""
 
-    def __init__(self, esme: Any, db: Any, metrics: Any, settings: SenderSettings, *,
-                 clock: Any, now: Any, events: MTEvents | None = None) -> None:
+    def __init__(self, esme: ESMEService, db: DatabaseService, metrics: Metrics,
+                 settings: SenderSettings, *, clock: IReactorTime, now: Callable[[], datetime],
+                 events: MTEvents | None = None) -> None:
         self.esme = esme
         self.db = db
         self.metrics = metrics
@@ -295,8 +302,7 @@ class OutboxSender(service.Service):
         self.now = now
         self.rows: dict[int, _InFlight] = {}
         self.results = events or MTEvents(db, metrics, clock=clock, now=now)
-        self._claiming = False
-        self._again = False
+        self._claims = Coalescer(self._claim_round, clock)
         self._backlog = False  # due rows may be waiting for room here
         self._poll: task.LoopingCall | None = None
         self._extend: task.LoopingCall | None = None
@@ -337,19 +343,21 @@ class OutboxSender(service.Service):
         """Claim due rows now (if bound and there is room)."""
         if not self.running or not self.esme.bound or not self.settings.claim_queue:
             return
-        if self._claiming:
-            self._again = True
-            return
+        self._claims.kick()
+
+    def _claim_round(self) -> defer.Deferred[None] | None:
+        if not self.running or not self.esme.bound or not self.settings.claim_queue:
+            return None
         room = self.settings.max_in_flight - len(self.rows)
         if room < max(1, self.settings.max_in_flight // 4):
             self._backlog = True
-            return
-        self._claiming = True
+            return None
         now = self.now()
         until = now + timedelta(seconds=self.settings.lease_s)
         d = self.db.run(claim_batch, now, until, room, self.settings.max_parts,
                         self.settings.quiet)
         d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(room, until))
+        return d
 
     def refresh_depth(self) -> defer.Deferred:
         """Set the outbox_depth gauge (and smpp_bound) from the database; fires with it."""
@@ -394,20 +402,18 @@ class OutboxSender(service.Service):
 
     def _claimed(self, claimed: tuple[list[OutboxRow], list[tuple[int, str]]],
                  room: int, until: datetime) -> None:
-        self._claiming = False
         rows, failed = claimed
         for row_id, error in failed:
             self.metrics.sms_mt.labels(outcome="failed").inc()
             log.error("outbox row {id} failed: {error}", id=row_id, error=error)
         self.take(rows, until)
         self._backlog = len(rows) + len(failed) >= room
-        if self._again or self._backlog:
-            self._again = False
-            self.clock.callLater(0, self.kick)
+        if self._backlog:
+            self.kick()  # run again on the next turn: more rows are due
 
-    def _claim_failed(self, failure: Failure) -> None:
-        self._claiming = False
+    def _claim_failed(self, failure: Failure) -> Failure:
         log_failure(log, "could not claim outbox rows", failure)
+        return failure  # no second round at once: the poll retries
 
     def _extend_claims(self) -> defer.Deferred | None:
         ids = [i for i, f in self.rows.items() if not f.recording]
@@ -491,7 +497,7 @@ class OutboxSender(service.Service):
     def _recorded(self, _: Any, row_id: int) -> None:
         self.rows.pop(row_id, None)
         # Claim more only when rows were left waiting for room (else the poll finds them).
-        if (self._backlog and not self._claiming
+        if (self._backlog and not self._claims.busy
                 and len(self.rows) <= self.settings.max_in_flight * 3 // 4):
             self.kick()
 

@@ -17,20 +17,26 @@ ACCEPTD) are stored on the part but change nothing.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from core.metrics import Metrics
 from core.store.sms_sql import HeldReceipt
+from ops.dbservice import DatabaseService
 from sms.batching import log_failure
 from sms.esme_types import DeliveryReceipt
 from sms.pdu import ESME_RTHROTTLED, normalise_message_id
+
+if TYPE_CHECKING:  # sms.outbox imports this module
+    from sms.outbox import MTEvents
 
 log = Logger()
 
@@ -152,18 +158,15 @@ def sweep_receipts(uow, rules, now: datetime, hold_s: float) -> dict[str, int]:
 class ReceiptMatcher(service.Service):
     """``on_receipt`` for the ESME session, plus the periodic sweep of held receipts."""
 
-    def __init__(self, db: Any, metrics: Any, *, clock: Any, now: Any, hold_s: float = 600.0,
-                 sweep_s: float = 5.0, events: Any = None) -> None:
+    def __init__(self, db: DatabaseService, metrics: Metrics, *, clock: IReactorTime,
+                 now: Callable[[], datetime], events: MTEvents, hold_s: float = 600.0,
+                 sweep_s: float = 5.0) -> None:
         self.db = db
         self.metrics = metrics
         self.clock = clock
         self.now = now
         self.hold_s = hold_s
         self.sweep_s = sweep_s
-        if events is None:
-            from sms.outbox import MTEvents  # (sms.outbox imports this module)
-
-            events = MTEvents(db, metrics, clock=clock, now=now)
         self.batch = events  # shared with the outbox sender: one transaction for both
         self._sweep: task.LoopingCall | None = None
 

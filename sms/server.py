@@ -21,23 +21,32 @@ database pool: stop this service before the database service. If they cannot be 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
-from datetime import UTC, datetime
-from types import SimpleNamespace
+from datetime import datetime
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, task
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IReactorTCP,
+    IStreamClientEndpoint,
+)
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from core.clock import utc_now_from
+from core.config import Config
+from core.metrics import Metrics
 from core.queues import set_aside_counts
+from core.rules import ProgrammeRules
+from ops.dbservice import DatabaseService
 from sms.batching import log_failure
 from sms.handler import HandlerSettings, MOHandler
 from sms.outbox import MTEvents, OutboxSender, SenderSettings
 from sms.receipts import ReceiptMatcher
 from sms.session import ESMEService
+from sms.session_settings import SessionSettings
 
 log = Logger()
 
@@ -50,26 +59,13 @@ log = Logger()
 QUEUE_TABLES = ("outbox", "outbox_ids", "sms_receipts", "mo_messages", "sms_rate")
 
 
-def refresh_queue_statistics(uow: Any, rules: Any) -> bool:
+def refresh_queue_statistics(uow: Any, rules: ProgrammeRules) -> bool:
     """ANALYZE the SMS queue tables whose statistics are stale (PostgreSQL; nothing on
     SQLite); returns whether autovacuum is on (database thread)."""
     stale = uow.stale_statistics(*QUEUE_TABLES)
     if stale:
         uow.refresh_statistics(*stale)
     return uow.autovacuum_on()
-
-
-def session_config(smpp: Any, *, trace: bool = False) -> SimpleNamespace:
-    """The ESME session's settings from ``[smpp]``, plus the session's tuning defaults: a
-    token bucket of 50 ms worth of submits (so pacing does not need a timer per submit).
-    ``trace``: log a debug line per MO, receipt and submit_sm (building a log event costs
-    about as much as decoding the PDU, so it is skipped unless the level is debug)."""
-    values = asdict(smpp) if not isinstance(smpp, SimpleNamespace) else dict(vars(smpp))
-    values.setdefault("trace", trace)
-    values.setdefault("submit_burst", max(1.0, float(values["max_submit_rate"]) / 20))
-    values.setdefault("throttle_pause_s", 1.0)
-    values.setdefault("unbind_timeout_s", 2.0)
-    return SimpleNamespace(**values)
 
 
 @implementer(IStreamClientEndpoint)
@@ -81,8 +77,8 @@ class NoDelayEndpoint:
     def __init__(self, endpoint: IStreamClientEndpoint) -> None:
         self.endpoint = endpoint
 
-    def connect(self, factory: Any) -> defer.Deferred:
-        def no_delay(proto: Any) -> Any:
+    def connect(self, factory: IProtocolFactory) -> defer.Deferred:
+        def no_delay(proto: IProtocol) -> IProtocol:
             transport = getattr(proto, "transport", None)
             if transport is not None and hasattr(transport, "setTcpNoDelay"):
                 transport.setTcpNoDelay(True)
@@ -94,14 +90,13 @@ class NoDelayEndpoint:
 class SmsService(service.Service):
     """Starts and stops its parts in the order they need (see the module doc)."""
 
-    def __init__(self, config: Any, db: Any, metrics: Any, *, reactor: Any = None,
+    def __init__(self, config: Config, db: DatabaseService, metrics: Metrics, *,
+                 reactor: IReactorTCP,
                  now: Callable[[], datetime] | None = None,
                  sender_settings: SenderSettings | None = None,
                  handler_settings: HandlerSettings | None = None,
                  metrics_s: float = 15.0, receipt_hold_s: float = 600.0,
                  stop_timeout_s: float = 10.0, statistics_s: float = 10.0) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
         self.reactor = reactor
         self.db = db
         self.metrics = metrics
@@ -109,10 +104,10 @@ class SmsService(service.Service):
         self.statistics_s = statistics_s
         self._warned_autovacuum = False
         self.stop_timeout_s = stop_timeout_s
-        now = now or (lambda: datetime.now(UTC))
+        now = now or utc_now_from(reactor)
         smpp = config.smpp
         self.enabled = smpp.enabled
-        cfg = session_config(smpp, trace=config.logging.level == "debug")
+        cfg = SessionSettings.from_config(smpp, trace=config.logging.level == "debug")
         self.handler_settings = handler_settings or HandlerSettings(
             rate_limit=smpp.mo_rate_limit, dedupe_window_s=smpp.mo_dedupe_window_s,
             max_parts=smpp.max_parts,
@@ -213,7 +208,7 @@ class SmsService(service.Service):
         self.metrics.smpp_bound.set(0)
 
 
-def sms_service(config: Any, db: Any, metrics: Any, reactor: Any = None,
+def sms_service(config: Config, db: DatabaseService, metrics: Metrics, reactor: IReactorTCP,
                 **kwargs: Any) -> SmsService:
     """The SMS channel for the composition root (see the module doc)."""
     return SmsService(config, db, metrics, reactor=reactor, **kwargs)

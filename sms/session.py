@@ -18,11 +18,12 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from core.domain import mask_msisdn
-from sms.encoding import Reassembler
+from sms.encoding import Part, Reassembler
 from sms.esme_protocol import ESMEFactory, ESMEProtocol, OnDeliver, OnReceipt
 from sms.esme_types import (
     BindFailed,
@@ -34,6 +35,7 @@ from sms.esme_types import (
     SubmitResult,
     TemporaryError,
 )
+from sms.session_settings import SessionSettings
 
 __all__ = [
     "BindFailed",
@@ -63,16 +65,14 @@ class ESMEService(service.Service):
 
     def __init__(
         self,
-        config: Any,
+        config: SessionSettings,
         endpoint: IStreamClientEndpoint,
         on_deliver: OnDeliver,
         on_receipt: OnReceipt,
         *,
-        clock: Any = None,
+        clock: IReactorTime,
         reassembler: Reassembler | None = None,
     ):
-        if clock is None:
-            from twisted.internet import reactor as clock
         self.config = config
         self.endpoint = endpoint
         self.clock = clock
@@ -104,7 +104,8 @@ class ESMEService(service.Service):
         self._waiters.append(d)
         return d
 
-    def submit(self, destination: str, text_or_parts: Any, **kwargs: Any) -> defer.Deferred:
+    def submit(self, destination: str, text_or_parts: str | list[Part],
+               **kwargs: Any) -> defer.Deferred:
         """ESMEProtocol.submit on the bound session; TemporaryError (NotBound) when unbound."""
         if not self.bound:
             return defer.fail(NotBound("SMPP session is not bound"))
@@ -158,7 +159,7 @@ class ESMEService(service.Service):
         else:
             self._attempt_failed(None)
 
-    def _attempt_failed(self, failure: Any) -> None:
+    def _attempt_failed(self, failure: Failure | None) -> None:
         self._connecting = None
         if failure is not None and self.running:
             self.log.warn("SMSC connection failed: {why}", why=failure.getErrorMessage())

@@ -50,7 +50,7 @@ class RunningServer:
 
     async def __aenter__(self) -> RunningServer:
         self.top.startService()
-        self.agi_port = (await self.top.fastagi.listening).getHost().port
+        self.agi_port = (await self.top.fastagi.whenListening()).getHost().port
         self.ops_port = (await self.top.ops.whenListening()).getHost().port
         await self.top.sms.esme.whenBound()
         return self

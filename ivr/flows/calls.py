@@ -8,7 +8,7 @@ observer stores it all as the call record when the call ends.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from ivr.agi_channel import AGIChannel
 
@@ -49,10 +49,10 @@ class CallBook:
     def __len__(self) -> int:
         return len(self._calls)
 
-    def open(self, channel: AGIChannel, now: datetime | None = None) -> CallInfo:
+    def open(self, channel: AGIChannel, now: datetime) -> CallInfo:
         info = self._calls.get(channel)
         if info is None:
-            info = CallInfo(channel.uniqueid, channel.script, now or datetime.now(UTC),
+            info = CallInfo(channel.uniqueid, channel.script, now,
                             caller=channel.callerid)
             self._calls[channel] = info
         return info

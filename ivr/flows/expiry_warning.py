@@ -19,16 +19,17 @@ Dialplan after the call's ``AGI(agi://host:4573/expiry-warning)``::
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from twisted.logger import Logger
 
+from core.clock import SecondsClock, utc_now_from
 from core.config import Config, JobsConfig
 from core.domain import mask_msisdn
 from core.jobs.expiry_warnings import send_warning_copy, warning_for_call
 from ivr.agi_channel import AGIChannel
 from ivr.flows.speech import NO_KEYS, SKIP_KEY, Day, Num, Voice
+from ops.dbservice import DatabaseService
 
 log = Logger()
 
@@ -42,16 +43,13 @@ LOYALTY_NEXT = "LOYALTY_NEXT"
 CHOICES = "12"
 
 
-async def expiry_warning_flow(channel: AGIChannel, db: Any, *, jobs: JobsConfig | None = None,
+async def expiry_warning_flow(channel: AGIChannel, db: DatabaseService, *,
+                              jobs: JobsConfig | None = None,
                               sounds_subdir: str = "loyalty", digit_timeout_ms: int = 5000,
-                              max_tries: int = 3, clock: Any = None) -> str:
+                              max_tries: int = 3, clock: SecondsClock) -> str:
     """Run one warning call. Returns how it ended: ``hotline``, ``sms``, ``no-choice``,
     ``unknown-warning`` or ``error``."""
-    if clock is None:
-        from twisted.internet import reactor as clock
-
-    def now() -> datetime:
-        return datetime.fromtimestamp(clock.seconds(), UTC)
+    now = utc_now_from(clock)
 
     rules = db.rules
     voice = Voice(channel, sounds_subdir=sounds_subdir, zone=rules.zone,
@@ -106,8 +104,9 @@ async def expiry_warning_flow(channel: AGIChannel, db: Any, *, jobs: JobsConfig 
     return "sms"
 
 
-def make_expiry_warning_flow(config: Config, db: Any, *, book: Any = None, metrics: Any = None,
-                             clock: Any = None) -> Callable[[AGIChannel], Any]:
+def make_expiry_warning_flow(config: Config, db: DatabaseService, *, book: object = None,
+                             metrics: object = None,
+                             clock: SecondsClock) -> Callable[[AGIChannel], Any]:
     """The flow of the ``expiry-warning`` script (``ivr.server.SCRIPTS``); the call recorder's
     ``book`` and the ``metrics`` are the server's, and not needed by this flow."""
 

@@ -29,17 +29,20 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from core.accounts import set_language
+from core.clock import SecondsClock, utc_now_from
 from core.config import Config
+from core.metrics import Metrics
 from ivr.agi_channel import AGIChannel
 from ivr.agi_wire import ChannelHungUp
 from ivr.flows import answers
 from ivr.flows.auth import authenticate, by_caller_id
 from ivr.flows.calls import CallBook
 from ivr.flows.lookahead import Pending
-from ivr.flows.menu import Call, EndCall, Settings, ToAgent, utc_now_from
+from ivr.flows.menu import Call, EndCall, Settings, ToAgent
 from ivr.flows.redeem import redeem_menu
 from ivr.flows.speech import NO_KEYS
 from ivr.flows.trouble import call_failed
+from ops.dbservice import DatabaseService
 
 log = Logger()
 
@@ -104,14 +107,14 @@ class Hotline:
 
     ``db`` is a ``ops.dbservice.DatabaseService`` (anything with ``run(use_case, *args)``
     returning a Deferred). ``book`` is shared with the server's call recorder; ``now`` defaults
-    to the reactor's clock."""
+    to ``clock``'s time (one of the two is required)."""
 
-    def __init__(self, db: Any, settings: Settings, *, book: CallBook | None = None,
-                 metrics: Any = None, now: Callable[[], datetime] | None = None,
-                 clock: Any = None) -> None:
+    def __init__(self, db: DatabaseService, settings: Settings, *, book: CallBook | None = None,
+                 metrics: Metrics | None = None, now: Callable[[], datetime] | None = None,
+                 clock: SecondsClock | None = None) -> None:
         if now is None:
             if clock is None:
-                from twisted.internet import reactor as clock
+                raise TypeError("Hotline needs a clock (or a now function)")
             now = utc_now_from(clock)
         self.db = db
         self.settings = settings
@@ -120,7 +123,7 @@ class Hotline:
         self.now = now
 
     @classmethod
-    def from_config(cls, config: Config, db: Any, **kwargs: Any) -> Hotline:
+    def from_config(cls, config: Config, db: DatabaseService, **kwargs: Any) -> Hotline:
         return cls(db, Settings.from_config(config), **kwargs)
 
     async def __call__(self, channel: AGIChannel) -> None:
@@ -214,7 +217,7 @@ class Hotline:
         await call.voice.play("lang_switched", escape=NO_KEYS)
 
 
-def hotline_flow(config: Config, db: Any, *, book: CallBook, metrics: Any,
-                 clock: Any) -> Hotline:
+def hotline_flow(config: Config, db: DatabaseService, *, book: CallBook,
+                 metrics: Metrics | None, clock: SecondsClock) -> Hotline:
     """The flow of the ``loyalty`` script (``ivr.server.SCRIPTS``)."""
     return Hotline.from_config(config, db, book=book, metrics=metrics, clock=clock)

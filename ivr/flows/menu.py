@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from core.config import Config, parse_range
 from core.domain import NumberingPlan
+from core.metrics import Metrics
 from core.rules import ProgrammeRules
 from core.service_desk import queue_sms
 from ivr.agi_channel import AGIChannel
@@ -26,6 +27,7 @@ from ivr.flows.calls import CallInfo
 from ivr.flows.lookahead import Pending, Snapshot, menu_snapshot
 from ivr.flows.speech import MENU_KEYS, NO_KEYS, SKIP_KEY, Piece, Voice
 from ivr.flows.trouble import call_failed
+from ops.dbservice import DatabaseService
 
 log = Logger()
 
@@ -82,8 +84,9 @@ def channel_language(agi_language: str, default: str) -> str:
 class Call:
     """One hotline call: channel, voice, the member once known, and the shared helpers."""
 
-    def __init__(self, channel: AGIChannel, info: CallInfo, settings: Settings, db: Any,
-                 now: Callable[[], datetime], metrics: Any = None) -> None:
+    def __init__(self, channel: AGIChannel, info: CallInfo, settings: Settings,
+                 db: DatabaseService, now: Callable[[], datetime],
+                 metrics: Metrics | None = None) -> None:
         self.channel = channel
         self.info = info
         self.settings = settings
@@ -227,8 +230,3 @@ class Call:
         await self.channel.set_variable("LOYALTY_TIER", code)
         await self.channel.set_variable("LOYALTY_PRIORITY", "1" if priority else "0")
         await self.voice.play("agent_transfer", escape=NO_KEYS)
-
-
-def utc_now_from(clock: Any) -> Callable[[], datetime]:
-    """``now()`` read from a Twisted clock (the reactor, or a ``task.Clock`` in tests)."""
-    return lambda: datetime.fromtimestamp(clock.seconds(), UTC)

@@ -113,6 +113,7 @@ def agi():
 
     def start(flows: Mapping[str, Callable], sndbuf: int | None = None, **kw: Any) -> AGIServer:
         observer = kw.pop("observer", None) or Observer()
+        kw.setdefault("clock", reactor)
         factory = FastAGIFactory(flows, observer=observer, **kw)
         server = AGIServer(factory, 0, observer)
         build = factory.buildProtocol
@@ -181,7 +182,7 @@ def esme_to():
     def make(port: int, inbox: Inbox, **overrides: Any) -> ESMEService:
         cfg = replace(Cfg(), **overrides)
         endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        svc = ESMEService(cfg, endpoint, inbox.on_deliver, inbox.on_receipt)
+        svc = ESMEService(cfg, endpoint, inbox.on_deliver, inbox.on_receipt, clock=reactor)
         svc.startService()
         started.append(svc)
         return svc

@@ -329,7 +329,7 @@ def tcp_server():
     flows: dict = {}
     observer = Observer()
     factory = FastAGIFactory({"loyalty": lambda ch: flows["current"](ch)}, observer=observer,
-                             idle_timeout_s=5)
+                             idle_timeout_s=5, clock=reactor)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     yield flows, observer, factory, port.getHost().port
     pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))
@@ -452,7 +452,7 @@ def set_var_server():
         await ch.set_variable("V", value)
         seen.append((await ch.get_variable("V")) or "")
 
-    factory = FastAGIFactory({"loyalty": flow})
+    factory = FastAGIFactory({"loyalty": flow}, clock=reactor)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     yield seen, port.getHost().port
     pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))

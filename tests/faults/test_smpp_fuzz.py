@@ -66,7 +66,7 @@ def raw_smsc():
     inbox = Inbox()
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
     esme = ESMEService(replace(Cfg(), reconnect_min_s=0.005, reconnect_max_s=0.02), endpoint,
-                       inbox.on_deliver, inbox.on_receipt)
+                       inbox.on_deliver, inbox.on_receipt, clock=reactor)
     esme.startService()
     yield hub, esme, inbox
     pytest_twisted.blockon(esme.stopService())

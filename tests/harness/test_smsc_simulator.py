@@ -167,7 +167,7 @@ async def test_periodic_enquire_link_and_refused_binds_back_off(inbox):
     sim.refuse_binds(n=2)
     ep = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", sim.port)
     esme = ESMEService(Cfg(reconnect_min_s=0.1, reconnect_max_s=1.0), ep,
-                       inbox.on_deliver, inbox.on_receipt)
+                       inbox.on_deliver, inbox.on_receipt, clock=reactor)
     start = reactor.seconds()
     esme.startService()
     try:
@@ -209,7 +209,7 @@ async def test_standalone_process(tmp_path):
 
         inbox = Inbox()
         ep = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        esme = ESMEService(Cfg(), ep, inbox.on_deliver, inbox.on_receipt)
+        esme = ESMEService(Cfg(), ep, inbox.on_deliver, inbox.on_receipt, clock=reactor)
         esme.startService()
         await esme.whenBound()
         await esme.submit(MSISDN, "hello from the test")

@@ -105,6 +105,7 @@ def agi_server():
     ports = []
 
     def start(flows: Mapping[str, Callable], **kwargs) -> tuple[FastAGIFactory, int]:
+        kwargs.setdefault("clock", reactor)
         factory = FastAGIFactory(flows, **kwargs)
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         ports.append(port)

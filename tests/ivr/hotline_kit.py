@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import pytest_twisted
 from sqlalchemy import select
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.logger import globalLogPublisher
 
 from core.accounts import balance
@@ -30,7 +30,7 @@ from core.store import Store
 from core.store.tables import calls
 from harness.simulator import CallResult, simulate_call
 from ivr.prompt_ids import HOTLINE
-from ivr.server import fastagi_service
+from ivr.server import fastagi_endpoint, fastagi_service
 from ops.dbservice import DatabaseService
 from prompts.manifest import load_manifest
 
@@ -138,11 +138,11 @@ def make_rig(database_url: str, config: Config, rules: Any, now: datetime,
     store = Store(database_url)
     with store.unit_of_work() as uow:
         load_demo(uow, rules, now)
-    db = DatabaseService(store, rules)
+    db = DatabaseService(store, rules, reactor)
     db.startService()
     metrics = Metrics()
     cfg = config.replace("fastagi", host="127.0.0.1", port=0, **fastagi)
-    service = fastagi_service(cfg, db, metrics)
+    service = fastagi_service(cfg, db, metrics, reactor, fastagi_endpoint(reactor, cfg.fastagi))
     service.hotline.now = lambda: now
     service.startService()
     port = service.port.getHost().port
@@ -205,8 +205,6 @@ class SlowOrRacyDB:
         first = self.db.run(self.before[name]) if name in self.before else defer.succeed(None)
         d = first.addCallback(lambda _: self.db.run(use_case, *args, **kwargs))
         if name in self.delay:
-            from twisted.internet import reactor
-
             d.addCallback(lambda r: task.deferLater(reactor, self.delay[name], lambda: r))
         return d
 

@@ -51,7 +51,7 @@ async def make_dialer():
         kwargs.setdefault("action_timeout_s", 2)
         username = kwargs.pop("username", USER)
         secret = kwargs.pop("secret", SECRET)
-        dialer = AMIDialer("127.0.0.1", port, username, secret, **kwargs)
+        dialer = AMIDialer("127.0.0.1", port, username, secret, reactor=reactor, **kwargs)
         dialer.start()
         dialers.append(dialer)
         return dialer
@@ -320,7 +320,7 @@ async def test_stop_while_waiting_fails_the_call_quickly(sim, make_dialer):
 
 @pytest_twisted.ensureDeferred
 async def test_service_starts_and_stops_the_dialer(sim):
-    dialer = AMIDialer("127.0.0.1", sim.port, USER, SECRET, caller_id="10086")
+    dialer = AMIDialer("127.0.0.1", sim.port, USER, SECRET, caller_id="10086", reactor=reactor)
     service = AMIDialerService(dialer)
 
     service.startService()
@@ -350,7 +350,7 @@ async def test_answered_hook_gets_the_call(sim, dialer):
 
 
 def test_bad_arguments_are_refused_before_anything_is_sent():
-    dialer = AMIDialer("127.0.0.1", 1, USER, SECRET, caller_id="10086")
+    dialer = AMIDialer("127.0.0.1", 1, USER, SECRET, caller_id="10086", reactor=reactor)
     with pytest.raises(ValueError):
         dialer.originate("138\r\nAction: Hangup", {})
     with pytest.raises(ValueError):
@@ -358,7 +358,8 @@ def test_bad_arguments_are_refused_before_anything_is_sent():
     with pytest.raises(ValueError):
         dialer.originate(NUMBER, {"X": "a,b"})
     with pytest.raises(ValueError):
-        AMIDialer("h", 1, USER, SECRET, caller_id="1", channel_template="Local/x@y")
+        AMIDialer("h", 1, USER, SECRET, caller_id="1", channel_template="Local/x@y",
+                  reactor=reactor)
 
 
 @pytest_twisted.ensureDeferred

@@ -11,7 +11,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from core.config import ConfigError
 from core.metrics import Metrics
-from ivr.server import fastagi_service
+from ivr.server import fastagi_endpoint, fastagi_service
 from tests.ivr.conftest import HEADER, RawPeer
 from tests.ivr.hotline_kit import ZH_MEMBER, heard, rig_factory  # noqa: F401 - fixtures
 
@@ -88,4 +88,5 @@ async def test_a_cidr_admits_the_whole_range(rig_factory):
 ])
 def test_the_server_refuses_to_start_without_a_safe_peer_list(config, fastagi, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        fastagi_service(config.replace("fastagi", port=0, **fastagi), None, Metrics(), reactor)
+        fastagi_service(config.replace("fastagi", port=0, **fastagi), None, Metrics(), reactor,
+                        fastagi_endpoint(reactor, config.fastagi))

@@ -58,7 +58,7 @@ async def ami():
                        outcomes={ANSWERS: "answered", RINGS_OUT: "no-answer", BUSY: "busy"})
     port = sim.listen(0)
     dialer = AMIDialer("127.0.0.1", port.getHost().port, USER, SECRET, caller_id="10086",
-                       fastagi_url=URL, action_timeout_s=2)
+                       fastagi_url=URL, action_timeout_s=2, reactor=reactor)
     dialer.start()
     yield sim, dialer
     await dialer.stop()
@@ -77,10 +77,8 @@ def voice_warnings(store, rules, config, *msisdns, points=600):
 async def settle(service: VoiceWarningService) -> None:
     """Poll, then wait until every call started (and any polls they trigger) is recorded."""
     await service.poll()
-    while service.in_flight or service._polling is not None:
-        pending = list(service.in_flight.values())
-        if service._polling is not None:
-            pending.append(service._polling)
+    while service.in_flight or service._polls.busy:
+        pending = [*service.in_flight.values(), service._polls.when_idle()]
         await defer.DeferredList(pending)
 
 
@@ -168,7 +166,8 @@ async def test_concurrent_calls_are_limited(store, rules, config, db, ami):
 @pytest_twisted.ensureDeferred
 async def test_ami_down_uses_no_try(store, rules, config, db):
     voice_warnings(store, rules, config, ANSWERS)
-    dialer = AMIDialer("127.0.0.1", 1, USER, SECRET, caller_id="10086", action_timeout_s=1)
+    dialer = AMIDialer("127.0.0.1", 1, USER, SECRET, caller_id="10086", action_timeout_s=1,
+                       reactor=reactor)
     dialer.start()
     try:
         service = VoiceWarningService(config, db, dialer, reactor=reactor,
@@ -188,7 +187,8 @@ async def test_ami_down_uses_no_try(store, rules, config, db):
 @pytest_twisted.async_yield_fixture
 async def agi(db, config):
     clock = FixedTime(local(2026, 12, 1, 10, 5))
-    factory = FastAGIFactory({"expiry-warning": make_expiry_warning_flow(config, db, clock=clock)})
+    factory = FastAGIFactory({"expiry-warning": make_expiry_warning_flow(config, db, clock=clock)},
+                             clock=reactor)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     yield port.getHost().port
     await port.stopListening()
@@ -297,7 +297,7 @@ async def test_dispatcher_to_call_flow_end_to_end(store, rules, config, db, agi)
                        on_answered=lambda c: defer.Deferred.fromCoroutine(answered(c)))
     port = sim.listen(0)
     dialer = AMIDialer("127.0.0.1", port.getHost().port, USER, SECRET, caller_id="10086",
-                       action_timeout_s=2)
+                       action_timeout_s=2, reactor=reactor)
     dialer.start()
     try:
         service = VoiceWarningService(config, db, dialer, reactor=reactor,

@@ -11,10 +11,13 @@ from twisted.internet import defer, endpoints, reactor, task
 
 from harness.smsc_simulator import SMSCSimulator
 from sms.session import ESMEService
+from sms.session_settings import SessionSettings
 
 
 @dataclass(frozen=True)
-class Cfg:
+class Cfg(SessionSettings):
+    """The SMS tests' session settings: small window, quick reconnects, no pacing."""
+
     system_id: str = "loyalty"
     password: str = "secret"
     system_type: str = ""
@@ -75,7 +78,7 @@ def make_esme(sim, inbox):
     def make(**overrides: Any) -> ESMEService:
         cfg = replace(Cfg(), **overrides)
         endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", sim.port)
-        svc = ESMEService(cfg, endpoint, inbox.on_deliver, inbox.on_receipt)
+        svc = ESMEService(cfg, endpoint, inbox.on_deliver, inbox.on_receipt, clock=reactor)
         svc.startService()
         started.append(svc)
         return svc
