@@ -44,19 +44,19 @@ PIN_ITERATIONS = 20_000
 
 
 def require_member(uow, msisdn: str, *, for_update: bool = False) -> Member:
-    member = uow.get_member(normalise_msisdn(msisdn), for_update=for_update)
+    member = uow.members.get_member(normalise_msisdn(msisdn), for_update=for_update)
     if member is None:
         raise UnknownMember(msisdn)
     return member
 
 
 def get_member(uow, rules: ProgrammeRules, msisdn: str) -> Member | None:
-    return uow.get_member(rules.numbering.normalise(msisdn))
+    return uow.members.get_member(rules.numbering.normalise(msisdn))
 
 
 def balance(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> Balance:
     member = require_member(uow, msisdn)
-    points, next_expiry, expiring = uow.balance_summary(member.msisdn, now)
+    points, next_expiry, expiring = uow.members.balance_summary(member.msisdn, now)
     return Balance(member.msisdn, points, expiring,
                    last_valid_day(next_expiry, rules.zone) if next_expiry else None)
 
@@ -68,8 +68,8 @@ def tier_status(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> TierS
 
 def member_tier(uow, rules: ProgrammeRules, member: Member, now: datetime) -> TierStatus:
     today = rules.today(now)
-    qualifying = uow.earned_points(member.msisdn, qualifying_window_start(today),
-                                   rules.programme.qualifying_sources)
+    qualifying = uow.members.earned_points(member.msisdn, qualifying_window_start(today),
+                                           rules.programme.qualifying_sources)
     earned = tier_for(qualifying, rules.tiers)
     current, valid_until = earned, None
     if member.tier_valid_until and member.tier_valid_until >= today:
@@ -97,8 +97,8 @@ def review_tier(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> tuple
     """Persist the tier the member qualifies for. Returns (old code, new code)."""
     member = require_member(uow, msisdn, for_update=True)
     today = rules.today(now)
-    qualifying = uow.earned_points(member.msisdn, qualifying_window_start(today),
-                                   rules.programme.qualifying_sources)
+    qualifying = uow.members.earned_points(member.msisdn, qualifying_window_start(today),
+                                           rules.programme.qualifying_sources)
     earned = tier_for(qualifying, rules.tiers)
     valid_until = tier_valid_until(today, rules.programme)
     # Never below a tier granted by ops before the grant's date.
@@ -112,7 +112,8 @@ def review_tier(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> tuple
     old_rank = tier_rank(member.tier_code, rules.tiers)
     new_rank = tier_rank(earned.code, rules.tiers)
     if new_rank > old_rank or not still_valid:
-        uow.update_member(member.msisdn, tier_code=earned.code, tier_valid_until=valid_until)
+        uow.members.update_member(member.msisdn, tier_code=earned.code,
+                                  tier_valid_until=valid_until)
         return member.tier_code, earned.code
     return member.tier_code, member.tier_code
 
@@ -120,7 +121,7 @@ def review_tier(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> tuple
 def history(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *, offset: int = 0,
             limit: int = 5) -> list[LedgerEntry]:
     member = require_member(uow, msisdn)
-    return uow.history(member.msisdn, offset, limit)
+    return uow.members.history(member.msisdn, offset, limit)
 
 
 # --- PIN ----------------------------------------------------------------------------------
@@ -146,8 +147,8 @@ def validate_pin(pin: str) -> str:
 
 def set_pin(uow, rules: ProgrammeRules, msisdn: str, pin: str, now: datetime) -> None:
     member = require_member(uow, msisdn, for_update=True)
-    uow.update_member(member.msisdn, pin_hash=hash_pin(validate_pin(pin)), pin_failures=0,
-                      pin_locked_until=None)
+    uow.members.update_member(member.msisdn, pin_hash=hash_pin(validate_pin(pin)), pin_failures=0,
+                              pin_locked_until=None)
 
 
 def verify_pin(uow, rules: ProgrammeRules, msisdn: str, pin: str,
@@ -158,12 +159,12 @@ def verify_pin(uow, rules: ProgrammeRules, msisdn: str, pin: str,
     locked = lock_in_force(member, now)
     if locked is not None:
         return locked
-    stored, failures = uow.member_pin(member.msisdn)
+    stored, failures = uow.members.member_pin(member.msisdn)
     if stored is None:
         raise PinNotSet(member.msisdn)
     if pin_matches(pin, stored):
         if failures:
-            uow.update_member(member.msisdn, pin_failures=0)
+            uow.members.update_member(member.msisdn, pin_failures=0)
         return SecretCheck(member=member)
     return record_failed_secret(uow, rules, member.msisdn, failures, now)
 
@@ -181,9 +182,9 @@ def record_failed_secret(uow, rules: ProgrammeRules, msisdn: str, failures: int,
     failures += 1
     if failures >= rules.programme.pin_max_tries:
         until = now + timedelta(minutes=rules.programme.pin_lock_minutes)
-        uow.update_member(msisdn, pin_failures=0, pin_locked_until=until)
+        uow.members.update_member(msisdn, pin_failures=0, pin_locked_until=until)
         return SecretCheck(locked_until=until)
-    uow.update_member(msisdn, pin_failures=failures)
+    uow.members.update_member(msisdn, pin_failures=failures)
     return SecretCheck(tries_left=rules.programme.pin_max_tries - failures)
 
 
@@ -194,7 +195,7 @@ def set_language(uow, rules: ProgrammeRules, msisdn: str, language: str, now: da
     if language not in LANGUAGES:
         raise InvalidInput(f"language must be one of {', '.join(LANGUAGES)}")
     member = require_member(uow, msisdn, for_update=True)
-    uow.update_member(member.msisdn, language=language)
+    uow.members.update_member(member.msisdn, language=language)
 
 
 def set_warning_preferences(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
@@ -208,7 +209,7 @@ def set_warning_preferences(uow, rules: ProgrammeRules, msisdn: str, now: dateti
             raise InvalidInput("warning channel must be sms or voice")
         fields["warning_channel"] = channel
     if fields:
-        uow.update_member(member.msisdn, **fields)
+        uow.members.update_member(member.msisdn, **fields)
 
 
 # --- points in and out --------------------------------------------------------------------
@@ -223,13 +224,14 @@ def credit_points(uow, rules: ProgrammeRules, msisdn: str, points: int, source: 
     if source not in POINT_SOURCES:
         raise InvalidInput(f"unknown points source {source!r}")
     member = require_member(uow, msisdn, for_update=True)
-    if reference and uow.existing_references([reference]):
+    if reference and uow.members.existing_references([reference]):
         return None
-    lot_id = uow.add_lot(msisdn=member.msisdn, amount=points, source=source, earned_on=earned_on,
-                         expires_at=expiry_for(earned_on, rules.programme), reference=reference,
-                         now=now)
-    uow.add_ledger(msisdn=member.msisdn, kind=LedgerKind.CREDIT, amount=points,
-                   reason=reason or source, channel=channel, now=now, reference=reference)
+    lot_id = uow.members.add_lot(msisdn=member.msisdn, amount=points, source=source,
+                                 earned_on=earned_on,
+                                 expires_at=expiry_for(earned_on, rules.programme),
+                                 reference=reference, now=now)
+    uow.members.add_ledger(msisdn=member.msisdn, kind=LedgerKind.CREDIT, amount=points,
+                           reason=reason or source, channel=channel, now=now, reference=reference)
     return lot_id
 
 
@@ -241,7 +243,7 @@ def deduct_points(uow, rules: ProgrammeRules, msisdn: str, points: int, kind: st
     if kind not in (LedgerKind.PENALTY, LedgerKind.ADJUSTMENT):
         raise InvalidInput("deductions are penalties or adjustments")
     member = require_member(uow, msisdn, for_update=True)
-    lots = uow.spendable_lots(member.msisdn, now)
+    lots = uow.members.spendable_lots(member.msisdn, now)
     try:
         plan = plan_spend(lots, points, now)
     except InsufficientPoints as short:
@@ -250,10 +252,10 @@ def deduct_points(uow, rules: ProgrammeRules, msisdn: str, points: int, kind: st
         plan = plan_spend(lots, short.balance, now)
     taken = sum(p for _, p in plan)
     for lot_id, take in plan:
-        uow.take_from_lot(lot_id, take)
+        uow.members.take_from_lot(lot_id, take)
     # Recorded even when nothing was left to take, so the reason (and reference) is kept.
-    uow.add_ledger(msisdn=member.msisdn, kind=kind, amount=-taken, reason=reason,
-                   channel=channel, now=now, draws=plan, reference=reference)
+    uow.members.add_ledger(msisdn=member.msisdn, kind=kind, amount=-taken, reason=reason,
+                           channel=channel, now=now, draws=plan, reference=reference)
     return taken
 
 
@@ -263,7 +265,7 @@ def expire_lapsed_lots(uow, rules: ProgrammeRules, now: datetime, *,
 
     Safe to run again: expired lots are marked and not picked twice.
     """
-    lapsed = uow.lapsed_lots(now, batch)
+    lapsed = uow.members.lapsed_lots(now, batch)
     by_member: dict[str, list] = {}
     for lot in lapsed:
         by_member.setdefault(lot.msisdn, []).append(lot)
@@ -274,10 +276,10 @@ def expire_lapsed_lots(uow, rules: ProgrammeRules, now: datetime, *,
                          reason="points expired", channel=Channel.JOB, order_no=None,
                          reference=None, created_at=now))
         draws.append([(lot.id, lot.remaining) for lot in member_lots])
-    uow.add_ledger_bulk(rows, draws)
-    uow.mark_lots_expired([lot.id for lot in lapsed])
+    uow.members.add_ledger_bulk(rows, draws)
+    uow.members.mark_lots_expired([lot.id for lot in lapsed])
     return len(lapsed), sum(lot.remaining for lot in lapsed)
 
 
 def check_ledger(uow, rules: ProgrammeRules) -> list[LedgerProblem]:
-    return uow.ledger_problems()
+    return uow.members.ledger_problems()

@@ -86,10 +86,10 @@ def cmd_demo(ctx: Context) -> int:
 
     ctx.store.check_schema()
     with ctx.store.unit_of_work() as uow:
-        if ctx.args.if_empty and uow.count_members():
+        if ctx.args.if_empty and uow.members.count_members():
             print("demo: database already has members; nothing loaded")
             return 0
-        loaded = all(uow.get_member(msisdn) for msisdn, _, _ in DEMO_MEMBERS)
+        loaded = all(uow.members.get_member(msisdn) for msisdn, _, _ in DEMO_MEMBERS)
     members = ctx.run(load_demo, ctx.now())
     if loaded:
         print(f"demo data already loaded; nothing changed (the demo members' service PIN "

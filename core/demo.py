@@ -41,15 +41,15 @@ def load_demo(uow, rules: ProgrammeRules, now: datetime) -> list[Member]:
     today = rules.today(now)
     last_year = date(today.year - 1, 6, 15)
     expiring = date(today.year - rules.programme.validity_years, 3, 1)
-    new = {m for m, _, _ in DEMO_MEMBERS if uow.get_member(m) is None}
+    new = {m for m, _, _ in DEMO_MEMBERS if uow.members.get_member(m) is None}
     if new:
-        uow.upsert_members([
+        uow.members.upsert_members([
             dict(msisdn=m, name=n, language=lang, tier_code=rules.tiers[0].code,
                  warning_opt_out=False, warning_channel="sms", pin_failures=0, created_at=now)
             for m, n, lang in DEMO_MEMBERS if m in new])
     for reward in DEMO_REWARDS:
-        if uow.get_reward(reward.code) is None:
-            uow.upsert_reward(reward)
+        if uow.orders.get_reward(reward.code) is None:
+            uow.orders.upsert_reward(reward)
     grants = {
         "13800138000": [(8000, "bill", today - timedelta(days=40)),
                         (4000, "tenure", expiring), (500, "ontime", last_year)],
@@ -76,4 +76,4 @@ def load_demo(uow, rules: ProgrammeRules, now: datetime) -> list[Member]:
     if "15800158000" in new:
         redeem(uow, rules, "15800158000", "A02", Channel.IVR, "demo-order-2",
                now - timedelta(hours=3))
-    return [uow.get_member(m) for m, _, _ in DEMO_MEMBERS]
+    return [uow.members.get_member(m) for m, _, _ in DEMO_MEMBERS]

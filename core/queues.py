@@ -39,7 +39,7 @@ def list_set_aside(uow, rules) -> list[Any]:
 def retry_item(uow, rules, item: str, now: datetime) -> str | None:
     """Put an item back; returns what to tell ops, None when there is no such item."""
     queue, item_id = parse_item(item)
-    job = uow.set_aside_job_item(item_id) if queue == "job" else None
+    job = uow.jobs.set_aside_job_item(item_id) if queue == "job" else None
     if not uow.release_set_aside(queue, item_id, now):
         return None  # nothing matched: nothing was written
     if job is not None:

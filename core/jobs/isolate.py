@@ -21,18 +21,18 @@ from core.rules import ProgrammeRules, qualifying_window_start
 
 
 def _next_member(uow, rules: ProgrammeRules, now: datetime, cursor: str | None) -> str | None:
-    return uow.member_page_bound(cursor or "", 1)[0]
+    return uow.jobs.member_page_bound(cursor or "", 1)[0]
 
 
 def _next_candidate(uow, rules: ProgrammeRules, now: datetime, cursor: str | None) -> str | None:
-    rows = uow.tier_review_page(cursor or "", 1, qualifying_window_start(rules.today(now)),
-                                rules.programme.qualifying_sources)
+    rows = uow.jobs.tier_review_page(cursor or "", 1, qualifying_window_start(rules.today(now)),
+                                     rules.programme.qualifying_sources)
     return rows[0].msisdn if rows else None
 
 
 def _next_subscription(uow, rules: ProgrammeRules, now: datetime,
                        cursor: str | None) -> str | None:
-    subs = uow.active_auto_redemptions(int(cursor or 0), 1)
+    subs = uow.jobs.active_auto_redemptions(int(cursor or 0), 1)
     return str(subs[0].id) if subs else None
 
 
@@ -75,7 +75,7 @@ def step_one_by_one(uow, rules: ProgrammeRules, job: Job, now: datetime, config:
             if item is None:
                 raise
             error = describe(exc)
-            uow.job_set_item_aside(job.name, run_key, item, error, now)
+            uow.jobs.job_set_item_aside(job.name, run_key, item, error, now)
             add(counts, "set_aside")
             shown = masked(item) if item.isdigit() and len(item) >= 7 else item
             events.append(dict(set_aside=shown, error=error))

@@ -30,8 +30,8 @@ def tier_review(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
                 cursor: str | None = None, *, dry_run: bool = False, samples: int = 0,
                 batch: int = BATCH) -> Step:
     today = rules.today(now)
-    rows = uow.tier_review_page(cursor or "", batch, qualifying_window_start(today),
-                                rules.programme.qualifying_sources)
+    rows = uow.jobs.tier_review_page(cursor or "", batch, qualifying_window_start(today),
+                                     rules.programme.qualifying_sources)
     counts: dict[str, int] = {"members": len(rows)}
     picked: list[Sample] = []
     for row in rows:
@@ -53,7 +53,7 @@ def tier_review(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
             except AccountNeedsAttention:  # corrupt lots: check ledger names the member
                 add(counts, "needs_attention")
                 continue
-            valid_until = uow.get_member(row.msisdn).tier_valid_until
+            valid_until = uow.members.get_member(row.msisdn).tier_valid_until
         add(counts, "reviewed")
         if old == new:
             continue

@@ -158,7 +158,7 @@ def redeem_with_sms(uow, rules, msisdn: str, code: str, channel: str, request_id
     its SMS, whatever happens to this process after the commit. A replayed request returns
     the same order and queues nothing more (the SMS's dedupe key is the order number)."""
     order = redeem(uow, rules, msisdn, code, channel, request_id, now)
-    after, _, _ = uow.balance_summary(order.msisdn, now)
+    after, _, _ = uow.members.balance_summary(order.msisdn, now)
     queue_sms(uow, rules, order.msisdn, now, kind=REDEEM_SMS_KIND, template="redeem_done",
               params={"order_no": order.order_no, "reward_code": order.reward_code,
                       "reward_name": reward_name, "reward_kind": order.reward_kind,
