@@ -28,6 +28,7 @@ from core.domain import (
     UnknownMember,
     normalise_msisdn,
 )
+from core.ports import UnitOfWork
 from core.rules import (
     ProgrammeRules,
     expiry_for,
@@ -43,30 +44,31 @@ from core.rules import (
 PIN_ITERATIONS = 20_000
 
 
-def require_member(uow, msisdn: str, *, for_update: bool = False) -> Member:
+def require_member(uow: UnitOfWork, msisdn: str, *, for_update: bool = False) -> Member:
     member = uow.members.get_member(normalise_msisdn(msisdn), for_update=for_update)
     if member is None:
         raise UnknownMember(msisdn)
     return member
 
 
-def get_member(uow, rules: ProgrammeRules, msisdn: str) -> Member | None:
+def get_member(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str) -> Member | None:
     return uow.members.get_member(rules.numbering.normalise(msisdn))
 
 
-def balance(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> Balance:
+def balance(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime) -> Balance:
     member = require_member(uow, msisdn)
     points, next_expiry, expiring = uow.members.balance_summary(member.msisdn, now)
     return Balance(member.msisdn, points, expiring,
                    last_valid_day(next_expiry, rules.zone) if next_expiry else None)
 
 
-def tier_status(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> TierStatus:
+def tier_status(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime) -> TierStatus:
     """The tier in force: the reviewed tier while valid, or higher if earned since."""
     return member_tier(uow, rules, require_member(uow, msisdn), now)
 
 
-def member_tier(uow, rules: ProgrammeRules, member: Member, now: datetime) -> TierStatus:
+def member_tier(uow: UnitOfWork, rules: ProgrammeRules, member: Member,
+                now: datetime) -> TierStatus:
     today = rules.today(now)
     qualifying = uow.members.earned_points(member.msisdn, qualifying_window_start(today),
                                            rules.programme.qualifying_sources)
@@ -93,7 +95,8 @@ def member_tier(uow, rules: ProgrammeRules, member: Member, now: datetime) -> Ti
     )
 
 
-def review_tier(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> tuple[str, str]:
+def review_tier(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
+                now: datetime) -> tuple[str, str]:
     """Persist the tier the member qualifies for. Returns (old code, new code)."""
     member = require_member(uow, msisdn, for_update=True)
     today = rules.today(now)
@@ -118,7 +121,7 @@ def review_tier(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> tuple
     return member.tier_code, member.tier_code
 
 
-def history(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *, offset: int = 0,
+def history(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *, offset: int = 0,
             limit: int = 5) -> list[LedgerEntry]:
     member = require_member(uow, msisdn)
     return uow.members.history(member.msisdn, offset, limit)
@@ -145,13 +148,13 @@ def validate_pin(pin: str) -> str:
     return pin
 
 
-def set_pin(uow, rules: ProgrammeRules, msisdn: str, pin: str, now: datetime) -> None:
+def set_pin(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, pin: str, now: datetime) -> None:
     member = require_member(uow, msisdn, for_update=True)
     uow.members.update_member(member.msisdn, pin_hash=hash_pin(validate_pin(pin)), pin_failures=0,
                               pin_locked_until=None)
 
 
-def verify_pin(uow, rules: ProgrammeRules, msisdn: str, pin: str,
+def verify_pin(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, pin: str,
                now: datetime) -> SecretCheck:
     """Check the service PIN: accepted, wrong (tries left) or locked; the last of
     ``pin_max_tries`` wrong tries locks it. A wrong try is written, not raised."""
@@ -176,7 +179,7 @@ def lock_in_force(member: Member, now: datetime) -> SecretCheck | None:
     return None
 
 
-def record_failed_secret(uow, rules: ProgrammeRules, msisdn: str, failures: int,
+def record_failed_secret(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, failures: int,
                          now: datetime) -> SecretCheck:
     """A wrong PIN or one-time code: counts toward the lock; returns the refusal."""
     failures += 1
@@ -191,14 +194,15 @@ def record_failed_secret(uow, rules: ProgrammeRules, msisdn: str, failures: int,
 # --- preferences --------------------------------------------------------------------------
 
 
-def set_language(uow, rules: ProgrammeRules, msisdn: str, language: str, now: datetime) -> None:
+def set_language(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, language: str,
+                 now: datetime) -> None:
     if language not in LANGUAGES:
         raise InvalidInput(f"language must be one of {', '.join(LANGUAGES)}")
     member = require_member(uow, msisdn, for_update=True)
     uow.members.update_member(member.msisdn, language=language)
 
 
-def set_warning_preferences(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
+def set_warning_preferences(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *,
                             opt_out: bool | None = None, channel: str | None = None) -> None:
     member = require_member(uow, msisdn, for_update=True)
     fields = {}
@@ -215,7 +219,7 @@ def set_warning_preferences(uow, rules: ProgrammeRules, msisdn: str, now: dateti
 # --- points in and out --------------------------------------------------------------------
 
 
-def credit_points(uow, rules: ProgrammeRules, msisdn: str, points: int, source: str,
+def credit_points(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, points: int, source: str,
                   earned_on: date, now: datetime, *, reference: str | None = None,
                   channel: str = Channel.OPS, reason: str | None = None) -> int | None:
     """Add a lot and its ledger entry. Returns the lot id, or None if ``reference`` was seen."""
@@ -235,7 +239,8 @@ def credit_points(uow, rules: ProgrammeRules, msisdn: str, points: int, source: 
     return lot_id
 
 
-def deduct_points(uow, rules: ProgrammeRules, msisdn: str, points: int, kind: str, reason: str,
+def deduct_points(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, points: int, kind: str,
+                  reason: str,
                   now: datetime, *, channel: str = Channel.OPS, allow_partial: bool = True,
                   reference: str | None = None) -> int:
     """A penalty or negative adjustment, soonest-expiring lots first. Never below zero:
@@ -259,7 +264,7 @@ def deduct_points(uow, rules: ProgrammeRules, msisdn: str, points: int, kind: st
     return taken
 
 
-def expire_lapsed_lots(uow, rules: ProgrammeRules, now: datetime, *,
+def expire_lapsed_lots(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, *,
                        batch: int = 5000) -> tuple[int, int]:
     """Expire up to ``batch`` lots past their date with ledger entries. Returns (lots, points).
 
@@ -281,5 +286,5 @@ def expire_lapsed_lots(uow, rules: ProgrammeRules, now: datetime, *,
     return len(lapsed), sum(lot.remaining for lot in lapsed)
 
 
-def check_ledger(uow, rules: ProgrammeRules) -> list[LedgerProblem]:
+def check_ledger(uow: UnitOfWork, rules: ProgrammeRules) -> list[LedgerProblem]:
     return uow.members.ledger_problems()

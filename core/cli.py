@@ -18,6 +18,7 @@ from core.cli_errors import explain
 from core.clock import WALL_CLOCK, utc_now
 from core.config import Config, load_config
 from core.domain import AccountNeedsAttention
+from core.ports import UnitOfWork
 from core.rules import ProgrammeRules
 from core.store import Store
 
@@ -116,7 +117,8 @@ def cmd_import(ctx: Context) -> int:
     return 0
 
 
-def member_summary(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> dict[str, Any]:
+def member_summary(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
+                   now: datetime) -> dict[str, Any]:
     from core.accounts import balance, require_member, tier_status
     from core.redemption import recent_orders
 

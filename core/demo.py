@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta
 
 from core.accounts import credit_points, deduct_points, set_pin
 from core.domain import Channel, LedgerKind, Member, Reward
+from core.ports import UnitOfWork
 from core.redemption import redeem
 from core.rules import ProgrammeRules
 from core.service_desk import update_delivery
@@ -31,7 +32,7 @@ DEMO_REWARDS = (
 )
 
 
-def load_demo(uow, rules: ProgrammeRules, now: datetime) -> list[Member]:
+def load_demo(uow: UnitOfWork, rules: ProgrammeRules, now: datetime) -> list[Member]:
     """Load what is missing of the demo set and return the demo members.
 
     Running it again changes nothing: a member's history (points, penalty, orders) is only

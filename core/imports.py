@@ -31,6 +31,7 @@ from core.import_csv import (  # noqa: F401 - ImportFailed and MAX_ERRORS are pa
     parse_date,
     parse_int,
 )
+from core.ports import UnitOfWork
 from core.progress import StepProgress
 from core.rules import ProgrammeRules, expiry_for, tier_valid_until
 from core.service_desk import update_delivery
@@ -55,7 +56,7 @@ def _progress(progress: StepProgress | None, step: str, done: int, total: int) -
         progress(step, done, total)
 
 
-def import_members(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
+def import_members(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now: datetime,
                    progress: StepProgress | None = None, *,
                    encoding: str | None = None) -> ImportReport:
     rows = Rows("members", path, encoding)
@@ -124,7 +125,7 @@ def _tier_grant(row: dict[str, str], tiers: list[str], today: date,
                 granted_tier_until=until or tier_valid_until(today, rules.programme))
 
 
-def import_points(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
+def import_points(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now: datetime,
                   progress: StepProgress | None = None, *,
                   encoding: str | None = None) -> ImportReport:
     rows = Rows("points", path, encoding)
@@ -223,7 +224,8 @@ def _same_as_stored(entry: tuple, stored: tuple) -> bool:
     return points <= s_points <= 0
 
 
-def _check_balances(uow, rows: Rows, fresh: list[tuple], now: datetime, max_balance: int) -> None:
+def _check_balances(uow: UnitOfWork, rows: Rows, fresh: list[tuple], now: datetime,
+                    max_balance: int) -> None:
     """Refuse the row that would lift a member's balance above ``max_balance`` (file order)."""
     balances = uow.sms_balance_summaries(sorted({e[1] for e in fresh}), now)
     running: dict[str, int] = {}
@@ -239,7 +241,7 @@ def _check_balances(uow, rows: Rows, fresh: list[tuple], now: datetime, max_bala
                        f"the largest allowed, {max_balance} (programme.max_balance)")
 
 
-def import_rewards(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
+def import_rewards(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now: datetime,
                    progress: StepProgress | None = None, *,
                    encoding: str | None = None) -> ImportReport:
     rows = Rows("rewards", path, encoding)
@@ -289,7 +291,7 @@ def import_rewards(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
     return ImportReport("rewards", len(parsed), created, len(parsed) - created, 0)
 
 
-def import_deliveries(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
+def import_deliveries(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now: datetime,
                       progress: StepProgress | None = None, *,
                       encoding: str | None = None) -> ImportReport:
     rows = Rows("deliveries", path, encoding)

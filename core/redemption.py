@@ -35,6 +35,7 @@ from core.domain import (
     UnknownOrder,
     UnknownReward,
 )
+from core.ports import UnitOfWork
 from core.rules import ProgrammeRules, expiry_for, plan_spend
 
 CANCELLABLE_DELIVERY = (None, DeliveryStatus.PENDING)
@@ -45,7 +46,7 @@ def is_available(reward: Reward, today) -> bool:
         reward.available_until is None or today <= reward.available_until)
 
 
-def catalogue(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
+def catalogue(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *,
               kind: str | None = None) -> list[PricedReward]:
     """What the member can see today, in catalogue order, priced for the member's tier."""
     tier = tier_status(uow, rules, msisdn, now).code
@@ -54,7 +55,7 @@ def catalogue(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
             for r in uow.orders.list_rewards(kind) if is_available(r, today)]
 
 
-def _check_redeemable(uow, rules: ProgrammeRules, member: Member, code: str,
+def _check_redeemable(uow: UnitOfWork, rules: ProgrammeRules, member: Member, code: str,
                       now: datetime) -> tuple[Reward, int]:
     """The reward and the member's price for it, if the member may redeem it now."""
     reward = uow.orders.get_reward(code.upper())
@@ -70,7 +71,7 @@ def _check_redeemable(uow, rules: ProgrammeRules, member: Member, code: str,
     return reward, reward.price_for(member_tier(uow, rules, member, now).code)
 
 
-def quote_redemption(uow, rules: ProgrammeRules, msisdn: str, reward_code: str,
+def quote_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str,
                      now: datetime) -> Quote:
     """Everything a redemption would check, without spending: for read-backs and SMS replies."""
     member = require_member(uow, msisdn)
@@ -81,7 +82,7 @@ def quote_redemption(uow, rules: ProgrammeRules, msisdn: str, reward_code: str,
     return Quote(member.msisdn, reward, price, points)
 
 
-def redeem(uow, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: str,
+def redeem(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: str,
            request_id: str, now: datetime) -> Order:
     """Spend points on a reward, atomically and at most once per (member, channel,
     request_id): the member's own request replayed returns the same order; the same request
@@ -117,11 +118,11 @@ def redeem(uow, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: s
     return replace(order, delivery=delivery)
 
 
-def _order_number(uow, today: date, now: datetime) -> str:
+def _order_number(uow: UnitOfWork, today: date, now: datetime) -> str:
     return f"{today:%y%m%d}{uow.orders.next_order_number(now):06d}"
 
 
-def cancel_order(uow, rules: ProgrammeRules, order_no: str, now: datetime, *,
+def cancel_order(uow: UnitOfWork, rules: ProgrammeRules, order_no: str, now: datetime, *,
                  channel: str = Channel.OPS) -> Order:
     """Refund a redemption to the lots it drew from (fresh lots for those since expired)."""
     order = uow.orders.get_order(order_no, for_update=True)
@@ -163,13 +164,14 @@ def cancel_order(uow, rules: ProgrammeRules, order_no: str, now: datetime, *,
     return uow.orders.get_order(order_no)
 
 
-def gift_orders(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
+def gift_orders(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *,
                 limit: int = 3) -> list[Order]:
     member = require_member(uow, msisdn)
     return uow.orders.member_orders(member.msisdn, limit, kind=RewardKind.GIFT)
 
 
-def recent_orders(uow, rules: ProgrammeRules, msisdn: str, *, limit: int = 10) -> list[Order]:
+def recent_orders(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, *,
+                  limit: int = 10) -> list[Order]:
     return uow.orders.member_orders(rules.numbering.normalise(msisdn), limit)
 
 
@@ -180,8 +182,8 @@ def _code_hash(msisdn: str, code: str) -> str:
     return hashlib.sha256(f"{msisdn}:{code}".encode()).hexdigest()
 
 
-def start_confirmation(uow, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: str,
-                       now: datetime) -> tuple[Quote, str, datetime]:
+def start_confirmation(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str,
+                       channel: str, now: datetime) -> tuple[Quote, str, datetime]:
     """Quote a redemption and issue the 6-digit code that confirms it. Returns
     (quote, code, expiry instant); only a hash of the code is stored."""
     quote = quote_redemption(uow, rules, msisdn, reward_code, now)
@@ -193,7 +195,7 @@ def start_confirmation(uow, rules: ProgrammeRules, msisdn: str, reward_code: str
     return quote, code, expires_at
 
 
-def confirm_redemption(uow, rules: ProgrammeRules, msisdn: str, code: str, channel: str,
+def confirm_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, code: str, channel: str,
                        now: datetime) -> Order | SecretCheck:
     """Redeem what the code was issued for. The same code sent again returns the same order.
     A wrong code counts toward the PIN lock, like a wrong PIN: it returns the refusal (a

@@ -15,14 +15,15 @@ from core.domain import (
     UnknownOrder,
     mask_msisdn,
 )
+from core.ports import UnitOfWork
 from core.rules import ProgrammeRules
 
 TICKET_PREFIX = {TicketKind.MAKEUP: "BD", TicketKind.COMPLAINT: "TS"}
 MAX_TICKET_TEXT = 500
 
 
-def record_ticket(uow, rules: ProgrammeRules, msisdn: str, kind: str, text: str, channel: str,
-                  now: datetime) -> Ticket:
+def record_ticket(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, kind: str, text: str,
+                  channel: str, now: datetime) -> Ticket:
     """A make-up claim or complaint; the reference is what the subscriber is told."""
     if kind not in TICKET_PREFIX:
         raise InvalidInput(f"unknown ticket kind {kind!r}")
@@ -34,8 +35,8 @@ def record_ticket(uow, rules: ProgrammeRules, msisdn: str, kind: str, text: str,
     return ticket
 
 
-def update_delivery(uow, rules: ProgrammeRules, order_no: str, status: str, courier: str | None,
-                    tracking_no: str | None, now: datetime) -> None:
+def update_delivery(uow: UnitOfWork, rules: ProgrammeRules, order_no: str, status: str,
+                    courier: str | None, tracking_no: str | None, now: datetime) -> None:
     if status not in set(DeliveryStatus):
         raise InvalidInput(f"unknown delivery status {status!r}")
     order = uow.orders.get_order(order_no)
@@ -47,7 +48,7 @@ def update_delivery(uow, rules: ProgrammeRules, order_no: str, status: str, cour
                             tracking_no or order.delivery.tracking_no, now)
 
 
-def queue_sms(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *, kind: str,
+def queue_sms(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *, kind: str,
               template: str | None = None, params: dict[str, Any] | None = None,
               body: str | None = None, language: str | None = None,
               dedupe_key: str | None = None, not_before: datetime | None = None) -> int:
@@ -63,7 +64,7 @@ def queue_sms(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *, kind: s
     return message_id
 
 
-def record_call_start(uow, rules: ProgrammeRules, uniqueid: str, msisdn: str | None,
+def record_call_start(uow: UnitOfWork, rules: ProgrammeRules, uniqueid: str, msisdn: str | None,
                       script: str, now: datetime) -> int:
     """A new call record (a reused uniqueid is a new call too); returns its id."""
     call_id = uow.calls.record_call_start(uniqueid=uniqueid, msisdn_masked=mask_msisdn(msisdn),
@@ -71,13 +72,13 @@ def record_call_start(uow, rules: ProgrammeRules, uniqueid: str, msisdn: str | N
     return call_id
 
 
-def record_call_end(uow, rules: ProgrammeRules, uniqueid: str, menu_path: str, outcome: str,
-                    now: datetime, *, call_id: int | None = None) -> None:
+def record_call_end(uow: UnitOfWork, rules: ProgrammeRules, uniqueid: str, menu_path: str,
+                    outcome: str, now: datetime, *, call_id: int | None = None) -> None:
     uow.calls.record_call_end(uniqueid=uniqueid, menu_path=menu_path, outcome=outcome, now=now,
                               call_id=call_id)
 
 
-def subscribe_auto_redemption(uow, rules: ProgrammeRules, msisdn: str, reward_code: str,
+def subscribe_auto_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str,
                               now: datetime, *, active: bool = True) -> None:
     member = require_member(uow, msisdn)
     if uow.orders.get_reward(reward_code) is None:

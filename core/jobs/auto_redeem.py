@@ -13,6 +13,7 @@ from datetime import datetime
 from core.config import JobsConfig
 from core.domain import Channel, DomainError, InsufficientPoints
 from core.jobs.base import Sample, Step, add, masked, queue_notice
+from core.ports import UnitOfWork
 from core.redemption import quote_redemption, redeem
 from core.rules import ProgrammeRules
 
@@ -24,7 +25,7 @@ def request_id(subscription_id: int, month: str) -> str:
     return f"auto:{subscription_id}:{month}"
 
 
-def auto_redeem(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
+def auto_redeem(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: JobsConfig,
                 cursor: str | None = None, *, dry_run: bool = False, samples: int = 0,
                 batch: int = BATCH) -> Step:
     month = f"{rules.today(now):%Y-%m}"

@@ -10,12 +10,13 @@ from datetime import datetime
 from core.accounts import expire_lapsed_lots
 from core.config import JobsConfig
 from core.jobs.base import Step
+from core.ports import UnitOfWork
 from core.rules import ProgrammeRules
 
 BATCH = 5000
 
 
-def expire_points(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
+def expire_points(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: JobsConfig,
                   cursor: str | None = None, *, dry_run: bool = False, samples: int = 0,
                   batch: int = BATCH) -> Step:
     if dry_run:

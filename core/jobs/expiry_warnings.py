@@ -26,6 +26,7 @@ from core.domain import LANGUAGES
 from core.jobs.base import Sample, Step, add, date_params, queue_notice
 from core.jobs.records import ExpiringBatch, VoiceCall
 from core.jobs.schedule import release_time, within_hours
+from core.ports import UnitOfWork
 from core.rules import ProgrammeRules, last_valid_day, start_of_local_day
 
 STAGE_FIRST = "30d"
@@ -52,7 +53,7 @@ def warning_params(points: int, last_day: date, today: date, stage: str) -> dict
             **date_params(last_day)}
 
 
-def expiry_warnings(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
+def expiry_warnings(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: JobsConfig,
                     cursor: str | None = None, *, dry_run: bool = False, samples: int = 0,
                     batch: int = BATCH) -> Step:
     """One batch of members (msisdn order, after ``cursor``): queue their due warnings."""
@@ -136,7 +137,7 @@ def stale_call_after(ami: AMIConfig) -> timedelta:
     return timedelta(seconds=max(600.0, 4 * ami.answer_timeout_s))
 
 
-def claim_voice_calls(uow, rules: ProgrammeRules, now: datetime, ami: AMIConfig,
+def claim_voice_calls(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, ami: AMIConfig,
                       limit: int) -> list[VoiceCall]:
     """Take up to ``limit`` due voice warnings for a call attempt (state ``calling``).
 
@@ -163,7 +164,7 @@ def claim_voice_calls(uow, rules: ProgrammeRules, now: datetime, ami: AMIConfig,
     return calls
 
 
-def record_call_outcome(uow, rules: ProgrammeRules, warning_id: int, outcome: str,
+def record_call_outcome(uow: UnitOfWork, rules: ProgrammeRules, warning_id: int, outcome: str,
                         now: datetime, ami: AMIConfig) -> str:
     """After an attempt: ``answered`` -> called; ``not-placed`` (AMI down, the phone never
     rang) -> pending without using up a try; ``invalid`` (not a number AMI can dial) ->
@@ -185,7 +186,7 @@ def record_call_outcome(uow, rules: ProgrammeRules, warning_id: int, outcome: st
     return state
 
 
-def warning_for_call(uow, rules: ProgrammeRules, warning_id: int, msisdn: str,
+def warning_for_call(uow: UnitOfWork, rules: ProgrammeRules, warning_id: int, msisdn: str,
                      now: datetime) -> CallWarning | None:
     """The warning a call was placed for; None unless id and number match a voice warning."""
     row = uow.jobs.get_expiry_warning(warning_id)
@@ -198,8 +199,8 @@ def warning_for_call(uow, rules: ProgrammeRules, warning_id: int, msisdn: str,
                        last_valid_day(row.expires_at, rules.zone), language)
 
 
-def send_warning_copy(uow, rules: ProgrammeRules, warning_id: int, msisdn: str, now: datetime,
-                      config: JobsConfig) -> bool:
+def send_warning_copy(uow: UnitOfWork, rules: ProgrammeRules, warning_id: int, msisdn: str,
+                      now: datetime, config: JobsConfig) -> bool:
     """Queue the SMS copy of a voice warning (once per warning). False if it is unknown."""
     warning = warning_for_call(uow, rules, warning_id, msisdn, now)
     if warning is None:

@@ -42,6 +42,7 @@ from core.jobs.base import Sample, Step
 from core.jobs.isolate import can_isolate, step_one_by_one
 from core.jobs.records import JobRun
 from core.jobs.registry import get_job
+from core.ports import UnitOfWork
 from core.rules import ProgrammeRules
 
 STALE_AFTER = timedelta(minutes=10)
@@ -106,7 +107,7 @@ def _takeover(run: JobRun, now: datetime, *, force: bool, stale_after: timedelta
     return force  # done
 
 
-def claim_run(uow, rules: ProgrammeRules, job: str, run_key: str, now: datetime, *,
+def claim_run(uow: UnitOfWork, rules: ProgrammeRules, job: str, run_key: str, now: datetime, *,
               owner: str, force: bool = False, stale_after: timedelta = STALE_AFTER,
               retry_failed_after: timedelta = RETRY_FAILED_AFTER,
               max_attempts: int = MAX_ATTEMPTS) -> Claim | None:
@@ -136,8 +137,8 @@ def claim_run(uow, rules: ProgrammeRules, job: str, run_key: str, now: datetime,
     return claim
 
 
-def run_step(uow, rules: ProgrammeRules, claim: Claim, config: JobsConfig, now: datetime, *,
-             samples: int = 0, batch: int | None = None) -> StepReport:
+def run_step(uow: UnitOfWork, rules: ProgrammeRules, claim: Claim, config: JobsConfig,
+             now: datetime, *, samples: int = 0, batch: int | None = None) -> StepReport:
     """Do the next batch of a claimed run; the unit of work commits it with the run's progress
     (and, after the last batch, the run's end)."""
     run = uow.jobs.get_job_run_by_id(claim.run_id, for_update=True)
@@ -164,7 +165,7 @@ def run_step(uow, rules: ProgrammeRules, claim: Claim, config: JobsConfig, now: 
     return StepReport(claim, step.cursor is None, step)
 
 
-def end_run(uow, rules: ProgrammeRules, claim: Claim, now: datetime, *, state: str,
+def end_run(uow: UnitOfWork, rules: ProgrammeRules, claim: Claim, now: datetime, *, state: str,
             error: str | None = None) -> bool:
     """Record that a run stopped before its end (``failed`` or ``interrupted``)."""
     run = uow.jobs.get_job_run_by_id(claim.run_id, for_update=True)
@@ -176,7 +177,8 @@ def end_run(uow, rules: ProgrammeRules, claim: Claim, now: datetime, *, state: s
     return True
 
 
-def dry_run_step(uow, rules: ProgrammeRules, job: str, config: JobsConfig, now: datetime,
+def dry_run_step(uow: UnitOfWork, rules: ProgrammeRules, job: str, config: JobsConfig,
+                 now: datetime,
                  cursor: str | None, *, samples: int = 0, batch: int | None = None) -> Step:
     """One batch of what a run at ``now`` would do; nothing is written (run it read-only)."""
     kwargs = {} if batch is None else {"batch": batch}
@@ -184,7 +186,7 @@ def dry_run_step(uow, rules: ProgrammeRules, job: str, config: JobsConfig, now: 
                              **kwargs)
 
 
-def job_runs(uow, rules: ProgrammeRules, *, limit: int = 20) -> list[JobRun]:
+def job_runs(uow: UnitOfWork, rules: ProgrammeRules, *, limit: int = 20) -> list[JobRun]:
     return uow.jobs.recent_job_runs(limit)
 
 

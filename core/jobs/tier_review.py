@@ -13,6 +13,7 @@ from core.accounts import review_tier
 from core.config import JobsConfig
 from core.domain import AccountNeedsAttention
 from core.jobs.base import Sample, Step, add, date_params, queue_notice
+from core.ports import UnitOfWork
 from core.rules import (
     ProgrammeRules,
     qualifying_window_start,
@@ -26,7 +27,7 @@ BATCH = 2000
 KIND = "tier_changed"
 
 
-def tier_review(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
+def tier_review(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: JobsConfig,
                 cursor: str | None = None, *, dry_run: bool = False, samples: int = 0,
                 batch: int = BATCH) -> Step:
     today = rules.today(now)

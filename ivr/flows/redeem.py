@@ -27,6 +27,7 @@ from core.domain import (
     RewardUnavailable,
     UnknownReward,
 )
+from core.ports import UnitOfWork
 from core.redemption import catalogue, quote_redemption, redeem
 from core.service_desk import queue_sms
 from ivr.flows.auth import enter_pin
@@ -152,7 +153,7 @@ async def _refused(call: Call, error: DomainError) -> bool:
     return prompt is not None
 
 
-def redeem_with_sms(uow, rules, msisdn: str, code: str, channel: str, request_id: str,
+def redeem_with_sms(uow: UnitOfWork, rules, msisdn: str, code: str, channel: str, request_id: str,
                     now, *, reward_name: str, language: str):
     """``redeem`` and its SMS confirmation in one transaction: an order never exists without
     its SMS, whatever happens to this process after the commit. A replayed request returns
