@@ -11,6 +11,7 @@ import hmac
 import secrets
 from datetime import date, datetime, timedelta
 
+from core.config import TierConfig
 from core.domain import (
     LANGUAGES,
     POINT_SOURCES,
@@ -80,12 +81,7 @@ def member_tier(uow: UnitOfWork, rules: ProgrammeRules, member: Member,
             current, valid_until = kept, member.tier_valid_until
     if valid_until is None:
         valid_until = tier_valid_until(today, rules.programme)
-    granted = tier_floor(member.granted_tier_code, member.granted_tier_until, today, rules.tiers)
-    if granted and tier_rank(granted[0].code, rules.tiers) >= tier_rank(current.code, rules.tiers):
-        if granted[0].code != current.code:
-            current, valid_until = granted
-        else:
-            valid_until = max(valid_until, granted[1])
+    current, valid_until = _not_below_grant(member, current, valid_until, today, rules)
     rank = tier_rank(current.code, rules.tiers)
     nxt = rules.tiers[rank + 1] if rank + 1 < len(rules.tiers) else None
     return TierStatus(
@@ -93,6 +89,21 @@ def member_tier(uow: UnitOfWork, rules: ProgrammeRules, member: Member,
         current.priority, nxt.code if nxt else None, nxt.name_zh if nxt else None,
         nxt.name_en if nxt else None, max(0, nxt.threshold - qualifying) if nxt else 0,
     )
+
+
+def _not_below_grant(member: Member, tier: TierConfig, valid_until: date, today: date,
+                     rules: ProgrammeRules) -> tuple[TierConfig, date]:
+    """The tier (and its end) raised to a tier granted by ops while the grant lasts; the same
+    tier as granted holds at least as long as the grant."""
+    granted = tier_floor(member.granted_tier_code, member.granted_tier_until, today, rules.tiers)
+    if granted is None:
+        return tier, valid_until
+    granted_tier, granted_until = granted
+    if granted_tier.code == tier.code:
+        return tier, max(valid_until, granted_until)
+    if tier_rank(granted_tier.code, rules.tiers) >= tier_rank(tier.code, rules.tiers):
+        return granted
+    return tier, valid_until
 
 
 def review_tier(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
@@ -104,13 +115,7 @@ def review_tier(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
                                            rules.programme.qualifying_sources)
     earned = tier_for(qualifying, rules.tiers)
     valid_until = tier_valid_until(today, rules.programme)
-    # Never below a tier granted by ops before the grant's date.
-    granted = tier_floor(member.granted_tier_code, member.granted_tier_until, today, rules.tiers)
-    if granted and tier_rank(granted[0].code, rules.tiers) >= tier_rank(earned.code, rules.tiers):
-        if granted[0].code != earned.code:
-            earned, valid_until = granted
-        else:
-            valid_until = max(valid_until, granted[1])
+    earned, valid_until = _not_below_grant(member, earned, valid_until, today, rules)
     still_valid = member.tier_valid_until is not None and member.tier_valid_until >= today
     old_rank = tier_rank(member.tier_code, rules.tiers)
     new_rank = tier_rank(earned.code, rules.tiers)

@@ -22,7 +22,6 @@ from core.jobs.records import (
     JobRun,
     TierCandidate,
 )
-from core.store.bulk import copy_insert
 from core.store.repository import SqlRepository
 from core.store.sums import out_of_range, points_sum
 from core.store.tables import (
@@ -139,18 +138,14 @@ class SqlJobs(SqlRepository):
         already (same msisdn, expires_at and stage) is skipped."""
         if not rows:
             return
-        constants = dict(attempts=0, created_at=now, updated_at=now)
-        if not self.is_sqlite:
-            copy_insert(
-                self.conn, "expiry_warnings",
-                dict(msisdn="varchar(20)", expires_at="timestamp", stage="varchar(10)",
-                     points="integer", channel="varchar(10)", state="varchar(15)",
-                     attempts="integer", created_at="timestamp", updated_at="timestamp"),
-                rows, constants, "ON CONFLICT ON CONSTRAINT uq_expiry_warnings_batch DO NOTHING")
-            return
-        stmt = self._insert(expiry_warnings).on_conflict_do_nothing(
-            index_elements=["msisdn", "expires_at", "stage"])
-        self.conn.execute(stmt, [dict(r, **constants) for r in rows])
+        self._insert_new(
+            expiry_warnings, rows, dict(attempts=0, created_at=now, updated_at=now),
+            unique=["msisdn", "expires_at", "stage"],
+            copy_columns=dict(msisdn="varchar(20)", expires_at="timestamp", stage="varchar(10)",
+                              points="integer", channel="varchar(10)", state="varchar(15)",
+                              attempts="integer", created_at="timestamp",
+                              updated_at="timestamp"),
+            copy_conflict="ON CONFLICT ON CONSTRAINT uq_expiry_warnings_batch DO NOTHING")
 
     def lapsed_summary(self, now: datetime) -> tuple[int, int, int]:
         """(lots, points, members) that an expiry run at ``now`` would expire."""

@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlalchemy import func, insert, select
 
-from core.store.bulk import copy_insert
 from core.store.repository import SqlRepository
 from core.store.tables import outbox
 
@@ -44,18 +43,14 @@ class SqlOutbox(SqlRepository):
                        json.dumps(r["params"], ensure_ascii=False, default=str),
                        kind=r["kind"], dedupe_key=r["dedupe_key"],
                        not_before=r.get("not_before") or now) for r in rows]
-        constants = dict(state="queued", attempts=0, created_at=now)
-        if not self.is_sqlite:
-            copy_insert(
-                self.conn, "outbox",
-                dict(msisdn="varchar(20)", language="varchar(5)", template="varchar(50)",
-                     params="text", kind="varchar(30)", dedupe_key="varchar(150)",
-                     not_before="timestamp", state="varchar(15)", attempts="integer",
-                     created_at="timestamp"),
-                values, constants, "ON CONFLICT (dedupe_key) DO NOTHING")
-            return
-        stmt = self._insert(outbox).on_conflict_do_nothing(index_elements=["dedupe_key"])
-        self.conn.execute(stmt, [dict(v, body=None, **constants) for v in values])
+        self._insert_new(
+            outbox, values, dict(state="queued", attempts=0, created_at=now, body=None),
+            unique=["dedupe_key"],
+            copy_columns=dict(msisdn="varchar(20)", language="varchar(5)",
+                              template="varchar(50)", params="text", kind="varchar(30)",
+                              dedupe_key="varchar(150)", not_before="timestamp",
+                              state="varchar(15)", attempts="integer", created_at="timestamp"),
+            copy_conflict="ON CONFLICT (dedupe_key) DO NOTHING")
 
     def outbox_for(self, msisdn: str) -> list[dict[str, Any]]:
         rows = self.conn.execute(

@@ -3,13 +3,15 @@ each area needs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+
+from core.store.bulk import copy_insert
 
 IN_BATCH = 500  # values per ``IN (...)``: well under every driver's parameter limit
 
@@ -32,6 +34,19 @@ class SqlRepository:
     def _insert(self, table: Any) -> Any:
         """The dialect's INSERT, which knows ``ON CONFLICT DO NOTHING``."""
         return sqlite_insert(table) if self.is_sqlite else pg_insert(table)
+
+    def _insert_new(self, table: Any, rows: Sequence[dict[str, Any]],
+                    constants: dict[str, Any], *, unique: list[str],
+                    copy_columns: dict[str, str], copy_conflict: str) -> None:
+        """Insert many rows (each with ``constants``), skipping those whose ``unique`` columns
+        match a stored row: one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` on SQLite, a
+        COPY of ``copy_columns`` (name: SQL type) on PostgreSQL, where ``copy_conflict`` is
+        the ``ON CONFLICT`` clause that skips them."""
+        if not self.is_sqlite:
+            copy_insert(self.conn, table.name, copy_columns, rows, constants, copy_conflict)
+            return
+        stmt = self._insert(table).on_conflict_do_nothing(index_elements=unique)
+        self.conn.execute(stmt, [dict(r, **constants) for r in rows])
 
     def _existing(self, column: Any, values: Iterable[Any]) -> set[Any]:
         """Those of ``values`` found in ``column``, asked in batches."""
