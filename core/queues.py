@@ -16,7 +16,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from core.ports import UnitOfWork
+from core.ports import SetAsideRecord, UnitOfWork
 
 QUEUES = ("mo", "mt", "job")
 
@@ -34,8 +34,8 @@ def set_aside_counts(uow: UnitOfWork, rules) -> dict[str, int]:
     return uow.set_aside_counts()
 
 
-def list_set_aside(uow: UnitOfWork, rules) -> list[Any]:
-    return uow.set_aside_items()
+def list_set_aside(uow: UnitOfWork, rules) -> list[SetAsideRecord]:
+    return list(uow.set_aside_items())
 
 
 def retry_item(uow: UnitOfWork, rules, item: str, now: datetime) -> str | None:

@@ -33,12 +33,19 @@ class SetAsideRecord(Protocol):
 
 
 class UnitOfWork(Protocol):
-    members: MembersRepository
-    orders: OrdersRepository
-    jobs: JobsRepository
-    calls: CallsRepository
-    tickets: TicketsRepository
-    outbox: OutboxRepository
+    # Read-only: a unit of work may hold any implementation of each repository.
+    @property
+    def members(self) -> MembersRepository: ...
+    @property
+    def orders(self) -> OrdersRepository: ...
+    @property
+    def jobs(self) -> JobsRepository: ...
+    @property
+    def calls(self) -> CallsRepository: ...
+    @property
+    def tickets(self) -> TicketsRepository: ...
+    @property
+    def outbox(self) -> OutboxRepository: ...
 
     def savepoint(self) -> contextlib.AbstractContextManager[None]:
         """A block whose writes are undone, alone, when it raises (the exception goes on)."""

@@ -1,8 +1,8 @@
 """Queries for the scheduled jobs (expiry warnings, auto-redemption, tier review, job runs).
 
 Bulk by design: the expiry-warning job reads one grouped query per batch of members and writes
-its warning and outbox rows with one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` each, so a
-run over a million members makes a few hundred round trips, not millions.
+its warning rows (here) and outbox rows (``outbox_sql``) with one bulk insert each, so a run
+over a million members makes a few hundred round trips, not millions.
 """
 
 from __future__ import annotations

@@ -35,6 +35,12 @@ def protocol_methods(protocol: type) -> list[str]:
                   if callable(value) and not name.startswith("_"))
 
 
+def repositories(protocol: type) -> dict[str, type]:
+    """The protocol's read-only attributes: area name -> the repository protocol."""
+    return {name: inspect.get_annotations(value.fget, eval_str=True)["return"]
+            for name, value in vars(protocol).items() if isinstance(value, property)}
+
+
 def parameters(function) -> list[tuple[str, object, object]]:
     return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
 
@@ -50,7 +56,9 @@ def test_the_store_has_every_method_of_the_protocol(protocol, implementation):
 
 def test_the_unit_of_work_has_a_repository_for_every_area(store):
     with store.unit_of_work(write=False) as uow:
-        for area, protocol in inspect.get_annotations(UnitOfWork, eval_str=True).items():
+        areas = repositories(UnitOfWork)
+        assert set(areas) == {"members", "orders", "jobs", "calls", "tickets", "outbox"}
+        for area, protocol in areas.items():
             repository = getattr(uow, area)
             assert all(callable(getattr(repository, name))
                        for name in protocol_methods(protocol)), area
