@@ -2,10 +2,11 @@
 
 Use cases type their ``uow`` parameter with ``UnitOfWork``; ``core.store`` implements it."""
 
-from core.ports.desk import CallsRepository, OutboxRepository, TicketsRepository
+from core.ports.calls import CallsRepository, TicketsRepository
 from core.ports.jobs import JobsRepository
 from core.ports.members import MembersRepository
 from core.ports.orders import OrdersRepository
+from core.ports.outbox import OutboxRepository
 from core.ports.uow import SetAsideRecord, UnitOfWork
 
 __all__ = [

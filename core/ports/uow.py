@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from core.ports.desk import CallsRepository, OutboxRepository, TicketsRepository
+from core.ports.calls import CallsRepository, TicketsRepository
 from core.ports.jobs import JobsRepository
 from core.ports.members import MembersRepository
 from core.ports.orders import OrdersRepository
+from core.ports.outbox import OutboxRepository
 
 
 class SetAsideRecord(Protocol):

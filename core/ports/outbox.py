@@ -1,36 +1,10 @@
-"""What the use cases need of the store about calls, service-desk tickets and the SMS they
-queue for sending."""
+"""What the use cases and jobs need of the store about the SMS they queue for sending."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, Protocol
-
-from core.domain import Ticket
-
-
-class CallsRepository(Protocol):
-    """Call records of the hotline."""
-
-    def record_call_start(self, *, uniqueid: str, msisdn_masked: str, script: str,
-                          now: datetime) -> int:
-        """A new call record; returns its id (uniqueids repeat, ids do not)."""
-        ...
-
-    def record_call_end(self, *, uniqueid: str, menu_path: str, outcome: str,
-                        now: datetime, call_id: int | None = None) -> None:
-        """End the record ``call_id``; without it, the latest unended one for ``uniqueid``
-        (never every call that shares the uniqueid)."""
-        ...
-
-
-class TicketsRepository(Protocol):
-    """Service-desk tickets."""
-
-    def add_ticket(self, *, msisdn: str, kind: str, text: str, channel: str, now: datetime,
-                   prefix: str, day: date) -> Ticket:
-        ...
 
 
 class OutboxRepository(Protocol):
