@@ -178,14 +178,15 @@ def populate(url: str, members: Iterable[BenchMember], *, batch: int = 5000) -> 
             lots = [(m.msisdn, points, source, earned_on)
                     for m in chunk for points, source, earned_on in m.lots]
             with store.unit_of_work() as uow:
-                uow.upsert_members([dict(msisdn=m.msisdn, name=m.name, language=m.language,
-                                         tier_code="standard", created_at=now) for m in chunk])
-                uow.add_lots_bulk([dict(
+                uow.members.upsert_members([
+                    dict(msisdn=m.msisdn, name=m.name, language=m.language,
+                         tier_code="standard", created_at=now) for m in chunk])
+                uow.members.add_lots_bulk([dict(
                     msisdn=msisdn, amount=points, remaining=points, source=source,
                     earned_on=earned_on, expires_at=expiry_for(earned_on, config.programme),
                     reference=None, expired=False, created_at=now)
                     for msisdn, points, source, earned_on in lots])
-                uow.add_ledger_bulk([dict(
+                uow.members.add_ledger_bulk([dict(
                     msisdn=msisdn, kind=LedgerKind.CREDIT, amount=points, reason=source,
                     channel=Channel.IMPORT, order_no=None, reference=None, created_at=now)
                     for msisdn, points, source, _ in lots])

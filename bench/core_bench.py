@@ -325,8 +325,8 @@ def add_reward(url: str, code: str) -> None:
     store = Store(url)
     try:
         with store.unit_of_work() as uow:
-            uow.upsert_reward(Reward(code, f"流量包{code}", f"Data pack {code}", "service",
-                                     PRICE, None, None, None, None, 1))
+            uow.orders.upsert_reward(Reward(code, f"流量包{code}", f"Data pack {code}", "service",
+                                            PRICE, None, None, None, None, 1))
             uow.commit()
     finally:
         store.dispose()

@@ -11,6 +11,7 @@ import hmac
 import secrets
 from datetime import date, datetime, timedelta
 
+from core.config import TierConfig
 from core.domain import (
     LANGUAGES,
     POINT_SOURCES,
@@ -28,6 +29,7 @@ from core.domain import (
     UnknownMember,
     normalise_msisdn,
 )
+from core.ports import UnitOfWork
 from core.rules import (
     ProgrammeRules,
     expiry_for,
@@ -43,33 +45,34 @@ from core.rules import (
 PIN_ITERATIONS = 20_000
 
 
-def require_member(uow, msisdn: str, *, for_update: bool = False) -> Member:
-    member = uow.get_member(normalise_msisdn(msisdn), for_update=for_update)
+def require_member(uow: UnitOfWork, msisdn: str, *, for_update: bool = False) -> Member:
+    member = uow.members.get_member(normalise_msisdn(msisdn), for_update=for_update)
     if member is None:
         raise UnknownMember(msisdn)
     return member
 
 
-def get_member(uow, rules: ProgrammeRules, msisdn: str) -> Member | None:
-    return uow.get_member(rules.numbering.normalise(msisdn))
+def get_member(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str) -> Member | None:
+    return uow.members.get_member(rules.numbering.normalise(msisdn))
 
 
-def balance(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> Balance:
+def balance(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime) -> Balance:
     member = require_member(uow, msisdn)
-    points, next_expiry, expiring = uow.balance_summary(member.msisdn, now)
+    points, next_expiry, expiring = uow.members.balance_summary(member.msisdn, now)
     return Balance(member.msisdn, points, expiring,
                    last_valid_day(next_expiry, rules.zone) if next_expiry else None)
 
 
-def tier_status(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> TierStatus:
+def tier_status(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime) -> TierStatus:
     """The tier in force: the reviewed tier while valid, or higher if earned since."""
     return member_tier(uow, rules, require_member(uow, msisdn), now)
 
 
-def member_tier(uow, rules: ProgrammeRules, member: Member, now: datetime) -> TierStatus:
+def member_tier(uow: UnitOfWork, rules: ProgrammeRules, member: Member,
+                now: datetime) -> TierStatus:
     today = rules.today(now)
-    qualifying = uow.earned_points(member.msisdn, qualifying_window_start(today),
-                                   rules.programme.qualifying_sources)
+    qualifying = uow.members.earned_points(member.msisdn, qualifying_window_start(today),
+                                           rules.programme.qualifying_sources)
     earned = tier_for(qualifying, rules.tiers)
     current, valid_until = earned, None
     if member.tier_valid_until and member.tier_valid_until >= today:
@@ -78,12 +81,7 @@ def member_tier(uow, rules: ProgrammeRules, member: Member, now: datetime) -> Ti
             current, valid_until = kept, member.tier_valid_until
     if valid_until is None:
         valid_until = tier_valid_until(today, rules.programme)
-    granted = tier_floor(member.granted_tier_code, member.granted_tier_until, today, rules.tiers)
-    if granted and tier_rank(granted[0].code, rules.tiers) >= tier_rank(current.code, rules.tiers):
-        if granted[0].code != current.code:
-            current, valid_until = granted
-        else:
-            valid_until = max(valid_until, granted[1])
+    current, valid_until = _not_below_grant(member, current, valid_until, today, rules)
     rank = tier_rank(current.code, rules.tiers)
     nxt = rules.tiers[rank + 1] if rank + 1 < len(rules.tiers) else None
     return TierStatus(
@@ -93,34 +91,45 @@ def member_tier(uow, rules: ProgrammeRules, member: Member, now: datetime) -> Ti
     )
 
 
-def review_tier(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> tuple[str, str]:
+def _not_below_grant(member: Member, tier: TierConfig, valid_until: date, today: date,
+                     rules: ProgrammeRules) -> tuple[TierConfig, date]:
+    """The tier (and its end) raised to a tier granted by ops while the grant lasts; the same
+    tier as granted holds at least as long as the grant."""
+    granted = tier_floor(member.granted_tier_code, member.granted_tier_until, today, rules.tiers)
+    if granted is None:
+        return tier, valid_until
+    granted_tier, granted_until = granted
+    if granted_tier.code == tier.code:
+        return tier, max(valid_until, granted_until)
+    if tier_rank(granted_tier.code, rules.tiers) >= tier_rank(tier.code, rules.tiers):
+        return granted
+    return tier, valid_until
+
+
+def review_tier(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
+                now: datetime) -> tuple[str, str]:
     """Persist the tier the member qualifies for. Returns (old code, new code)."""
     member = require_member(uow, msisdn, for_update=True)
     today = rules.today(now)
-    qualifying = uow.earned_points(member.msisdn, qualifying_window_start(today),
-                                   rules.programme.qualifying_sources)
+    qualifying = uow.members.earned_points(member.msisdn, qualifying_window_start(today),
+                                           rules.programme.qualifying_sources)
     earned = tier_for(qualifying, rules.tiers)
     valid_until = tier_valid_until(today, rules.programme)
-    # Never below a tier granted by ops before the grant's date.
-    granted = tier_floor(member.granted_tier_code, member.granted_tier_until, today, rules.tiers)
-    if granted and tier_rank(granted[0].code, rules.tiers) >= tier_rank(earned.code, rules.tiers):
-        if granted[0].code != earned.code:
-            earned, valid_until = granted
-        else:
-            valid_until = max(valid_until, granted[1])
+    earned, valid_until = _not_below_grant(member, earned, valid_until, today, rules)
     still_valid = member.tier_valid_until is not None and member.tier_valid_until >= today
     old_rank = tier_rank(member.tier_code, rules.tiers)
     new_rank = tier_rank(earned.code, rules.tiers)
     if new_rank > old_rank or not still_valid:
-        uow.update_member(member.msisdn, tier_code=earned.code, tier_valid_until=valid_until)
+        uow.members.update_member(member.msisdn, tier_code=earned.code,
+                                  tier_valid_until=valid_until)
         return member.tier_code, earned.code
     return member.tier_code, member.tier_code
 
 
-def history(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *, offset: int = 0,
+def history(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *, offset: int = 0,
             limit: int = 5) -> list[LedgerEntry]:
     member = require_member(uow, msisdn)
-    return uow.history(member.msisdn, offset, limit)
+    return uow.members.history(member.msisdn, offset, limit)
 
 
 # --- PIN ----------------------------------------------------------------------------------
@@ -144,13 +153,13 @@ def validate_pin(pin: str) -> str:
     return pin
 
 
-def set_pin(uow, rules: ProgrammeRules, msisdn: str, pin: str, now: datetime) -> None:
+def set_pin(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, pin: str, now: datetime) -> None:
     member = require_member(uow, msisdn, for_update=True)
-    uow.update_member(member.msisdn, pin_hash=hash_pin(validate_pin(pin)), pin_failures=0,
-                      pin_locked_until=None)
+    uow.members.update_member(member.msisdn, pin_hash=hash_pin(validate_pin(pin)), pin_failures=0,
+                              pin_locked_until=None)
 
 
-def verify_pin(uow, rules: ProgrammeRules, msisdn: str, pin: str,
+def verify_pin(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, pin: str,
                now: datetime) -> SecretCheck:
     """Check the service PIN: accepted, wrong (tries left) or locked; the last of
     ``pin_max_tries`` wrong tries locks it. A wrong try is written, not raised."""
@@ -158,12 +167,12 @@ def verify_pin(uow, rules: ProgrammeRules, msisdn: str, pin: str,
     locked = lock_in_force(member, now)
     if locked is not None:
         return locked
-    stored, failures = uow.member_pin(member.msisdn)
+    stored, failures = uow.members.member_pin(member.msisdn)
     if stored is None:
         raise PinNotSet(member.msisdn)
     if pin_matches(pin, stored):
         if failures:
-            uow.update_member(member.msisdn, pin_failures=0)
+            uow.members.update_member(member.msisdn, pin_failures=0)
         return SecretCheck(member=member)
     return record_failed_secret(uow, rules, member.msisdn, failures, now)
 
@@ -175,29 +184,30 @@ def lock_in_force(member: Member, now: datetime) -> SecretCheck | None:
     return None
 
 
-def record_failed_secret(uow, rules: ProgrammeRules, msisdn: str, failures: int,
+def record_failed_secret(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, failures: int,
                          now: datetime) -> SecretCheck:
     """A wrong PIN or one-time code: counts toward the lock; returns the refusal."""
     failures += 1
     if failures >= rules.programme.pin_max_tries:
         until = now + timedelta(minutes=rules.programme.pin_lock_minutes)
-        uow.update_member(msisdn, pin_failures=0, pin_locked_until=until)
+        uow.members.update_member(msisdn, pin_failures=0, pin_locked_until=until)
         return SecretCheck(locked_until=until)
-    uow.update_member(msisdn, pin_failures=failures)
+    uow.members.update_member(msisdn, pin_failures=failures)
     return SecretCheck(tries_left=rules.programme.pin_max_tries - failures)
 
 
 # --- preferences --------------------------------------------------------------------------
 
 
-def set_language(uow, rules: ProgrammeRules, msisdn: str, language: str, now: datetime) -> None:
+def set_language(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, language: str,
+                 now: datetime) -> None:
     if language not in LANGUAGES:
         raise InvalidInput(f"language must be one of {', '.join(LANGUAGES)}")
     member = require_member(uow, msisdn, for_update=True)
-    uow.update_member(member.msisdn, language=language)
+    uow.members.update_member(member.msisdn, language=language)
 
 
-def set_warning_preferences(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
+def set_warning_preferences(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *,
                             opt_out: bool | None = None, channel: str | None = None) -> None:
     member = require_member(uow, msisdn, for_update=True)
     fields = {}
@@ -208,13 +218,13 @@ def set_warning_preferences(uow, rules: ProgrammeRules, msisdn: str, now: dateti
             raise InvalidInput("warning channel must be sms or voice")
         fields["warning_channel"] = channel
     if fields:
-        uow.update_member(member.msisdn, **fields)
+        uow.members.update_member(member.msisdn, **fields)
 
 
 # --- points in and out --------------------------------------------------------------------
 
 
-def credit_points(uow, rules: ProgrammeRules, msisdn: str, points: int, source: str,
+def credit_points(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, points: int, source: str,
                   earned_on: date, now: datetime, *, reference: str | None = None,
                   channel: str = Channel.OPS, reason: str | None = None) -> int | None:
     """Add a lot and its ledger entry. Returns the lot id, or None if ``reference`` was seen."""
@@ -223,17 +233,19 @@ def credit_points(uow, rules: ProgrammeRules, msisdn: str, points: int, source: 
     if source not in POINT_SOURCES:
         raise InvalidInput(f"unknown points source {source!r}")
     member = require_member(uow, msisdn, for_update=True)
-    if reference and uow.existing_references([reference]):
+    if reference and uow.members.existing_references([reference]):
         return None
-    lot_id = uow.add_lot(msisdn=member.msisdn, amount=points, source=source, earned_on=earned_on,
-                         expires_at=expiry_for(earned_on, rules.programme), reference=reference,
-                         now=now)
-    uow.add_ledger(msisdn=member.msisdn, kind=LedgerKind.CREDIT, amount=points,
-                   reason=reason or source, channel=channel, now=now, reference=reference)
+    lot_id = uow.members.add_lot(msisdn=member.msisdn, amount=points, source=source,
+                                 earned_on=earned_on,
+                                 expires_at=expiry_for(earned_on, rules.programme),
+                                 reference=reference, now=now)
+    uow.members.add_ledger(msisdn=member.msisdn, kind=LedgerKind.CREDIT, amount=points,
+                           reason=reason or source, channel=channel, now=now, reference=reference)
     return lot_id
 
 
-def deduct_points(uow, rules: ProgrammeRules, msisdn: str, points: int, kind: str, reason: str,
+def deduct_points(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, points: int, kind: str,
+                  reason: str,
                   now: datetime, *, channel: str = Channel.OPS, allow_partial: bool = True,
                   reference: str | None = None) -> int:
     """A penalty or negative adjustment, soonest-expiring lots first. Never below zero:
@@ -241,7 +253,7 @@ def deduct_points(uow, rules: ProgrammeRules, msisdn: str, points: int, kind: st
     if kind not in (LedgerKind.PENALTY, LedgerKind.ADJUSTMENT):
         raise InvalidInput("deductions are penalties or adjustments")
     member = require_member(uow, msisdn, for_update=True)
-    lots = uow.spendable_lots(member.msisdn, now)
+    lots = uow.members.spendable_lots(member.msisdn, now)
     try:
         plan = plan_spend(lots, points, now)
     except InsufficientPoints as short:
@@ -250,20 +262,20 @@ def deduct_points(uow, rules: ProgrammeRules, msisdn: str, points: int, kind: st
         plan = plan_spend(lots, short.balance, now)
     taken = sum(p for _, p in plan)
     for lot_id, take in plan:
-        uow.take_from_lot(lot_id, take)
+        uow.members.take_from_lot(lot_id, take)
     # Recorded even when nothing was left to take, so the reason (and reference) is kept.
-    uow.add_ledger(msisdn=member.msisdn, kind=kind, amount=-taken, reason=reason,
-                   channel=channel, now=now, draws=plan, reference=reference)
+    uow.members.add_ledger(msisdn=member.msisdn, kind=kind, amount=-taken, reason=reason,
+                           channel=channel, now=now, draws=plan, reference=reference)
     return taken
 
 
-def expire_lapsed_lots(uow, rules: ProgrammeRules, now: datetime, *,
+def expire_lapsed_lots(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, *,
                        batch: int = 5000) -> tuple[int, int]:
     """Expire up to ``batch`` lots past their date with ledger entries. Returns (lots, points).
 
     Safe to run again: expired lots are marked and not picked twice.
     """
-    lapsed = uow.lapsed_lots(now, batch)
+    lapsed = uow.members.lapsed_lots(now, batch)
     by_member: dict[str, list] = {}
     for lot in lapsed:
         by_member.setdefault(lot.msisdn, []).append(lot)
@@ -274,10 +286,10 @@ def expire_lapsed_lots(uow, rules: ProgrammeRules, now: datetime, *,
                          reason="points expired", channel=Channel.JOB, order_no=None,
                          reference=None, created_at=now))
         draws.append([(lot.id, lot.remaining) for lot in member_lots])
-    uow.add_ledger_bulk(rows, draws)
-    uow.mark_lots_expired([lot.id for lot in lapsed])
+    uow.members.add_ledger_bulk(rows, draws)
+    uow.members.mark_lots_expired([lot.id for lot in lapsed])
     return len(lapsed), sum(lot.remaining for lot in lapsed)
 
 
-def check_ledger(uow, rules: ProgrammeRules) -> list[LedgerProblem]:
-    return uow.ledger_problems()
+def check_ledger(uow: UnitOfWork, rules: ProgrammeRules) -> list[LedgerProblem]:
+    return uow.members.ledger_problems()

@@ -18,6 +18,7 @@ from core.cli_errors import explain
 from core.clock import WALL_CLOCK, utc_now
 from core.config import Config, load_config
 from core.domain import AccountNeedsAttention
+from core.ports import UnitOfWork
 from core.rules import ProgrammeRules
 from core.store import Store
 
@@ -86,10 +87,10 @@ def cmd_demo(ctx: Context) -> int:
 
     ctx.store.check_schema()
     with ctx.store.unit_of_work() as uow:
-        if ctx.args.if_empty and uow.count_members():
+        if ctx.args.if_empty and uow.members.count_members():
             print("demo: database already has members; nothing loaded")
             return 0
-        loaded = all(uow.get_member(msisdn) for msisdn, _, _ in DEMO_MEMBERS)
+        loaded = all(uow.members.get_member(msisdn) for msisdn, _, _ in DEMO_MEMBERS)
     members = ctx.run(load_demo, ctx.now())
     if loaded:
         print(f"demo data already loaded; nothing changed (the demo members' service PIN "
@@ -116,7 +117,8 @@ def cmd_import(ctx: Context) -> int:
     return 0
 
 
-def member_summary(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> dict[str, Any]:
+def member_summary(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
+                   now: datetime) -> dict[str, Any]:
     from core.accounts import balance, require_member, tier_status
     from core.redemption import recent_orders
 

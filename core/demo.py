@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta
 
 from core.accounts import credit_points, deduct_points, set_pin
 from core.domain import Channel, LedgerKind, Member, Reward
+from core.ports import UnitOfWork
 from core.redemption import redeem
 from core.rules import ProgrammeRules
 from core.service_desk import update_delivery
@@ -31,7 +32,7 @@ DEMO_REWARDS = (
 )
 
 
-def load_demo(uow, rules: ProgrammeRules, now: datetime) -> list[Member]:
+def load_demo(uow: UnitOfWork, rules: ProgrammeRules, now: datetime) -> list[Member]:
     """Load what is missing of the demo set and return the demo members.
 
     Running it again changes nothing: a member's history (points, penalty, orders) is only
@@ -41,15 +42,15 @@ def load_demo(uow, rules: ProgrammeRules, now: datetime) -> list[Member]:
     today = rules.today(now)
     last_year = date(today.year - 1, 6, 15)
     expiring = date(today.year - rules.programme.validity_years, 3, 1)
-    new = {m for m, _, _ in DEMO_MEMBERS if uow.get_member(m) is None}
+    new = {m for m, _, _ in DEMO_MEMBERS if uow.members.get_member(m) is None}
     if new:
-        uow.upsert_members([
+        uow.members.upsert_members([
             dict(msisdn=m, name=n, language=lang, tier_code=rules.tiers[0].code,
                  warning_opt_out=False, warning_channel="sms", pin_failures=0, created_at=now)
             for m, n, lang in DEMO_MEMBERS if m in new])
     for reward in DEMO_REWARDS:
-        if uow.get_reward(reward.code) is None:
-            uow.upsert_reward(reward)
+        if uow.orders.get_reward(reward.code) is None:
+            uow.orders.upsert_reward(reward)
     grants = {
         "13800138000": [(8000, "bill", today - timedelta(days=40)),
                         (4000, "tenure", expiring), (500, "ontime", last_year)],
@@ -76,4 +77,4 @@ def load_demo(uow, rules: ProgrammeRules, now: datetime) -> list[Member]:
     if "15800158000" in new:
         redeem(uow, rules, "15800158000", "A02", Channel.IVR, "demo-order-2",
                now - timedelta(hours=3))
-    return [uow.get_member(m) for m, _, _ in DEMO_MEMBERS]
+    return [uow.members.get_member(m) for m, _, _ in DEMO_MEMBERS]

@@ -31,6 +31,7 @@ from core.import_csv import (  # noqa: F401 - ImportFailed and MAX_ERRORS are pa
     parse_date,
     parse_int,
 )
+from core.ports import UnitOfWork
 from core.progress import StepProgress
 from core.rules import ProgrammeRules, expiry_for, tier_valid_until
 from core.service_desk import update_delivery
@@ -55,7 +56,7 @@ def _progress(progress: StepProgress | None, step: str, done: int, total: int) -
         progress(step, done, total)
 
 
-def import_members(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
+def import_members(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now: datetime,
                    progress: StepProgress | None = None, *,
                    encoding: str | None = None) -> ImportReport:
     rows = Rows("members", path, encoding)
@@ -94,14 +95,14 @@ def import_members(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
         if start % (CHUNK * ANALYZE_EVERY) == 0:
             uow.refresh_statistics("members")
         chunk = parsed[start:start + CHUNK]
-        existing = uow.existing_msisdns(r["msisdn"] for r in chunk)
+        existing = uow.members.existing_msisdns(r["msisdn"] for r in chunk)
         for values in chunk:
             if values["msisdn"] not in existing:
                 # A new member starts at her granted tier, else at the first one.
                 values.setdefault("tier_code", values.get("granted_tier_code") or tiers[0])
                 values.setdefault("tier_valid_until", values.get("granted_tier_until"))
                 values["created_at"] = now
-        new, changed = uow.upsert_members(chunk)
+        new, changed = uow.members.upsert_members(chunk)
         created, updated = created + new, updated + changed
         _progress(progress, "writing", start + len(chunk), len(parsed))
     return ImportReport("members", len(parsed), created, updated, 0)
@@ -124,7 +125,7 @@ def _tier_grant(row: dict[str, str], tiers: list[str], today: date,
                 granted_tier_until=until or tier_valid_until(today, rules.programme))
 
 
-def import_points(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
+def import_points(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now: datetime,
                   progress: StepProgress | None = None, *,
                   encoding: str | None = None) -> ImportReport:
     rows = Rows("points", path, encoding)
@@ -165,8 +166,8 @@ def import_points(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
         except DomainError as exc:
             rows.error(line, str(exc))
     uow.refresh_statistics("members", "ledger")
-    known = uow.existing_msisdns(p[1] for p in parsed)
-    stored = uow.imported_points(p[5] for p in parsed)
+    known = uow.members.existing_msisdns(p[1] for p in parsed)
+    stored = uow.members.imported_points(p[5] for p in parsed)
     fresh = []
     for entry in parsed:
         line, msisdn, points, source, earned_on, reference = entry
@@ -188,11 +189,11 @@ def import_points(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
             uow.refresh_statistics("ledger")
         chunk = fresh[start:start + CHUNK]
         credits = [p for p in chunk if p[2] > 0]
-        uow.add_lots_bulk([
+        uow.members.add_lots_bulk([
             dict(msisdn=m, amount=pts, remaining=pts, source=src, earned_on=day,
                  expires_at=expiry_for(day, rules.programme), reference=ref, expired=False,
                  created_at=now) for _, m, pts, src, day, ref in credits])
-        uow.add_ledger_bulk(
+        uow.members.add_ledger_bulk(
             [dict(msisdn=m, kind=LedgerKind.CREDIT, amount=pts, reason=src,
                   channel=Channel.IMPORT, order_no=None, reference=ref, created_at=now)
              for _, m, pts, src, day, ref in credits])
@@ -223,7 +224,8 @@ def _same_as_stored(entry: tuple, stored: tuple) -> bool:
     return points <= s_points <= 0
 
 
-def _check_balances(uow, rows: Rows, fresh: list[tuple], now: datetime, max_balance: int) -> None:
+def _check_balances(uow: UnitOfWork, rows: Rows, fresh: list[tuple], now: datetime,
+                    max_balance: int) -> None:
     """Refuse the row that would lift a member's balance above ``max_balance`` (file order)."""
     balances = uow.sms_balance_summaries(sorted({e[1] for e in fresh}), now)
     running: dict[str, int] = {}
@@ -239,7 +241,7 @@ def _check_balances(uow, rows: Rows, fresh: list[tuple], now: datetime, max_bala
                        f"the largest allowed, {max_balance} (programme.max_balance)")
 
 
-def import_rewards(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
+def import_rewards(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now: datetime,
                    progress: StepProgress | None = None, *,
                    encoding: str | None = None) -> ImportReport:
     rows = Rows("rewards", path, encoding)
@@ -282,14 +284,14 @@ def import_rewards(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
     rows.raise_if_bad()
     created = 0
     for done, reward in enumerate(parsed, 1):
-        created += uow.upsert_reward(reward)
+        created += uow.orders.upsert_reward(reward)
         if done % CHUNK == 0:
             _progress(progress, "writing", done, len(parsed))
     _progress(progress, "writing", len(parsed), len(parsed))
     return ImportReport("rewards", len(parsed), created, len(parsed) - created, 0)
 
 
-def import_deliveries(uow, rules: ProgrammeRules, path: str | Path, now: datetime,
+def import_deliveries(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now: datetime,
                       progress: StepProgress | None = None, *,
                       encoding: str | None = None) -> ImportReport:
     rows = Rows("deliveries", path, encoding)

@@ -16,6 +16,8 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from core.ports import SetAsideRecord, UnitOfWork
+
 QUEUES = ("mo", "mt", "job")
 
 
@@ -27,19 +29,19 @@ def parse_item(text: str) -> tuple[str, int]:
     return queue, int(number)
 
 
-def set_aside_counts(uow, rules) -> dict[str, int]:
+def set_aside_counts(uow: UnitOfWork, rules) -> dict[str, int]:
     """How many items each queue has set aside (the ``loyalty_set_aside`` gauge)."""
     return uow.set_aside_counts()
 
 
-def list_set_aside(uow, rules) -> list[Any]:
-    return uow.set_aside_items()
+def list_set_aside(uow: UnitOfWork, rules) -> list[SetAsideRecord]:
+    return list(uow.set_aside_items())
 
 
-def retry_item(uow, rules, item: str, now: datetime) -> str | None:
+def retry_item(uow: UnitOfWork, rules, item: str, now: datetime) -> str | None:
     """Put an item back; returns what to tell ops, None when there is no such item."""
     queue, item_id = parse_item(item)
-    job = uow.set_aside_job_item(item_id) if queue == "job" else None
+    job = uow.jobs.set_aside_job_item(item_id) if queue == "job" else None
     if not uow.release_set_aside(queue, item_id, now):
         return None  # nothing matched: nothing was written
     if job is not None:
@@ -49,7 +51,7 @@ def retry_item(uow, rules, item: str, now: datetime) -> str | None:
     return f"{item}: back in the queue"
 
 
-def discard_item(uow, rules, item: str, now: datetime) -> bool:
+def discard_item(uow: UnitOfWork, rules, item: str, now: datetime) -> bool:
     queue, item_id = parse_item(item)
     return uow.discard_set_aside(queue, item_id, now)
 

@@ -35,6 +35,7 @@ from core.domain import (
     UnknownOrder,
     UnknownReward,
 )
+from core.ports import UnitOfWork
 from core.rules import ProgrammeRules, expiry_for, plan_spend
 
 CANCELLABLE_DELIVERY = (None, DeliveryStatus.PENDING)
@@ -45,19 +46,19 @@ def is_available(reward: Reward, today) -> bool:
         reward.available_until is None or today <= reward.available_until)
 
 
-def catalogue(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
+def catalogue(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *,
               kind: str | None = None) -> list[PricedReward]:
     """What the member can see today, in catalogue order, priced for the member's tier."""
     tier = tier_status(uow, rules, msisdn, now).code
     today = rules.today(now)
     return [PricedReward(r, r.price_for(tier), r.stock is None or r.stock > 0)
-            for r in uow.list_rewards(kind) if is_available(r, today)]
+            for r in uow.orders.list_rewards(kind) if is_available(r, today)]
 
 
-def _check_redeemable(uow, rules: ProgrammeRules, member: Member, code: str,
+def _check_redeemable(uow: UnitOfWork, rules: ProgrammeRules, member: Member, code: str,
                       now: datetime) -> tuple[Reward, int]:
     """The reward and the member's price for it, if the member may redeem it now."""
-    reward = uow.get_reward(code.upper())
+    reward = uow.orders.get_reward(code.upper())
     if reward is None:
         raise UnknownReward(code)
     if not is_available(reward, rules.today(now)):
@@ -65,23 +66,23 @@ def _check_redeemable(uow, rules: ProgrammeRules, member: Member, code: str,
     if reward.stock is not None and reward.stock <= 0:
         raise OutOfStock(code)
     if reward.per_member_limit is not None and \
-            uow.count_orders(member.msisdn, reward.code) >= reward.per_member_limit:
+            uow.orders.count_orders(member.msisdn, reward.code) >= reward.per_member_limit:
         raise LimitReached(code)
     return reward, reward.price_for(member_tier(uow, rules, member, now).code)
 
 
-def quote_redemption(uow, rules: ProgrammeRules, msisdn: str, reward_code: str,
+def quote_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str,
                      now: datetime) -> Quote:
     """Everything a redemption would check, without spending: for read-backs and SMS replies."""
     member = require_member(uow, msisdn)
     reward, price = _check_redeemable(uow, rules, member, reward_code, now)
-    points, _, _ = uow.balance_summary(member.msisdn, now)
+    points, _, _ = uow.members.balance_summary(member.msisdn, now)
     if points < price:
         raise InsufficientPoints(points, price)
     return Quote(member.msisdn, reward, price, points)
 
 
-def redeem(uow, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: str,
+def redeem(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: str,
            request_id: str, now: datetime) -> Order:
     """Spend points on a reward, atomically and at most once per (member, channel,
     request_id): the member's own request replayed returns the same order; the same request
@@ -91,40 +92,40 @@ def redeem(uow, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: s
     channel or process) run one after the other and cannot overspend.
     """
     member = require_member(uow, msisdn, for_update=True)
-    existing = uow.order_by_request(member.msisdn, channel, request_id)
+    existing = uow.orders.order_by_request(member.msisdn, channel, request_id)
     if existing is not None:
         return existing
     reward, price = _check_redeemable(uow, rules, member, reward_code, now)
-    plan = plan_spend(uow.spendable_lots(member.msisdn, now), price, now)
+    plan = plan_spend(uow.members.spendable_lots(member.msisdn, now), price, now)
     order = Order(
         order_no=_order_number(uow, rules.today(now), now),
         msisdn=member.msisdn, reward_code=reward.code, reward_kind=reward.kind, points=price,
         status=OrderStatus.CONFIRMED, channel=channel, request_id=request_id, created_at=now)
-    uow.add_order(order)
+    uow.orders.add_order(order)
     for lot_id, take in plan:
-        uow.take_from_lot(lot_id, take)
-    uow.add_ledger(msisdn=member.msisdn, kind=LedgerKind.DEBIT, amount=-price,
-                   reason=f"redeem {reward.code}", channel=channel, now=now,
-                   order_no=order.order_no, draws=plan)
+        uow.members.take_from_lot(lot_id, take)
+    uow.members.add_ledger(msisdn=member.msisdn, kind=LedgerKind.DEBIT, amount=-price,
+                           reason=f"redeem {reward.code}", channel=channel, now=now,
+                           order_no=order.order_no, draws=plan)
     delivery = None
     if reward.kind == RewardKind.GIFT:
-        uow.set_delivery(order.order_no, DeliveryStatus.PENDING, None, None, now)
+        uow.orders.set_delivery(order.order_no, DeliveryStatus.PENDING, None, None, now)
         delivery = Delivery(order.order_no, DeliveryStatus.PENDING, None, None, now)
     # Limited stock is taken last: the reward's row stays locked for the shortest time, and
     # unlimited rewards are never locked at all.
-    if reward.stock is not None and not uow.take_stock(reward.code):
+    if reward.stock is not None and not uow.orders.take_stock(reward.code):
         raise OutOfStock(reward.code)
     return replace(order, delivery=delivery)
 
 
-def _order_number(uow, today: date, now: datetime) -> str:
-    return f"{today:%y%m%d}{uow.next_order_number(now):06d}"
+def _order_number(uow: UnitOfWork, today: date, now: datetime) -> str:
+    return f"{today:%y%m%d}{uow.orders.next_order_number(now):06d}"
 
 
-def cancel_order(uow, rules: ProgrammeRules, order_no: str, now: datetime, *,
+def cancel_order(uow: UnitOfWork, rules: ProgrammeRules, order_no: str, now: datetime, *,
                  channel: str = Channel.OPS) -> Order:
     """Refund a redemption to the lots it drew from (fresh lots for those since expired)."""
-    order = uow.get_order(order_no, for_update=True)
+    order = uow.orders.get_order(order_no, for_update=True)
     if order is None:
         raise UnknownOrder(order_no)
     require_member(uow, order.msisdn, for_update=True)
@@ -133,44 +134,45 @@ def cancel_order(uow, rules: ProgrammeRules, order_no: str, now: datetime, *,
     delivery = order.delivery.status if order.delivery else None
     if delivery not in CANCELLABLE_DELIVERY:
         raise OrderNotCancellable(f"order {order_no} is already {delivery}")
-    draws = uow.ledger_draws_for_order(order_no, LedgerKind.DEBIT)
-    lots = {lot.id: lot for lot in uow.get_lots([lot_id for lot_id, _ in draws])}
+    draws = uow.members.ledger_draws_for_order(order_no, LedgerKind.DEBIT)
+    lots = {lot.id: lot for lot in uow.members.get_lots([lot_id for lot_id, _ in draws])}
     refund_draws: list[tuple[int, int]] = []
     refunded = 0
     for lot_id, points in draws:
         lot = lots[lot_id]
         if lot.expires_at > now:
-            uow.take_from_lot(lot_id, -points)
+            uow.members.take_from_lot(lot_id, -points)
             refund_draws.append((lot_id, -points))
             refunded += points
         elif rules.programme.refund_expired_lots == "fresh":
-            fresh = uow.add_lot(msisdn=order.msisdn, amount=points, source="refund",
-                                earned_on=rules.today(now),
-                                expires_at=expiry_for(rules.today(now), rules.programme),
-                                reference=None, now=now)
+            fresh = uow.members.add_lot(msisdn=order.msisdn, amount=points, source="refund",
+                                        earned_on=rules.today(now),
+                                        expires_at=expiry_for(rules.today(now), rules.programme),
+                                        reference=None, now=now)
             # The fresh lot starts full; the refund entry accounts for it.
             refunded += points
             refund_draws.append((fresh, 0))
     if refunded:
-        uow.add_ledger(msisdn=order.msisdn, kind=LedgerKind.REFUND, amount=refunded,
-                       reason=f"cancel {order.reward_code}", channel=channel, now=now,
-                       order_no=order_no, draws=refund_draws)
-    uow.return_stock(order.reward_code)
-    uow.set_order_cancelled(order_no, now)
+        uow.members.add_ledger(msisdn=order.msisdn, kind=LedgerKind.REFUND, amount=refunded,
+                               reason=f"cancel {order.reward_code}", channel=channel, now=now,
+                               order_no=order_no, draws=refund_draws)
+    uow.orders.return_stock(order.reward_code)
+    uow.orders.set_order_cancelled(order_no, now)
     if order.delivery is not None:
-        uow.set_delivery(order_no, DeliveryStatus.CANCELLED, order.delivery.courier,
-                         order.delivery.tracking_no, now)
-    return uow.get_order(order_no)
+        uow.orders.set_delivery(order_no, DeliveryStatus.CANCELLED, order.delivery.courier,
+                                order.delivery.tracking_no, now)
+    return uow.orders.get_order(order_no)
 
 
-def gift_orders(uow, rules: ProgrammeRules, msisdn: str, now: datetime, *,
+def gift_orders(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *,
                 limit: int = 3) -> list[Order]:
     member = require_member(uow, msisdn)
-    return uow.member_orders(member.msisdn, limit, kind=RewardKind.GIFT)
+    return uow.orders.member_orders(member.msisdn, limit, kind=RewardKind.GIFT)
 
 
-def recent_orders(uow, rules: ProgrammeRules, msisdn: str, *, limit: int = 10) -> list[Order]:
-    return uow.member_orders(rules.numbering.normalise(msisdn), limit)
+def recent_orders(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, *,
+                  limit: int = 10) -> list[Order]:
+    return uow.orders.member_orders(rules.numbering.normalise(msisdn), limit)
 
 
 # --- one-time confirmation codes (SMS) ------------------------------------------------------
@@ -180,20 +182,20 @@ def _code_hash(msisdn: str, code: str) -> str:
     return hashlib.sha256(f"{msisdn}:{code}".encode()).hexdigest()
 
 
-def start_confirmation(uow, rules: ProgrammeRules, msisdn: str, reward_code: str, channel: str,
-                       now: datetime) -> tuple[Quote, str, datetime]:
+def start_confirmation(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str,
+                       channel: str, now: datetime) -> tuple[Quote, str, datetime]:
     """Quote a redemption and issue the 6-digit code that confirms it. Returns
     (quote, code, expiry instant); only a hash of the code is stored."""
     quote = quote_redemption(uow, rules, msisdn, reward_code, now)
     code = f"{secrets.randbelow(1_000_000):06d}"
     expires_at = now + timedelta(minutes=rules.programme.confirmation_code_minutes)
-    uow.add_confirmation(msisdn=quote.msisdn, code_hash=_code_hash(quote.msisdn, code),
-                         reward_code=quote.reward.code, price=quote.price, channel=channel,
-                         now=now, expires_at=expires_at)
+    uow.orders.add_confirmation(msisdn=quote.msisdn, code_hash=_code_hash(quote.msisdn, code),
+                                reward_code=quote.reward.code, price=quote.price, channel=channel,
+                                now=now, expires_at=expires_at)
     return quote, code, expires_at
 
 
-def confirm_redemption(uow, rules: ProgrammeRules, msisdn: str, code: str, channel: str,
+def confirm_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, code: str, channel: str,
                        now: datetime) -> Order | SecretCheck:
     """Redeem what the code was issued for. The same code sent again returns the same order.
     A wrong code counts toward the PIN lock, like a wrong PIN: it returns the refusal (a
@@ -203,15 +205,15 @@ def confirm_redemption(uow, rules: ProgrammeRules, msisdn: str, code: str, chann
     if locked is not None:
         return locked
     digest = _code_hash(member.msisdn, code)
-    pending = uow.open_confirmation(member.msisdn, digest, now)
+    pending = uow.orders.open_confirmation(member.msisdn, digest, now)
     if pending is None:
-        used = uow.used_confirmation(member.msisdn, digest)
+        used = uow.orders.used_confirmation(member.msisdn, digest)
         if used is not None:
-            order = uow.order_by_request(member.msisdn, channel, f"confirm:{used.id}")
+            order = uow.orders.order_by_request(member.msisdn, channel, f"confirm:{used.id}")
             if order is not None:
                 return order
-        _, failures = uow.member_pin(member.msisdn)
+        _, failures = uow.members.member_pin(member.msisdn)
         return record_failed_secret(uow, rules, member.msisdn, failures, now)
-    uow.use_confirmation(pending.id, now)
+    uow.orders.use_confirmation(pending.id, now)
     return redeem(uow, rules, member.msisdn, pending.reward_code, channel,
                   f"confirm:{pending.id}", now)

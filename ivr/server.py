@@ -32,6 +32,7 @@ from core.clock import SecondsClock, utc_now
 from core.config import Config, FastAGIConfig, check_fastagi_access
 from core.domain import InvalidMsisdn, NumberingPlan
 from core.metrics import Metrics
+from core.ports import UnitOfWork
 from core.rules import ProgrammeRules
 from core.service_desk import record_call_end, record_call_start
 from ivr.agi import FastAGIFactory, Flow
@@ -63,7 +64,8 @@ SCRIPTS: dict[str, FlowFactory] = {
 }
 
 
-def record_call(uow: Any, rules: ProgrammeRules, uniqueid: str, msisdn: str | None, script: str,
+def record_call(uow: UnitOfWork, rules: ProgrammeRules, uniqueid: str, msisdn: str | None,
+                script: str,
                 started: datetime, menu_path: str, outcome: str, ended: datetime) -> None:
     """One finished call, stored with the core's two call-record use cases (database thread)."""
     call_id = record_call_start(uow, rules, uniqueid, msisdn, script, started)

@@ -514,7 +514,7 @@ def _read(uow, rules, work: _Work, cmd: kw.Command, msisdn: str,
         names = {}
         for o in orders:
             if o.reward_code not in names:
-                r = uow.get_reward(o.reward_code)
+                r = uow.orders.get_reward(o.reward_code)
                 names[o.reward_code] = r.name(lang) if r else o.reward_code
         return "delivery", {"orders": [
             {"order_no": o.order_no, "reward_code": o.reward_code,
@@ -547,7 +547,7 @@ def _write(uow, rules, work: _Work, cmd: kw.Command, msisdn: str,
             return _domain_reply(rules, work, cmd, refusal, msisdn)
         if order.created_at == now:
             work.redemptions += 1
-        reward = uow.get_reward(order.reward_code)
+        reward = uow.orders.get_reward(order.reward_code)
         after = balance(uow, rules, msisdn, now).points
         return "redeem_done", {
             "order_no": order.order_no, "reward_code": order.reward_code,

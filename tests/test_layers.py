@@ -62,3 +62,10 @@ def test_project_modules_import_each_other_plainly():
     tricks = {str(path.relative_to(ROOT)) for path in sources(*PACKAGES)
               if imported_modules(path) & {"importlib", "inspect"}}
     assert tricks == set()
+
+
+def test_only_the_store_imports_sqlalchemy_in_the_core():
+    users = {str(path.relative_to(ROOT)) for path in sources("core")
+             if "store" not in path.relative_to(ROOT).parts
+             and any(top(m) == "sqlalchemy" for m in imported_modules(path))}
+    assert users == set()

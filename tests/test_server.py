@@ -170,5 +170,5 @@ async def test_guessing_across_sms_and_ivr_locks_the_pin_for_both(database_url, 
         heard = call.render()
         assert "auth_pin_locked" in heard and "redeem_success" not in heard, heard
     with Store(database_url).unit_of_work() as uow:
-        assert uow.member_orders(MEMBER, 10) and all(
-            o.channel != "ivr" for o in uow.member_orders(MEMBER, 10))
+        assert uow.orders.member_orders(MEMBER, 10) and all(
+            o.channel != "ivr" for o in uow.orders.member_orders(MEMBER, 10))

@@ -13,6 +13,7 @@ from datetime import datetime
 from core.config import JobsConfig
 from core.domain import Channel, DomainError, InsufficientPoints
 from core.jobs.base import Sample, Step, add, masked, queue_notice
+from core.ports import UnitOfWork
 from core.redemption import quote_redemption, redeem
 from core.rules import ProgrammeRules
 
@@ -24,24 +25,24 @@ def request_id(subscription_id: int, month: str) -> str:
     return f"auto:{subscription_id}:{month}"
 
 
-def auto_redeem(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
+def auto_redeem(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: JobsConfig,
                 cursor: str | None = None, *, dry_run: bool = False, samples: int = 0,
                 batch: int = BATCH) -> Step:
     month = f"{rules.today(now):%Y-%m}"
-    subs = uow.active_auto_redemptions(int(cursor or 0), batch)
+    subs = uow.jobs.active_auto_redemptions(int(cursor or 0), batch)
     counts: dict[str, int] = {"subscriptions": len(subs)}
     picked: list[Sample] = []
     events: list[dict] = []
     for sub in subs:
         rid = request_id(sub.id, month)
-        if uow.order_by_request(sub.msisdn, Channel.JOB, rid) is not None:
+        if uow.orders.order_by_request(sub.msisdn, Channel.JOB, rid) is not None:
             # Done this month (the notice went in the same transaction as the order).
             add(counts, "already_redeemed")
             continue
-        reward = uow.get_reward(sub.reward_code)
+        reward = uow.orders.get_reward(sub.reward_code)
         names = {"reward_zh": reward.name_zh if reward else sub.reward_code,
                  "reward_en": reward.name_en if reward else sub.reward_code}
-        member = uow.get_member(sub.msisdn)
+        member = uow.members.get_member(sub.msisdn)
         language = member.language if member else rules.programme.default_language
         try:
             if dry_run:
@@ -56,7 +57,7 @@ def auto_redeem(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
                 with uow.savepoint():
                     order = redeem(uow, rules, sub.msisdn, sub.reward_code, Channel.JOB, rid,
                                    now)
-                balance, _, _ = uow.balance_summary(order.msisdn, now)
+                balance, _, _ = uow.members.balance_summary(order.msisdn, now)
                 template = "auto_redeem_done"
                 params = {**names, "points": order.points, "balance": balance,
                           "order_no": order.order_no}

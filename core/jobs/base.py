@@ -18,6 +18,7 @@ from typing import Any
 from core.config import JobsConfig
 from core.domain import mask_msisdn
 from core.jobs.schedule import release_time
+from core.ports import UnitOfWork
 from core.rules import ProgrammeRules
 
 
@@ -65,7 +66,8 @@ def add(counts: dict[str, int], key: str, n: int = 1) -> None:
     counts[key] = counts.get(key, 0) + n
 
 
-def queue_notice(uow, rules: ProgrammeRules, config: JobsConfig, msisdn: str, now: datetime, *,
+def queue_notice(uow: UnitOfWork, rules: ProgrammeRules, config: JobsConfig, msisdn: str,
+                 now: datetime, *,
                  kind: str, template: str, params: dict[str, Any], dedupe_key: str) -> None:
     """Queue a job's SMS notice, held until the quiet hours end."""
     from core.service_desk import queue_sms

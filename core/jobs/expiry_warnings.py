@@ -26,6 +26,7 @@ from core.domain import LANGUAGES
 from core.jobs.base import Sample, Step, add, date_params, queue_notice
 from core.jobs.records import ExpiringBatch, VoiceCall
 from core.jobs.schedule import release_time, within_hours
+from core.ports import UnitOfWork
 from core.rules import ProgrammeRules, last_valid_day, start_of_local_day
 
 STAGE_FIRST = "30d"
@@ -52,20 +53,20 @@ def warning_params(points: int, last_day: date, today: date, stage: str) -> dict
             **date_params(last_day)}
 
 
-def expiry_warnings(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
+def expiry_warnings(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: JobsConfig,
                     cursor: str | None = None, *, dry_run: bool = False, samples: int = 0,
                     batch: int = BATCH) -> Step:
     """One batch of members (msisdn order, after ``cursor``): queue their due warnings."""
     zone = rules.zone
     today = rules.today(now)
     after = cursor or ""
-    upto, page = uow.member_page_bound(after, batch)
+    upto, page = uow.jobs.member_page_bound(after, batch)
     counts: dict[str, int] = {"members": page}
     if upto is None:
         return Step(None, counts)
     horizon = start_of_local_day(today + timedelta(days=config.warning_days + 1), zone)
-    groups: list[ExpiringBatch] = uow.expiring_batches(after, upto, now, horizon)
-    warned = uow.warned_keys(after, upto, now)
+    groups: list[ExpiringBatch] = uow.jobs.expiring_batches(after, upto, now, horizon)
+    warned = uow.jobs.warned_keys(after, upto, now)
     release = release_time(now, zone, config)
     warnings, messages, picked = [], [], []
     per_expiry: dict[datetime, tuple] = {}  # a batch of members shares a few expiry instants
@@ -111,8 +112,8 @@ def expiry_warnings(uow, rules: ProgrammeRules, now: datetime, config: JobsConfi
     if messages and release > now:
         add(counts, "held_for_quiet_hours", len(messages))
     if not dry_run:
-        uow.add_expiry_warnings(warnings, now)
-        uow.queue_messages_bulk(messages, now)
+        uow.jobs.add_expiry_warnings(warnings, now)
+        uow.outbox.queue_messages_bulk(messages, now)
     return Step(upto if page >= batch else None, counts, tuple(picked))
 
 
@@ -136,7 +137,7 @@ def stale_call_after(ami: AMIConfig) -> timedelta:
     return timedelta(seconds=max(600.0, 4 * ami.answer_timeout_s))
 
 
-def claim_voice_calls(uow, rules: ProgrammeRules, now: datetime, ami: AMIConfig,
+def claim_voice_calls(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, ami: AMIConfig,
                       limit: int) -> list[VoiceCall]:
     """Take up to ``limit`` due voice warnings for a call attempt (state ``calling``).
 
@@ -146,31 +147,31 @@ def claim_voice_calls(uow, rules: ProgrammeRules, now: datetime, ami: AMIConfig,
     """
     if limit <= 0 or not within_hours(now, rules.zone, parse_range(ami.calling_hours)):
         return []
-    due = uow.due_voice_warnings(now - timedelta(seconds=ami.retry_after_s),
-                                 now - stale_call_after(ami), limit)
+    due = uow.jobs.due_voice_warnings(now - timedelta(seconds=ami.retry_after_s),
+                                      now - stale_call_after(ami), limit)
     calls = []
     for row, opted_out in due:
         if row.expires_at <= now:
-            uow.set_expiry_warning_state(row.id, "expired", now)
+            uow.jobs.set_expiry_warning_state(row.id, "expired", now)
         elif opted_out:
-            uow.set_expiry_warning_state(row.id, "cancelled", now)
+            uow.jobs.set_expiry_warning_state(row.id, "cancelled", now)
         elif row.attempts > ami.retries:  # a stale call that was already the last try
-            uow.set_expiry_warning_state(row.id, FAILED, now)
+            uow.jobs.set_expiry_warning_state(row.id, FAILED, now)
         else:
-            uow.set_expiry_warning_state(row.id, CALLING, now, attempts=row.attempts + 1)
+            uow.jobs.set_expiry_warning_state(row.id, CALLING, now, attempts=row.attempts + 1)
             calls.append(VoiceCall(row.id, row.msisdn, row.points, row.expires_at,
                                    row.attempts + 1))
     return calls
 
 
-def record_call_outcome(uow, rules: ProgrammeRules, warning_id: int, outcome: str,
+def record_call_outcome(uow: UnitOfWork, rules: ProgrammeRules, warning_id: int, outcome: str,
                         now: datetime, ami: AMIConfig) -> str:
     """After an attempt: ``answered`` -> called; ``not-placed`` (AMI down, the phone never
     rang) -> pending without using up a try; ``invalid`` (not a number AMI can dial) ->
     failed; anything else (no-answer, busy, congestion,
     failed, unknown) -> pending for a retry ``ami.retry_after_s`` later, or failed after
     ``ami.retries`` retries. Returns the new state."""
-    row = uow.get_expiry_warning(warning_id)
+    row = uow.jobs.get_expiry_warning(warning_id)
     if row is None or row.state != CALLING:
         return row.state if row else "unknown"
     if outcome == "answered":
@@ -181,30 +182,30 @@ def record_call_outcome(uow, rules: ProgrammeRules, warning_id: int, outcome: st
         state, attempts = PENDING, max(0, row.attempts - 1)
     else:
         state, attempts = (FAILED if row.attempts > ami.retries else PENDING), None
-    uow.set_expiry_warning_state(warning_id, state, now, attempts=attempts)
+    uow.jobs.set_expiry_warning_state(warning_id, state, now, attempts=attempts)
     return state
 
 
-def warning_for_call(uow, rules: ProgrammeRules, warning_id: int, msisdn: str,
+def warning_for_call(uow: UnitOfWork, rules: ProgrammeRules, warning_id: int, msisdn: str,
                      now: datetime) -> CallWarning | None:
     """The warning a call was placed for; None unless id and number match a voice warning."""
-    row = uow.get_expiry_warning(warning_id)
+    row = uow.jobs.get_expiry_warning(warning_id)
     if row is None or row.msisdn != msisdn:
         return None
-    member = uow.get_member(row.msisdn)
+    member = uow.members.get_member(row.msisdn)
     language = member.language if member and member.language in LANGUAGES else \
         rules.programme.default_language
     return CallWarning(row.id, row.msisdn, row.points, row.expires_at,
                        last_valid_day(row.expires_at, rules.zone), language)
 
 
-def send_warning_copy(uow, rules: ProgrammeRules, warning_id: int, msisdn: str, now: datetime,
-                      config: JobsConfig) -> bool:
+def send_warning_copy(uow: UnitOfWork, rules: ProgrammeRules, warning_id: int, msisdn: str,
+                      now: datetime, config: JobsConfig) -> bool:
     """Queue the SMS copy of a voice warning (once per warning). False if it is unknown."""
     warning = warning_for_call(uow, rules, warning_id, msisdn, now)
     if warning is None:
         return False
-    row = uow.get_expiry_warning(warning_id)
+    row = uow.jobs.get_expiry_warning(warning_id)
     queue_notice(uow, rules, config, warning.msisdn, now, kind=KIND,
                  template=TEMPLATES.get(row.stage, TEMPLATES[STAGE_FIRST]),
                  params=warning_params(warning.points, warning.last_day, rules.today(now),

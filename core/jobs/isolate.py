@@ -17,22 +17,25 @@ from typing import Any
 
 from core.config import JobsConfig
 from core.jobs.base import Job, Step, add, masked
+from core.ports import UnitOfWork
 from core.rules import ProgrammeRules, qualifying_window_start
 
 
-def _next_member(uow, rules: ProgrammeRules, now: datetime, cursor: str | None) -> str | None:
-    return uow.member_page_bound(cursor or "", 1)[0]
+def _next_member(uow: UnitOfWork, rules: ProgrammeRules, now: datetime,
+                 cursor: str | None) -> str | None:
+    return uow.jobs.member_page_bound(cursor or "", 1)[0]
 
 
-def _next_candidate(uow, rules: ProgrammeRules, now: datetime, cursor: str | None) -> str | None:
-    rows = uow.tier_review_page(cursor or "", 1, qualifying_window_start(rules.today(now)),
-                                rules.programme.qualifying_sources)
+def _next_candidate(uow: UnitOfWork, rules: ProgrammeRules, now: datetime,
+                    cursor: str | None) -> str | None:
+    rows = uow.jobs.tier_review_page(cursor or "", 1, qualifying_window_start(rules.today(now)),
+                                     rules.programme.qualifying_sources)
     return rows[0].msisdn if rows else None
 
 
-def _next_subscription(uow, rules: ProgrammeRules, now: datetime,
+def _next_subscription(uow: UnitOfWork, rules: ProgrammeRules, now: datetime,
                        cursor: str | None) -> str | None:
-    subs = uow.active_auto_redemptions(int(cursor or 0), 1)
+    subs = uow.jobs.active_auto_redemptions(int(cursor or 0), 1)
     return str(subs[0].id) if subs else None
 
 
@@ -57,8 +60,8 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:200]
 
 
-def step_one_by_one(uow, rules: ProgrammeRules, job: Job, now: datetime, config: JobsConfig,
-                    cursor: str | None, run_key: str, *, batch: int | None,
+def step_one_by_one(uow: UnitOfWork, rules: ProgrammeRules, job: Job, now: datetime,
+                    config: JobsConfig, cursor: str | None, run_key: str, *, batch: int | None,
                     samples: int = 0) -> Step:
     """The batch after ``cursor``, one item per savepoint; failing items set aside."""
     next_item = NEXT_ITEM[job.name]
@@ -75,7 +78,7 @@ def step_one_by_one(uow, rules: ProgrammeRules, job: Job, now: datetime, config:
             if item is None:
                 raise
             error = describe(exc)
-            uow.job_set_item_aside(job.name, run_key, item, error, now)
+            uow.jobs.job_set_item_aside(job.name, run_key, item, error, now)
             add(counts, "set_aside")
             shown = masked(item) if item.isdigit() and len(item) >= 7 else item
             events.append(dict(set_aside=shown, error=error))

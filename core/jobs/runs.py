@@ -42,6 +42,7 @@ from core.jobs.base import Sample, Step
 from core.jobs.isolate import can_isolate, step_one_by_one
 from core.jobs.records import JobRun
 from core.jobs.registry import get_job
+from core.ports import UnitOfWork
 from core.rules import ProgrammeRules
 
 STALE_AFTER = timedelta(minutes=10)
@@ -106,41 +107,41 @@ def _takeover(run: JobRun, now: datetime, *, force: bool, stale_after: timedelta
     return force  # done
 
 
-def claim_run(uow, rules: ProgrammeRules, job: str, run_key: str, now: datetime, *,
+def claim_run(uow: UnitOfWork, rules: ProgrammeRules, job: str, run_key: str, now: datetime, *,
               owner: str, force: bool = False, stale_after: timedelta = STALE_AFTER,
               retry_failed_after: timedelta = RETRY_FAILED_AFTER,
               max_attempts: int = MAX_ATTEMPTS) -> Claim | None:
     """Claim (or take over) the run ``(job, run_key)``; None when it is not ours to do."""
     get_job(job)
-    if not uow.try_job_lock(job):
+    if not uow.jobs.try_job_lock(job):
         return None
     claim = Claim(0, job, run_key, owner)
-    run_id = uow.insert_job_run(job, run_key, now, _summary(claim, now))
+    run_id = uow.jobs.insert_job_run(job, run_key, now, _summary(claim, now))
     if run_id is not None:
         return replace(claim, run_id=run_id)
-    run = uow.get_job_run(job, run_key, for_update=True)
+    run = uow.jobs.get_job_run(job, run_key, for_update=True)
     if run is None or not _takeover(run, now, force=force, stale_after=stale_after,
                                     retry_failed_after=retry_failed_after,
                                     max_attempts=max_attempts):
         return None
     if run.state == DONE:  # forced: a new run from the start
         claim = replace(claim, run_id=run.id)
-        uow.update_job_run(run.id, state=RUNNING, started_at=now, finished_at=None,
-                           summary=_summary(claim, now))
+        uow.jobs.update_job_run(run.id, state=RUNNING, started_at=now, finished_at=None,
+                                summary=_summary(claim, now))
     else:
         claim = replace(claim, run_id=run.id, cursor=run.summary.get("cursor"),
                         counts=run.summary.get("counts", {}),
                         attempt=run.summary.get("attempt", 1) + 1, resumed=True)
-        uow.update_job_run(run.id, state=RUNNING, finished_at=None,
-                           summary=_summary(claim, now, resumed_from=run.state))
+        uow.jobs.update_job_run(run.id, state=RUNNING, finished_at=None,
+                                summary=_summary(claim, now, resumed_from=run.state))
     return claim
 
 
-def run_step(uow, rules: ProgrammeRules, claim: Claim, config: JobsConfig, now: datetime, *,
-             samples: int = 0, batch: int | None = None) -> StepReport:
+def run_step(uow: UnitOfWork, rules: ProgrammeRules, claim: Claim, config: JobsConfig,
+             now: datetime, *, samples: int = 0, batch: int | None = None) -> StepReport:
     """Do the next batch of a claimed run; the unit of work commits it with the run's progress
     (and, after the last batch, the run's end)."""
-    run = uow.get_job_run_by_id(claim.run_id, for_update=True)
+    run = uow.jobs.get_job_run_by_id(claim.run_id, for_update=True)
     if run is None or run.state != RUNNING or run.summary.get("owner") != claim.owner:
         raise LostClaim(f"run {claim.job}/{claim.run_key} was taken over")
     kwargs = {} if batch is None else {"batch": batch}
@@ -157,26 +158,27 @@ def run_step(uow, rules: ProgrammeRules, claim: Claim, config: JobsConfig, now: 
                                batch=batch, samples=samples)
     claim = replace(claim, cursor=step.cursor, counts=_merge(claim.counts, step.counts))
     if step.cursor is None:
-        uow.update_job_run(claim.run_id, state=DONE, finished_at=now,
-                           summary=_summary(claim, now))
+        uow.jobs.update_job_run(claim.run_id, state=DONE, finished_at=now,
+                                summary=_summary(claim, now))
     else:
-        uow.update_job_run(claim.run_id, summary=_summary(claim, now))
+        uow.jobs.update_job_run(claim.run_id, summary=_summary(claim, now))
     return StepReport(claim, step.cursor is None, step)
 
 
-def end_run(uow, rules: ProgrammeRules, claim: Claim, now: datetime, *, state: str,
+def end_run(uow: UnitOfWork, rules: ProgrammeRules, claim: Claim, now: datetime, *, state: str,
             error: str | None = None) -> bool:
     """Record that a run stopped before its end (``failed`` or ``interrupted``)."""
-    run = uow.get_job_run_by_id(claim.run_id, for_update=True)
+    run = uow.jobs.get_job_run_by_id(claim.run_id, for_update=True)
     if run is None or run.state != RUNNING or run.summary.get("owner") != claim.owner:
         return False
     extra = {"error": error[:500]} if error else {}
-    uow.update_job_run(claim.run_id, state=state, finished_at=now,
-                       summary=_summary(claim, now, **extra))
+    uow.jobs.update_job_run(claim.run_id, state=state, finished_at=now,
+                            summary=_summary(claim, now, **extra))
     return True
 
 
-def dry_run_step(uow, rules: ProgrammeRules, job: str, config: JobsConfig, now: datetime,
+def dry_run_step(uow: UnitOfWork, rules: ProgrammeRules, job: str, config: JobsConfig,
+                 now: datetime,
                  cursor: str | None, *, samples: int = 0, batch: int | None = None) -> Step:
     """One batch of what a run at ``now`` would do; nothing is written (run it read-only)."""
     kwargs = {} if batch is None else {"batch": batch}
@@ -184,8 +186,8 @@ def dry_run_step(uow, rules: ProgrammeRules, job: str, config: JobsConfig, now: 
                              **kwargs)
 
 
-def job_runs(uow, rules: ProgrammeRules, *, limit: int = 20) -> list[JobRun]:
-    return uow.recent_job_runs(limit)
+def job_runs(uow: UnitOfWork, rules: ProgrammeRules, *, limit: int = 20) -> list[JobRun]:
+    return uow.jobs.recent_job_runs(limit)
 
 
 # --- a synchronous driver ------------------------------------------------------------------

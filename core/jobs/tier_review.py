@@ -13,6 +13,7 @@ from core.accounts import review_tier
 from core.config import JobsConfig
 from core.domain import AccountNeedsAttention
 from core.jobs.base import Sample, Step, add, date_params, queue_notice
+from core.ports import UnitOfWork
 from core.rules import (
     ProgrammeRules,
     qualifying_window_start,
@@ -26,12 +27,12 @@ BATCH = 2000
 KIND = "tier_changed"
 
 
-def tier_review(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
+def tier_review(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: JobsConfig,
                 cursor: str | None = None, *, dry_run: bool = False, samples: int = 0,
                 batch: int = BATCH) -> Step:
     today = rules.today(now)
-    rows = uow.tier_review_page(cursor or "", batch, qualifying_window_start(today),
-                                rules.programme.qualifying_sources)
+    rows = uow.jobs.tier_review_page(cursor or "", batch, qualifying_window_start(today),
+                                     rules.programme.qualifying_sources)
     counts: dict[str, int] = {"members": len(rows)}
     picked: list[Sample] = []
     for row in rows:
@@ -53,7 +54,7 @@ def tier_review(uow, rules: ProgrammeRules, now: datetime, config: JobsConfig,
             except AccountNeedsAttention:  # corrupt lots: check ledger names the member
                 add(counts, "needs_attention")
                 continue
-            valid_until = uow.get_member(row.msisdn).tier_valid_until
+            valid_until = uow.members.get_member(row.msisdn).tier_valid_until
         add(counts, "reviewed")
         if old == new:
             continue

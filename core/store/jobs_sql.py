@@ -1,8 +1,8 @@
 """Queries for the scheduled jobs (expiry warnings, auto-redemption, tier review, job runs).
 
 Bulk by design: the expiry-warning job reads one grouped query per batch of members and writes
-its warning and outbox rows with one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` each, so a
-run over a million members makes a few hundred round trips, not millions.
+its warning rows (here) and outbox rows (``outbox_sql``) with one bulk insert each, so a run
+over a million members makes a few hundred round trips, not millions.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, and_, func, or_, select, text, type_coerce, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import DateTime, and_, func, insert, or_, select, text, type_coerce, update
 
 from core.jobs.records import (
     AutoRedemption,
@@ -24,8 +22,16 @@ from core.jobs.records import (
     JobRun,
     TierCandidate,
 )
+from core.store.repository import SqlRepository
 from core.store.sums import out_of_range, points_sum
-from core.store.tables import auto_redemptions, expiry_warnings, job_runs, lots, members, outbox
+from core.store.tables import (
+    auto_redemptions,
+    expiry_warnings,
+    job_runs,
+    job_set_aside,
+    lots,
+    members,
+)
 
 _LOCK_NAMESPACE = 0x4C4A  # pg_advisory locks of the jobs: (namespace, crc32 of the job name)
 
@@ -34,11 +40,9 @@ def _signed32(value: int) -> int:
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
-class JobsQueries:
-    """Mixed into SqlUnitOfWork; uses ``self.conn`` and ``self.is_sqlite``."""
-
-    def _insert(self, table):
-        return sqlite_insert(table) if self.is_sqlite else pg_insert(table)
+class SqlJobs(SqlRepository):
+    """Job runs, expiry warnings, auto-redemptions, tier review pages and the items a run set
+    aside: the ``JobsRepository`` of ``core.ports``."""
 
     # --- job runs ---------------------------------------------------------------------------
 
@@ -60,13 +64,13 @@ class JobsQueries:
         return self.conn.execute(stmt).scalar()
 
     def get_job_run(self, job: str, run_key: str, *, for_update: bool = False) -> JobRun | None:
-        stmt = select(job_runs).where(job_runs.c.job == job, job_runs.c.run_key == run_key)
-        row = self.conn.execute(self._lock(stmt) if for_update else stmt).first()
+        row = self._first(select(job_runs).where(
+            job_runs.c.job == job, job_runs.c.run_key == run_key), for_update=for_update)
         return _job_run(row) if row else None
 
     def get_job_run_by_id(self, run_id: int, *, for_update: bool = False) -> JobRun | None:
-        stmt = select(job_runs).where(job_runs.c.id == run_id)
-        row = self.conn.execute(self._lock(stmt) if for_update else stmt).first()
+        row = self._first(select(job_runs).where(job_runs.c.id == run_id),
+                          for_update=for_update)
         return _job_run(row) if row else None
 
     def update_job_run(self, run_id: int, **fields: Any) -> None:
@@ -134,87 +138,14 @@ class JobsQueries:
         already (same msisdn, expires_at and stage) is skipped."""
         if not rows:
             return
-        constants = dict(attempts=0, created_at=now, updated_at=now)
-        if not self.is_sqlite:
-            self._copy_insert(
-                "expiry_warnings",
-                dict(msisdn="varchar(20)", expires_at="timestamp", stage="varchar(10)",
-                     points="integer", channel="varchar(10)", state="varchar(15)",
-                     attempts="integer", created_at="timestamp", updated_at="timestamp"),
-                rows, constants, "ON CONFLICT ON CONSTRAINT uq_expiry_warnings_batch DO NOTHING")
-            return
-        stmt = self._insert(expiry_warnings).on_conflict_do_nothing(
-            index_elements=["msisdn", "expires_at", "stage"])
-        self.conn.execute(stmt, [dict(r, **constants) for r in rows])
-
-    def queue_messages_bulk(self, rows: Sequence[dict[str, Any]], now: datetime) -> None:
-        """Many outbox rows at once (template + params, rendered at send time); a row whose
-        ``dedupe_key`` is there already is skipped. ``params`` is a dict, or its JSON text."""
-        if not rows:
-            return
-        values = [dict(msisdn=r["msisdn"], language=r["language"], template=r["template"],
-                       params=r["params"] if isinstance(r["params"], str) else
-                       json.dumps(r["params"], ensure_ascii=False, default=str),
-                       kind=r["kind"], dedupe_key=r["dedupe_key"],
-                       not_before=r.get("not_before") or now) for r in rows]
-        constants = dict(state="queued", attempts=0, created_at=now)
-        if not self.is_sqlite:
-            self._copy_insert(
-                "outbox",
-                dict(msisdn="varchar(20)", language="varchar(5)", template="varchar(50)",
-                     params="text", kind="varchar(30)", dedupe_key="varchar(150)",
-                     not_before="timestamp", state="varchar(15)", attempts="integer",
-                     created_at="timestamp"),
-                values, constants, "ON CONFLICT (dedupe_key) DO NOTHING")
-            return
-        stmt = self._insert(outbox).on_conflict_do_nothing(index_elements=["dedupe_key"])
-        self.conn.execute(stmt, [dict(v, body=None, **constants) for v in values])
-
-    def _copy_insert(self, table: str, columns: dict[str, str],
-                     rows: Sequence[dict[str, Any]], constants: dict[str, Any],
-                     conflict: str) -> None:
-        """PostgreSQL bulk insert, in the unit of work's transaction: the rows as one COPY
-        straight into ``table`` (under a savepoint). Should a row hit a unique key (it was
-        written already: a race the run claim makes rare), the savepoint is rolled back and
-        the same data goes through a session-private staging table and one ``INSERT ...
-        SELECT ... ON CONFLICT DO NOTHING``. Instants are stored naive UTC, as UTCDateTime
-        does."""
-        from psycopg import errors
-
-        names = list(columns)
-        data = _copy_text(names, rows, constants)
-        copy_sql = f"COPY {{}} ({', '.join(names)}) FROM STDIN"
-        if not self.conn.in_transaction():
-            self.conn.begin()  # so the unit of work's commit() covers the driver-level COPY
-        raw = self.conn.connection.driver_connection
-        with raw.cursor() as cur:
-            cur.execute("SAVEPOINT loyalty_bulk")
-            try:
-                with cur.copy(copy_sql.format(table)) as copy:
-                    copy.write(data)
-            except errors.UniqueViolation:
-                cur.execute("ROLLBACK TO SAVEPOINT loyalty_bulk")
-            else:
-                cur.execute("RELEASE SAVEPOINT loyalty_bulk")
-                return
-            cur.execute("RELEASE SAVEPOINT loyalty_bulk")
-            stage = f"loyalty_stage_{table}"
-            cur.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ("
-                        + ", ".join(f"{n} {k}" for n, k in columns.items())
-                        + ") ON COMMIT DELETE ROWS")
-            cur.execute(f"TRUNCATE {stage}")
-            with cur.copy(copy_sql.format(stage)) as copy:
-                copy.write(data)
-            cur.execute(f"INSERT INTO {table} ({', '.join(names)}) "
-                        f"SELECT {', '.join(names)} FROM {stage} {conflict}")
-
-    def due_message_count(self, now: datetime, kind: str | None = None) -> int:
-        """Queued outbox messages whose ``not_before`` has come."""
-        stmt = select(func.count()).select_from(outbox).where(
-            outbox.c.state == "queued", outbox.c.not_before <= now)
-        if kind:
-            stmt = stmt.where(outbox.c.kind == kind)
-        return int(self.conn.execute(stmt).scalar_one())
+        self._insert_new(
+            expiry_warnings, rows, dict(attempts=0, created_at=now, updated_at=now),
+            unique=["msisdn", "expires_at", "stage"],
+            copy_columns=dict(msisdn="varchar(20)", expires_at="timestamp", stage="varchar(10)",
+                              points="integer", channel="varchar(10)", state="varchar(15)",
+                              attempts="integer", created_at="timestamp",
+                              updated_at="timestamp"),
+            copy_conflict="ON CONFLICT ON CONSTRAINT uq_expiry_warnings_batch DO NOTHING")
 
     def lapsed_summary(self, now: datetime) -> tuple[int, int, int]:
         """(lots, points, members) that an expiry run at ``now`` would expire."""
@@ -293,41 +224,33 @@ class JobsQueries:
                               int(earned.get(r.msisdn) or 0), r.granted_tier_code,
                               r.granted_tier_until) for r in page]
 
+    def auto_redemption_subscribe(self, msisdn: str, reward_code: str, active: bool,
+                                  now: datetime) -> None:
+        exists = self.conn.execute(select(auto_redemptions.c.id).where(
+            auto_redemptions.c.msisdn == msisdn,
+            auto_redemptions.c.reward_code == reward_code)).scalar()
+        if exists:
+            self.conn.execute(update(auto_redemptions).where(auto_redemptions.c.id == exists)
+                              .values(active=active))
+        else:
+            self.conn.execute(insert(auto_redemptions), dict(
+                msisdn=msisdn, reward_code=reward_code, active=active, created_at=now))
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+    # --- items a run set aside --------------------------------------------------------------
 
+    def job_set_item_aside(self, job: str, run_key: str, item: str, error: str,
+                           now: datetime) -> None:
+        exists = self.conn.execute(select(job_set_aside.c.id).where(
+            job_set_aside.c.job == job, job_set_aside.c.run_key == run_key,
+            job_set_aside.c.item == item)).scalar()
+        if exists is None:
+            self.conn.execute(job_set_aside.insert().values(
+                job=job, run_key=run_key, item=item[:60], error=error[:200], created_at=now))
 
-def _copy_text(names: Sequence[str], rows: Sequence[dict[str, Any]],
-               constants: dict[str, Any]) -> str:
-    """Rows in COPY's text format (tab-separated, backslash escapes, \\N for NULL). Constant
-    columns are formatted once; instants once per distinct value."""
-    cache: dict[Any, str] = {}
-
-    def field(value: Any) -> str:
-        if isinstance(value, str):
-            return value.translate(_COPY_ESCAPES)
-        if value is None:
-            return "\\N"
-        if isinstance(value, bool):
-            return "t" if value else "f"
-        if isinstance(value, datetime):
-            text_ = cache.get(value)
-            if text_ is None:
-                text_ = cache[value] = _naive_utc(value).isoformat(sep=" ")
-            return text_
-        return str(value)
-
-    variable = [n for n in names if n not in constants]
-    tail = "".join("\t" + field(constants[n]) for n in names if n in constants)
-    if any(n in constants for n in names[:len(variable)]):  # constants must come last
-        raise ValueError("constant columns go after the per-row columns")
-    lines = ["\t".join([field(row[n]) for n in variable]) + tail for row in rows]
-    lines.append("")
-    return "\n".join(lines)
-
-
-def _naive_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None)
+    def set_aside_job_item(self, item_id: int) -> tuple[str, str, str] | None:
+        row = self.conn.execute(select(job_set_aside).where(
+            job_set_aside.c.id == item_id)).first()
+        return (row.job, row.run_key, row.item) if row is not None else None
 
 
 def _aware_utc(value: Any) -> datetime:
@@ -336,7 +259,7 @@ def _aware_utc(value: Any) -> datetime:
     return value.replace(tzinfo=UTC)
 
 
-def _job_run(row) -> JobRun:
+def _job_run(row: Any) -> JobRun:
     try:
         summary = json.loads(row.summary) if row.summary else {}
     except ValueError:
@@ -345,6 +268,6 @@ def _job_run(row) -> JobRun:
                   summary if isinstance(summary, dict) else {"value": summary})
 
 
-def _warning(row) -> ExpiryWarning:
+def _warning(row: Any) -> ExpiryWarning:
     return ExpiryWarning(row.id, row.msisdn, row.expires_at, row.stage, row.points, row.channel,
                          row.state, row.attempts, row.updated_at)

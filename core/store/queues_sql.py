@@ -79,17 +79,6 @@ class QueueQueries:
             self.conn.execute(update(outbox).where(outbox.c.id == row_id).values(
                 state=SET_ASIDE, claimed_until=None, error=error[:200], final_at=now))
 
-    # --- jobs -------------------------------------------------------------------------------
-
-    def job_set_item_aside(self, job: str, run_key: str, item: str, error: str,
-                           now: datetime) -> None:
-        exists = self.conn.execute(select(job_set_aside.c.id).where(
-            job_set_aside.c.job == job, job_set_aside.c.run_key == run_key,
-            job_set_aside.c.item == item)).scalar()
-        if exists is None:
-            self.conn.execute(job_set_aside.insert().values(
-                job=job, run_key=run_key, item=item[:60], error=error[:200], created_at=now))
-
     # --- ops --------------------------------------------------------------------------------
 
     def set_aside_counts(self) -> dict[str, int]:
@@ -114,11 +103,6 @@ class QueueQueries:
                                r.created_at)
                   for r in self.conn.execute(select(job_set_aside).order_by(j.id).limit(limit))]
         return items
-
-    def set_aside_job_item(self, item_id: int) -> tuple[str, str, str] | None:
-        row = self.conn.execute(select(job_set_aside).where(
-            job_set_aside.c.id == item_id)).first()
-        return (row.job, row.run_key, row.item) if row is not None else None
 
     def release_set_aside(self, queue: str, item_id: int, now: datetime) -> bool:
         """Put a set-aside item back in its queue, due now, attempts counted afresh."""

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from core.accounts import balance, history, tier_status
 from core.domain import Balance, LedgerEntry, TierStatus
+from core.ports import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Snapshot:
     history: list[LedgerEntry]  # newest first, up to the page size + 1 (to know if more)
 
 
-def menu_snapshot(uow: Any, rules: Any, msisdn: str, now: datetime,
+def menu_snapshot(uow: UnitOfWork, rules: Any, msisdn: str, now: datetime,
                   history_limit: int) -> Snapshot:
     """The main menu's read-only answers, from one transaction (database thread)."""
     return Snapshot(tier_status(uow, rules, msisdn, now), balance(uow, rules, msisdn, now),

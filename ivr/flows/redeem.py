@@ -27,6 +27,7 @@ from core.domain import (
     RewardUnavailable,
     UnknownReward,
 )
+from core.ports import UnitOfWork
 from core.redemption import catalogue, quote_redemption, redeem
 from core.service_desk import queue_sms
 from ivr.flows.auth import enter_pin
@@ -152,13 +153,13 @@ async def _refused(call: Call, error: DomainError) -> bool:
     return prompt is not None
 
 
-def redeem_with_sms(uow, rules, msisdn: str, code: str, channel: str, request_id: str,
+def redeem_with_sms(uow: UnitOfWork, rules, msisdn: str, code: str, channel: str, request_id: str,
                     now, *, reward_name: str, language: str):
     """``redeem`` and its SMS confirmation in one transaction: an order never exists without
     its SMS, whatever happens to this process after the commit. A replayed request returns
     the same order and queues nothing more (the SMS's dedupe key is the order number)."""
     order = redeem(uow, rules, msisdn, code, channel, request_id, now)
-    after, _, _ = uow.balance_summary(order.msisdn, now)
+    after, _, _ = uow.members.balance_summary(order.msisdn, now)
     queue_sms(uow, rules, order.msisdn, now, kind=REDEEM_SMS_KIND, template="redeem_done",
               params={"order_no": order.order_no, "reward_code": order.reward_code,
                       "reward_name": reward_name, "reward_kind": order.reward_kind,

@@ -10,13 +10,14 @@ def add_member(store, msisdn="13800138000", *, name="测试", language="zh", tie
     from datetime import UTC, datetime
 
     with store.unit_of_work() as uow:
-        uow.upsert_members([dict(msisdn=msisdn, name=name, language=language, tier_code=tier,
-                                 warning_opt_out=False, warning_channel="sms", pin_failures=0,
-                                 created_at=now or datetime(2026, 1, 1, tzinfo=UTC))])
+        uow.members.upsert_members([dict(
+            msisdn=msisdn, name=name, language=language, tier_code=tier, warning_opt_out=False,
+            warning_channel="sms", pin_failures=0,
+            created_at=now or datetime(2026, 1, 1, tzinfo=UTC))])
 
 
 def add_reward(store, code="A01", *, kind="service", points=100, stock=None, limit=None,
                prices=(), available=(None, None)):
     with store.unit_of_work() as uow:
-        uow.upsert_reward(Reward(code, f"奖品{code}", f"Reward {code}", kind, points, stock,
-                                 available[0], available[1], limit, 1, tuple(prices)))
+        uow.orders.upsert_reward(Reward(code, f"奖品{code}", f"Reward {code}", kind, points, stock,
+                                        available[0], available[1], limit, 1, tuple(prices)))

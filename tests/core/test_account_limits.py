@@ -39,10 +39,12 @@ def corrupt(store, msisdn, now):
     huge = 2**62 if store.engine.dialect.name == "sqlite" else 2**31 - 1
     with store.unit_of_work() as uow:
         for n in range(2):
-            uow.add_lot(msisdn=msisdn, amount=huge, source="bill", earned_on=date(2026, 1, 1),
-                        expires_at=datetime(2029, 1, 1, tzinfo=UTC), reference=f"X{n}", now=now)
-            uow.add_ledger(msisdn=msisdn, kind="credit", amount=huge, reason="bill",
-                           channel="import", now=now, reference=f"X{n}")
+            uow.members.add_lot(msisdn=msisdn, amount=huge, source="bill",
+                                earned_on=date(2026, 1, 1),
+                                expires_at=datetime(2029, 1, 1, tzinfo=UTC), reference=f"X{n}",
+                                now=now)
+            uow.members.add_ledger(msisdn=msisdn, kind="credit", amount=huge, reason="bill",
+                                   channel="import", now=now, reference=f"X{n}")
 
 
 def test_a_corrupt_account_breaks_nothing_for_the_others(cli, store, members, run, now,

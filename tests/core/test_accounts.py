@@ -121,7 +121,7 @@ def test_three_wrong_pins_lock_for_thirty_minutes(store, run, now):
     add_member(store, M)
     run(set_pin, M, "2468", now)
     with store.unit_of_work() as uow:
-        assert uow.member_pin(M)[0] != "2468" and "2468" not in uow.member_pin(M)[0]
+        assert uow.members.member_pin(M)[0] != "2468" and "2468" not in uow.members.member_pin(M)[0]
     first = run(verify_pin, M, "1111", now)
     assert not first.accepted and first.tries_left == 2 and first.locked_until is None
     second = run(verify_pin, M, "1112", now)

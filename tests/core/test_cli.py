@@ -44,10 +44,10 @@ def add_member(database_url, msisdn):
     store = Store(database_url)
     try:
         with store.unit_of_work() as uow:
-            uow.upsert_members([dict(msisdn=msisdn, name="Not Demo", language="en",
-                                     tier_code="standard", warning_opt_out=False,
-                                     warning_channel="sms", pin_failures=0,
-                                     created_at=datetime.now(UTC))])
+            uow.members.upsert_members([dict(msisdn=msisdn, name="Not Demo", language="en",
+                                             tier_code="standard", warning_opt_out=False,
+                                             warning_channel="sms", pin_failures=0,
+                                             created_at=datetime.now(UTC))])
     finally:
         store.dispose()
 

@@ -50,7 +50,7 @@ def test_threads_cannot_overspend(store, run, now, funded, monkeypatch, database
     assert results.count(True) == AFFORDABLE
     assert run(balance, M, now).points == 0
     with store.unit_of_work() as uow:
-        assert uow.get_reward("G01").stock == STOCK - AFFORDABLE
+        assert uow.orders.get_reward("G01").stock == STOCK - AFFORDABLE
     assert_ledger_checks(monkeypatch, database_url, capsys)
 
 
@@ -63,5 +63,5 @@ def test_processes_cannot_overspend(store, run, now, funded, monkeypatch, databa
     assert sum(failed for _, failed in outcomes) == 20 - AFFORDABLE
     assert run(balance, M, now).points == 0
     with store.unit_of_work() as uow:
-        assert uow.get_reward("G01").stock == STOCK - AFFORDABLE
+        assert uow.orders.get_reward("G01").stock == STOCK - AFFORDABLE
     assert_ledger_checks(monkeypatch, database_url, capsys)

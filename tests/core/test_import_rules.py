@@ -122,11 +122,11 @@ def test_a_gb18030_file_from_chinese_excel_is_detected(cli, store, tmp_path, cap
     assert path.read_bytes().count(b"\xd5\xc5\xce\xb0") == 1  # 张伟 in GB18030
     assert cli(["import", "members", str(path)]) == 0
     with store.unit_of_work() as uow:
-        assert uow.get_member("13800138000").name == "张伟"
+        assert uow.members.get_member("13800138000").name == "张伟"
     bom = write(tmp_path, "bom.csv", "\ufeffmsisdn,name,language\n15800158000,王芳,zh\n")
     assert cli(["import", "members", str(bom)]) == 0
     with store.unit_of_work() as uow:
-        assert uow.get_member("15800158000").name == "王芳"
+        assert uow.members.get_member("15800158000").name == "王芳"
 
 
 def test_encoding_can_be_named_and_a_misfit_is_said_clearly(cli, store, tmp_path, capsys):
@@ -134,7 +134,7 @@ def test_encoding_can_be_named_and_a_misfit_is_said_clearly(cli, store, tmp_path
     big5 = write(tmp_path, "big5.csv", text, "big5")
     assert cli(["import", "members", "--encoding", "big5", str(big5)]) == 0
     with store.unit_of_work() as uow:
-        assert uow.get_member("13800138000").name == "張偉"
+        assert uow.members.get_member("13800138000").name == "張偉"
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"msisdn,name,language\n15800158000,A\x80,zh\n")
     assert cli(["import", "members", str(bad)]) == 1

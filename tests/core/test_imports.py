@@ -31,8 +31,8 @@ def test_members_import_normalises_numbers_and_hashes_pins(store, run, now, tmp_
     report = run(import_members, write(tmp_path, "m.csv", MEMBERS), now)
     assert (report.rows, report.created, report.updated) == (2, 2, 0)
     with store.unit_of_work() as uow:
-        assert uow.get_member("13800138000").name == "张伟"
-        assert uow.get_member("15800158000").tier_code == "silver"
+        assert uow.members.get_member("13800138000").name == "张伟"
+        assert uow.members.get_member("15800158000").tier_code == "silver"
     assert not run(verify_pin, "13800138000", "0000", now).accepted
     again = run(import_members, write(tmp_path, "m2.csv", "msisdn,name,language\n"
                                       "13800138000,张伟伟,zh\n"), now)
@@ -47,7 +47,7 @@ def test_a_bad_row_names_its_line_and_nothing_is_applied(store, run, now, tmp_pa
     assert [line for line, _ in failed.value.errors] == [3, 4]
     assert "line 4: language must be one of zh, en" in str(failed.value)
     with store.unit_of_work() as uow:
-        assert uow.count_members() == 0
+        assert uow.members.count_members() == 0
 
 
 def test_numbers_outside_the_numbering_plan_are_refused_with_their_line(store, run, now,
@@ -59,7 +59,7 @@ def test_numbers_outside_the_numbering_plan_are_refused_with_their_line(store, r
     assert [line for line, _ in failed.value.errors] == [3, 4, 5]
     assert "outside the numbering plan" in failed.value.errors[1][1]
     with store.unit_of_work() as uow:
-        assert uow.count_members() == 0
+        assert uow.members.count_members() == 0
 
 
 def test_points_for_a_number_outside_the_plan_are_refused(store, run, now, tmp_path):
@@ -118,16 +118,16 @@ def test_rewards_and_delivery_updates(store, run, now, tmp_path):
     report = run(import_rewards, write(tmp_path, "r.csv", rewards), now)
     assert (report.created, report.updated) == (2, 0)
     with store.unit_of_work() as uow:
-        flask = uow.get_reward("G01")
+        flask = uow.orders.get_reward("G01")
     assert (flask.stock, flask.price_for("gold"), flask.per_member_limit) == (5, 250, 2)
     order = run(redeem, "13800138000", "G01", "sms", "r1", now)
     updates = (f"order_no,status,courier,tracking_no\n{order.order_no},shipped,SF,SF99\n")
     run(import_deliveries, write(tmp_path, "d.csv", updates), now)
     with store.unit_of_work() as uow:
-        assert uow.get_order(order.order_no).delivery.tracking_no == "SF99"
+        assert uow.orders.get_order(order.order_no).delivery.tracking_no == "SF99"
     bad = f"order_no,status,courier,tracking_no\n{order.order_no},lost,SF,1\nNOPE,shipped,SF,2\n"
     with pytest.raises(ImportFailed) as failed:
         run(import_deliveries, write(tmp_path, "d2.csv", bad), now)
     assert [line for line, _ in failed.value.errors] == [2, 3]
     with store.unit_of_work() as uow:
-        assert uow.get_order(order.order_no).delivery.status == "shipped"
+        assert uow.orders.get_order(order.order_no).delivery.status == "shipped"

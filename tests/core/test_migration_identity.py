@@ -50,11 +50,11 @@ def test_upgrade_keeps_rows_and_rekeys_orders_and_calls(store_at_0003, now):
     with store.unit_of_work() as uow:
         # another member's order with the same channel and request id is now allowed
         uow.conn.execute(insert(orders), order_row("2", "15800158000", now))
-        found = uow.order_by_request("15800158000", "ivr", "1764300000.17:A01")
+        found = uow.orders.order_by_request("15800158000", "ivr", "1764300000.17:A01")
         assert found is not None and found.order_no == "2"
         # a second call with an existing uniqueid is a new record
-        uow.record_call_start(uniqueid="1764300000.1", msisdn_masked="158****8000",
-                              script="loyalty", now=now)
+        uow.calls.record_call_start(uniqueid="1764300000.1", msisdn_masked="158****8000",
+                                    script="loyalty", now=now)
         uow.commit()
         rows = uow.conn.execute(select(calls).order_by(calls.c.id)).all()
     assert [(r.uniqueid, r.msisdn_masked) for r in rows] == [

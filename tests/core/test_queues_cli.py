@@ -28,9 +28,10 @@ def aside(monkeypatch, database_url, store, rules):
                                               "k1")], NOW)
         mo_id = uow.sms_claim_mo(1)[0].id
         uow.sms_mo_set_aside(mo_id, 4, "OperationalError: integer overflow", NOW)
-        mt_id = uow.queue_message(msisdn=ALICE, language="en", kind="test", now=NOW, body="hi")
+        mt_id = uow.outbox.queue_message(msisdn=ALICE, language="en", kind="test", now=NOW,
+                                         body="hi")
         uow.sms_record_set_aside([(mt_id, "queue full (0x00000014)")], NOW)
-        uow.job_set_item_aside("expiry-warnings", "2026-11-22", ZHANG, "RuntimeError: x", NOW)
+        uow.jobs.job_set_item_aside("expiry-warnings", "2026-11-22", ZHANG, "RuntimeError: x", NOW)
         uow.commit()
         job_id = uow.set_aside_items()[-1].item
     return f"mo:{mo_id}", f"mt:{mt_id}", job_id

@@ -40,8 +40,8 @@ def test_redeem_debits_soonest_expiring_points_and_records_the_lots(store, run, 
     order = run(redeem, M, "A01", "sms", "mo-1", now)
     assert (order.points, order.status, order.delivery) == (400, "confirmed", None)
     with store.unit_of_work() as uow:
-        draws = uow.ledger_draws_for_order(order.order_no, "debit")
-        lots = {lot.id: lot for lot in uow.get_lots([d[0] for d in draws])}
+        draws = uow.members.ledger_draws_for_order(order.order_no, "debit")
+        lots = {lot.id: lot for lot in uow.members.get_lots([d[0] for d in draws])}
     assert [(lots[i].reference, n) for i, n in draws] == [("old", 300), ("new", 100)]
     assert run(balance, M, now).points == 600
     assert run(history, M, now)[0].amount == -400
@@ -94,7 +94,8 @@ def test_gift_orders_get_a_delivery_record(store, run, now, member):
     assert order.delivery.status == "pending"
     run(update_delivery, order.order_no, "shipped", "SF", "SF123", now + timedelta(hours=1))
     with store.unit_of_work() as uow:
-        assert [d.status for d in uow.delivery_history(order.order_no)] == ["pending", "shipped"]
+        assert [d.status for d in uow.orders.delivery_history(order.order_no)] == \
+            ["pending", "shipped"]
     with pytest.raises(OrderNotCancellable):
         run(cancel_order, order.order_no, now + timedelta(hours=2))
 
@@ -106,8 +107,8 @@ def test_cancel_refunds_the_same_lots_and_the_stock(store, run, now, member):
     assert cancelled.status == "cancelled" and cancelled.delivery.status == "cancelled"
     assert run(balance, M, now).points == 1000
     with store.unit_of_work() as uow:
-        assert uow.get_reward("G01").stock == 3
-        remaining = {lot.reference: lot.remaining for lot in uow.spendable_lots(M, now)}
+        assert uow.orders.get_reward("G01").stock == 3
+        remaining = {lot.reference: lot.remaining for lot in uow.members.spendable_lots(M, now)}
     assert remaining == {"old": 300, "new": 700}
     assert run(history, M, now)[0].kind == "refund"
     assert run(check_ledger) == []
@@ -123,7 +124,7 @@ def test_cancel_after_the_lots_expired_refunds_a_fresh_lot(store, run, now, memb
     # "new" gets its 100 back; the 300 drawn from the lapsed 2024 lot come back as a fresh lot.
     assert run(balance, M, later).points == 1000
     with store.unit_of_work() as uow:
-        fresh = [lot for lot in uow.spendable_lots(M, later) if lot.source == "refund"]
+        fresh = [lot for lot in uow.members.spendable_lots(M, later) if lot.source == "refund"]
     assert [(lot.amount, lot.earned_on) for lot in fresh] == [(300, date(2027, 2, 1))]
     assert run(check_ledger) == []
 

@@ -28,7 +28,7 @@ def credit_then_fail(uow, rules, now):
 
 def language_of(store) -> str:
     with store.unit_of_work(write=False) as uow:
-        return uow.get_member(M).language
+        return uow.members.get_member(M).language
 
 
 def test_what_a_use_case_wrote_is_kept_when_it_returns(store, run, now):
@@ -94,5 +94,5 @@ async def test_the_database_service_commits_a_wrong_pin_and_reports_it(store, ru
     assert (after_reset.tries_left, fourth.tries_left) == (2, 1)  # the right PIN reset the count
     assert fifth.locked_until == now + timedelta(minutes=30)
     with store.unit_of_work(write=False) as uow:
-        assert uow.get_member(M).pin_locked_until == now + timedelta(minutes=30)
-        assert uow.balance_summary(M, now)[0] == 0
+        assert uow.members.get_member(M).pin_locked_until == now + timedelta(minutes=30)
+        assert uow.members.balance_summary(M, now)[0] == 0

@@ -109,7 +109,7 @@ def prepare_database(url: str, rules: Any, now: datetime) -> list[str]:
             load_demo(uow, rules, now)
         numbers = [member_number(i) for i in range(MEMBERS + BURST + CALLER_MEMBERS)]
         with store.unit_of_work() as uow:
-            uow.upsert_members([
+            uow.members.upsert_members([
                 dict(msisdn=m, name=f"Member {i}", language=("zh", "en")[i % 2],
                      tier_code=rules.tiers[0].code, created_at=now)
                 for i, m in enumerate(numbers)])

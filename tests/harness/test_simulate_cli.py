@@ -24,8 +24,8 @@ def test_simulate_sms_leaves_real_queued_messages_alone(store, rules, database_u
         # An IVR SMS copy waiting for a real subscriber (the SMSC link was down), one for the
         # very number simulated, and a real MO not handled yet.
         for msisdn in (ZHANG, ALICE):
-            uow.queue_message(msisdn=msisdn, language="zh", kind="ivr_copy", now=now,
-                              body=f"order details for {msisdn}", dedupe_key=f"ivr:{msisdn}")
+            uow.outbox.queue_message(msisdn=msisdn, language="zh", kind="ivr_copy", now=now,
+                                     body=f"order details for {msisdn}", dedupe_key=f"ivr:{msisdn}")
         uow.commit()
         store_mo_batch(uow, rules, [MOMessage(BOB, "10086", "JF", True, None, "JF", 0, 0,
                                               "real-bob-jf")], now)

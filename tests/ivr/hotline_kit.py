@@ -122,7 +122,7 @@ class Rig:
 
     def outbox(self, msisdn: str) -> list[dict[str, Any]]:
         with self.store.unit_of_work(write=False) as uow:
-            return uow.outbox_for(msisdn)
+            return uow.outbox.outbox_for(msisdn)
 
     def call_records(self) -> list[dict[str, Any]]:
         with self.store.unit_of_work(write=False) as uow:
@@ -130,7 +130,7 @@ class Rig:
 
     def ledger(self, msisdn: str) -> list[Any]:
         with self.store.unit_of_work(write=False) as uow:
-            return uow.history(msisdn, 0, 100)
+            return uow.members.history(msisdn, 0, 100)
 
 
 def make_rig(database_url: str, config: Config, rules: Any, now: datetime,

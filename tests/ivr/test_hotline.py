@@ -139,9 +139,10 @@ async def test_3_history_1_more_and_star_repeat(rig):
 @pytest_twisted.ensureDeferred
 async def test_3_history_when_there_is_none(rig):
     with rig.store.unit_of_work() as uow:
-        uow.upsert_members([dict(msisdn="13300133000", name="New", language="zh",
-                                 tier_code="standard", warning_opt_out=False,
-                                 warning_channel="sms", pin_failures=0, created_at=rig.now)])
+        uow.members.upsert_members([dict(msisdn="13300133000", name="New", language="zh",
+                                         tier_code="standard", warning_opt_out=False,
+                                         warning_channel="sms", pin_failures=0,
+                                         created_at=rig.now)])
     result = await rig.call("13300133000", "3T5T")
     tokens = heard(result)
     assert after(tokens, "hist_none")[:2] == ["hist_none", "menu_main"]

@@ -25,7 +25,7 @@ PRICE = {ZH_MEMBER: 900, EN_MEMBER: 1000}  # A01 at each member's tier price
 
 def orders_of(rig, msisdn: str) -> list:
     with rig.store.unit_of_work(write=False) as uow:
-        return [o for o in uow.member_orders(msisdn, 100)
+        return [o for o in uow.orders.member_orders(msisdn, 100)
                 if o.channel == "ivr" and not o.request_id.startswith("demo")]
 
 

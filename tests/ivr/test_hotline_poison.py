@@ -10,8 +10,8 @@ import pytest
 import pytest_twisted
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
+from core.store.members_sql import SqlMembers
 from core.store.tables import lots
-from core.store.uow import SqlUnitOfWork
 from tests.ivr.hotline_kit import (  # noqa: F401 - fixtures
     EN_MEMBER,
     ZH_MEMBER,
@@ -56,14 +56,14 @@ async def test_a_member_whose_data_fails_hears_try_later_and_the_log_stays_short
             pytest.skip("PostgreSQL's SUM of integers does not overflow; see 'exception'")
         corrupt_lots(rig, ZH_MEMBER)
     else:
-        original = SqlUnitOfWork.balance_summary
+        original = SqlMembers.balance_summary
 
         def failing(self, msisdn, now):
             if msisdn == ZH_MEMBER:
                 raise RuntimeError(f"corrupt record of {msisdn}")
             return original(self, msisdn, now)
 
-        monkeypatch.setattr(SqlUnitOfWork, "balance_summary", failing)
+        monkeypatch.setattr(SqlMembers, "balance_summary", failing)
     result = await rig.call(ZH_MEMBER, keys="123")  # balance, tier, history: all need it
     heard = prompts_heard(result)
     assert heard[:3] == ["welcome", "menu_main", "err_system"]

@@ -34,13 +34,13 @@ def after(tokens: list[str], first: str) -> list[str]:
 
 def orders_of(rig, msisdn: str) -> list:
     with rig.store.unit_of_work(write=False) as uow:
-        return uow.member_orders(msisdn, 100)
+        return uow.orders.member_orders(msisdn, 100)
 
 
 def set_reward(rig, code: str, **changes) -> None:
     reward = next(r for r in DEMO_REWARDS if r.code == code)
     with rig.store.unit_of_work() as uow:
-        uow.upsert_reward(replace(reward, **changes))
+        uow.orders.upsert_reward(replace(reward, **changes))
 
 
 @pytest.mark.parametrize("msisdn,lang,price", [(ZH_MEMBER, "zh", 900), (EN_MEMBER, "en", 1000)])
@@ -109,8 +109,8 @@ async def test_star_goes_back_and_an_empty_category_says_so(rig):
 async def test_more_than_eight_items_page_with_9(rig):
     with rig.store.unit_of_work() as uow:
         for n in range(10):
-            uow.upsert_reward(Reward(f"S{n:02d}", f"服务{n}", f"Service {n}", "service",
-                                     100 + n, None, None, None, None, 10 + n))
+            uow.orders.upsert_reward(Reward(f"S{n:02d}", f"服务{n}", f"Service {n}", "service",
+                                            100 + n, None, None, None, None, 10 + n))
     before = rig.balance(ZH_MEMBER)
     # T: let page 1 play and say nothing; 9 (barging into the retry) for page 2; then 5
     result = await rig.call(ZH_MEMBER, "41" "T9" "T5" "1234#" "1")
@@ -155,11 +155,11 @@ async def test_a_race_lost_after_the_confirmation_is_told_and_debits_nothing(rig
     proxy = wrap_db(rig)
 
     def lose_the_race(uow, rules):
-        reward = uow.get_reward("A01")
+        reward = uow.orders.get_reward("A01")
         if race == "stock":
-            uow.upsert_reward(replace(reward, stock=0))
+            uow.orders.upsert_reward(replace(reward, stock=0))
         else:
-            uow.upsert_reward(replace(reward, available_until=date(2020, 1, 1)))
+            uow.orders.upsert_reward(replace(reward, available_until=date(2020, 1, 1)))
 
     proxy.before["redeem_with_sms"] = lose_the_race
     before = rig.balance(ZH_MEMBER)
@@ -270,8 +270,8 @@ async def test_the_same_confirmation_replayed_debits_once(rig):
 @pytest_twisted.ensureDeferred
 async def test_a_member_without_a_pin_is_sent_to_an_agent(rig):
     with rig.store.unit_of_work() as uow:
-        uow.upsert_members([dict(msisdn="13300133000", name="No PIN", language="zh",
-                                 tier_code="standard", created_at=rig.now)])
+        uow.members.upsert_members([dict(msisdn="13300133000", name="No PIN", language="zh",
+                                         tier_code="standard", created_at=rig.now)])
     from core.accounts import credit_points
 
     rig.run(credit_points, "13300133000", 5000, "bill", date(2026, 10, 1), rig.now)

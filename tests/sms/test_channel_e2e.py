@@ -133,7 +133,7 @@ def channels(sim, demo, rules, config):
 
 def member(ch: Channel, msisdn: str):
     with ch.store.unit_of_work(write=False) as uow:
-        return uow.get_member(msisdn)
+        return uow.members.get_member(msisdn)
 
 
 def tickets(ch: Channel) -> list[tuple[str, str, str]]:
@@ -275,9 +275,9 @@ async def test_lists_are_cut_to_three_parts(channels, store, rules):
 
     with store.unit_of_work() as uow:
         for i in range(20):
-            uow.upsert_reward(Reward(f"X{i:02d}", f"超长名称的测试礼品第{i}号款式",
-                                     f"Test reward {i}", "service", 100 + i, None, None, None,
-                                     None, 10 + i))
+            uow.orders.upsert_reward(Reward(f"X{i:02d}", f"超长名称的测试礼品第{i}号款式",
+                                            f"Test reward {i}", "service", 100 + i, None, None,
+                                            None, None, 10 + i))
     ch = await channels().start()
     got = await converse(ch, ZHANG, "LB")
     assert got.startswith("【积分礼品】代码 名称 所需积分：\nA01 100分钟国内通话 900分\n")

@@ -161,7 +161,7 @@ def test_a_domain_error_undoes_only_its_own_message(demo, run, monkeypatch):
     templates = [t for _, t, _ in replies(demo)][1:]
     assert templates == ["ticket", "redeem_failed", "unsubscribed"]
     with demo.unit_of_work(write=False) as uow:
-        assert uow.get_member(BOB).warning_opt_out
+        assert uow.members.get_member(BOB).warning_opt_out
     assert run(balance, ZHANG, NOW).points == 9300
     # The confirmation was not used up: once restocked, the same code redeems.
     with demo.unit_of_work() as uow:
@@ -181,7 +181,7 @@ def test_a_wrong_code_counts_even_when_the_batch_goes_on(demo, run):
     assert bodies == [f"【积分兑换】验证码错误或已过期，还可尝试{n}次。请回复DH+代码重新获取。"
                       for n in (2, 1)]
     with demo.unit_of_work(write=False) as uow:
-        assert uow.member_pin(ZHANG)[1] == 2
+        assert uow.members.member_pin(ZHANG)[1] == 2
 
 
 def test_a_poison_message_is_retried_then_set_aside_and_the_rest_handled(demo, run,

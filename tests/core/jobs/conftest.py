@@ -28,11 +28,12 @@ def local(y, mo, d, h=10, mi=0, zone=SHANGHAI) -> datetime:
 def add_members(store, *msisdns, language="zh", channel="sms", opt_out=False,
                 tier="standard", tier_valid_until=None):
     with store.unit_of_work() as uow:
-        uow.upsert_members([dict(msisdn=m, name=f"会员{m[-4:]}", language=language,
-                                 tier_code=tier, tier_valid_until=tier_valid_until,
-                                 warning_opt_out=opt_out, warning_channel=channel,
-                                 pin_failures=0, created_at=datetime(2024, 1, 1, tzinfo=UTC))
-                            for m in msisdns])
+        uow.members.upsert_members([
+            dict(msisdn=m, name=f"会员{m[-4:]}", language=language, tier_code=tier,
+                 tier_valid_until=tier_valid_until, warning_opt_out=opt_out,
+                 warning_channel=channel, pin_failures=0,
+                 created_at=datetime(2024, 1, 1, tzinfo=UTC))
+            for m in msisdns])
 
 
 def add_lot(store, rules, msisdn, points, *, earned_on=date(2024, 5, 1), expires_at=None,
@@ -40,11 +41,11 @@ def add_lot(store, rules, msisdn, points, *, earned_on=date(2024, 5, 1), expires
     """A lot (with its credit in the ledger) expiring at ``expires_at`` or by the rules."""
     expires_at = expires_at or expiry_for(earned_on, rules.programme)
     with store.unit_of_work() as uow:
-        lot_id = uow.add_lot(msisdn=msisdn, amount=points, source=source, earned_on=earned_on,
-                             expires_at=expires_at, reference=None,
-                             now=datetime(2024, 6, 1, tzinfo=UTC))
-        uow.add_ledger(msisdn=msisdn, kind=LedgerKind.CREDIT, amount=points, reason=source,
-                       channel="import", now=datetime(2024, 6, 1, tzinfo=UTC))
+        lot_id = uow.members.add_lot(msisdn=msisdn, amount=points, source=source,
+                                     earned_on=earned_on, expires_at=expires_at, reference=None,
+                                     now=datetime(2024, 6, 1, tzinfo=UTC))
+        uow.members.add_ledger(msisdn=msisdn, kind=LedgerKind.CREDIT, amount=points, reason=source,
+                               channel="import", now=datetime(2024, 6, 1, tzinfo=UTC))
     return lot_id
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from core.jobs.expiry_warnings import expiry_warnings
 from core.rules import ProgrammeRules
-from core.store.uow import SqlUnitOfWork
+from core.store.outbox_sql import SqlOutbox
 from sms.render import render
 from tests.core.jobs.conftest import (
     add_lot,
@@ -82,7 +82,7 @@ def test_31_december_boundary_in_shanghai_versus_utc(store, rules, config):
     add_members(store, M, language="en")
     add_lot(store, rules, M, 800, earned_on=date(2024, 2, 1))
     with store.unit_of_work(write=False) as uow:
-        (lot,) = uow.spendable_lots(M, local(2026, 1, 1))
+        (lot,) = uow.members.spendable_lots(M, local(2026, 1, 1))
     assert lot.expires_at == datetime(2026, 12, 31, 16, 0, tzinfo=UTC)
 
     # 2026-11-30 16:30 UTC is already 1 December 00:30 in Shanghai: day 30 of the window.
@@ -134,8 +134,8 @@ def test_held_warning_is_released_at_the_end_of_the_quiet_hours(store, rules, co
     add_lot(store, rules, M, 100, earned_on=date(2024, 1, 5))
     drive(store, rules, config, JOB, local(2026, 12, 1, 23, 30))
     with store.unit_of_work(write=False) as uow:
-        assert uow.due_message_count(local(2026, 12, 2, 7, 59), "expiry_warning") == 0
-        assert uow.due_message_count(local(2026, 12, 2, 8, 0), "expiry_warning") == 1
+        assert uow.outbox.due_message_count(local(2026, 12, 2, 7, 59), "expiry_warning") == 0
+        assert uow.outbox.due_message_count(local(2026, 12, 2, 8, 0), "expiry_warning") == 1
 
 
 def test_opted_out_members_get_nothing(store, rules, config):
@@ -164,7 +164,7 @@ def test_spent_expired_and_far_lots_are_ignored(store, rules, config):
     add_members(store, M, "13900139000")
     spent = add_lot(store, rules, M, 100, earned_on=date(2024, 1, 5))
     with store.unit_of_work() as uow:
-        uow.take_from_lot(spent, 100)
+        uow.members.take_from_lot(spent, 100)
     add_lot(store, rules, "13900139000", 100, earned_on=date(2025, 1, 5))
     result = drive(store, rules, config, JOB, local(2026, 12, 1))
     assert result.counts.get("batches") is None and outbox_rows(store) == []
@@ -219,7 +219,7 @@ def test_crash_inside_a_batch_rolls_the_batch_back_and_a_retry_completes(store, 
                                                                       monkeypatch):
     _many(store, rules)
     now = local(2026, 12, 1)
-    real = SqlUnitOfWork.queue_messages_bulk
+    real = SqlOutbox.queue_messages_bulk
     calls = []
 
     def crash_on_second_batch(self, rows, at):
@@ -228,10 +228,10 @@ def test_crash_inside_a_batch_rolls_the_batch_back_and_a_retry_completes(store, 
         if len(calls) == 2:
             raise ConnectionError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(SqlUnitOfWork, "queue_messages_bulk", crash_on_second_batch)
+    monkeypatch.setattr(SqlOutbox, "queue_messages_bulk", crash_on_second_batch)
     with pytest.raises(ConnectionError):
         drive(store, rules, config, JOB, now, batch=10)
-    monkeypatch.setattr(SqlUnitOfWork, "queue_messages_bulk", real)
+    monkeypatch.setattr(SqlOutbox, "queue_messages_bulk", real)
     assert len(outbox_rows(store)) == 10 and len(warning_rows(store)) == 10  # batch 2 undone
     (run,) = run_rows(store)
     assert run["state"] == "failed"
@@ -264,11 +264,11 @@ def test_bulk_inserts_skip_rows_written_already_and_keep_text_exact(store):
     warning = dict(msisdn="15000000000", expires_at=local(2026, 12, 31, 0, 0), stage="30d",
                    points=5, channel="sms", state="queued")
     with store.unit_of_work() as uow:
-        uow.queue_messages_bulk(rows[:2], now)
-        uow.add_expiry_warnings([warning], now)
+        uow.outbox.queue_messages_bulk(rows[:2], now)
+        uow.jobs.add_expiry_warnings([warning], now)
     with store.unit_of_work() as uow:  # one new row among rows written already
-        uow.queue_messages_bulk(rows, now)
-        uow.add_expiry_warnings([warning, dict(warning, stage="7d")], now)
+        uow.outbox.queue_messages_bulk(rows, now)
+        uow.jobs.add_expiry_warnings([warning, dict(warning, stage="7d")], now)
     got = outbox_rows(store)
     assert [r["dedupe_key"] for r in got] == ["k0", "k1", "k2"]
     assert all(r["params"] == tricky and r["not_before"] == now and r["state"] == "queued"

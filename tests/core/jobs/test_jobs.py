@@ -8,8 +8,8 @@ from sqlalchemy import update
 
 from core.accounts import balance, check_ledger, credit_points
 from core.service_desk import subscribe_auto_redemption
+from core.store.orders_sql import SqlOrders
 from core.store.tables import ledger, orders, rewards
-from core.store.uow import SqlUnitOfWork
 from sms.render import render
 from tests.core.helpers import add_reward
 from tests.core.jobs.conftest import add_lot, add_members, count, drive, local, outbox_rows
@@ -83,7 +83,7 @@ def test_auto_redeem_twice_in_a_month_debits_once_and_notifies_once(store, rules
     assert run(balance, B, day1).points == 300
     assert count(store, orders) == 2
     with store.unit_of_work(write=False) as uow:
-        order = uow.order_by_request(A, "job", "auto:1:2026-12")
+        order = uow.orders.order_by_request(A, "job", "auto:1:2026-12")
         assert order.points == 800 and order.channel == "job"
 
     notices = outbox_rows(store, kind="auto_redeem")
@@ -117,14 +117,14 @@ def test_an_auto_redemption_refused_at_its_last_step_takes_no_points(store, rule
     add_members(store, A)
     run(credit_points, A, 2000, "bill", date(2026, 5, 1), local(2026, 5, 2), reference="ref-a")
     run(subscribe_auto_redemption, A, "A03", local(2026, 6, 1))
-    take_stock = SqlUnitOfWork.take_stock
+    take_stock = SqlOrders.take_stock
 
-    def sold_out_meanwhile(uow, code):
+    def sold_out_meanwhile(repository, code):
         # Another channel took the last item after this redemption checked the stock.
-        uow.conn.execute(update(rewards).where(rewards.c.code == code).values(stock=0))
-        return take_stock(uow, code)
+        repository.conn.execute(update(rewards).where(rewards.c.code == code).values(stock=0))
+        return take_stock(repository, code)
 
-    monkeypatch.setattr(SqlUnitOfWork, "take_stock", sold_out_meanwhile)
+    monkeypatch.setattr(SqlOrders, "take_stock", sold_out_meanwhile)
     result = drive(store, rules, config, "auto-redeem", local(2026, 12, 1, 9, 0))
     assert result.counts.get("out_of_stock") == 1 and "redeemed" not in result.counts
     assert run(balance, A, local(2026, 12, 2)).points == 2000
@@ -155,9 +155,9 @@ def test_tier_review_sends_an_sms_to_members_whose_tier_changed(store, rules, co
     # Reviewed at 02:00: held until the quiet hours end.
     assert all(n["not_before"] == local(2026, 12, 1, 8, 0) for n in notices)
     with store.unit_of_work(write=False) as uow:
-        assert uow.get_member(A).tier_code == "silver"
-        assert uow.get_member(B).tier_code == "standard"
-        assert uow.get_member(B).tier_valid_until == date(2027, 12, 31)
+        assert uow.members.get_member(A).tier_code == "silver"
+        assert uow.members.get_member(B).tier_code == "standard"
+        assert uow.members.get_member(B).tier_valid_until == date(2027, 12, 31)
 
     again = drive(store, rules, config, "tier-review", at + timedelta(days=1))
     assert again.counts == {"members": 3}

@@ -11,8 +11,9 @@ from sqlalchemy import select
 import core.jobs.tier_review as tier_review_job
 from core.accounts import balance, check_ledger, credit_points
 from core.service_desk import subscribe_auto_redemption
+from core.store.jobs_sql import SqlJobs
+from core.store.members_sql import SqlMembers
 from core.store.tables import job_set_aside
-from core.store.uow import SqlUnitOfWork
 from tests.core.helpers import add_reward
 from tests.core.jobs.conftest import add_lot, add_members, drive, local, outbox_rows
 
@@ -31,14 +32,14 @@ def test_expiry_warnings_go_on_past_a_member_that_fails(store, rules, config, mo
     add_members(store, A, B, C)
     for m in (A, B, C):
         add_lot(store, rules, m, 700, earned_on=date(2024, 3, 1))
-    original = SqlUnitOfWork.expiring_batches
+    original = SqlJobs.expiring_batches
 
     def failing(self, after, upto, now, horizon):
         if after < B <= upto:
             raise RuntimeError("corrupt lots")
         return original(self, after, upto, now, horizon)
 
-    monkeypatch.setattr(SqlUnitOfWork, "expiring_batches", failing)
+    monkeypatch.setattr(SqlJobs, "expiring_batches", failing)
     kwargs = {} if batch is None else {"batch": batch}
     result = drive(store, rules, config, "expiry-warnings", local(2026, 12, 1), **kwargs)
     assert result.state == "done"
@@ -74,16 +75,16 @@ def test_auto_redeem_goes_on_past_a_subscription_that_fails(store, rules, config
         run(credit_points, m, 2000, "bill", date(2026, 5, 1), local(2026, 5, 2),
             reference=f"ref-{m}")
         run(subscribe_auto_redemption, m, "A02", local(2026, 6, 1))
-    original = SqlUnitOfWork.get_member
+    original = SqlMembers.get_member
 
     def failing(self, msisdn, **kwargs):
         if msisdn == B:
             raise RuntimeError("broken member record")
         return original(self, msisdn, **kwargs)
 
-    monkeypatch.setattr(SqlUnitOfWork, "get_member", failing)
+    monkeypatch.setattr(SqlMembers, "get_member", failing)
     result = drive(store, rules, config, "auto-redeem", local(2026, 12, 1, 9, 0))
-    monkeypatch.setattr(SqlUnitOfWork, "get_member", original)
+    monkeypatch.setattr(SqlMembers, "get_member", original)
     assert result.state == "done"
     assert result.counts["set_aside"] == 1 and result.counts["redeemed"] == 2
     assert [n["msisdn"] for n in outbox_rows(store, kind="auto_redeem")] == [A, C]

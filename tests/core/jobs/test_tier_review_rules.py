@@ -12,7 +12,7 @@ A, B, C = "13800138000", "13900139000", "15800158000"
 
 def grant(store, msisdn, code, until):
     with store.unit_of_work() as uow:
-        uow.update_member(msisdn, granted_tier_code=code, granted_tier_until=until)
+        uow.members.update_member(msisdn, granted_tier_code=code, granted_tier_until=until)
 
 
 def test_the_job_never_downgrades_below_a_grant_before_its_date(store, rules, config, run):
@@ -27,8 +27,8 @@ def test_the_job_never_downgrades_below_a_grant_before_its_date(store, rules, co
     assert result.counts == {"members": 2, "reviewed": 2, "downgraded": 1}
     assert [(n["msisdn"], n["params"]["new_en"]) for n in outbox_rows(store)] == [(B, "Silver")]
     with store.unit_of_work(write=False) as uow:
-        assert (uow.get_member(A).tier_code, uow.get_member(A).tier_valid_until) == \
-            ("gold", date(2027, 6, 30))
+        member_a = uow.members.get_member(A)
+        assert (member_a.tier_code, member_a.tier_valid_until) == ("gold", date(2027, 6, 30))
 
     after = drive(store, rules, config, "tier-review", local(2027, 7, 1, 2, 0))
     assert after.counts["downgraded"] == 2
@@ -39,9 +39,9 @@ def test_a_corrupt_account_does_not_stop_the_job(store, rules, config, run):
     huge = 2**62 if store.engine.dialect.name == "sqlite" else 2**31 - 1
     with store.unit_of_work() as uow:
         for n in range(2):
-            uow.add_lot(msisdn=A, amount=huge, source="bill", earned_on=date(2026, 6, 1),
-                        expires_at=datetime(2029, 1, 1, tzinfo=UTC), reference=f"X{n}",
-                        now=local(2026, 6, 2))
+            uow.members.add_lot(msisdn=A, amount=huge, source="bill", earned_on=date(2026, 6, 1),
+                                expires_at=datetime(2029, 1, 1, tzinfo=UTC), reference=f"X{n}",
+                                now=local(2026, 6, 2))
     run(credit_points, C, 2500, "bill", date(2026, 6, 1), local(2026, 6, 2))
     result = drive(store, rules, config, "tier-review", local(2026, 12, 1, 2, 0))
     assert result.state == "done"

@@ -1,0 +1,21 @@
+"""What the core needs of the store, as protocols (pure Python: no SQLAlchemy, no Twisted).
+
+Use cases type their ``uow`` parameter with ``UnitOfWork``; ``core.store`` implements it."""
+
+from core.ports.calls import CallsRepository, TicketsRepository
+from core.ports.jobs import JobsRepository
+from core.ports.members import MembersRepository
+from core.ports.orders import OrdersRepository
+from core.ports.outbox import OutboxRepository
+from core.ports.uow import SetAsideRecord, UnitOfWork
+
+__all__ = [
+    "CallsRepository",
+    "JobsRepository",
+    "MembersRepository",
+    "OrdersRepository",
+    "OutboxRepository",
+    "SetAsideRecord",
+    "TicketsRepository",
+    "UnitOfWork",
+]

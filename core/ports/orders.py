@@ -1,0 +1,76 @@
+"""What the use cases need of the store about rewards and orders: the catalogue, stock,
+orders, deliveries and redemption confirmations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Protocol
+
+from core.domain import Confirmation, Delivery, Order, Reward
+
+
+class OrdersRepository(Protocol):
+    """The catalogue and its stock, orders, deliveries and confirmations."""
+
+    def get_reward(self, code: str) -> Reward | None:
+        ...
+
+    def list_rewards(self, kind: str | None = None) -> list[Reward]:
+        ...
+
+    def upsert_reward(self, reward: Reward) -> bool:
+        """Insert or replace one catalogue entry; True when it was new."""
+        ...
+
+    def take_stock(self, code: str) -> bool:
+        """Take one item from stock; False when none is left. Unlimited stock always works."""
+        ...
+
+    def return_stock(self, code: str) -> None:
+        ...
+
+    def next_order_number(self, now: datetime) -> int:
+        ...
+
+    def add_order(self, order: Order) -> None:
+        ...
+
+    def order_by_request(self, msisdn: str, channel: str, request_id: str) -> Order | None:
+        """The member's order for this request, if any (another member's never matches)."""
+        ...
+
+    def get_order(self, order_no: str, *, for_update: bool = False) -> Order | None:
+        ...
+
+    def existing_order_numbers(self, order_numbers: Iterable[str]) -> set[str]:
+        ...
+
+    def set_order_cancelled(self, order_no: str, now: datetime) -> None:
+        ...
+
+    def count_orders(self, msisdn: str, reward_code: str) -> int:
+        ...
+
+    def member_orders(self, msisdn: str, limit: int, kind: str | None = None) -> list[Order]:
+        ...
+
+    def set_delivery(self, order_no: str, status: str, courier: str | None,
+                     tracking_no: str | None, now: datetime) -> None:
+        ...
+
+    def delivery_history(self, order_no: str) -> list[Delivery]:
+        ...
+
+    def add_confirmation(self, *, msisdn: str, code_hash: str, reward_code: str, price: int,
+                         channel: str, now: datetime, expires_at: datetime) -> int:
+        ...
+
+    def open_confirmation(self, msisdn: str, code_hash: str, now: datetime) -> Confirmation | None:
+        ...
+
+    def used_confirmation(self, msisdn: str, code_hash: str) -> Confirmation | None:
+        ...
+
+    def use_confirmation(self, confirmation_id: int, now: datetime) -> None:
+        ...
