@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 from core.config import ConfigError, load_config
+from prompts.install import install
 from prompts.manifest import ManifestError, load_manifest
 from prompts.store import (
     PromptError,
     active_root,
     check,
     current_set_version,
-    install,
     load,
     load_root,
 )
