@@ -11,6 +11,7 @@ import hmac
 import secrets
 from datetime import date, datetime, timedelta
 
+from core.config import TierConfig
 from core.domain import (
     LANGUAGES,
     POINT_SOURCES,
@@ -68,8 +69,7 @@ def tier_status(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> TierS
 
 def member_tier(uow, rules: ProgrammeRules, member: Member, now: datetime) -> TierStatus:
     today = rules.today(now)
-    qualifying = uow.earned_points(member.msisdn, qualifying_window_start(today),
-                                   rules.programme.qualifying_sources)
+    qualifying = _qualifying_points(uow, rules, member, today)
     earned = tier_for(qualifying, rules.tiers)
     current, valid_until = earned, None
     if member.tier_valid_until and member.tier_valid_until >= today:
@@ -78,12 +78,7 @@ def member_tier(uow, rules: ProgrammeRules, member: Member, now: datetime) -> Ti
             current, valid_until = kept, member.tier_valid_until
     if valid_until is None:
         valid_until = tier_valid_until(today, rules.programme)
-    granted = tier_floor(member.granted_tier_code, member.granted_tier_until, today, rules.tiers)
-    if granted and tier_rank(granted[0].code, rules.tiers) >= tier_rank(current.code, rules.tiers):
-        if granted[0].code != current.code:
-            current, valid_until = granted
-        else:
-            valid_until = max(valid_until, granted[1])
+    current, valid_until = _at_least_granted(member, today, rules, current, valid_until)
     rank = tier_rank(current.code, rules.tiers)
     nxt = rules.tiers[rank + 1] if rank + 1 < len(rules.tiers) else None
     return TierStatus(
@@ -93,21 +88,32 @@ def member_tier(uow, rules: ProgrammeRules, member: Member, now: datetime) -> Ti
     )
 
 
+def _qualifying_points(uow, rules: ProgrammeRules, member: Member, today: date) -> int:
+    """Points from qualifying sources in the window that sets the member's tier."""
+    return uow.earned_points(member.msisdn, qualifying_window_start(today),
+                             rules.programme.qualifying_sources)
+
+
+def _at_least_granted(member: Member, today: date, rules: ProgrammeRules, tier: TierConfig,
+                      valid_until: date) -> tuple[TierConfig, date]:
+    """``(tier, valid_until)``, never below a tier granted by ops before the grant's date."""
+    granted = tier_floor(member.granted_tier_code, member.granted_tier_until, today, rules.tiers)
+    if granted is None or tier_rank(granted[0].code, rules.tiers) < tier_rank(tier.code,
+                                                                             rules.tiers):
+        return tier, valid_until
+    if granted[0].code != tier.code:
+        return granted
+    return tier, max(valid_until, granted[1])
+
+
 def review_tier(uow, rules: ProgrammeRules, msisdn: str, now: datetime) -> tuple[str, str]:
     """Persist the tier the member qualifies for. Returns (old code, new code)."""
     member = require_member(uow, msisdn, for_update=True)
     today = rules.today(now)
-    qualifying = uow.earned_points(member.msisdn, qualifying_window_start(today),
-                                   rules.programme.qualifying_sources)
-    earned = tier_for(qualifying, rules.tiers)
-    valid_until = tier_valid_until(today, rules.programme)
-    # Never below a tier granted by ops before the grant's date.
-    granted = tier_floor(member.granted_tier_code, member.granted_tier_until, today, rules.tiers)
-    if granted and tier_rank(granted[0].code, rules.tiers) >= tier_rank(earned.code, rules.tiers):
-        if granted[0].code != earned.code:
-            earned, valid_until = granted
-        else:
-            valid_until = max(valid_until, granted[1])
+    qualifying = _qualifying_points(uow, rules, member, today)
+    earned, valid_until = _at_least_granted(member, today, rules,
+                                            tier_for(qualifying, rules.tiers),
+                                            tier_valid_until(today, rules.programme))
     still_valid = member.tier_valid_until is not None and member.tier_valid_until >= today
     old_rank = tier_rank(member.tier_code, rules.tiers)
     new_rank = tier_rank(earned.code, rules.tiers)
