@@ -74,9 +74,6 @@ class _WorkerOutcome:
     logged_in_to: str | None  # the banner, when this call opened a new session
 
 
-# --------------------------------------------------------------------------------------------
-
-
 class AMIDialer:
     """Places outbound calls through AMI ``Originate``, one action at a time on its own thread.
 
