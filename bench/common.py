@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 # The PostgreSQL used when none is given: the tests' variable (which the config loader ignores),
 # else the local trust-auth server of the development setup.
@@ -269,6 +269,33 @@ def pg_server_version(pg_url: str = DEFAULT_PG_URL) -> str | None:
         engine.dispose()
 
 
+def refresh_statistics(engine: Engine) -> None:
+    """Update the query planner's statistics after a bulk load (VACUUM ANALYZE on PostgreSQL,
+    which cannot run inside a transaction; ANALYZE on SQLite)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
+    else:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+
+
+def log_warnings_to_stderr(*, redirect_stdio: bool = True) -> None:
+    """Start Twisted logging for a bench server process: warnings and errors, on stderr."""
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(
+        textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(LogLevel.warn)])],
+        redirectStandardIO=redirect_stdio)
+
+
 # --- results ------------------------------------------------------------------------------
 
 
@@ -310,6 +337,14 @@ class Results:
         rows = [(f.name, f.backend, format_value(f.value), f.unit, f.note) for f in self.figures]
         print_table(("figure", "backend", "value", "unit", "note"), rows, file=file,
                     align="llrll")
+
+    def report(self, as_json: bool) -> None:
+        """The table on stdout; with ``as_json``, the JSON on stdout and the table on stderr."""
+        if as_json:
+            print(self.to_json())
+            self.print_table(file=sys.stderr)
+        else:
+            self.print_table()
 
 
 def format_value(value: float) -> str:

@@ -33,6 +33,7 @@ from bench.common import (
     latency_ms,
     log,
     pg_server_version,
+    refresh_statistics,
     scratch_dir,
     stopwatch,
 )
@@ -121,13 +122,7 @@ def build(url: str, rules: ProgrammeRules, n_members: int, n_lots: int) -> None:
                 FROM points_lots ORDER BY id"""))
             days.drop(conn)
             conn.commit()
-        if pg:
-            with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-                c.exec_driver_sql("VACUUM ANALYZE")
-        else:
-            with store.engine.connect() as conn:
-                conn.exec_driver_sql("ANALYZE")
-                conn.commit()
+        refresh_statistics(store.engine)
     finally:
         store.dispose()
 

@@ -35,6 +35,7 @@ from bench.common import (
     fresh_database,
     log,
     pg_server_version,
+    refresh_statistics,
     stopwatch,
 )
 from core.config import load_config
@@ -94,13 +95,7 @@ def build(store: Store, rules: ProgrammeRules, members: int, per_member: int) ->
                    NULL, false, :at
             FROM s""").bindparams(*params))
         conn.commit()
-    if pg:
-        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE")
-    else:
-        with store.engine.connect() as conn:
-            conn.exec_driver_sql("ANALYZE")
-            conn.commit()
+    refresh_statistics(store.engine)
 
 
 def runner(store: Store, rules: ProgrammeRules):
@@ -240,11 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.add("send.rate", b, sent["rate"], "parts/s",
                             f"{sent['parts']:.0f} parts in {sent['seconds']:.1f} s; "
                             f"configured smpp.max_submit_rate {sent['configured']:g}")
-    if args.json:
-        print(results.to_json())
-        results.print_table(file=sys.stderr)
-    else:
-        results.print_table()
+    results.report(args.json)
     return 0
 
 

@@ -42,6 +42,7 @@ from bench.common import (
     fresh_database,
     latency_ms,
     log,
+    log_warnings_to_stderr,
     programme_today,
     raise_fd_limit,
     react,
@@ -137,13 +138,6 @@ def serve(url: str, max_calls: int, switch_interval: float | None, tune_gc: bool
     if switch_interval:
         sys.setswitchinterval(switch_interval)
     from twisted.internet import reactor, stdio
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
     from twisted.protocols.basic import LineReceiver
 
     from core.config import load_config
@@ -153,8 +147,7 @@ def serve(url: str, max_calls: int, switch_interval: float | None, tune_gc: bool
     from ivr.server import fastagi_endpoint, fastagi_service
     from ops.dbservice import DatabaseService
 
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(
-        textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(LogLevel.warn)])])
+    log_warnings_to_stderr()
     raise_fd_limit()
     config = load_config(environ={}).replace("fastagi", host="127.0.0.1", port=0,
                                              max_calls=max_calls, idle_timeout_s=120)
@@ -388,11 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     exit_on_sigterm()
     results = run_bench(args)
-    if args.json:
-        print(results.to_json())
-        results.print_table(file=sys.stderr)
-    else:
-        results.print_table()
+    results.report(args.json)
     return 0
 
 

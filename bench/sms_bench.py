@@ -57,6 +57,7 @@ from bench.common import (
     fresh_database,
     latency_ms,
     log,
+    log_warnings_to_stderr,
     populate,
     proc_cpu,
 )
@@ -114,13 +115,6 @@ def run_echo_server(args: argparse.Namespace, config: Any, reactor: Any) -> Any:
 
 def run_server(args: argparse.Namespace) -> None:
     from twisted.internet import reactor
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
 
     from core.config import load_config
     from core.metrics import Metrics
@@ -129,9 +123,7 @@ def run_server(args: argparse.Namespace) -> None:
     from ops.dbservice import DatabaseService
     from sms.server import sms_service
 
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(
-        textFileLogObserver(sys.stderr),
-        [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)])], redirectStandardIO=False)
+    log_warnings_to_stderr(redirect_stdio=False)
     config = load_config(environ={})
     config = config.replace("database", url=args.db)
     config = config.replace("smpp", host="127.0.0.1", port=args.smsc_port, **BENCH_SMPP)
@@ -400,11 +392,7 @@ def run_bench(args: argparse.Namespace) -> int:
         except SystemExit as exit_:
             if exit_.code:
                 return int(exit_.code)
-    if args.json:
-        results.print_table(file=sys.stderr)
-        print(results.to_json())
-    else:
-        results.print_table()
+    results.report(args.json)
     return 0
 
 

@@ -71,8 +71,7 @@ def tier_status(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: dateti
 def member_tier(uow: UnitOfWork, rules: ProgrammeRules, member: Member,
                 now: datetime) -> TierStatus:
     today = rules.today(now)
-    qualifying = uow.members.earned_points(member.msisdn, qualifying_window_start(today),
-                                           rules.programme.qualifying_sources)
+    qualifying = _qualifying_points(uow, rules, member, today)
     earned = tier_for(qualifying, rules.tiers)
     current, valid_until = earned, None
     if member.tier_valid_until and member.tier_valid_until >= today:
@@ -89,6 +88,13 @@ def member_tier(uow: UnitOfWork, rules: ProgrammeRules, member: Member,
         current.priority, nxt.code if nxt else None, nxt.name_zh if nxt else None,
         nxt.name_en if nxt else None, max(0, nxt.threshold - qualifying) if nxt else 0,
     )
+
+
+def _qualifying_points(uow: UnitOfWork, rules: ProgrammeRules, member: Member,
+                       today: date) -> int:
+    """Points from qualifying sources in the window that sets the member's tier."""
+    return uow.members.earned_points(member.msisdn, qualifying_window_start(today),
+                                     rules.programme.qualifying_sources)
 
 
 def _not_below_grant(member: Member, tier: TierConfig, valid_until: date, today: date,
@@ -111,8 +117,7 @@ def review_tier(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
     """Persist the tier the member qualifies for. Returns (old code, new code)."""
     member = require_member(uow, msisdn, for_update=True)
     today = rules.today(now)
-    qualifying = uow.members.earned_points(member.msisdn, qualifying_window_start(today),
-                                           rules.programme.qualifying_sources)
+    qualifying = _qualifying_points(uow, rules, member, today)
     earned = tier_for(qualifying, rules.tiers)
     valid_until = tier_valid_until(today, rules.programme)
     earned, valid_until = _not_below_grant(member, earned, valid_until, today, rules)

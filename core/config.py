@@ -13,31 +13,24 @@ import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
-from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from core.config_values import (
+    ConfigError,
+    build_section,
+    is_loopback_host,
+)
+from core.config_values import parse_hhmm as parse_hhmm  # re-exported: importers use core.config
+from core.config_values import parse_range as parse_range
 
 # The largest amount a points column holds (32-bit on PostgreSQL): no balance may exceed it.
 POINTS_CEILING = 2**31 - 1
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config" / "loyalty.toml"
 
 
-class ConfigError(ValueError):
-    """A configuration problem, with a message naming the key."""
-
-
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_PEERS = ("127.0.0.0/8", "::1")
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback IP literals (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -111,10 +104,9 @@ class NumberingConfig:
 
 
 @dataclass(frozen=True)
-class SMPPConfig:
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 2775
+class SMPPLinkConfig:
+    """The ``[smpp]`` keys the ESME session itself reads (see ``sms.session_settings``)."""
+
     system_id: str = "loyalty"
     password: str = "secret"
     system_type: str = ""
@@ -129,6 +121,13 @@ class SMPPConfig:
     dead_link_s: float = 90
     reconnect_min_s: float = 1
     reconnect_max_s: float = 60
+
+
+@dataclass(frozen=True)
+class SMPPConfig(SMPPLinkConfig):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 2775
     mo_rate_limit: int = 10
     mo_dedupe_window_s: float = 120
     outbox_lease_s: float = 30
@@ -212,70 +211,6 @@ class Config:
 _SECTIONS = {f.name: f for f in dataclasses.fields(Config) if f.name != "tiers"}
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _RANGE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
-
-
-def parse_hhmm(value: str) -> time:
-    hours, minutes = value.split(":")
-    return time(int(hours), int(minutes))
-
-
-def parse_range(value: str) -> tuple[time, time]:
-    start, end = value.split("-")
-    return parse_hhmm(start), parse_hhmm(end)
-
-
-def _coerce(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
-    """Check (or, for strings from the environment, convert) one value against its type."""
-    from_env = isinstance(value, str) and kind is not str
-    if kind is bool:
-        if from_env:
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if kind is int:
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            return int(value) if from_env or isinstance(value, int) else _fail()
-        except (ValueError, TypeError):
-            raise ConfigError(f"{key}: expected a whole number, got {value!r}") from None
-    if kind is float:
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        except (ValueError, TypeError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    if typing.get_origin(kind) is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
-        return tuple(value)
-    raise ConfigError(f"{key}: unsupported type")  # pragma: no cover
-
-
-def _fail() -> typing.NoReturn:
-    raise ValueError
-
-
-def _build_section(name: str, cls: type, values: dict[str, typing.Any]) -> typing.Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(sorted(known))})")
-        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
-    return cls(**kwargs)
 
 
 def _validate(config: Config) -> None:
@@ -393,14 +328,14 @@ def load_config(path: str | os.PathLike | None = None,
                 for req in ("code", "name_zh", "name_en", "threshold"):
                     if req not in table:
                         raise ConfigError(f"tiers[{i}].{req}: missing")
-                tiers.append(_build_section(f"tiers[{i}]", TierConfig, table))
+                tiers.append(build_section(f"tiers[{i}]", TierConfig, table))
             kwargs["tiers"] = tuple(tiers)
             continue
         if name not in _SECTIONS:
             raise ConfigError(f"{name}: unknown section (known: tiers, {', '.join(_SECTIONS)})")
         if not isinstance(values, dict):
             raise ConfigError(f"{name}: expected a table")
-        kwargs[name] = _build_section(name, _SECTIONS[name].default_factory, values)
+        kwargs[name] = build_section(name, _SECTIONS[name].default_factory, values)
     config = Config(**kwargs)
     _validate(config)
     return config

@@ -4,13 +4,13 @@ keys are read from a terminal whenever the call needs input."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet import threads
 
 from harness.simulator import CallResult, simulate_call
-from harness.simulator_engine import CALLER_KEYS, Event, KeySource, PromptText
+from harness.simulator_engine import CALLER_KEYS, Event, KeySource
 
 __all__ = ["InteractiveKeys", "run_interactive"]
 
@@ -70,20 +70,17 @@ async def run_interactive(
     host: str,
     port: int,
     *,
-    callerid: str | None,
-    script: str = "loyalty",
-    language: str = "zh",
-    prompt_text: PromptText | None = None,
-    args: Sequence[str] = (),
     timeout_s: float = 3600.0,
     read_line: ReadLine | None = None,
     write: Callable[[str], None] | None = None,
-    reactor: Any = None,
+    **call: Any,
 ) -> CallResult:
     """A call where a person types the keys; each event is printed as it happens.
 
     ``read_line(prompt)`` returns a typed line or None at end of input (default: stdin, read in
-    a thread); ``write`` prints a line (default: stdout)."""
+    a thread); ``write`` prints a line (default: stdout). The other keywords (``callerid``,
+    ``script``, ``language``, ``prompt_text``, ``args``, ``reactor``...) are those of
+    :func:`harness.simulator.simulate_call`."""
     if write is None:
 
         def write(text: str) -> None:
@@ -97,17 +94,7 @@ async def run_interactive(
             write(line)
 
     result = await simulate_call(
-        host,
-        port,
-        script=script,
-        callerid=callerid,
-        language=language,
-        prompt_text=prompt_text,
-        args=args,
-        timeout_s=timeout_s,
-        key_source=keys,
-        on_event=show,
-        reactor=reactor,
+        host, port, timeout_s=timeout_s, key_source=keys, on_event=show, **call
     )
     write(f"-- call over: hung up by {result.hung_up_by}")
     return result

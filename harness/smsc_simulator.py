@@ -23,26 +23,20 @@ submit_sm_resp form.
 from __future__ import annotations
 
 import random
-import time
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 
 from core.domain import mask_msisdn
-from harness.smsc_sim_protocol import SMSCProtocol
-from sms.encoding import (
-    DC_GSM,
-    DC_LATIN1,
-    DC_UCS2,
-    ESM_UDHI,
-    Concat,
-    Reassembler,
-    choose_coding,
-    decode_short_message,
-    encode_gsm,
+from harness.smsc_sim_messages import (
+    MTMessage,
+    SubmitRecord,
+    mo_deliver_fields,
+    receipt_deliver_fields,
 )
+from harness.smsc_sim_protocol import SMSCProtocol
+from sms.encoding import ESM_UDHI, Reassembler, decode_short_message
 from sms.pdu import (
     ESME_RBINDFAIL,
     ESME_RMSGQFUL,
@@ -52,32 +46,6 @@ from sms.pdu import (
 __all__ = ["MTMessage", "SMSCSimulator", "SubmitRecord", "main"]
 
 log = Logger()
-
-
-@dataclass(frozen=True)
-class SubmitRecord:
-    """One accepted submit_sm."""
-
-    message_id: str
-    destination: str
-    source: str
-    data_coding: int
-    esm_class: int
-    short_message: bytes
-    udh: bytes
-    text: str  # this part's decoded text
-    concat: Concat | None
-    registered_delivery: int
-
-
-@dataclass(frozen=True)
-class MTMessage:
-    """A whole MT message as the handset shows it (parts joined)."""
-
-    destination: str
-    source: str
-    text: str
-    parts: int
 
 
 class SMSCSimulator(protocol.ServerFactory):
@@ -284,21 +252,8 @@ class SMSCSimulator(protocol.ServerFactory):
         return rec
 
     def receipt_fields(self, rec: SubmitRecord) -> dict[str, Any]:
-        stamp = time.strftime("%y%m%d%H%M")
-        rid = self.receipt_id(rec.message_id)
-        err = "000" if self.receipt_stat == "DELIVRD" else "001"
-        text = (f"id:{rid} sub:001 dlvrd:{'001' if err == '000' else '000'} submit date:{stamp}"
-                f" done date:{stamp} stat:{self.receipt_stat} err:{err} text:"
-                + rec.text[:20].encode("ascii", "replace").decode())
-        state = {"DELIVRD": 2, "EXPIRED": 3, "DELETED": 4, "UNDELIV": 5, "ACCEPTD": 6,
-                 "REJECTD": 8}.get(self.receipt_stat, 7)
-        fields: dict[str, Any] = dict(
-            source_addr=rec.destination, destination_addr=rec.source, esm_class=0x04,
-            data_coding=DC_GSM, short_message=text.encode("ascii"),
-        )
-        if self.receipt_tlvs:
-            fields.update(receipted_message_id=rec.message_id, message_state=state)
-        return fields
+        return receipt_deliver_fields(rec, self.receipt_id(rec.message_id), self.receipt_stat,
+                                      with_tlvs=self.receipt_tlvs)
 
     def send_receipt(self, rec: SubmitRecord, via: SMSCProtocol | None = None) -> None:
         """Deliver a receipt for ``rec`` (on ``via`` if it can receive, else the current
@@ -344,41 +299,12 @@ class SMSCSimulator(protocol.ServerFactory):
         session = self.session
         if session is None:
             return defer.fail(RuntimeError("no bound ESME session to deliver to"))
-        if coding is None:
-            coding = choose_coding(text)
-        dc = {"gsm": DC_GSM, "ucs2": DC_UCS2, "latin1": DC_LATIN1}.get(coding, coding)
-        if dc == DC_UCS2:
-            data = text.encode("utf-16-be")
-        elif dc == DC_GSM:
-            data = encode_gsm(text)
-        else:
-            data = text.encode("latin-1")
-        n = max(1, split_into or 1)
-        step = -(-len(data) // n)
-        if dc == DC_UCS2:
-            step += step % 2
-        chunks = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
-        total = len(chunks)
         self._mo_ref = (self._mo_ref + 1) & 0xFFFF
-        ref = self._mo_ref if (ref16 or use_sar) else self._mo_ref & 0xFF
-        pdus = []
-        for seq, chunk in enumerate(chunks, start=1):
-            fields: dict[str, Any] = dict(
-                source_addr=source, destination_addr=destination or self.short_code,
-                data_coding=dc, esm_class=0,
-            )
-            body = chunk
-            if total > 1 and use_sar:
-                fields.update(sar_msg_ref_num=ref, sar_total_segments=total,
-                              sar_segment_seqnum=seq)
-            elif total > 1:
-                udh = (bytes([6, 8, 4, ref >> 8, ref & 0xFF, total, seq]) if ref16
-                       else bytes([5, 0, 3, ref, total, seq]))
-                body = udh + chunk
-                fields["esm_class"] = ESM_UDHI
-            fields["message_payload" if use_payload else "short_message"] = body
-            pdus.append(fields)
-        sequence = order or list(range(1, total + 1))
+        pdus = mo_deliver_fields(
+            source, destination or self.short_code, text, coding=coding, split_into=split_into,
+            ref=self._mo_ref, ref16=ref16, use_sar=use_sar, use_payload=use_payload,
+        )
+        sequence = order or list(range(1, len(pdus) + 1))
         ds = [session.send_deliver(pdus[i - 1]) for i in sequence]
 
         def collect(statuses: list[int]) -> int:

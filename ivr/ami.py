@@ -16,21 +16,16 @@ Originate a unique ActionID and wait for the event carrying that ActionID, ignor
 The waiting happens on a second pool of up to ``max_concurrent_calls`` threads, so the worker
 is free to send the next Originate while earlier calls ring.
 
-pyst2 quirks worked around here (see :class:`_Manager`): no timeout anywhere (connect, banner,
-replies), replies not matched by ActionID, ``close()`` blocking until the server closes the
-socket, a Manager object cannot be reconnected (its threads start once), and an exception in an
-event handler silently kills its event thread.
+pyst2's quirks (no timeouts, replies not matched by ActionID, a ``close()`` that can hang) are
+worked around in :mod:`ivr.ami_manager`; what is sent and received is built in
+:mod:`ivr.ami_messages`.
 """
 
 from __future__ import annotations
 
-import queue
-import re
-import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +39,16 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from core.domain import mask_msisdn
+from ivr.ami_manager import POLL_S, ActionTimeout, BoundedManager, describe_error
+from ivr.ami_messages import (
+    REASON_TEXT,
+    AMIError,
+    OriginateResult,
+    check_dialer_settings,
+    new_action_id,
+    originate_fields,
+    originate_result_from_event,
+)
 
 __all__ = [
     "AMIDialer",
@@ -51,223 +56,8 @@ __all__ = [
     "AMIError",
     "OriginateResult",
     "REASON_TEXT",
+    "originate_result_from_event",
 ]
-
-#: ``Reason`` of an ``OriginateResponse`` event: the last call-progress control frame Asterisk
-#: saw while dialling (``AST_CONTROL_*`` in ``frame.h``; ``__ast_request_and_dial`` in
-#: ``main/channel.c``). 0: the channel could not be created or called (or timed out before any
-#: progress); 1: hung up/rejected before answer; 3: rang out without answer; 4: answered;
-#: 5: busy; 8: congestion.
-REASON_TEXT: dict[int, str] = {
-    0: "failed",
-    1: "hangup",
-    2: "no-answer",
-    3: "no-answer",
-    4: "answered",
-    5: "busy",
-    8: "congestion",
-}
-
-_MSISDN_RE = re.compile(r"^\+?[0-9]{3,20}$")
-_VARIABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# CR/LF would inject AMI headers; Asterisk splits a Variable header on commas and treats quotes
-# and backslashes as quoting (AST_STANDARD_APP_ARGS), so none of those may appear in a value.
-_FORBIDDEN_VALUE_CHARS = frozenset('\r\n,"\\')
-_POLL_S = 0.05
-
-
-
-
-class AMIError(Exception):
-    """An originate could not be done or its outcome is unknown.
-
-    ``call_may_be_placed`` is true when Asterisk may have accepted the Originate before the
-    failure (lost connection or no ``OriginateResponse`` in time): retrying at once could ring
-    the subscriber twice.
-    """
-
-    def __init__(self, message: str, *, call_may_be_placed: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.call_may_be_placed = call_may_be_placed
-
-    def __str__(self) -> str:
-        return self.message
-
-
-@dataclass(frozen=True)
-class OriginateResult:
-    """The outcome of one originate, from Asterisk's ``OriginateResponse`` event."""
-
-    answered: bool
-    reason: int
-    reason_text: str
-    uniqueid: str | None
-    channel: str | None
-
-
-def originate_result_from_event(headers: Mapping[str, str]) -> OriginateResult:
-    """Build the result from an ``OriginateResponse`` event's headers."""
-    answered = headers.get("Response", "") == "Success"
-    try:
-        reason = int(headers.get("Reason", "0"))
-    except ValueError:
-        reason = 0
-    if answered:
-        text = "answered"
-    else:
-        text = REASON_TEXT.get(reason, "failed")
-        if text == "answered":  # answered, but the application could not be started
-            text = "failed"
-    uniqueid = headers.get("Uniqueid") or None
-    if uniqueid == "<null>":
-        uniqueid = None
-    return OriginateResult(
-        answered=answered,
-        reason=reason,
-        reason_text=text,
-        uniqueid=uniqueid,
-        channel=headers.get("Channel") or None,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# pyst2, made bounded (worker-thread side: no Twisted below this line until AMIDialer)
-
-
-class _ActionTimeout(pyst_manager.ManagerException):
-    """No reply within the action timeout."""
-
-
-class _ConnectionLost(pyst_manager.ManagerSocketException):
-    """The connection closed (or was never there) before a reply came."""
-
-
-class _Manager(pyst_manager.Manager):
-    """pyst2's Manager with timeouts, replies matched by ActionID, and a close that cannot hang.
-
-    Overrides ``connect`` (connect timeout, buffered reads, banner timeout), ``send_action``
-    (bounded wait, stale replies with another ActionID dropped, the caller's dict not mutated)
-    and ``close`` (bounded Logoff, then shut the socket down so pyst2's reader thread ends).
-    pyst2's reader, message and event threads and its parser are used as they are.
-    """
-
-    def __init__(self, timeout_s: float, next_action_id: Callable[[], str]) -> None:
-        self._timeout_s = timeout_s
-        self._next_action_id = next_action_id
-        self._raw: socket.socket | None = None
-        self._write_lock = threading.Lock()
-        self._closed = False
-        super().__init__()
-        self.message_thread.name = "pyst2-ami-messages"
-        self.event_dispatch_thread.name = "pyst2-ami-events"
-
-    def is_connected(self) -> bool:
-        return self._connected.is_set()
-
-    def connect(self, host: str, port: int = 5038) -> Any:
-        try:
-            raw = socket.create_connection((host, int(port)), timeout=self._timeout_s)
-        except OSError as e:
-            raise pyst_manager.ManagerSocketException(e.errno, e.strerror or str(e)) from e
-        raw.settimeout(None)  # reads block; waits are bounded by the queue timeouts instead
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        self._raw = raw
-        # pyst2 uses an unbuffered file and so reads the socket one byte per system call.
-        self._sock = raw.makefile(mode="rwb")
-        self._connected.set()
-        self._running.set()
-        self.message_thread.start()
-        self.event_dispatch_thread.start()
-        banner = self._wait_response(None, "the AMI banner")
-        if not self.title:
-            raise pyst_manager.ManagerException("the server did not greet as an Asterisk manager")
-        return banner
-
-    def send_action(self, cdict: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
-        fields = dict(cdict or {})
-        fields.update(kwargs)
-        fields.setdefault("ActionID", self._next_action_id())
-        lines = []
-        for key, value in fields.items():
-            for item in value if isinstance(value, list) else [value]:
-                lines.append(f"{key}: {item}")
-        payload = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
-        if not self._connected.is_set():
-            raise _ConnectionLost(0, "not connected")
-        try:
-            with self._write_lock:
-                self._sock.write(payload)
-                self._sock.flush()
-        except (OSError, ValueError) as e:  # ValueError: pyst2's reader already closed the file
-            raise _ConnectionLost(getattr(e, "errno", 0), str(e)) from e
-        return self._wait_response(fields["ActionID"], fields.get("Action", "action"))
-
-    def _wait_response(self, action_id: str | None, what: str) -> Any:
-        deadline = time.monotonic() + self._timeout_s
-        while True:
-            try:
-                response = self._response_queue.get(timeout=_POLL_S)
-            except queue.Empty:
-                if not self._connected.is_set():
-                    # Let pyst2's message thread hand over what it read before the close.
-                    self.message_thread.join(0.5)
-                    try:
-                        response = self._response_queue.get_nowait()
-                    except queue.Empty:
-                        raise _ConnectionLost(0, f"connection closed before {what}") from None
-                elif time.monotonic() >= deadline:
-                    raise _ActionTimeout(f"no {what} within {self._timeout_s:g}s") from None
-                else:
-                    continue
-            if response is None:
-                raise _ConnectionLost(0, f"connection closed before {what}")
-            got = response.get_header("ActionID")
-            if action_id is not None and got is not None and got != action_id:
-                continue  # a late reply to an action that timed out earlier
-            return response
-
-    def close(self) -> None:
-        """Log off (bounded) and tear the connection down. Idempotent; also run by ``__del__``."""
-        if getattr(self, "_closed", True):
-            return
-        if self._connected.is_set():
-            try:
-                self.send_action({"Action": "Logoff"})
-            except pyst_manager.ManagerException:
-                pass
-        self.abort()
-
-    def abort(self) -> None:
-        """Tear the connection down without logging off."""
-        if getattr(self, "_closed", True):
-            return
-        self._closed = True
-        raw = self._raw
-        if raw is not None:
-            try:
-                raw.shutdown(socket.SHUT_RDWR)  # wakes pyst2's reader with EOF
-            except OSError:
-                pass
-        current = threading.current_thread()
-        if self.message_thread.is_alive() and self.message_thread is not current:
-            self.message_thread.join(self._timeout_s)
-        self._event_queue.put(None)  # in case the message thread died without telling it
-        if self.event_dispatch_thread.is_alive() and self.event_dispatch_thread is not current:
-            self.event_dispatch_thread.join(self._timeout_s)
-        self._running.clear()
-        self._connected.clear()
-        if raw is not None:
-            try:
-                self._sock.close()
-            except (OSError, ValueError):
-                pass
-            raw.close()
-
-    def wait_events_delivered(self, timeout_s: float) -> None:
-        """After the connection closed: wait until every event read before it was dispatched."""
-        if self.event_dispatch_thread.is_alive():
-            self.event_dispatch_thread.join(timeout_s)
 
 
 class _Slot:
@@ -282,9 +72,6 @@ class _Slot:
 class _WorkerOutcome:
     headers: dict[str, str]
     logged_in_to: str | None  # the banner, when this call opened a new session
-
-
-# --------------------------------------------------------------------------------------------
 
 
 class AMIDialer:
@@ -313,20 +100,13 @@ class AMIDialer:
         max_concurrent_calls: int = 10,
         reactor: IReactorTCP,
     ) -> None:
-        for name, value in (
-            ("caller_id", caller_id),
-            ("channel_template", channel_template),
-            ("fastagi_url", fastagi_url),
-            ("username", username),
-        ):
-            if "\r" in value or "\n" in value:
-                raise ValueError(f"AMI {name} must not contain line breaks")
-        if "{msisdn}" not in channel_template:
-            raise ValueError("AMI channel_template must contain {msisdn}")
-        if answer_timeout_s <= 0 or response_margin_s < 0 or action_timeout_s <= 0:
-            raise ValueError("AMI timeouts must be positive")
-        if max_concurrent_calls < 1:
-            raise ValueError("AMI max_concurrent_calls must be at least 1")
+        check_dialer_settings(
+            {"caller_id": caller_id, "channel_template": channel_template,
+             "fastagi_url": fastagi_url, "username": username},
+            timeouts_s=(answer_timeout_s, action_timeout_s),
+            response_margin_s=response_margin_s,
+            max_concurrent_calls=max_concurrent_calls,
+        )
         self.host = host
         self.port = int(port)
         self.username = username
@@ -342,7 +122,7 @@ class AMIDialer:
         self._pool: ThreadPool | None = None
         self._waiters: ThreadPool | None = None  # threads waiting for OriginateResponse
         # Worker-thread state (touched only on the pool's single thread) ...
-        self._mgr: _Manager | None = None
+        self._mgr: BoundedManager | None = None
         # ... except these, shared with pyst2's event thread and the reactor.
         self._pending: dict[str, _Slot] = {}
         self._pending_lock = threading.Lock()
@@ -373,7 +153,7 @@ class AMIDialer:
         if pool is None:
             return succeed(None)
         self._pool = self._waiters = None
-        self._stopping.set()  # waiting threads give up within _POLL_S
+        self._stopping.set()  # waiting threads give up within POLL_S
         d = deferToThreadPool(self._reactor, pool, self._thd_close)
 
         def finished(result: Any) -> None:
@@ -401,7 +181,14 @@ class AMIDialer:
         :class:`AMIError` when the dialer could not find out (connection, login, timeout).
         Invalid arguments raise ``ValueError`` at once.
         """
-        fields = self._originate_fields(msisdn, variables or {})
+        fields = originate_fields(
+            msisdn,
+            variables or {},
+            channel=self.channel_template,
+            fastagi_url=self.fastagi_url,
+            caller_id=self.caller_id,
+            answer_timeout_s=self.answer_timeout_s,
+        )
         action_id = fields["ActionID"]
         masked = mask_msisdn(msisdn)
         if self._pool is None:
@@ -420,31 +207,6 @@ class AMIDialer:
             errbackArgs=(action_id, masked),
         )
         return d
-
-    def _originate_fields(self, msisdn: str, variables: Mapping[str, str]) -> dict[str, Any]:
-        if not isinstance(msisdn, str) or not _MSISDN_RE.match(msisdn):
-            raise ValueError(f"not a phone number to dial: {mask_msisdn(str(msisdn))}")
-        entries = []
-        for name, value in variables.items():
-            if not isinstance(name, str) or not _VARIABLE_NAME_RE.match(name):
-                raise ValueError(f"bad channel variable name: {name!r}")
-            value = str(value)
-            if _FORBIDDEN_VALUE_CHARS.intersection(value):
-                raise ValueError(f"channel variable {name} has a character AMI cannot carry")
-            entries.append(f"{name}={value}")
-        fields: dict[str, Any] = {
-            "Action": "Originate",
-            "ActionID": f"loyalty-{uuid.uuid4().hex}",
-            "Channel": self.channel_template.format(msisdn=msisdn),
-            "Application": "AGI",
-            "Data": self.fastagi_url,
-            "CallerID": self.caller_id,
-            "Timeout": str(int(round(self.answer_timeout_s * 1000))),
-            "Async": "true",
-        }
-        if entries:
-            fields["Variable"] = entries
-        return fields
 
     def _originated(self, outcome: _WorkerOutcome, action_id: str, masked: str) -> OriginateResult:
         if outcome.logged_in_to:
@@ -485,9 +247,6 @@ class AMIDialer:
     def _where(self) -> str:
         return f"AMI at {self.host}:{self.port}"
 
-    def _thd_next_action_id(self) -> str:
-        return f"loyalty-{uuid.uuid4().hex}"
-
     def _thd_drop(self) -> None:
         mgr, self._mgr = self._mgr, None
         if mgr is not None:
@@ -502,7 +261,7 @@ class AMIDialer:
         mgr.close()
         return True
 
-    def _thd_session(self) -> tuple[_Manager, str | None]:
+    def _thd_session(self) -> tuple[BoundedManager, str | None]:
         """The logged-in session: the kept one if a Ping says it is alive, else a new one."""
         mgr = self._mgr
         if mgr is not None:
@@ -514,15 +273,15 @@ class AMIDialer:
                 except pyst_manager.ManagerException:
                     pass
             self._thd_drop()
-        mgr = _Manager(self.action_timeout_s, self._thd_next_action_id)
+        mgr = BoundedManager(self.action_timeout_s, new_action_id)
         mgr.register_event("OriginateResponse", self._thd_on_originate_response)
         try:
             try:
                 mgr.connect(self.host, self.port)
-            except _ActionTimeout as e:
+            except ActionTimeout as e:
                 raise AMIError(f"{self._where()} sent no banner: {e}") from None
             except pyst_manager.ManagerException as e:
-                raise AMIError(f"cannot connect to {self._where()}: {_describe(e)}") from None
+                raise AMIError(f"cannot connect to {self._where()}: {describe_error(e)}") from None
             try:
                 reply = mgr.send_action(
                     {
@@ -533,7 +292,7 @@ class AMIDialer:
                     }
                 )
             except pyst_manager.ManagerException as e:
-                raise AMIError(f"{self._where()}: login failed: {_describe(e)}") from None
+                raise AMIError(f"{self._where()}: login failed: {describe_error(e)}") from None
             if reply.get_header("Response") != "Success":
                 message = reply.get_header("Message") or "no reason given"
                 raise AMIError(
@@ -546,7 +305,7 @@ class AMIDialer:
         return mgr, f"{mgr.title}/{mgr.version}"
 
     def _thd_originate(self, action_id: str, fields: dict[str, Any]
-                       ) -> tuple[_Manager, _Slot, str | None]:
+                       ) -> tuple[BoundedManager, _Slot, str | None]:
         """Worker thread: send the Originate (the slot waits for its event from now on)."""
         if self._stopping.is_set():
             raise AMIError("AMI dialer is stopping")
@@ -560,7 +319,7 @@ class AMIDialer:
             except pyst_manager.ManagerException as e:
                 self._thd_drop()
                 raise AMIError(
-                    f"{self._where()}: no reply to Originate: {_describe(e)}",
+                    f"{self._where()}: no reply to Originate: {describe_error(e)}",
                     call_may_be_placed=True,
                 ) from None
             if reply.get_header("Response") != "Success":
@@ -572,7 +331,7 @@ class AMIDialer:
             raise
         return mgr, slot, logged_in_to
 
-    def _thd_await_outcome(self, action_id: str, mgr: _Manager, slot: _Slot,
+    def _thd_await_outcome(self, action_id: str, mgr: BoundedManager, slot: _Slot,
                            logged_in_to: str | None) -> _WorkerOutcome:
         """A waiting thread: the call's OriginateResponse."""
         try:
@@ -581,10 +340,10 @@ class AMIDialer:
             with self._pending_lock:
                 self._pending.pop(action_id, None)
 
-    def _thd_wait_outcome(self, mgr: _Manager, slot: _Slot) -> dict[str, str]:
+    def _thd_wait_outcome(self, mgr: BoundedManager, slot: _Slot) -> dict[str, str]:
         limit = self.answer_timeout_s + self.response_margin_s
         deadline = time.monotonic() + limit
-        while not slot.arrived.wait(_POLL_S):
+        while not slot.arrived.wait(POLL_S):
             if self._stopping.is_set():  # (stop() closes the session too: say why)
                 raise AMIError(
                     "AMI dialer stopped while waiting for OriginateResponse",
@@ -620,14 +379,6 @@ class AMIDialer:
             slot.arrived.set()
         except Exception:  # noqa: BLE001 - see docstring
             pass
-
-
-def _describe(error: BaseException) -> str:
-    """pyst2's socket exceptions carry (errno, strerror) args; say it in words."""
-    args = getattr(error, "args", ())
-    if len(args) == 2 and isinstance(args[1], str):
-        return args[1]
-    return str(error) or type(error).__name__
 
 
 class AMIDialerService(Service):

@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from core.config import Config, ConfigError
+from core.config import Config, ConfigError, is_loopback_host
 from core.metrics import Metrics
 from ops.listening import ListeningService
 from ops.status_page import collect_samples, render_status_page
@@ -44,16 +44,6 @@ _DETAIL_MAX = 300
 _TEXT = b"text/plain; charset=utf-8"
 _JSON = b"application/json"
 _HTML = b"text/html; charset=utf-8"
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback IP literals (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -320,7 +310,7 @@ def ops_service(config: Config, metrics: Metrics, checks: Mapping[str, Check],
     Raises ConfigError when the host is not loopback and ``ops.token`` is empty.
     """
     ops = config.ops
-    if not ops.token and not is_loopback(ops.host):
+    if not ops.token and not is_loopback_host(ops.host):
         raise ConfigError(f"ops.token: required when ops.host ({ops.host!r}) is not a loopback "
                           "address")
     if check_timeout <= 0:

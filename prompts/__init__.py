@@ -3,7 +3,8 @@
 - ``prompts/manifest.toml``: every prompt id the IVR may play, with its text per language.
 - ``prompts/audio/<lang>/<id>.wav|.sln``: the committed default set (espeak-ng, 8 kHz mono
   16-bit), plus ``prompts/audio/zh/digits/`` for Asterisk's Mandarin SAY NUMBER / SAY DATETIME.
-- ``prompts.store``: check, load (validate + convert + atomic swap) and install sets.
+- ``prompts.store``: check and load sets (validate + convert + atomic swap);
+  ``prompts.install`` lays a set out for Asterisk.
 - ``prompts.say``: what Asterisk plays for zh numbers and dates, and the date formats below.
 
 The IVR plays prompts as ``loyalty/<id>`` (relative to Asterisk's sounds dir and the channel

@@ -9,17 +9,20 @@ and whose ``.config`` is the loaded configuration) and returns the exit code: 0 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import ConfigError, load_config
-from prompts.manifest import ManifestError, load_manifest
+from prompts.install import install
+from prompts.manifest import Manifest, ManifestError, load_manifest
 from prompts.store import (
     PromptError,
     active_root,
     check,
     current_set_version,
-    install,
     load,
     load_root,
 )
@@ -126,10 +129,21 @@ def _prompts_config(args: argparse.Namespace, ctx: object | None
     return config.prompts.dir, config.prompts.sounds_subdir, tier_ids
 
 
-def _setup(args: argparse.Namespace, ctx: object | None):
+@dataclass(frozen=True)
+class _Setup:
+    manifest: Manifest
+    root: Path  # --root, else the default root for the command
+    subdir: str  # [prompts] sounds_subdir
+    tier_ids: list[str]  # the ``tier_<code>`` prompt of every configured tier
+
+
+def _setup(args: argparse.Namespace, ctx: object | None,
+           default_root: Callable[[str], Path]) -> _Setup:
+    """The manifest, the prompt root (``default_root([prompts] dir)`` unless ``--root``) and
+    the configured prompt settings."""
     manifest = load_manifest(args.manifest)
-    prompts_dir, subdir, _ = _prompts_config(args, ctx)
-    return manifest, prompts_dir, subdir
+    prompts_dir, subdir, tier_ids = _prompts_config(args, ctx)
+    return _Setup(manifest, args.root or default_root(prompts_dir), subdir, tier_ids)
 
 
 def used_prompt_ids() -> list[str]:
@@ -140,111 +154,109 @@ def used_prompt_ids() -> list[str]:
     return list(prompt_ids.USED)
 
 
-def _run(body) -> int:
-    try:
-        return body()
-    except ManifestError as exc:
-        _err(f"prompt manifest {exc.path} is not valid:")
-        for problem in exc.problems:
-            _err(f"  - {problem}")
-        return 2
-    except PromptError as exc:
-        _err(str(exc))
-        for problem in exc.problems:
-            _err(f"  - {problem}")
-        return 1
-    except _ConfigProblem as exc:
-        _err(f"configuration: {exc}")
-        return 2
-    except _PathProblem as exc:
-        _err(str(exc))
-        return 1
+def _command(body: Callable[[argparse.Namespace, object | None], int]) -> Callable[[object], int]:
+    """A handler from ``body(args, ctx)``: unwraps what the main command passes, and turns the
+    expected failures into messages on stderr and exit codes."""
+
+    @functools.wraps(body)
+    def handler(arg: object) -> int:
+        args, ctx = _unwrap(arg)
+        try:
+            return body(args, ctx)
+        except ManifestError as exc:
+            _err(f"prompt manifest {exc.path} is not valid:")
+            for problem in exc.problems:
+                _err(f"  - {problem}")
+            return 2
+        except PromptError as exc:
+            _err(str(exc))
+            for problem in exc.problems:
+                _err(f"  - {problem}")
+            return 1
+        except _ConfigProblem as exc:
+            _err(f"configuration: {exc}")
+            return 2
+        except _PathProblem as exc:
+            _err(str(exc))
+            return 1
+
+    return handler
 
 
 # --------------------------------------------------------------------------- commands
 
 
-def cmd_check(arg) -> int:
-    args, ctx = _unwrap(arg)
+@_command
+def cmd_check(args: argparse.Namespace, ctx: object | None) -> int:
+    _require_directory(args.root, "--root")
+    setup = _setup(args, ctx, active_root)
+    manifest, root = setup.manifest, setup.root
+    # The IVR names each configured tier by its prompt.
+    used = used_prompt_ids() + setup.tier_ids
+    where = "ivr.prompt_ids.USED and the configured tiers"
+    problems = check(manifest, root, used)
+    print(f"prompt set: {root} (version {current_set_version(root)})")
+    print(f"manifest:   {manifest.path} (version {manifest.version}, {len(manifest)} ids, "
+          f"languages {', '.join(manifest.languages)})")
+    print(f"used ids:   {len(set(used))} from {where}")
+    if not problems:
+        print("OK: every prompt has audio in every language")
+        return 0
+    for problem in problems:
+        print(f"  - {problem}")
+    print(f"{len(problems)} problem(s)")
+    return 1
 
-    def body() -> int:
-        _require_directory(args.root, "--root")
-        manifest, prompts_dir, _ = _setup(args, ctx)
-        root = args.root or active_root(prompts_dir)
-        # The IVR names each configured tier by its prompt.
-        used = used_prompt_ids() + _prompts_config(args, ctx)[2]
-        where = "ivr.prompt_ids.USED and the configured tiers"
-        problems = check(manifest, root, used)
-        print(f"prompt set: {root} (version {current_set_version(root)})")
-        print(f"manifest:   {manifest.path} (version {manifest.version}, {len(manifest)} ids, "
-              f"languages {', '.join(manifest.languages)})")
-        print(f"used ids:   {len(set(used))} from {where}")
-        if not problems:
-            print("OK: every prompt has audio in every language")
-            return 0
-        for problem in problems:
-            print(f"  - {problem}")
-        print(f"{len(problems)} problem(s)")
+
+@_command
+def cmd_load(args: argparse.Namespace, ctx: object | None) -> int:
+    _require_directory(args.dir, "recordings directory")
+    _require_directory(args.root, "--root", may_be_missing=True)
+    setup = _setup(args, ctx, load_root)
+    root = setup.root
+
+    def progress(n: int, total: int, name: str, outcome: str) -> None:
+        if not args.quiet:
+            _err(f"[{n}/{total}] {name}: {outcome}")
+
+    report = load(args.dir, args.lang, root, setup.manifest, allow_extra=args.ignore_extra,
+                  dry_run=args.dry_run, progress=progress)
+    for name in report.ignored:
+        _err(f"ignored (not an audio file): {name}")
+    if report.extra and args.ignore_extra:
+        _err(f"skipped, no such prompt id: {', '.join(report.extra)}")
+    if not report.ok:
+        _err(f"REFUSED: {len(report.errors)} problem(s); the {args.lang} prompts were "
+             "not changed")
+        for problem in report.errors:
+            _err(f"  - {problem}")
         return 1
-    return _run(body)
-
-
-def cmd_load(arg) -> int:
-    args, ctx = _unwrap(arg)
-
-    def body() -> int:
-        _require_directory(args.dir, "recordings directory")
-        _require_directory(args.root, "--root", may_be_missing=True)
-        manifest, prompts_dir, _ = _setup(args, ctx)
-        root = args.root or load_root(prompts_dir)
-
-        def progress(n: int, total: int, name: str, outcome: str) -> None:
-            if not args.quiet:
-                _err(f"[{n}/{total}] {name}: {outcome}")
-
-        report = load(args.dir, args.lang, root, manifest, allow_extra=args.ignore_extra,
-                      dry_run=args.dry_run, progress=progress)
-        for name in report.ignored:
-            _err(f"ignored (not an audio file): {name}")
-        if report.extra and args.ignore_extra:
-            _err(f"skipped, no such prompt id: {', '.join(report.extra)}")
-        if not report.ok:
-            _err(f"REFUSED: {len(report.errors)} problem(s); the {args.lang} prompts were "
-                 "not changed")
-            for problem in report.errors:
-                _err(f"  - {problem}")
-            return 1
-        if args.dry_run:
-            print(f"dry run: {len(report.loaded)} file(s) would load into {root}/{args.lang}; "
-                  f"{len(report.kept)} id(s) would keep their current audio")
-            return 0
-        print(f"loaded {len(report.loaded)} prompt(s) into {root}/{args.lang} "
-              f"(set version {report.version})")
-        if report.kept:
-            shown = ", ".join(report.kept[:8]) + (", ..." if len(report.kept) > 8 else "")
-            print(f"kept the current audio of {len(report.kept)} id(s) not supplied: {shown}")
-        if report.missing:
-            print(f"WARNING: still no audio for: {', '.join(report.missing)}")
-        print("next: 'loyalty prompts install SOUNDS_DIR' to hand the set to Asterisk")
+    if args.dry_run:
+        print(f"dry run: {len(report.loaded)} file(s) would load into {root}/{args.lang}; "
+              f"{len(report.kept)} id(s) would keep their current audio")
         return 0
-    return _run(body)
+    print(f"loaded {len(report.loaded)} prompt(s) into {root}/{args.lang} "
+          f"(set version {report.version})")
+    if report.kept:
+        shown = ", ".join(report.kept[:8]) + (", ..." if len(report.kept) > 8 else "")
+        print(f"kept the current audio of {len(report.kept)} id(s) not supplied: {shown}")
+    if report.missing:
+        print(f"WARNING: still no audio for: {', '.join(report.missing)}")
+    print("next: 'loyalty prompts install SOUNDS_DIR' to hand the set to Asterisk")
+    return 0
 
 
-def cmd_install(arg) -> int:
-    args, ctx = _unwrap(arg)
-
-    def body() -> int:
-        _require_directory(args.root, "--root")
-        # A new sounds directory is made, but never inside a file.
-        _require_directory(args.sounds_dir, "SOUNDS_DIR", may_be_missing=True)
-        manifest, prompts_dir, subdir = _setup(args, ctx)
-        root = args.root or active_root(prompts_dir)
-        report = install(root, args.sounds_dir, manifest=manifest,
-                         subdir=args.subdir or subdir, force=args.force)
-        for where, count in report.installed.items():
-            print(f"installed {count} sound(s) in {args.sounds_dir / where}")
-        return 0
-    return _run(body)
+@_command
+def cmd_install(args: argparse.Namespace, ctx: object | None) -> int:
+    _require_directory(args.root, "--root")
+    # A new sounds directory is made, but never inside a file.
+    _require_directory(args.sounds_dir, "SOUNDS_DIR", may_be_missing=True)
+    setup = _setup(args, ctx, active_root)
+    report = install(setup.root, args.sounds_dir, manifest=setup.manifest,
+                     subdir=args.subdir or setup.subdir, force=args.force)
+    for where, count in report.installed.items():
+        print(f"installed {count} sound(s) in {args.sounds_dir / where}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,25 +122,20 @@ def _zh_number(num: int, out: list[str]) -> None:
                 continue
             name = f"digits/{num}"
             num = 0
-        elif num < 100:
-            length = len(str(num))
-            if _place_gap(last_length, length):
-                last_length = length
-                play_zero = True
-                continue
-            last_length = length
-            name = f"digits/{(num // 10) * 10}"
-            num %= 10
         elif num < 1000:
             length = len(str(num))
             if _place_gap(last_length, length):
                 last_length = length
                 play_zero = True
                 continue
-            name = f"digits/{num // 100}"
-            play_hundred = True
             last_length = length
-            num %= 100
+            if num < 100:
+                name = f"digits/{(num // 10) * 10}"
+                num %= 10
+            else:
+                name = f"digits/{num // 100}"
+                play_hundred = True
+                num %= 100
         elif num < 10_000:
             name = f"digits/{num // 1000}"
             play_thousand = True

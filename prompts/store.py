@@ -1,4 +1,4 @@
-"""Prompt sets on disk: check them, load new recordings, install them for Asterisk.
+"""Prompt sets on disk: check them and load new recordings (installing: ``prompts.install``).
 
 Pure Python + numpy; nothing here imports Twisted, and nothing here runs on the reactor thread
 (loading converts audio: run it from the command line or a worker thread).
@@ -21,55 +21,33 @@ swap at all: the old set stays byte-identical. The first load into an empty root
 committed default set in for every language, so the root is complete from then on. The set
 before the newest is kept under ``.sets/`` for a manual rollback.
 
-Installing (``install``) copies a root into Asterisk's sounds directory the same way:
+Installing (``prompts.install``) copies a root into Asterisk's sounds directory the same way:
 ``<SOUNDS_DIR>/<lang>/loyalty`` and ``<SOUNDS_DIR>/zh/digits`` become symlinks to fresh
 directories, swapped atomically per language.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import fcntl
 import hashlib
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from prompts import DEFAULT_AUDIO_ROOT
-from prompts.audio import (
-    AUDIO_EXTENSIONS,
-    TARGET_RATE,
-    AudioError,
-    clipped_fraction,
-    convert,
-    read_audio,
-    rms_dbfs,
-    to_mono,
-    wav_bytes,
-    wav_payload,
-)
+from prompts.audio import AUDIO_EXTENSIONS, TARGET_RATE, AudioError, wav_bytes, wav_payload
 from prompts.manifest import Manifest
+from prompts.recording import refusal_kind, validate_recording
 from prompts.say import ZH_DIGITS
-
-# Validation limits for loaded recordings.
-MIN_DURATION_S = 0.2
-MAX_DURATION_S = 60.0
-SILENCE_DBFS = -50.0        # a whole file quieter than this (RMS) counts as silent
-MAX_CLIPPED_FRACTION = 0.001  # more than 0.1% of samples flat at full scale counts as clipped
+from prompts.set_dirs import DIGITS, SETS_DIR, copy_set, locked, new_stamp, prune_sets, swap_link
 
 OPS_ROOT = Path("var/prompts")
 ROOT_MARKER = ".prompt-root"
-SETS_DIR = ".sets"
 SET_INFO = ".set.json"
-DIGITS = "digits"
 
 ProgressFn = Callable[[int, int, str, str], None]  # (index, total, file name, outcome)
 
@@ -289,84 +267,6 @@ def _scan(source: Path, lang: str, manifest: Manifest,
     return out
 
 
-def validate_recording(path: Path) -> tuple[np.ndarray | None, list[str]]:
-    """Decode, check and convert one file: (8 kHz int16 samples or None, reasons refused)."""
-    try:
-        audio = read_audio(path)
-    except AudioError as exc:
-        return None, [f"cannot be read: {exc}"]
-    reasons: list[str] = []
-    if audio.frames == 0:
-        return None, ["has no sound in it (0 samples)"]
-    if audio.duration < MIN_DURATION_S:
-        reasons.append(f"is too short ({audio.duration:.2f} s; at least {MIN_DURATION_S} s)")
-    if audio.duration > MAX_DURATION_S:
-        reasons.append(f"is too long ({audio.duration:.1f} s; at most {MAX_DURATION_S:.0f} s)")
-    level = rms_dbfs(to_mono(audio))
-    if level < SILENCE_DBFS:
-        shown = "no signal at all" if level == float("-inf") else f"{level:.0f} dBFS"
-        reasons.append(f"is silent or nearly silent (level {shown}; needs at least "
-                       f"{SILENCE_DBFS:.0f} dBFS)")
-    clipped = clipped_fraction(audio)
-    if clipped > MAX_CLIPPED_FRACTION:
-        reasons.append(f"is clipped ({clipped:.1%} of the samples are flat at full scale; "
-                       "record it again at a lower level)")
-    if reasons:
-        return None, reasons
-    return convert(audio), []
-
-
-def _kind_of(reason: str) -> str:
-    for key, kind in (("too short", "too-short"), ("too long", "too-long"),
-                      ("silent", "silent"), ("clipped", "clipped")):
-        if key in reason:
-            return kind
-    return "unreadable"
-
-
-@contextlib.contextmanager
-def _locked(lock_file: Path):
-    """Serialise writers (two loads or installs at once) with an advisory file lock."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-
-
-def _copy_set(src: Path, dst: Path) -> None:
-    """Copy a language set (audio files and digits/) into a new directory."""
-    dst.mkdir(parents=True)
-    for path in sorted(src.iterdir()) if src.is_dir() else []:
-        if path.name.startswith("."):
-            continue
-        if path.is_dir():
-            if path.name == DIGITS:
-                _copy_set(path, dst / DIGITS)
-        elif path.suffix in (".wav", ".sln"):
-            shutil.copyfile(path, dst / path.name)
-
-
-def _swap_link(link: Path, target_name: str) -> None:
-    """Point ``link`` at ``target_name`` (relative, a sibling) atomically."""
-    tmp = link.with_name(f".{link.name}.swap-{secrets.token_hex(4)}")
-    os.symlink(target_name, tmp)
-    try:
-        if link.is_dir() and not link.is_symlink():
-            # A real directory (not made by us): move it aside, never delete it.
-            link.rename(link.with_name(f".{link.name}.before-{_stamp()}"))
-        os.replace(tmp, link)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _seed_root(root: Path, manifest: Manifest, base_root: Path) -> None:
     """Make ``root`` a complete ops root from ``base_root`` (first load only)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -375,23 +275,12 @@ def _seed_root(root: Path, manifest: Manifest, base_root: Path) -> None:
     for lang in manifest.languages:
         if (root / lang).exists():
             continue
-        name = f"{lang}-{_stamp()}"
-        _copy_set(base_root / lang, sets / name)
-        _swap_link(root / lang, f"{SETS_DIR}/{name}")
+        name = f"{lang}-{new_stamp()}"
+        copy_set(base_root / lang, sets / name)
+        swap_link(root / lang, f"{SETS_DIR}/{name}")
     (root / ROOT_MARKER).write_text(
         json.dumps({"seeded_from": str(base_root), "at": datetime.now(UTC).isoformat()}) + "\n",
         encoding="utf-8")
-
-
-def _prune(root: Path, lang: str, keep: set[str]) -> None:
-    """Delete a language's old sets, never the live one nor those in ``keep``."""
-    sets = root / SETS_DIR
-    link = root / lang
-    live = link.resolve().name if link.is_symlink() else None
-    for old in sets.glob(f"{lang}-*"):
-        if old.name in keep or old.name == live:
-            continue
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load(source_dir: str | os.PathLike, lang: str, target_root: str | os.PathLike,
@@ -429,14 +318,14 @@ def load(source_dir: str | os.PathLike, lang: str, target_root: str | os.PathLik
     root.mkdir(parents=True, exist_ok=True)
     sets = root / SETS_DIR
     sets.mkdir(exist_ok=True)
-    staging = sets / f".staging-{lang}-{_stamp()}"
+    staging = sets / f".staging-{lang}-{new_stamp()}"
     staging.mkdir()
     try:
         converted: dict[str, Path] = {}
         for n, (name, path) in enumerate(sorted(supplied.items()), 1):
             pcm, reasons = validate_recording(path)
             for reason in reasons:
-                report.errors.append(Problem(_kind_of(reason), f"{path.name}: {reason}",
+                report.errors.append(Problem(refusal_kind(reason), f"{path.name}: {reason}",
                                              lang=lang, prompt_id=name, path=str(path)))
             if pcm is not None:
                 out = staging / f"{name}.wav"
@@ -452,15 +341,15 @@ def load(source_dir: str | os.PathLike, lang: str, target_root: str | os.PathLik
             report.kept = [i for i in manifest.ids if i not in supplied]
             return report
 
-        with _locked(root / ".lock"):
+        with locked(root / ".lock"):
             if not (root / ROOT_MARKER).is_file():
                 _seed_root(root, manifest, base)
             link = root / lang
             current = link.resolve() if link.exists() else base / lang
             previous_name = link.resolve().name if link.is_symlink() else None
-            new_name = f"{lang}-{_stamp()}"
+            new_name = f"{lang}-{new_stamp()}"
             new_dir = sets / new_name
-            _copy_set(current, new_dir)
+            copy_set(current, new_dir)
             for name, staged in converted.items():
                 dest = new_dir / f"{name}.wav"
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -471,9 +360,9 @@ def load(source_dir: str | os.PathLike, lang: str, target_root: str | os.PathLik
                 "source": str(source.absolute()), "manifest_version": manifest.version,
                 "replaced": report.loaded,
             }, indent=1) + "\n", encoding="utf-8")
-            _swap_link(link, f"{SETS_DIR}/{new_name}")
+            swap_link(link, f"{SETS_DIR}/{new_name}")
             report.swapped = True
-            _prune(root, lang, {new_name} | ({previous_name} if previous_name else set()))
+            prune_sets(root, lang, {new_name} | ({previous_name} if previous_name else set()))
         report.kept = [i for i in manifest.ids if i not in supplied]
         report.missing = [i for i in manifest.ids if not (new_dir / f"{i}.wav").is_file()]
         report.missing += [f"{DIGITS}/{d}" for d in digits_names(lang)
@@ -482,81 +371,3 @@ def load(source_dir: str | os.PathLike, lang: str, target_root: str | os.PathLik
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- install
-
-
-def _install_dir(files: list[Path], lang_dir: Path, name: str) -> int:
-    """Copy ``files`` (wav; .sln written beside from the wav payload if absent) into a fresh
-    ``lang_dir/.<name>-<stamp>`` and swap ``lang_dir/<name>`` to it."""
-    lang_dir.mkdir(parents=True, exist_ok=True)
-    fresh_name = f".{name}-{_stamp()}"
-    fresh = lang_dir / fresh_name
-    link = lang_dir / name
-    with _locked(lang_dir / f".{name}.lock"):
-        fresh.mkdir()
-        os.chmod(fresh, 0o755)
-        try:
-            count = 0
-            for wav in files:
-                dest = fresh / wav.name
-                shutil.copyfile(wav, dest)
-                sln = wav.with_suffix(".sln")
-                if sln.is_file():
-                    shutil.copyfile(sln, dest.with_suffix(".sln"))
-                else:
-                    dest.with_suffix(".sln").write_bytes(wav_payload(wav)[0])
-                for path in (dest, dest.with_suffix(".sln")):
-                    os.chmod(path, 0o644)
-                count += 1
-            _swap_link(link, fresh_name)
-        except BaseException:
-            shutil.rmtree(fresh, ignore_errors=True)
-            raise
-        for old in lang_dir.glob(f".{name}-*"):  # earlier installs, including crashed ones
-            if old.name != fresh_name and old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old, ignore_errors=True)
-    return count
-
-
-def install(prompt_root: str | os.PathLike, sounds_dir: str | os.PathLike, *,
-            manifest: Manifest | None = None, subdir: str = "loyalty",
-            force: bool = False) -> InstallReport:
-    """Lay a prompt root out for Asterisk: ``<sounds>/<lang>/<subdir>/<id>.wav|.sln`` and
-    ``<sounds>/zh/digits/<name>.wav|.sln``; each directory swapped atomically.
-
-    With a ``manifest``, the root is checked first and an incomplete root is refused (unless
-    ``force``), and only the manifest's ids are copied.
-    """
-    root = Path(prompt_root)
-    sounds = Path(sounds_dir)
-    if manifest is not None:
-        problems = check(manifest, root, ())
-        if problems and not force:
-            raise PromptError(f"{root} is not a complete prompt set; nothing installed",
-                              problems)
-        languages = list(manifest.languages)
-    else:
-        languages = sorted(p.name for p in root.iterdir()
-                           if p.is_dir() and not p.name.startswith("."))
-    if not languages:
-        raise PromptError(f"{root} has no language directories; nothing installed")
-    report = InstallReport(sounds_dir=sounds)
-    for lang in languages:
-        lang_src = root / lang
-        if not lang_src.is_dir():
-            continue
-        if manifest is not None:
-            files = [lang_src / f"{i}.wav" for i in manifest.ids]
-            files = [f for f in files if f.is_file()]
-        else:
-            files = sorted(lang_src.glob("*.wav"))
-        report.installed[f"{lang}/{subdir}"] = _install_dir(files, sounds / lang, subdir)
-        digits_src = lang_src / DIGITS
-        if digits_src.is_dir():
-            wanted = digits_names(lang) or tuple(p.stem for p in digits_src.glob("*.wav"))
-            dfiles = [digits_src / f"{d}.wav" for d in wanted]
-            dfiles = [f for f in dfiles if f.is_file()]
-            report.installed[f"{lang}/{DIGITS}"] = _install_dir(dfiles, sounds / lang, DIGITS)
-    return report

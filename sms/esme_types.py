@@ -6,14 +6,8 @@ import hashlib
 from dataclasses import dataclass
 
 from sms.encoding import Concat, Reassembler, decode_short_message
-from sms.pdu import (
-    ESME_RMSGQFUL,
-    ESME_RTHROTTLED,
-    Pdu,
-    Receipt,
-    normalise_message_id,
-    parse_receipt_text,
-)
+from sms.pdu import ESME_RMSGQFUL, ESME_RTHROTTLED, Pdu
+from sms.receipt_text import Receipt, normalise_message_id, parse_receipt_text
 
 TEMPORARY_STATUSES = frozenset({ESME_RTHROTTLED, ESME_RMSGQFUL})
 RECEIPT_ESM_TYPES = frozenset({0x04, 0x20})  # SMSC delivery receipt, intermediate notification

@@ -14,6 +14,7 @@ import pytest
 from prompts import DEFAULT_AUDIO_ROOT
 from prompts import store as store_mod
 from prompts.audio import sox_available
+from prompts.install import install
 from prompts.manifest import load_manifest
 from prompts.say import ZH_DIGITS
 from prompts.store import (
@@ -21,7 +22,6 @@ from prompts.store import (
     active_root,
     check,
     current_set_version,
-    install,
     load,
     load_root,
 )

@@ -27,11 +27,10 @@ from sms.pdu import (
     ESME_RINVOPTPARSTREAM,
     DecodeError,
     Pdu,
-    _scan_receipt_text,
     decode_pdu,
     encode_pdu,
-    parse_receipt_text,
 )
+from sms.receipt_text import _scan_receipt_text, parse_receipt_text
 
 COMMANDS = sorted(_SUPPORTED)
 ENCODABLE = sorted(name for name in COMMANDS if _SPECS[name].encodable)

@@ -1,0 +1,88 @@
+"""Reading configuration values: typed keys checked (or converted from environment strings),
+times of day, and the loopback test. Errors are :class:`ConfigError`, naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import typing
+from datetime import time
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message naming the key."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_hhmm(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+def parse_range(value: str) -> tuple[time, time]:
+    start, end = value.split("-")
+    return parse_hhmm(start), parse_hhmm(end)
+
+
+def coerce_value(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
+    """Check (or, for strings from the environment, convert) one value against its type."""
+    from_env = isinstance(value, str) and kind is not str
+    if kind is bool:
+        if from_env:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if kind is int:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value) if from_env or isinstance(value, int) else _fail()
+        except (ValueError, TypeError):
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}") from None
+    if kind is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (ValueError, TypeError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if typing.get_origin(kind) is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    raise ConfigError(f"{key}: unsupported type")  # pragma: no cover
+
+
+def _fail() -> typing.NoReturn:
+    raise ValueError
+
+
+def build_section(name: str, cls: type, values: dict[str, typing.Any]) -> typing.Any:
+    """An instance of the dataclass ``cls`` from a table, naming ``name.key`` on errors."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(sorted(known))})")
+        kwargs[key] = coerce_value(f"{name}.{key}", value, hints[key])
+    return cls(**kwargs)
