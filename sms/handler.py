@@ -54,11 +54,11 @@ from core.domain import (
     mask_msisdn,
 )
 from core.log_limit import RepeatLimiter
+from core.messaging.records import OutboxRow, RateWindow, StoredMO
 from core.metrics import Metrics
 from core.redemption import catalogue, confirm_redemption, gift_orders, start_confirmation
 from core.rules import last_valid_day
 from core.service_desk import record_ticket
-from core.store.sms_sql import OutboxRow, RateWindow, StoredMO
 from ops.coalesce import Coalescer
 from ops.dbservice import DatabaseService
 from sms import keywords as kw
@@ -137,14 +137,14 @@ def store_mo_batch(uow, rules, mos: list[MOMessage], now: datetime,
         bases.append(base)
     known: set[str] = set()
     if whole:
-        seen = uow.sms_existing_mo_keys([k for b in whole for k in keys_.lookups(b)],
+        seen = uow.messaging.existing_mo_keys([k for b in whole for k in keys_.lookups(b)],
                                         keys_.since)
         known |= {b for b in whole if seen.intersection(keys_.lookups(b))}
     if parts:
-        seen = uow.sms_existing_part_keys([k for b in parts for k in keys_.lookups(b)],
+        seen = uow.messaging.existing_part_keys([k for b in parts for k in keys_.lookups(b)],
                                           keys_.since)
         known |= {b for b in parts if seen.intersection(keys_.lookups(b))}
-    uow.sms_insert_mo([r for b, r in whole.items() if b not in known])
+    uow.messaging.insert_mo([r for b, r in whole.items() if b not in known])
     earlier: set[str] = set()  # a second copy in this very batch is a repeat too
     repeats = []
     for i, b in enumerate(bases):
@@ -154,7 +154,7 @@ def store_mo_batch(uow, rules, mos: list[MOMessage], now: datetime,
     if repeats:
         _store_repeats(uow, mos, repeats, whole, keys_, now)
     if parts:
-        uow.sms_insert_mo_parts([r for b, r in parts.items() if b not in known])
+        uow.messaging.insert_mo_parts([r for b, r in parts.items() if b not in known])
         _join_parts(uow, mos, now, keys_)
     first: set[str] = set()
     new = []
@@ -167,7 +167,7 @@ def store_mo_batch(uow, rules, mos: list[MOMessage], now: datetime,
 def _store_repeats(uow, mos: list[MOMessage], repeats: list[tuple[int, str]],
                    whole: dict[str, dict[str, Any]], keys_: _Keys, now: datetime) -> None:
     """Store each repeated whole message again, pointing at the first copy."""
-    ids = uow.sms_mo_ids([k for _, b in repeats for k in keys_.lookups(b)])
+    ids = uow.messaging.mo_ids([k for _, b in repeats for k in keys_.lookups(b)])
     stamp = int(now.timestamp() * 1_000_000)
     rows = []
     for i, base in repeats:
@@ -175,7 +175,7 @@ def _store_repeats(uow, mos: list[MOMessage], repeats: list[tuple[int, str]],
         row = whole[base]
         rows.append(dict(dedupe_key=f"{keys_.key(base)}~{stamp}.{i}", msisdn=row["msisdn"],
                          text=mos[i].text, received_at=now, repeat_of=first))
-    uow.sms_insert_mo_repeats(rows)
+    uow.messaging.insert_mo_repeats(rows)
 
 
 def _join_parts(uow, mos: list[MOMessage], now: datetime, keys_: _Keys) -> None:
@@ -189,7 +189,7 @@ def _join_parts(uow, mos: list[MOMessage], now: datetime, keys_: _Keys) -> None:
         else:
             sets.setdefault(key, None)
     for (source, ref, total), complete in sets.items():
-        stored = uow.sms_open_parts(source, ref, total, keys_.since)
+        stored = uow.messaging.open_parts(source, ref, total, keys_.since)
         if complete is not None:
             text = complete.text  # joined in memory from the raw payloads: exact
         elif len(stored) >= total:
@@ -197,21 +197,21 @@ def _join_parts(uow, mos: list[MOMessage], now: datetime, keys_: _Keys) -> None:
         else:
             continue
         base = whole_key(source, ref, total, text)
-        existing = uow.sms_existing_mo_keys(keys_.lookups(base), keys_.since)
+        existing = uow.messaging.existing_mo_keys(keys_.lookups(base), keys_.since)
         if existing:  # this set was joined already (a redelivered set)
             key = min(existing)
         else:
             key = keys_.key(base)
-            uow.sms_insert_mo([dict(dedupe_key=key, msisdn=source, text=text,
+            uow.messaging.insert_mo([dict(dedupe_key=key, msisdn=source, text=text,
                                     received_at=now)])
-        uow.sms_join_parts([p.id for p in stored], key)
+        uow.messaging.join_parts([p.id for p in stored], key)
 
 
 def housekeeping(uow, rules, now: datetime) -> tuple[int, int]:
     """Forget concatenation parts and rate windows older than a day: (parts, windows)."""
     day_ago = now - timedelta(days=1)
-    parts = uow.sms_purge_parts(day_ago)
-    windows = uow.sms_purge_rate_windows(day_ago)
+    parts = uow.messaging.purge_parts(day_ago)
+    windows = uow.messaging.purge_rate_windows(day_ago)
     return parts, windows
 
 
@@ -268,7 +268,8 @@ def handle_batch(uow, rules, settings: HandlerSettings, now: datetime, limit: in
     while a later message of the batch waits for a member row, which a hotline redemption may
     hold while it waits for that stock: a deadlock on PostgreSQL. On its own, a writer locks
     member then reward, as every redemption does."""
-    mos = uow.sms_claim_mo(limit, now, only_from=settings.only_from, after_id=settings.after_id)
+    mos = uow.messaging.claim_mo(limit, now, only_from=settings.only_from,
+                                 after_id=settings.after_id)
     if not mos:
         return HandledBatch()
     writes = {mo.id for mo in mos if kw.parse(mo.text).kind in _WRITERS}
@@ -315,7 +316,7 @@ def handle_one(uow, rules, settings: HandlerSettings, mo_id: int, now: datetime,
                claim_until: datetime | None) -> HandledBatch:
     """Handle one message in its own transaction; if that fails, count the attempt and try
     again after a backoff, or set the message aside after ``max_attempts``."""
-    mos = uow.sms_claim_mo_ids([mo_id])
+    mos = uow.messaging.claim_mo_ids([mo_id])
     if not mos:
         return HandledBatch()
     try:
@@ -325,7 +326,7 @@ def handle_one(uow, rules, settings: HandlerSettings, mo_id: int, now: datetime,
         if connection_lost(exc):
             raise
         error, trace = describe(exc), traceback.format_exc()
-    mos = uow.sms_claim_mo_ids([mo_id])
+    mos = uow.messaging.claim_mo_ids([mo_id])
     if not mos:
         return HandledBatch()
     mo = mos[0]
@@ -334,7 +335,7 @@ def handle_one(uow, rules, settings: HandlerSettings, mo_id: int, now: datetime,
     work = _Work(settings, now)
     if attempts < settings.max_attempts:
         delay = backoff(attempts, settings.retry_base_s)
-        uow.sms_mo_retry_later(mo_id, attempts, now + delay, error)
+        uow.messaging.mo_retry_later(mo_id, attempts, now + delay, error)
         uow.commit()
         return HandledBatch(1, {"retry": 1}, problems=(
             f"{who} failed (attempt {attempts} of {settings.max_attempts}), trying again in "
@@ -345,9 +346,9 @@ def handle_one(uow, rules, settings: HandlerSettings, mo_id: int, now: datetime,
     rows = []
     msisdn = _msisdn(mo.msisdn, rules)
     if msisdn is not None:
-        lang = uow.sms_members([msisdn]).get(msisdn, settings.default_language)
+        lang = uow.messaging.member_languages([msisdn]).get(msisdn, settings.default_language)
         rows.append(_reply_row(msisdn, lang, UNAVAILABLE, {}, mo, work, claim_until))
-    uow.sms_mo_set_aside(mo_id, attempts, error, now)
+    uow.messaging.mo_set_aside(mo_id, attempts, error, now)
     return _finish(uow, [], [], rows, work, claim_until, count=1)
 
 
@@ -363,8 +364,8 @@ def _handle(uow, rules, settings: HandlerSettings, mos: list[StoredMO], now: dat
             claim_until: datetime | None) -> HandledBatch:
     work = _Work(settings, now)
     numbers = {mo.id: _msisdn(mo.msisdn, rules) for mo in mos}
-    languages = uow.sms_members([n for n in numbers.values() if n])
-    windows = uow.sms_rate_windows([numbers[m.id] or m.msisdn for m in mos]) \
+    languages = uow.messaging.member_languages([n for n in numbers.values() if n])
+    windows = uow.messaging.rate_windows([numbers[m.id] or m.msisdn for m in mos]) \
         if settings.rate_limit else {}
     changed: dict[str, RateWindow] = {}
     rows: list[dict[str, Any]] = []
@@ -372,7 +373,7 @@ def _handle(uow, rules, settings: HandlerSettings, mos: list[StoredMO], now: dat
     commands = {mo.id: kw.parse(mo.text) for mo in mos if numbers[mo.id] in languages}
     wanted = [numbers[i] for i, c in commands.items() if c.kind == kw.BALANCE]
     if wanted:
-        work.balances = uow.sms_balance_summaries(wanted, now)
+        work.balances = uow.messaging.balance_summaries(wanted, now)
     for mo in mos:
         msisdn = numbers[mo.id]
         verdict = "ok"
@@ -398,7 +399,7 @@ def _handle(uow, rules, settings: HandlerSettings, mos: list[StoredMO], now: dat
             if mo.repeat_of is not None and cmd.kind in _WRITERS:
                 how, reply = repeat_reply(uow, mo)
                 if how == "wait":  # the first copy is handled first: answer like it
-                    uow.sms_mo_retry_later(mo.id, mo.attempts, now + WAIT_FOR_FIRST, None)
+                    uow.messaging.mo_retry_later(mo.id, mo.attempts, now + WAIT_FOR_FIRST, None)
                     waiting.add(mo.id)
                     continue
                 if how == "copy" and reply is not None:
@@ -408,7 +409,7 @@ def _handle(uow, rules, settings: HandlerSettings, mos: list[StoredMO], now: dat
             work.outcomes[cmd.kind] += 1
             template, params = _dispatch(uow, rules, work, cmd, msisdn, lang, mo)
         rows.append(_reply_row(msisdn, lang, template, params, mo, work, claim_until))
-    uow.sms_save_rate_windows(list(changed.values()))
+    uow.messaging.save_rate_windows(list(changed.values()))
     done = [mo for mo in mos if mo.id not in waiting]
     return _finish(uow, done, ["handled"] * len(done), rows, work, claim_until,
                    count=len(mos))
@@ -417,8 +418,8 @@ def _handle(uow, rules, settings: HandlerSettings, mos: list[StoredMO], now: dat
 def _finish(uow, mos: list[StoredMO], states: list[str], rows: list[dict[str, Any]],
             work: _Work, claim_until: datetime | None, count: int | None = None
             ) -> HandledBatch:
-    ids = uow.sms_queue_outbox(rows)
-    uow.sms_mark_mo([(mo.id, s) for mo, s in zip(mos, states, strict=True)], work.now)
+    ids = uow.messaging.queue_outbox(rows)
+    uow.messaging.mark_mo([(mo.id, s) for mo, s in zip(mos, states, strict=True)], work.now)
     uow.commit()
     claimed: tuple[OutboxRow, ...] = ()
     if claim_until is not None:

@@ -39,8 +39,8 @@ from twisted.python.failure import Failure
 from core.config import JobsConfig
 from core.domain import mask_msisdn
 from core.jobs.schedule import NOTICE_KINDS, release_time
+from core.messaging.records import OutboxRow
 from core.metrics import Metrics
-from core.store.sms_sql import OutboxRow
 from ops.coalesce import Coalescer
 from ops.dbservice import DatabaseService
 from sms.batching import GroupCommit, log_failure
@@ -160,8 +160,8 @@ def claim_batch(uow, rules, now: datetime, until: datetime, limit: int, max_part
     if quiet is not None:
         release = release_time(now, rules.zone, quiet)
         if release > now:
-            uow.sms_put_off(NOTICE_KINDS, now, release)
-    rows = uow.sms_claim_outbox(now, until, limit)
+            uow.messaging.put_off(NOTICE_KINDS, now, release)
+    rows = uow.messaging.claim_outbox(now, until, limit)
     ready: list[OutboxRow] = []
     bodies: list[tuple[int, str]] = []
     failed: list[tuple[int, tuple, str]] = []
@@ -175,8 +175,8 @@ def claim_batch(uow, rules, now: datetime, until: datetime, limit: int, max_part
             bodies.append((row.id, text))
             row = replace(row, body=text)
         ready.append(row)
-    uow.sms_set_bodies(bodies)
-    uow.sms_record_failed(failed, now)
+    uow.messaging.set_bodies(bodies)
+    uow.messaging.record_failed(failed, now)
     return ready, [(row_id, error) for row_id, _, error in failed]
 
 
@@ -200,20 +200,21 @@ def record_events(uow, rules, outcomes: list[Outcome], receipts: list[ReceiptIte
 def _record(uow, outcomes: list[Outcome], now: datetime) -> Counter:
     new_ids = [(o.outbox_id, part, mid, normalise_message_id(mid))
                for o in outcomes for part, mid in o.accepted]
-    uow.sms_record_submitted([(o.outbox_id, o.message_ids) for o in outcomes
+    uow.messaging.record_submitted([(o.outbox_id, o.message_ids) for o in outcomes
                               if o.state == "submitted"], now)
-    uow.sms_record_retry([(o.outbox_id, o.message_ids, o.not_before or now, o.error or "")
+    uow.messaging.record_retry([(o.outbox_id, o.message_ids, o.not_before or now, o.error or "")
                           for o in outcomes if o.state == "retry"])
-    uow.sms_record_failed([(o.outbox_id, o.message_ids, o.error or "failed")
+    uow.messaging.record_failed([(o.outbox_id, o.message_ids, o.error or "failed")
                            for o in outcomes if o.state == "failed"], now)
     aside = [o for o in outcomes if o.state == "set_aside"]
     if aside:
-        uow.sms_record_retry([(o.outbox_id, o.message_ids, now, o.error or "") for o in aside])
-        uow.sms_record_set_aside([(o.outbox_id, o.error or "") for o in aside], now)
-    uow.sms_add_message_ids(new_ids, now)
+        uow.messaging.record_retry([(o.outbox_id, o.message_ids, now, o.error or "")
+                                    for o in aside])
+        uow.messaging.record_set_aside([(o.outbox_id, o.error or "") for o in aside], now)
+    uow.messaging.add_message_ids(new_ids, now)
     counts: Counter = Counter()
     if new_ids:
-        held = uow.sms_held_receipts(set().union(*(keys for *_, keys in new_ids)))
+        held = uow.messaging.held_receipts(set().union(*(keys for *_, keys in new_ids)))
         if held:
             counts.update(apply_held(uow, held, now))
     # Parts accepted by an earlier attempt may have their receipts already.
@@ -248,15 +249,15 @@ class MTEvents(GroupCommit):
 
 def outbox_depth(uow, rules) -> int:
     """MT rows not yet accepted by the SMSC (queued or being sent)."""
-    return uow.sms_outbox_depth()
+    return uow.messaging.outbox_depth()
 
 
 def release_claims(uow, rules, ids: list[int]) -> None:
-    uow.sms_release_claims(ids)
+    uow.messaging.release_claims(ids)
 
 
 def extend_claims(uow, rules, ids: list[int], until: datetime) -> None:
-    uow.sms_extend_claims(ids, until)
+    uow.messaging.extend_claims(ids, until)
 
 
 # --- the sender (reactor) ---------------------------------------------------------------------

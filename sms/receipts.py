@@ -28,8 +28,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from core.messaging.records import HeldReceipt
 from core.metrics import Metrics
-from core.store.sms_sql import HeldReceipt
 from ops.dbservice import DatabaseService
 from sms.batching import log_failure
 from sms.esme_types import DeliveryReceipt
@@ -71,7 +71,7 @@ def settle(uow, outbox_ids: Iterable[int], errs: dict[tuple[int, int], str | Non
     ids = set(outbox_ids)
     if not ids:
         return
-    for ps in uow.sms_part_stats(ids):
+    for ps in uow.messaging.part_stats(ids):
         if ps.state != "submitted" or not ps.parts:
             continue
         stats = [ps.stats.get(i) for i in range(ps.parts)]
@@ -85,7 +85,7 @@ def settle(uow, outbox_ids: Iterable[int], errs: dict[tuple[int, int], str | Non
             final.append((ps.outbox_id, FINAL_STATES[stats[bad]],
                           f"part {bad + 1}/{ps.parts} {stats[bad]}"
                           + (f" err:{err}" if err else "")))
-    uow.sms_finalise(final, now)
+    uow.messaging.finalise(final, now)
 
 
 def _match(uow, items: list[ReceiptItem], now: datetime
@@ -94,7 +94,7 @@ def _match(uow, items: list[ReceiptItem], now: datetime
     counts: Counter = Counter()
     keys = set().union(*(i.keys for i in items)) if items else set()
     by_key: dict[str, list[tuple[int, int]]] = {}
-    for m in uow.sms_match_ids(keys):
+    for m in uow.messaging.match_ids(keys):
         by_key.setdefault(m.id_key, []).append((m.outbox_id, m.part))
     stats: dict[tuple[int, int], str | None] = {}
     errs: dict[tuple[int, int], str | None] = {}
@@ -109,7 +109,7 @@ def _match(uow, items: list[ReceiptItem], now: datetime
         errs[target] = item.err
         matched.append(item)
         counts[FINAL_STATES.get(item.stat or "", "intermediate")] += 1
-    uow.sms_set_part_stats([(o, p, s) for (o, p), s in stats.items()])
+    uow.messaging.set_part_stats([(o, p, s) for (o, p), s in stats.items()])
     settle(uow, {o for o, _ in stats}, errs, now)
     return counts, matched, unmatched
 
@@ -123,7 +123,7 @@ def apply_receipts(uow, rules, items: list[ReceiptItem], now: datetime) -> dict[
 def hold_unmatched(uow, items: list[ReceiptItem], now: datetime) -> Counter:
     """Apply receipts; hold those that match nothing yet (no commit)."""
     counts, _, unmatched = _match(uow, items, now)
-    uow.sms_hold_receipts([(k, i.message_id, i.stat, i.err)
+    uow.messaging.hold_receipts([(k, i.message_id, i.stat, i.err)
                            for i in unmatched for k in sorted(i.keys)], now)
     if unmatched:
         counts["held"] += len(unmatched)
@@ -138,15 +138,15 @@ def apply_held(uow, held: list[HeldReceipt], now: datetime) -> dict[str, int]:
     items = [ReceiptItem(frozenset(k), mid, stat, err)
              for (mid, stat, err), k in grouped.items()]
     counts, matched, _ = _match(uow, items, now)
-    uow.sms_drop_receipts([i.message_id for i in matched])
+    uow.messaging.drop_receipts([i.message_id for i in matched])
     return dict(counts)
 
 
 def sweep_receipts(uow, rules, now: datetime, hold_s: float) -> dict[str, int]:
     """Match held receipts whose id got recorded since; drop those held too long."""
-    held = uow.sms_held_receipts_matching()
+    held = uow.messaging.held_receipts_matching()
     counts = Counter(apply_held(uow, held, now) if held else {})
-    expired = uow.sms_expire_receipts(now - timedelta(seconds=hold_s))
+    expired = uow.messaging.expire_receipts(now - timedelta(seconds=hold_s))
     if expired:
         counts["unmatched"] += expired
     return dict(counts)

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
-from core.store.sms_sql import StoredMO
+from core.messaging.records import StoredMO
 
 UNAVAILABLE = "unavailable"  # the template of the one reply to a message set aside
 # Replies that say the request was not acted on: its repeat is handled afresh.
@@ -50,7 +50,7 @@ def repeat_reply(uow: Any, mo: StoredMO) -> tuple[str, dict[str, Any] | None]:
     """For a repeated state-changing request: ``("copy", reply row)`` to send the first
     copy's reply again, ``("wait", None)`` while the first copy is still to be handled, or
     ``("handle", None)`` to act on it now (the first copy was not acted on)."""
-    state, reply = uow.sms_mo_outcome(mo.repeat_of)
+    state, reply = uow.messaging.mo_outcome(mo.repeat_of)
     if state == "received":
         return "wait", None
     if state == "handled" and reply is not None and reply["template"] not in NOT_ACTED_ON:

@@ -27,8 +27,8 @@ from core.domain import (
     Ticket,
 )
 from core.store.jobs_sql import JobsQueries
+from core.store.messaging import SqlMessaging
 from core.store.queues_sql import QueueQueries
-from core.store.sms_sql import SmsQueries
 from core.store.sums import checked_points, out_of_range, points_sum
 from core.store.tables import (
     auto_redemptions,
@@ -50,10 +50,11 @@ from core.store.tables import (
 )
 
 
-class SqlUnitOfWork(JobsQueries, SmsQueries, QueueQueries):
+class SqlUnitOfWork(JobsQueries, QueueQueries):
     def __init__(self, conn: Connection, *, is_sqlite: bool) -> None:
         self.conn = conn
         self.is_sqlite = is_sqlite
+        self.messaging = SqlMessaging(conn, is_sqlite=is_sqlite)
 
     def commit(self) -> None:
         """For drivers that work in steps (one transaction per step); use cases never commit:

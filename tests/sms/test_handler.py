@@ -14,7 +14,7 @@ from core.accounts import balance, credit_points, deduct_points
 from core.demo import load_demo
 from core.domain import Channel as Via
 from core.domain import LedgerKind
-from core.store.sms_sql import RateWindow
+from core.messaging.records import RateWindow
 from sms.encoding import Concat
 from sms.esme_types import MOMessage
 from sms.handler import HandlerSettings, handle_batch, store_mo_batch
@@ -48,7 +48,7 @@ def handle(run, now=NOW, limit=100, settings=None, claim_until=None):
 
 def replies(store, msisdn=None):
     with store.unit_of_work(write=False) as uow:
-        return [(r["msisdn"], r["template"], r["body"]) for r in uow.sms_outbox_rows(msisdn)]
+        return [(r["msisdn"], r["template"], r["body"]) for r in uow.messaging.outbox_rows(msisdn)]
 
 
 def mo_states(store):
@@ -139,7 +139,7 @@ def test_replies_can_be_inserted_already_claimed(demo, run):
     (row,) = batch.claimed
     assert row.msisdn == ZHANG and row.body.startswith("【积分查询】") and row.attempts == 1
     with demo.unit_of_work(write=False) as uow:
-        (stored,) = uow.sms_outbox_rows()
+        (stored,) = uow.messaging.outbox_rows()
     assert stored["state"] == "sending" and stored["claimed_until"] == until
 
 
@@ -237,7 +237,7 @@ def test_the_batched_balance_is_the_core_balance(demo, run, store, rules):
     numbers = [ZHANG, ALICE, BOB, "13900139000", "13700137000", "13000000001", "13000000002"]
     for when in (NOW, datetime(2027, 1, 1, tzinfo=UTC)):
         with store.unit_of_work(write=False) as uow:
-            batched = uow.sms_balance_summaries(numbers, when)
+            batched = uow.messaging.balance_summaries(numbers, when)
         for n in numbers:
             core = run(balance, n, when)
             points, first, expiring = batched[n]
