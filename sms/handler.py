@@ -41,6 +41,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from core import messages
 from core.accounts import balance, history, set_warning_preferences, tier_status
 from core.domain import (
     Channel,
@@ -54,6 +55,7 @@ from core.domain import (
     mask_msisdn,
 )
 from core.log_limit import RepeatLimiter
+from core.messages import Message
 from core.messaging.records import OutboxRow, RateWindow, StoredMO
 from core.metrics import Metrics
 from core.redemption import catalogue, confirm_redemption, gift_orders, start_confirmation
@@ -67,13 +69,13 @@ from sms.esme_types import MOMessage
 from sms.outbox import OutboxSender, render_fitting
 from sms.pdu import ESME_RTHROTTLED
 from sms.set_aside import (
-    UNAVAILABLE,
     WAIT_FOR_FIRST,
     backoff,
     connection_lost,
     copied_reply,
     describe,
     repeat_reply,
+    reply_row,
 )
 
 log = Logger()
@@ -347,7 +349,7 @@ def handle_one(uow, rules, settings: HandlerSettings, mo_id: int, now: datetime,
     msisdn = _msisdn(mo.msisdn, rules)
     if msisdn is not None:
         lang = uow.messaging.member_languages([msisdn]).get(msisdn, settings.default_language)
-        rows.append(_reply_row(msisdn, lang, UNAVAILABLE, {}, mo, work, claim_until))
+        rows.append(_reply_row(msisdn, lang, messages.UNAVAILABLE, mo, work, claim_until))
     uow.messaging.mo_set_aside(mo_id, attempts, error, now)
     return _finish(uow, [], [], rows, work, claim_until, count=1)
 
@@ -390,10 +392,10 @@ def _handle(uow, rules, settings: HandlerSettings, mos: list[StoredMO], now: dat
         lang = languages.get(msisdn, settings.default_language)
         if verdict == "warn":
             work.outcomes["rate_limited"] += 1
-            template, params = "rate_limited", {}
+            message = messages.RATE_LIMITED
         elif msisdn not in languages:
             work.outcomes["not_member"] += 1
-            template, params = "join", {}
+            message = messages.JOIN
         else:
             cmd = commands[mo.id]
             if mo.repeat_of is not None and cmd.kind in _WRITERS:
@@ -407,8 +409,8 @@ def _handle(uow, rules, settings: HandlerSettings, mos: list[StoredMO], now: dat
                     rows.append(copied_reply(reply, mo, now, claim_until)[1])
                     continue
             work.outcomes[cmd.kind] += 1
-            template, params = _dispatch(uow, rules, work, cmd, msisdn, lang, mo)
-        rows.append(_reply_row(msisdn, lang, template, params, mo, work, claim_until))
+            message = _dispatch(uow, rules, work, cmd, msisdn, lang)
+        rows.append(_reply_row(msisdn, lang, message, mo, work, claim_until))
     uow.messaging.save_rate_windows(list(changed.values()))
     done = [mo for mo in mos if mo.id not in waiting]
     return _finish(uow, done, ["handled"] * len(done), rows, work, claim_until,
@@ -447,29 +449,24 @@ def _rate(windows: dict[str, RateWindow], changed: dict[str, RateWindow], key: s
     return verdict
 
 
-def _reply_row(msisdn: str, lang: str, template: str, params: dict[str, Any], mo: StoredMO,
-               work: _Work, claim_until: datetime | None) -> dict[str, Any]:
-    body = render_fitting(template, lang, params, work.settings.max_parts)
-    return dict(msisdn=msisdn, language=lang, kind=REPLY_KIND, template=template,
-                params=params, body=body, dedupe_key=f"mo:{mo.id}",
-                state="sending" if claim_until is not None else "queued",
-                attempts=1 if claim_until is not None else 0, not_before=work.now,
-                claimed_until=claim_until, created_at=work.now)
+def _reply_row(msisdn: str, lang: str, message: Message, mo: StoredMO, work: _Work,
+               claim_until: datetime | None) -> dict[str, Any]:
+    body = render_fitting(message.template, lang, message.params, work.settings.max_parts)
+    return reply_row(msisdn, lang, REPLY_KIND, message, body, mo, work.now, claim_until)
 
 
-# --- keywords -> core -> (template, params) ---------------------------------------------------
+# --- keywords -> core -> message ----------------------------------------------------------
 
 _WRITERS = (kw.REDEEM, kw.CONFIRM, kw.MAKEUP, kw.COMPLAINT, kw.STOP)
 
 
-def _dispatch(uow, rules, work: _Work, cmd: kw.Command, msisdn: str, lang: str,
-              mo: StoredMO) -> tuple[str, dict[str, Any]]:
+def _dispatch(uow, rules, work: _Work, cmd: kw.Command, msisdn: str, lang: str) -> Message:
     if cmd.kind not in _WRITERS:
         try:
             return _read(uow, rules, work, cmd, msisdn, lang)
         except DomainError as exc:
             work.problems.append(f"SMS {cmd.kind} for {mask_msisdn(msisdn)}: {exc!r}")
-            return "system_error", {}
+            return messages.SYSTEM_ERROR
     try:
         with uow.savepoint():
             return _write(uow, rules, work, cmd, msisdn, lang)
@@ -477,39 +474,23 @@ def _dispatch(uow, rules, work: _Work, cmd: kw.Command, msisdn: str, lang: str,
         return _domain_reply(rules, work, cmd, exc, msisdn)
 
 
-def _read(uow, rules, work: _Work, cmd: kw.Command, msisdn: str,
-          lang: str) -> tuple[str, dict[str, Any]]:
+def _read(uow, rules, work: _Work, cmd: kw.Command, msisdn: str, lang: str) -> Message:
     now, s = work.now, work.settings
-    zh = lang == "zh"
     if cmd.kind == kw.BALANCE:
         summary = work.balances.get(msisdn)
-        if summary is not None:  # the same figures as core.accounts.balance, batched
-            points, next_expiry, expiring = summary
-            day = last_valid_day(next_expiry, rules.zone) if next_expiry else None
-        else:
-            bal = balance(uow, rules, msisdn, now)
-            points, expiring, day = bal.points, bal.next_expiry_points, bal.next_expiry_date
-        return "balance", {"points": points, "expiring_points": expiring,
-                           "expiry_date": day.isoformat() if day else None}
+        if summary is None:
+            return messages.balance_of(balance(uow, rules, msisdn, now))
+        points, next_expiry, expiring = summary  # core.accounts.balance's figures, batched
+        day = last_valid_day(next_expiry, rules.zone) if next_expiry else None
+        return messages.balance_message(points, expiring, day)
     if cmd.kind == kw.TIER:
-        t = tier_status(uow, rules, msisdn, now)
-        return "tier", {
-            "tier_code": t.code, "tier_name": t.name_zh if zh else t.name_en,
-            "valid_until": t.valid_until.isoformat() if t.valid_until else None,
-            "points_to_next": t.points_to_next, "next_tier_code": t.next_code,
-            "next_tier_name": (t.next_name_zh if zh else t.next_name_en) if t.next_code
-            else None}
+        return messages.tier_message(tier_status(uow, rules, msisdn, now), lang)
     if cmd.kind == kw.HISTORY:
-        entries = history(uow, rules, msisdn, now, limit=s.history_entries)
-        return "history", {"entries": [
-            {"date": rules.today(e.created_at).isoformat(), "kind": e.kind, "amount": e.amount,
-             "reason": e.reason} for e in entries]}
+        return messages.history_message(
+            history(uow, rules, msisdn, now, limit=s.history_entries), rules.today)
     if cmd.kind == kw.CATALOGUE:
-        priced = catalogue(uow, rules, msisdn, now)
-        return "catalogue", {"rewards": [
-            {"code": p.reward.code, "name": p.reward.name(lang), "price": p.price,
-             "in_stock": p.in_stock} for p in priced[:s.catalogue_entries]],
-            "more": len(priced) > s.catalogue_entries}
+        return messages.catalogue_message(catalogue(uow, rules, msisdn, now), lang,
+                                          s.catalogue_entries)
     if cmd.kind == kw.DELIVERY:
         orders = gift_orders(uow, rules, msisdn, now, limit=s.delivery_orders)
         names = {}
@@ -517,30 +498,22 @@ def _read(uow, rules, work: _Work, cmd: kw.Command, msisdn: str,
             if o.reward_code not in names:
                 r = uow.get_reward(o.reward_code)
                 names[o.reward_code] = r.name(lang) if r else o.reward_code
-        return "delivery", {"orders": [
-            {"order_no": o.order_no, "reward_code": o.reward_code,
-             "reward_name": names[o.reward_code],
-             "status": o.delivery.status if o.delivery else "pending",
-             "courier": o.delivery.courier if o.delivery else None,
-             "tracking_no": o.delivery.tracking_no if o.delivery else None} for o in orders]}
-    return "help", {"unrecognised": cmd.kind == kw.UNKNOWN}
+        return messages.delivery_message(orders, names)
+    return messages.help_message(cmd.kind == kw.UNKNOWN)
 
 
-def _write(uow, rules, work: _Work, cmd: kw.Command, msisdn: str,
-           lang: str) -> tuple[str, dict[str, Any]]:
+def _write(uow, rules, work: _Work, cmd: kw.Command, msisdn: str, lang: str) -> Message:
     now = work.now
     if cmd.kind == kw.REDEEM:
         if not cmd.arg:
-            return "redeem_usage", {}
+            return messages.REDEEM_USAGE
         quote, code, expires_at = start_confirmation(uow, rules, msisdn, cmd.arg, Channel.SMS,
                                                      now)
         minutes = max(1, round((expires_at - now).total_seconds() / 60))
-        return "redeem_quote", {
-            "reward_code": quote.reward.code, "reward_name": quote.reward.name(lang),
-            "price": quote.price, "balance": quote.balance, "otp": code, "minutes": minutes}
+        return messages.redeem_quote_message(quote, code, minutes, lang)
     if cmd.kind == kw.CONFIRM:
         if not cmd.arg:
-            return "confirm_failed", {"reason": "no_code"}
+            return messages.confirm_failed_message("no_code")
         order = confirm_redemption(uow, rules, msisdn, cmd.arg, Channel.SMS, now)
         if isinstance(order, SecretCheck):  # refused; its failure count is kept
             refusal = (PinLocked(order.locked_until) if order.locked_until is not None
@@ -549,38 +522,36 @@ def _write(uow, rules, work: _Work, cmd: kw.Command, msisdn: str,
         if order.created_at == now:
             work.redemptions += 1
         reward = uow.get_reward(order.reward_code)
-        after = balance(uow, rules, msisdn, now).points
-        return "redeem_done", {
-            "order_no": order.order_no, "reward_code": order.reward_code,
-            "reward_name": reward.name(lang) if reward else order.reward_code,
-            "points": order.points, "balance_after": after, "kind": order.reward_kind}
+        return messages.redeem_done_message(
+            order, reward.name(lang) if reward else order.reward_code,
+            balance(uow, rules, msisdn, now).points)
     if cmd.kind in (kw.MAKEUP, kw.COMPLAINT):
         kind = TicketKind.MAKEUP if cmd.kind == kw.MAKEUP else TicketKind.COMPLAINT
         if not cmd.arg:
-            return "ticket_usage", {"kind": str(kind)}
+            return messages.ticket_usage_message(str(kind))
         ticket = record_ticket(uow, rules, msisdn, kind, cmd.arg, Channel.SMS, now)
-        return "ticket", {"kind": str(kind), "ref": ticket.ref}
+        return messages.ticket_message(str(kind), ticket.ref)
     if cmd.kind == kw.STOP:
         set_warning_preferences(uow, rules, msisdn, now, opt_out=True)
-        return "unsubscribed", {}
+        return messages.UNSUBSCRIBED
     raise AssertionError(cmd.kind)  # pragma: no cover
 
 
 def _domain_reply(rules, work: _Work, cmd: kw.Command, exc: DomainError,
-                  msisdn: str) -> tuple[str, dict[str, Any]]:
+                  msisdn: str) -> Message:
     if isinstance(exc, InvalidConfirmation):
-        return "confirm_failed", {"reason": exc.code, "tries_left": exc.tries_left}
+        return messages.confirm_failed_message(exc.code, tries_left=exc.tries_left)
     if isinstance(exc, PinLocked):
         until = exc.until.astimezone(rules.zone)
-        return "confirm_failed", {"reason": exc.code, "until": f"{until:%H:%M}"}
+        return messages.confirm_failed_message(exc.code, until=f"{until:%H:%M}")
     if cmd.kind in (kw.REDEEM, kw.CONFIRM):
-        params: dict[str, Any] = {"reason": exc.code, "reward_code": cmd.arg
-                                  if cmd.kind == kw.REDEEM else ""}
+        code = cmd.arg if cmd.kind == kw.REDEEM else ""
         if isinstance(exc, InsufficientPoints):
-            params.update(balance=exc.balance, price=exc.price)
-        return "redeem_failed", params
+            return messages.redeem_failed_message(exc.code, code, balance=exc.balance,
+                                                  price=exc.price)
+        return messages.redeem_failed_message(exc.code, code)
     work.problems.append(f"SMS {cmd.kind} for {mask_msisdn(msisdn)}: {exc!r}")
-    return "system_error", {}
+    return messages.SYSTEM_ERROR
 
 
 # --- the reactor side -------------------------------------------------------------------------

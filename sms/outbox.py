@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 from core.config import JobsConfig
 from core.domain import mask_msisdn
 from core.jobs.schedule import NOTICE_KINDS, release_time
+from core.messages import current_params
 from core.messaging.records import OutboxRow
 from core.metrics import Metrics
 from ops.coalesce import Coalescer
@@ -133,7 +134,9 @@ def row_text(row: OutboxRow, max_parts: int) -> str:
         return truncate(row.body, max_parts)
     if not row.template:
         raise ValueError("outbox row has neither body nor template")
-    return render_fitting(row.template, row.language, row.params, max_parts)
+    # Rows are rendered when sent: one queued by an older release may use older names.
+    params = current_params(row.template, row.language, row.params)
+    return render_fitting(row.template, row.language, params, max_parts)
 
 
 # --- use cases (database thread) --------------------------------------------------------------

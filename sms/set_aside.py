@@ -22,11 +22,11 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
+from core.messages import RATE_LIMITED, SYSTEM_ERROR, UNAVAILABLE, Message
 from core.messaging.records import StoredMO
 
-UNAVAILABLE = "unavailable"  # the template of the one reply to a message set aside
 # Replies that say the request was not acted on: its repeat is handled afresh.
-NOT_ACTED_ON = ("rate_limited", "system_error", UNAVAILABLE)
+NOT_ACTED_ON = tuple(m.template for m in (RATE_LIMITED, SYSTEM_ERROR, UNAVAILABLE))
 WAIT_FOR_FIRST = timedelta(seconds=1)  # a repeat whose first copy is still waiting
 
 
@@ -67,9 +67,17 @@ def copied_reply(reply: dict[str, Any], mo: StoredMO, now: datetime,
             params = json.loads(params or "{}")
         except ValueError:
             params = {}
-    return reply["template"], dict(
-        msisdn=reply["msisdn"], language=reply["language"], kind=reply["kind"],
-        template=reply["template"], params=params, body=reply["body"],
-        dedupe_key=f"mo:{mo.id}", state="sending" if claim_until is not None else "queued",
-        attempts=1 if claim_until is not None else 0, not_before=now,
-        claimed_until=claim_until, created_at=now)
+    message = Message(reply["template"], params)
+    return message.template, reply_row(reply["msisdn"], reply["language"], reply["kind"],
+                                       message, reply["body"], mo, now, claim_until)
+
+
+def reply_row(msisdn: str, language: str, kind: str, message: Message, body: str | None,
+              mo: StoredMO, now: datetime, claim_until: datetime | None) -> dict[str, Any]:
+    """The outbox row of the reply to ``mo``: claimed at once by this process's sender when
+    ``claim_until`` is given, else queued for any sender."""
+    return dict(msisdn=msisdn, language=language, kind=kind, template=message.template,
+                params=message.params, body=body, dedupe_key=f"mo:{mo.id}",
+                state="sending" if claim_until is not None else "queued",
+                attempts=1 if claim_until is not None else 0, not_before=now,
+                claimed_until=claim_until, created_at=now)

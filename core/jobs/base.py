@@ -77,7 +77,3 @@ def queue_notice(uow, rules: ProgrammeRules, config: JobsConfig, msisdn: str, no
 def masked(msisdn: str) -> str:
     return mask_msisdn(msisdn)
 
-
-def date_params(day) -> dict[str, Any]:
-    """A date as template parameters (templates format dates per language)."""
-    return {"date": day.isoformat(), "year": day.year, "month": day.month, "day": day.day}
