@@ -22,6 +22,9 @@ from core.messaging.records import (
 
 
 class MessagingRepository(Protocol):
+    def connection_lost(self, exc: BaseException) -> bool:
+        """The database went away: nothing to do with the message, retry the batch later."""
+
     # --- MO messages -----------------------------------------------------------------------------
 
     def existing_mo_keys(self, keys: Sequence[str], since: datetime) -> set[str]:

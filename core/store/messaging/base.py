@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -67,3 +68,8 @@ class QueriesBase:
             raise ValueError("naive datetime given to the store; pass aware UTC instants")
         naive = instant.astimezone(UTC).replace(tzinfo=None)
         return naive.isoformat(" ", "microseconds") if self.is_sqlite else naive
+
+    def connection_lost(self, exc: BaseException) -> bool:
+        """The database went away: nothing to do with the message, retry the batch later."""
+        return isinstance(exc, sa_exc.InterfaceError) or (
+            isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)

@@ -3,9 +3,10 @@
 A message whose handling raises is tried again after a backoff (``retry_base_s * 2**(n-1)``
 seconds after the n-th failure) and, after ``max_attempts`` failures, set aside: state
 ``set_aside``, the subscriber gets one "temporarily unavailable" reply, and ops see it in
-``loyalty queues list`` (and can ``retry`` it). Only a lost database connection is retried for
-the whole batch: it says nothing about the message. The other messages of the batch are
-handled meanwhile, so one member's bad data never holds up anyone else.
+``loyalty queues list`` (and can ``retry`` it). Only a lost database connection
+(``uow.messaging.connection_lost``) is retried for the whole batch: it says nothing about the
+message. The other messages of the batch are handled meanwhile, so one member's bad data
+never holds up anyone else.
 
 A message repeated inside the redelivery window (``smpp.mo_dedupe_window_s``) is stored again,
 marked as a repeat of the first. A question (balance, tier...) is simply answered again. A
@@ -20,20 +21,12 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exc as sa_exc
-
 from core.messages import RATE_LIMITED, SYSTEM_ERROR, UNAVAILABLE, Message
 from core.messaging.records import StoredMO
 
 # Replies that say the request was not acted on: its repeat is handled afresh.
 NOT_ACTED_ON = tuple(m.template for m in (RATE_LIMITED, SYSTEM_ERROR, UNAVAILABLE))
 WAIT_FOR_FIRST = timedelta(seconds=1)  # a repeat whose first copy is still waiting
-
-
-def connection_lost(exc: BaseException) -> bool:
-    """The database went away: nothing to do with the message, retry the batch later."""
-    return isinstance(exc, sa_exc.InterfaceError) or (
-        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
 
 
 def describe(exc: BaseException) -> str:
