@@ -30,8 +30,9 @@ from ops.coalesce import Coalescer
 from ops.dbservice import DatabaseService
 from sms.batching import GroupCommit, log_failure, scrubbed
 from sms.esme_types import MOMessage
-from sms.outbox import OutboxSender, render_fitting
+from sms.outbox import OutboxSender
 from sms.pdu import ESME_RTHROTTLED
+from sms.render import render_fitting
 
 log = Logger()
 
