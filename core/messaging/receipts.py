@@ -68,9 +68,7 @@ def _match(uow, items: list[ReceiptItem], now: datetime
     """Apply receipts to the parts they name; returns (counts, matched, unmatched)."""
     counts: Counter = Counter()
     keys = set().union(*(i.keys for i in items)) if items else set()
-    by_key: dict[str, list[tuple[int, int]]] = {}
-    for m in uow.messaging.match_ids(keys):
-        by_key.setdefault(m.id_key, []).append((m.outbox_id, m.part))
+    by_key = uow.messaging.match_ids(keys)
     stats: dict[tuple[int, int], str | None] = {}
     errs: dict[tuple[int, int], str | None] = {}
     matched, unmatched = [], []

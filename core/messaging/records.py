@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -17,8 +17,9 @@ class StoredMO:
     repeat_of: int | None = None  # the message this one repeats (same text, inside the window)
 
 
-@dataclass(frozen=True)
-class MOPart:
+class MOPart(NamedTuple):
+    """A stored segment of a concatenated MO message (a row, as the query returns it)."""
+
     id: int
     seq: int
     text: str
@@ -43,13 +44,6 @@ class OutboxRow:
     kind: str
     attempts: int
     message_ids: tuple[str | None, ...]  # per part; None = not accepted yet
-
-
-@dataclass(frozen=True)
-class IdMatch:
-    outbox_id: int
-    part: int
-    id_key: str
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from typing import Any, Protocol
 
 from core.messaging.records import (
     HeldReceipt,
-    IdMatch,
     MOPart,
     OutboxRow,
     PartStats,
@@ -147,8 +146,8 @@ class MessagingRepository(Protocol):
     def outbox_rows(self, msisdn: str | None = None) -> list[dict[str, Any]]:
         """Every outbox row (of one number), oldest first: for tests and tools."""
 
-    def match_ids(self, keys: Iterable[str]) -> list[IdMatch]:
-        ...
+    def match_ids(self, keys: Iterable[str]) -> dict[str, list[tuple[int, int]]]:
+        """id key -> the (outbox id, part index) of every MT part recorded under it."""
 
     def set_part_stats(self, rows: Sequence[tuple[int, int, str | None]]) -> None:
         """(outbox id, part index, stat): every id row of that part gets the stat."""

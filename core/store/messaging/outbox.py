@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 
-from core.messaging.records import HeldReceipt, IdMatch, OutboxRow, PartStats
+from core.messaging.records import HeldReceipt, OutboxRow, PartStats
 from core.store.messaging.base import QueriesBase, chunks, marks
 from core.store.queues_sql import SET_ASIDE
 from core.store.tables import outbox, outbox_ids, sms_receipts
@@ -145,12 +145,13 @@ class OutboxQueries(QueriesBase):
 
     # --- receipts ---------------------------------------------------------------------------
 
-    def match_ids(self, keys: Iterable[str]) -> list[IdMatch]:
-        found: list[IdMatch] = []
+    def match_ids(self, keys: Iterable[str]) -> dict[str, list[tuple[int, int]]]:
+        """id key -> the (outbox id, part index) of every MT part recorded under it."""
+        found: dict[str, list[tuple[int, int]]] = {}
         for chunk in chunks(sorted(set(keys))):
-            found.extend(IdMatch(o, p, k) for o, p, k in self._raw(
-                f"SELECT outbox_id, part, id_key FROM outbox_ids "
-                f"WHERE id_key IN ({marks(len(chunk))})", tuple(chunk)))
+            for o, p, k in self._raw(f"SELECT outbox_id, part, id_key FROM outbox_ids "
+                                     f"WHERE id_key IN ({marks(len(chunk))})", tuple(chunk)):
+                found.setdefault(k, []).append((o, p))
         return found
 
     def set_part_stats(self, rows: Sequence[tuple[int, int, str | None]]) -> None:
