@@ -227,7 +227,7 @@ def _same_as_stored(entry: tuple, stored: tuple) -> bool:
 def _check_balances(uow: UnitOfWork, rows: Rows, fresh: list[tuple], now: datetime,
                     max_balance: int) -> None:
     """Refuse the row that would lift a member's balance above ``max_balance`` (file order)."""
-    balances = uow.sms_balance_summaries(sorted({e[1] for e in fresh}), now)
+    balances = uow.messaging.balance_summaries(sorted({e[1] for e in fresh}), now)
     running: dict[str, int] = {}
     for line, msisdn, points, *_ in fresh:
         if msisdn not in balances:  # its stored points are out of any range

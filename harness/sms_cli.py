@@ -74,7 +74,7 @@ def cmd_simulate_sms(ctx: Any) -> int:
 
 def last_mo_id(uow: Any, rules: Any) -> int:
     """The id of the newest MO message stored (0 when none)."""
-    return uow.sms_last_mo_id()
+    return uow.messaging.last_mo_id()
 
 
 async def simulate(ctx: Any, reactor: Any) -> list[str]:

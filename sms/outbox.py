@@ -23,13 +23,12 @@ not make the handset show parts twice. Outcomes, recorded in batches:
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
-from jinja2 import TemplateError
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
@@ -38,189 +37,27 @@ from twisted.python.failure import Failure
 
 from core.config import JobsConfig
 from core.domain import mask_msisdn
-from core.jobs.schedule import NOTICE_KINDS, release_time
+from core.messaging.outbox import (
+    Outcome,
+    claim_batch,
+    extend_claims,
+    outbox_depth,
+    record_events,
+    release_claims,
+)
+from core.messaging.receipts import ReceiptItem
+from core.messaging.records import OutboxRow
 from core.metrics import Metrics
-from core.store.sms_sql import OutboxRow
 from ops.coalesce import Coalescer
 from ops.dbservice import DatabaseService
 from sms.batching import GroupCommit, log_failure
-from sms.encoding import (
-    DC_GSM,
-    DC_UCS2,
-    GSM_SINGLE,
-    UCS2_PART,
-    UCS2_SINGLE,
-    MessageTooLong,
-    Part,
-    choose_coding,
-    encode_gsm,
-    split_message,
-)
+from sms.encoding import MessageTooLong
 from sms.esme_types import PermanentError, SMPPError, SubmitResult, TemporaryError
 from sms.pdu import ESME_RMSGQFUL, ESME_RTHROTTLED, normalise_message_id
-from sms.receipts import ReceiptItem, apply_held, hold_unmatched, settle
-from sms.render import render
+from sms.render import parts_for, row_text
 from sms.session import ESMEService
 
 log = Logger()
-
-LIST_PARAMS = ("entries", "orders", "rewards")
-
-
-# --- text that fits ---------------------------------------------------------------------------
-
-
-def parts_for(text: str, max_parts: int, ref: int) -> list[Part]:
-    """``split_message``, with a fast path for the common single-part message."""
-    if choose_coding(text) == "gsm":
-        data = encode_gsm(text)
-        if len(data) <= GSM_SINGLE:
-            return [Part(DC_GSM, 0, data, text)]
-    else:
-        data = text.encode("utf-16-be")
-        if len(data) <= 2 * UCS2_SINGLE:
-            return [Part(DC_UCS2, 0, data, text)]
-    return split_message(text, max_parts, ref=ref)
-
-
-def fits(text: str, max_parts: int) -> bool:
-    # Any character takes at most two units (a surrogate pair, a GSM escape), and a part
-    # boundary wastes at most one: short texts need no trial split.
-    if 2 * len(text) <= (UCS2_SINGLE if max_parts == 1 else
-                         UCS2_PART * max_parts - max_parts):
-        return True
-    try:
-        parts_for(text, max_parts, 0)
-    except MessageTooLong:
-        return False
-    return True
-
-
-def truncate(text: str, max_parts: int) -> str:
-    """The longest prefix of ``text`` (plus an ellipsis) that fits ``max_parts``."""
-    if fits(text, max_parts):
-        return text
-    ellipsis = "..." if choose_coding(text) == "gsm" else "…"
-    low, high = 0, len(text)
-    while low < high:
-        mid = (low + high + 1) // 2
-        if fits(text[:mid].rstrip() + ellipsis, max_parts):
-            low = mid
-        else:
-            high = mid - 1
-    return text[:low].rstrip() + ellipsis
-
-
-def render_fitting(template: str, language: str, params: dict[str, Any],
-                   max_parts: int = 3) -> str:
-    """Render, dropping trailing list entries (``entries``, ``orders``, ``rewards``; the
-    template gets ``more=True``) until the text fits ``max_parts``; cut as a last resort."""
-    params = dict(params)
-    while True:
-        text = render(template, language, params)
-        if fits(text, max_parts):
-            return text
-        key = next((k for k in LIST_PARAMS if isinstance(params.get(k), list) and params[k]),
-                   None)
-        if key is None:
-            return truncate(text, max_parts)
-        params[key] = params[key][:-1]
-        params["more"] = True
-
-
-def row_text(row: OutboxRow, max_parts: int) -> str:
-    if row.body is not None:
-        return truncate(row.body, max_parts)
-    if not row.template:
-        raise ValueError("outbox row has neither body nor template")
-    return render_fitting(row.template, row.language, row.params, max_parts)
-
-
-# --- use cases (database thread) --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one claimed row in this process."""
-
-    outbox_id: int
-    message_ids: tuple[str | None, ...]  # every part's id known so far
-    accepted: tuple[tuple[int, str], ...]  # (part, id) accepted by this attempt
-    state: str  # submitted, retry, failed, set_aside
-    error: str | None = None
-    not_before: datetime | None = None
-
-
-def claim_batch(uow, rules, now: datetime, until: datetime, limit: int, max_parts: int,
-                quiet: JobsConfig | None = None) -> tuple[list[OutboxRow], list[tuple[int, str]]]:
-    """Claim due rows and render those without a body (the text is kept in ``body`` so every
-    attempt sends the same parts). A row that cannot be rendered fails here. Returns (rows
-    to send, [(id, error)] of the failed ones). In ``quiet``'s quiet hours, due notices (the
-    jobs' messages) are first put off to the end of the quiet hours; replies still go."""
-    if quiet is not None:
-        release = release_time(now, rules.zone, quiet)
-        if release > now:
-            uow.sms_put_off(NOTICE_KINDS, now, release)
-    rows = uow.sms_claim_outbox(now, until, limit)
-    ready: list[OutboxRow] = []
-    bodies: list[tuple[int, str]] = []
-    failed: list[tuple[int, tuple, str]] = []
-    for row in rows:
-        try:
-            text = row_text(row, max_parts)
-        except (TemplateError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            failed.append((row.id, row.message_ids, f"render: {type(exc).__name__}: {exc}"))
-            continue
-        if text != row.body:
-            bodies.append((row.id, text))
-            row = replace(row, body=text)
-        ready.append(row)
-    uow.sms_set_bodies(bodies)
-    uow.sms_record_failed(failed, now)
-    return ready, [(row_id, error) for row_id, _, error in failed]
-
-
-def record_outcomes(uow, rules, outcomes: list[Outcome], now: datetime) -> dict[str, int]:
-    """Store submit outcomes and the newly accepted message ids with their keys, then apply
-    any receipt that arrived before its id was recorded. Returns receipt counts by state."""
-    counts = _record(uow, outcomes, now)
-    return dict(counts)
-
-
-def record_events(uow, rules, outcomes: list[Outcome], receipts: list[ReceiptItem],
-                  now: datetime) -> dict[str, int]:
-    """Submit outcomes, then delivery receipts, in one transaction (a receipt that overtook
-    its submit_sm_resp in the same batch matches directly). Receipt counts by state."""
-    counts = _record(uow, outcomes, now) if outcomes else Counter()
-    if receipts:
-        counts.update(hold_unmatched(uow, receipts, now))
-    return dict(counts)
-
-
-def _record(uow, outcomes: list[Outcome], now: datetime) -> Counter:
-    new_ids = [(o.outbox_id, part, mid, normalise_message_id(mid))
-               for o in outcomes for part, mid in o.accepted]
-    uow.sms_record_submitted([(o.outbox_id, o.message_ids) for o in outcomes
-                              if o.state == "submitted"], now)
-    uow.sms_record_retry([(o.outbox_id, o.message_ids, o.not_before or now, o.error or "")
-                          for o in outcomes if o.state == "retry"])
-    uow.sms_record_failed([(o.outbox_id, o.message_ids, o.error or "failed")
-                           for o in outcomes if o.state == "failed"], now)
-    aside = [o for o in outcomes if o.state == "set_aside"]
-    if aside:
-        uow.sms_record_retry([(o.outbox_id, o.message_ids, now, o.error or "") for o in aside])
-        uow.sms_record_set_aside([(o.outbox_id, o.error or "") for o in aside], now)
-    uow.sms_add_message_ids(new_ids, now)
-    counts: Counter = Counter()
-    if new_ids:
-        held = uow.sms_held_receipts(set().union(*(keys for *_, keys in new_ids)))
-        if held:
-            counts.update(apply_held(uow, held, now))
-    # Parts accepted by an earlier attempt may have their receipts already.
-    settle(uow, [o.outbox_id for o in outcomes
-                 if o.state == "submitted" and len(o.accepted) < len(o.message_ids)], {}, now)
-    return counts
-
 
 class MTEvents(GroupCommit):
     """One group commit for everything that happens to MT messages: submit outcomes (from
@@ -236,7 +73,7 @@ class MTEvents(GroupCommit):
     def _flush_events(self, items: list[Any]) -> defer.Deferred:
         outcomes = [i for i in items if isinstance(i, Outcome)]
         receipts = [i for i in items if isinstance(i, ReceiptItem)]
-        d = self.db.run(record_events, outcomes, receipts, self.now())
+        d = self.db.run(record_events, outcomes, receipts, self.now(), normalise_message_id)
 
         def counted(counts: dict[str, int]) -> list[None]:
             for state, n in counts.items():
@@ -244,19 +81,6 @@ class MTEvents(GroupCommit):
             return [None] * len(items)
 
         return d.addCallback(counted)
-
-
-def outbox_depth(uow, rules) -> int:
-    """MT rows not yet accepted by the SMSC (queued or being sent)."""
-    return uow.sms_outbox_depth()
-
-
-def release_claims(uow, rules, ids: list[int]) -> None:
-    uow.sms_release_claims(ids)
-
-
-def extend_claims(uow, rules, ids: list[int], until: datetime) -> None:
-    uow.sms_extend_claims(ids, until)
 
 
 # --- the sender (reactor) ---------------------------------------------------------------------
@@ -354,8 +178,8 @@ class OutboxSender(service.Service):
             return None
         now = self.now()
         until = now + timedelta(seconds=self.settings.lease_s)
-        d = self.db.run(claim_batch, now, until, room, self.settings.max_parts,
-                        self.settings.quiet)
+        d = self.db.run(claim_batch, now, until, room,
+                        partial(row_text, max_parts=self.settings.max_parts), self.settings.quiet)
         d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(room, until))
         return d
 

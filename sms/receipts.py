@@ -1,25 +1,12 @@
-"""Delivery receipts: matched to MT parts by normalised message id, final state stored.
-
-Ids are compared through ``normalise_message_id`` keys (case, leading zeros, hex vs decimal).
-A receipt can arrive before the submit_sm_resp of its message was processed (or recorded): a
-receipt that matches nothing is *held* (``sms_receipts``) and matched when the id is recorded
-(``sms.outbox.record_outcomes``) or by the periodic sweep (which also covers the race between
-two PostgreSQL transactions); held receipts older than ``hold_s`` are dropped and counted as
-``unmatched``. The receipt is acknowledged once stored (matched or held); on a database error
-the SMSC gets a temporary error and redelivers it.
-
-Final states of an outbox row (every part must have a final receipt): ``delivered`` when all
-parts were delivered, else the state of the first part that was not: ``undeliverable``,
-``expired``, ``rejected``, ``deleted`` or ``unknown``. Intermediate receipts (ENROUTE,
-ACCEPTD) are stored on the part but change nothing.
-"""
+"""Delivery receipts from the SMSC: each is stored (matched to its MT part, or held) before it
+is acknowledged; on a database error the SMSC gets a temporary error and redelivers it. The
+matching and final states are ``core.messaging.receipts``; a periodic sweep matches held
+receipts and forgets those held too long."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
@@ -28,8 +15,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from core.messaging.receipts import ReceiptItem, sweep_receipts
 from core.metrics import Metrics
-from core.store.sms_sql import HeldReceipt
 from ops.dbservice import DatabaseService
 from sms.batching import log_failure
 from sms.esme_types import DeliveryReceipt
@@ -40,116 +27,12 @@ if TYPE_CHECKING:  # sms.outbox imports this module
 
 log = Logger()
 
-FINAL_STATES = {
-    "DELIVRD": "delivered", "UNDELIV": "undeliverable", "EXPIRED": "expired",
-    "REJECTD": "rejected", "DELETED": "deleted", "UNKNOWN": "unknown",
-}
-
-
-@dataclass(frozen=True)
-class ReceiptItem:
-    keys: frozenset[str]
-    message_id: str
-    stat: str | None
-    err: str | None
-
 
 def receipt_item(receipt: DeliveryReceipt) -> ReceiptItem:
     keys = receipt.id_keys or (normalise_message_id(receipt.message_id)
                                if receipt.message_id else frozenset())
     stat = (receipt.stat or "").upper()[:10] or None
     return ReceiptItem(frozenset(keys), receipt.message_id or "", stat, receipt.err)
-
-
-# --- use cases (database thread) --------------------------------------------------------------
-
-
-def settle(uow, outbox_ids: Iterable[int], errs: dict[tuple[int, int], str | None],
-           now: datetime) -> None:
-    """Give each ``submitted`` row whose parts all have a final receipt its final state."""
-    final: list[tuple[int, str, str | None]] = []
-    ids = set(outbox_ids)
-    if not ids:
-        return
-    for ps in uow.sms_part_stats(ids):
-        if ps.state != "submitted" or not ps.parts:
-            continue
-        stats = [ps.stats.get(i) for i in range(ps.parts)]
-        if not all(s in FINAL_STATES for s in stats):
-            continue
-        bad = next((i for i, s in enumerate(stats) if s != "DELIVRD"), None)
-        if bad is None:
-            final.append((ps.outbox_id, "delivered", None))
-        else:
-            err = errs.get((ps.outbox_id, bad))
-            final.append((ps.outbox_id, FINAL_STATES[stats[bad]],
-                          f"part {bad + 1}/{ps.parts} {stats[bad]}"
-                          + (f" err:{err}" if err else "")))
-    uow.sms_finalise(final, now)
-
-
-def _match(uow, items: list[ReceiptItem], now: datetime
-           ) -> tuple[Counter, list[ReceiptItem], list[ReceiptItem]]:
-    """Apply receipts to the parts they name; returns (counts, matched, unmatched)."""
-    counts: Counter = Counter()
-    keys = set().union(*(i.keys for i in items)) if items else set()
-    by_key: dict[str, list[tuple[int, int]]] = {}
-    for m in uow.sms_match_ids(keys):
-        by_key.setdefault(m.id_key, []).append((m.outbox_id, m.part))
-    stats: dict[tuple[int, int], str | None] = {}
-    errs: dict[tuple[int, int], str | None] = {}
-    matched, unmatched = [], []
-    for item in items:
-        candidates = {c for k in item.keys for c in by_key.get(k, ())}
-        if not candidates:
-            unmatched.append(item)
-            continue
-        target = max(candidates)  # ambiguous (decimal/hex) ids: the newest message wins
-        stats[target] = item.stat
-        errs[target] = item.err
-        matched.append(item)
-        counts[FINAL_STATES.get(item.stat or "", "intermediate")] += 1
-    uow.sms_set_part_stats([(o, p, s) for (o, p), s in stats.items()])
-    settle(uow, {o for o, _ in stats}, errs, now)
-    return counts, matched, unmatched
-
-
-def apply_receipts(uow, rules, items: list[ReceiptItem], now: datetime) -> dict[str, int]:
-    """Store a batch of receipts: matched ones on their parts, the others held."""
-    counts = hold_unmatched(uow, items, now)
-    return dict(counts)
-
-
-def hold_unmatched(uow, items: list[ReceiptItem], now: datetime) -> Counter:
-    """Apply receipts; hold those that match nothing yet (no commit)."""
-    counts, _, unmatched = _match(uow, items, now)
-    uow.sms_hold_receipts([(k, i.message_id, i.stat, i.err)
-                           for i in unmatched for k in sorted(i.keys)], now)
-    if unmatched:
-        counts["held"] += len(unmatched)
-    return counts
-
-
-def apply_held(uow, held: list[HeldReceipt], now: datetime) -> dict[str, int]:
-    """Match held receipts (no commit); the matched ones are forgotten."""
-    grouped: dict[tuple[str, str | None, str | None], set[str]] = {}
-    for h in held:  # oldest first, so a later receipt for the same part wins
-        grouped.setdefault((h.message_id, h.stat, h.err), set()).add(h.id_key)
-    items = [ReceiptItem(frozenset(k), mid, stat, err)
-             for (mid, stat, err), k in grouped.items()]
-    counts, matched, _ = _match(uow, items, now)
-    uow.sms_drop_receipts([i.message_id for i in matched])
-    return dict(counts)
-
-
-def sweep_receipts(uow, rules, now: datetime, hold_s: float) -> dict[str, int]:
-    """Match held receipts whose id got recorded since; drop those held too long."""
-    held = uow.sms_held_receipts_matching()
-    counts = Counter(apply_held(uow, held, now) if held else {})
-    expired = uow.sms_expire_receipts(now - timedelta(seconds=hold_s))
-    if expired:
-        counts["unmatched"] += expired
-    return dict(counts)
 
 
 # --- the reactor side -------------------------------------------------------------------------

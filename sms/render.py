@@ -1,4 +1,5 @@
-"""Every SMS text comes from a Jinja2 template per language: sms/templates/<lang>/<name>.j2."""
+"""Every SMS text comes from a Jinja2 template per language: sms/templates/<lang>/<name>.j2,
+rendered to fit the message's part limit (``render_fitting``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,24 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from core.messages import current_params
+from core.messaging.records import OutboxRow
+from sms.encoding import (
+    DC_GSM,
+    DC_UCS2,
+    GSM_SINGLE,
+    UCS2_PART,
+    UCS2_SINGLE,
+    MessageTooLong,
+    Part,
+    choose_coding,
+    encode_gsm,
+    split_message,
+)
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LANGUAGES = ("zh", "en")
+LIST_PARAMS = ("entries", "orders", "rewards")
 
 
 @lru_cache(maxsize=1)
@@ -30,3 +47,71 @@ def render(template: str, language: str, params: dict[str, Any] | None = None) -
 
 def template_names(language: str) -> list[str]:
     return sorted(p.stem for p in (TEMPLATES / language).glob("*.j2"))
+
+
+def parts_for(text: str, max_parts: int, ref: int) -> list[Part]:
+    """``split_message``, with a fast path for the common single-part message."""
+    if choose_coding(text) == "gsm":
+        data = encode_gsm(text)
+        if len(data) <= GSM_SINGLE:
+            return [Part(DC_GSM, 0, data, text)]
+    else:
+        data = text.encode("utf-16-be")
+        if len(data) <= 2 * UCS2_SINGLE:
+            return [Part(DC_UCS2, 0, data, text)]
+    return split_message(text, max_parts, ref=ref)
+
+
+def fits(text: str, max_parts: int) -> bool:
+    # Any character takes at most two units (a surrogate pair, a GSM escape), and a part
+    # boundary wastes at most one: short texts need no trial split.
+    if 2 * len(text) <= (UCS2_SINGLE if max_parts == 1 else
+                         UCS2_PART * max_parts - max_parts):
+        return True
+    try:
+        parts_for(text, max_parts, 0)
+    except MessageTooLong:
+        return False
+    return True
+
+
+def truncate(text: str, max_parts: int) -> str:
+    """The longest prefix of ``text`` (plus an ellipsis) that fits ``max_parts``."""
+    if fits(text, max_parts):
+        return text
+    ellipsis = "..." if choose_coding(text) == "gsm" else "…"
+    low, high = 0, len(text)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(text[:mid].rstrip() + ellipsis, max_parts):
+            low = mid
+        else:
+            high = mid - 1
+    return text[:low].rstrip() + ellipsis
+
+
+def render_fitting(template: str, language: str, params: dict[str, Any],
+                   max_parts: int = 3) -> str:
+    """Render, dropping trailing list entries (``entries``, ``orders``, ``rewards``; the
+    template gets ``more=True``) until the text fits ``max_parts``; cut as a last resort."""
+    params = dict(params)
+    while True:
+        text = render(template, language, params)
+        if fits(text, max_parts):
+            return text
+        key = next((k for k in LIST_PARAMS if isinstance(params.get(k), list) and params[k]),
+                   None)
+        if key is None:
+            return truncate(text, max_parts)
+        params[key] = params[key][:-1]
+        params["more"] = True
+
+
+def row_text(row: OutboxRow, max_parts: int) -> str:
+    if row.body is not None:
+        return truncate(row.body, max_parts)
+    if not row.template:
+        raise ValueError("outbox row has neither body nor template")
+    # Rows are rendered when sent: one queued by an older release may use older names.
+    params = current_params(row.template, row.language, row.params)
+    return render_fitting(row.template, row.language, params, max_parts)

@@ -13,6 +13,7 @@ from datetime import datetime
 from core.config import JobsConfig
 from core.domain import Channel, DomainError, InsufficientPoints
 from core.jobs.base import Sample, Step, add, masked, queue_notice
+from core.messages import auto_redeem_done_message, auto_redeem_short_message
 from core.ports import UnitOfWork
 from core.redemption import quote_redemption, redeem
 from core.rules import ProgrammeRules
@@ -40,16 +41,13 @@ def auto_redeem(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: J
             add(counts, "already_redeemed")
             continue
         reward = uow.orders.get_reward(sub.reward_code)
-        names = {"reward_zh": reward.name_zh if reward else sub.reward_code,
-                 "reward_en": reward.name_en if reward else sub.reward_code}
         member = uow.members.get_member(sub.msisdn)
         language = member.language if member else rules.programme.default_language
         try:
             if dry_run:
                 quote = quote_redemption(uow, rules, sub.msisdn, sub.reward_code, now)
-                template = "auto_redeem_done"
-                params = {**names, "points": quote.price, "balance": quote.balance_after,
-                          "order_no": "-"}
+                message = auto_redeem_done_message(reward, sub.reward_code, language,
+                                                   quote.price, quote.balance_after, "-")
                 add(counts, "redeemed")
                 add(counts, "points", quote.price)
             else:
@@ -58,17 +56,16 @@ def auto_redeem(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: J
                     order = redeem(uow, rules, sub.msisdn, sub.reward_code, Channel.JOB, rid,
                                    now)
                 balance, _, _ = uow.members.balance_summary(order.msisdn, now)
-                template = "auto_redeem_done"
-                params = {**names, "points": order.points, "balance": balance,
-                          "order_no": order.order_no}
+                message = auto_redeem_done_message(reward, sub.reward_code, language,
+                                                   order.points, balance, order.order_no)
                 add(counts, "redeemed")
                 add(counts, "points", order.points)
                 events.append(dict(subscription=sub.id, msisdn=masked(order.msisdn),
                                    reward=order.reward_code, points=order.points,
                                    order_no=order.order_no, month=month))
         except InsufficientPoints as short:
-            template = "auto_redeem_short"
-            params = {**names, "price": short.price, "balance": short.balance}
+            message = auto_redeem_short_message(reward, sub.reward_code, language, short.price,
+                                                short.balance)
             add(counts, "short")
         except DomainError as refused:
             add(counts, refused.code)
@@ -76,9 +73,10 @@ def auto_redeem(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: J
                                reward=sub.reward_code, refused=refused.code, month=month))
             continue
         if len(picked) < samples:
-            picked.append(Sample(sub.msisdn, language, template, params))
+            picked.append(Sample(sub.msisdn, language, message.template, message.params))
         if not dry_run:
-            queue_notice(uow, rules, config, sub.msisdn, now, kind=KIND, template=template,
-                         params=params, dedupe_key=f"{rid}:{template}")
+            queue_notice(uow, rules, config, sub.msisdn, now, kind=KIND,
+                         template=message.template, params=message.params,
+                         dedupe_key=f"{rid}:{message.template}")
     next_cursor = str(subs[-1].id) if len(subs) >= batch else None
     return Step(next_cursor, counts, tuple(picked), tuple(events))

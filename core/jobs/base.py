@@ -79,7 +79,3 @@ def queue_notice(uow: UnitOfWork, rules: ProgrammeRules, config: JobsConfig, msi
 def masked(msisdn: str) -> str:
     return mask_msisdn(msisdn)
 
-
-def date_params(day) -> dict[str, Any]:
-    """A date as template parameters (templates format dates per language)."""
-    return {"date": day.isoformat(), "year": day.year, "month": day.month, "day": day.day}

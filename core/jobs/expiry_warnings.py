@@ -23,15 +23,15 @@ from datetime import date, datetime, timedelta
 
 from core.config import AMIConfig, JobsConfig, parse_range
 from core.domain import LANGUAGES
-from core.jobs.base import Sample, Step, add, date_params, queue_notice
+from core.jobs.base import Sample, Step, add, queue_notice
 from core.jobs.records import ExpiringBatch, VoiceCall
 from core.jobs.schedule import release_time, within_hours
+from core.messages import expiry_warning_message
 from core.ports import UnitOfWork
 from core.rules import ProgrammeRules, last_valid_day, start_of_local_day
 
 STAGE_FIRST = "30d"
 STAGE_FINAL = "7d"
-TEMPLATES = {STAGE_FIRST: "expiry_warning", STAGE_FINAL: "expiry_final_warning"}
 KIND = "expiry_warning"
 BATCH = 10_000
 
@@ -46,11 +46,6 @@ def stage_for(last_day: date, today: date, config: JobsConfig) -> str | None:
     if days_left < 0 or days_left > config.warning_days:
         return None
     return STAGE_FINAL if days_left <= config.final_warning_days else STAGE_FIRST
-
-
-def warning_params(points: int, last_day: date, today: date, stage: str) -> dict:
-    return {"points": points, "stage": stage, "days_left": (last_day - today).days,
-            **date_params(last_day)}
 
 
 def expiry_warnings(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: JobsConfig,
@@ -76,13 +71,14 @@ def expiry_warnings(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, confi
         if known is None:
             last_day = last_valid_day(group.expires_at, zone)
             stage = stage_for(last_day, today, config)
-            fixed = {"stage": stage, "days_left": (last_day - today).days,
-                     **date_params(last_day)}
+            warning = expiry_warning_message(0, last_day, today, stage,
+                                             final=stage == STAGE_FINAL)
+            fixed = {k: v for k, v in warning.params.items() if k != "points"}
             # The message parameters as JSON, but for the points: serialised once per instant.
             known = per_expiry[group.expires_at] = (
-                stage, fixed, json.dumps(fixed, ensure_ascii=False)[1:],
+                stage, warning.template, fixed, json.dumps(fixed, ensure_ascii=False)[1:],
                 f"{group.expires_at:%Y%m%d%H%M%S}:{stage}")
-        stage, fixed, fixed_json, key_tail = known
+        stage, template, fixed, fixed_json, key_tail = known
         if stage is None:
             continue
         add(counts, "batches")
@@ -102,12 +98,12 @@ def expiry_warnings(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, confi
             continue
         add(counts, f"sms_{stage}")
         language = group.language if group.language in LANGUAGES else default_language
-        messages.append(dict(msisdn=group.msisdn, language=language, template=TEMPLATES[stage],
+        messages.append(dict(msisdn=group.msisdn, language=language, template=template,
                              params=f'{{"points": {group.points}, {fixed_json}', kind=KIND,
                              dedupe_key=f"expiry:{group.msisdn}:{key_tail}",
                              not_before=release))
         if len(picked) < samples:
-            picked.append(Sample(group.msisdn, language, TEMPLATES[stage],
+            picked.append(Sample(group.msisdn, language, template,
                                  {"points": group.points, **fixed}))
     if messages and release > now:
         add(counts, "held_for_quiet_hours", len(messages))
@@ -206,9 +202,8 @@ def send_warning_copy(uow: UnitOfWork, rules: ProgrammeRules, warning_id: int, m
     if warning is None:
         return False
     row = uow.jobs.get_expiry_warning(warning_id)
-    queue_notice(uow, rules, config, warning.msisdn, now, kind=KIND,
-                 template=TEMPLATES.get(row.stage, TEMPLATES[STAGE_FIRST]),
-                 params=warning_params(warning.points, warning.last_day, rules.today(now),
-                                       row.stage),
-                 dedupe_key=f"expiry-copy:{warning_id}")
+    message = expiry_warning_message(warning.points, warning.last_day, rules.today(now),
+                                     row.stage, final=row.stage == STAGE_FINAL)
+    queue_notice(uow, rules, config, warning.msisdn, now, kind=KIND, template=message.template,
+                 params=message.params, dedupe_key=f"expiry-copy:{warning_id}")
     return True

@@ -12,7 +12,8 @@ from datetime import datetime
 from core.accounts import review_tier
 from core.config import JobsConfig
 from core.domain import AccountNeedsAttention
-from core.jobs.base import Sample, Step, add, date_params, queue_notice
+from core.jobs.base import Sample, Step, add, queue_notice
+from core.messages import tier_changed_message
 from core.ports import UnitOfWork
 from core.rules import (
     ProgrammeRules,
@@ -61,13 +62,12 @@ def tier_review(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: J
         up = tier_rank(new, rules.tiers) > tier_rank(old, rules.tiers)
         add(counts, "upgraded" if up else "downgraded")
         old_tier, new_tier = rules.tier(old), rules.tier(new)
-        params = {"old_zh": old_tier.name_zh, "old_en": old_tier.name_en,
-                  "new_zh": new_tier.name_zh, "new_en": new_tier.name_en, "up": up,
-                  **{f"valid_{k}": v for k, v in date_params(valid_until).items()}}
+        message = tier_changed_message(old_tier, new_tier, up, valid_until, row.language)
         if len(picked) < samples:
-            picked.append(Sample(row.msisdn, row.language, "tier_changed", params))
+            picked.append(Sample(row.msisdn, row.language, message.template, message.params))
         if not dry_run:
-            queue_notice(uow, rules, config, row.msisdn, now, kind=KIND, template="tier_changed",
-                         params=params, dedupe_key=f"tier:{row.msisdn}:{today}:{new}")
+            queue_notice(uow, rules, config, row.msisdn, now, kind=KIND,
+                         template=message.template, params=message.params,
+                         dedupe_key=f"tier:{row.msisdn}:{today}:{new}")
     next_cursor = rows[-1].msisdn if len(rows) >= batch else None
     return Step(next_cursor, counts, tuple(picked))

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from core.messaging.repository import MessagingRepository
 from core.ports.calls import CallsRepository, TicketsRepository
 from core.ports.jobs import JobsRepository
 from core.ports.members import MembersRepository
@@ -47,6 +48,8 @@ class UnitOfWork(Protocol):
     def tickets(self) -> TicketsRepository: ...
     @property
     def outbox(self) -> OutboxRepository: ...
+    @property
+    def messaging(self) -> MessagingRepository: ...
 
     def savepoint(self) -> contextlib.AbstractContextManager[None]:
         """A block whose writes are undone, alone, when it raises (the exception goes on)."""
@@ -70,10 +73,4 @@ class UnitOfWork(Protocol):
 
     def discard_set_aside(self, queue: str, item_id: int, now: datetime) -> bool:
         """Give up on a set-aside item for good (kept, as ``discarded``, for the record)."""
-        ...
-
-    # --- SMS queries still on the unit of work itself (the messaging repository replaces them)
-
-    def sms_balance_summaries(self, msisdns: Sequence[str], now: datetime
-                              ) -> dict[str, tuple[int, datetime | None, int]]:
         ...

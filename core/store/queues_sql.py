@@ -7,10 +7,8 @@ Items are named ``mo:<id>``, ``mt:<id>`` (outbox) and ``job:<id>`` (job_set_asid
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
@@ -33,51 +31,6 @@ class SetAsideItem:
 class QueueQueries:
     """Mixed into SqlUnitOfWork; uses ``self.conn``."""
 
-    # --- MO handling attempts ---------------------------------------------------------------
-
-    def sms_mo_retry_later(self, mo_id: int, attempts: int, not_before: datetime,
-                           error: str | None) -> None:
-        values: dict[str, Any] = dict(attempts=attempts, next_attempt_at=not_before)
-        if error is not None:
-            values["last_error"] = error[:200]
-        self.conn.execute(update(mo_messages).where(mo_messages.c.id == mo_id).values(**values))
-
-    def sms_mo_set_aside(self, mo_id: int, attempts: int, error: str, now: datetime) -> None:
-        self.conn.execute(update(mo_messages).where(mo_messages.c.id == mo_id).values(
-            state=SET_ASIDE, attempts=attempts, last_error=error[:200], handled_at=now,
-            next_attempt_at=None))
-
-    def sms_mo_ids(self, keys: Sequence[str]) -> dict[str, int]:
-        """dedupe key -> id of the stored messages among ``keys``."""
-        if not keys:
-            return {}
-        rows = self.conn.execute(select(mo_messages.c.dedupe_key, mo_messages.c.id).where(
-            mo_messages.c.dedupe_key.in_(list(keys))))
-        return {k: i for k, i in rows}
-
-    def sms_last_mo_id(self) -> int:
-        return int(self.conn.execute(select(func.max(mo_messages.c.id))).scalar() or 0)
-
-    def sms_insert_mo_repeats(self, rows: Sequence[dict[str, Any]]) -> None:
-        """rows: dedupe_key, msisdn, text, received_at, repeat_of."""
-        if rows:
-            self.conn.execute(mo_messages.insert(), [dict(r, state="received") for r in rows])
-
-    def sms_mo_outcome(self, mo_id: int) -> tuple[str | None, dict[str, Any] | None]:
-        """(state of the message, its reply's outbox row or None)."""
-        state = self.conn.execute(select(mo_messages.c.state).where(
-            mo_messages.c.id == mo_id)).scalar()
-        reply = self.conn.execute(select(outbox).where(
-            outbox.c.dedupe_key == f"mo:{mo_id}")).first()
-        return state, dict(reply._mapping) if reply is not None else None
-
-    # --- MT ---------------------------------------------------------------------------------
-
-    def sms_record_set_aside(self, rows: Sequence[tuple[int, str]], now: datetime) -> None:
-        """(outbox id, error): an MT that kept failing, out of the queue until retried."""
-        for row_id, error in rows:
-            self.conn.execute(update(outbox).where(outbox.c.id == row_id).values(
-                state=SET_ASIDE, claimed_until=None, error=error[:200], final_at=now))
 
     # --- ops --------------------------------------------------------------------------------
 

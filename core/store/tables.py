@@ -241,6 +241,61 @@ mo_messages = Table(
 )
 Index("ix_mo_state", mo_messages.c.state, mo_messages.c.id)
 
+# --- the SMS channel's own tables (migration 0002_sms) ---
+
+# Segments of concatenated MO messages, stored before they are acknowledged; joined into one
+# mo_messages row when the set is complete (also after a restart lost the in-memory parts).
+mo_parts = Table(
+    "mo_parts", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(200), unique=True, nullable=False),
+    Column("msisdn", String(20), nullable=False),
+    Column("ref", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("mo_id", Id),  # the joined message, once the set was complete
+    Column("received_at", UTCDateTime, nullable=False),
+)
+Index("ix_mo_parts_set", mo_parts.c.msisdn, mo_parts.c.ref, mo_parts.c.total)
+Index("ix_mo_parts_received", mo_parts.c.received_at)
+
+# Per-number MO rate window (fixed one-minute windows starting at the first message).
+sms_rate = Table(
+    "sms_rate", metadata,
+    Column("msisdn", String(20), primary_key=True),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("warned", Boolean, nullable=False),
+)
+
+# The SMSC's message id of every accepted MT part, under each normalised key of it.
+outbox_ids = Table(
+    "outbox_ids", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("outbox_id", Id, ForeignKey("outbox.id"), nullable=False),
+    Column("part", Integer, nullable=False),
+    Column("message_id", String(80), nullable=False),
+    Column("id_key", String(90), nullable=False),
+    Column("stat", String(10)),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index("ix_outbox_ids_key", outbox_ids.c.id_key)
+Index("ix_outbox_ids_outbox", outbox_ids.c.outbox_id, outbox_ids.c.part)
+
+# Receipts whose message id is not (yet) recorded: a receipt may overtake its submit_sm_resp.
+sms_receipts = Table(
+    "sms_receipts", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("id_key", String(90), nullable=False),
+    Column("message_id", String(80), nullable=False),
+    Column("stat", String(10)),
+    Column("err", String(10)),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+Index("ix_sms_receipts_key", sms_receipts.c.id_key)
+Index("ix_sms_receipts_received", sms_receipts.c.received_at)
+
 calls = Table(
     "calls", metadata,
     # Asterisk uniqueids repeat (two boxes without systemname): each call gets its own id.

@@ -1,7 +1,8 @@
 """The unit of work: one connection, one transaction, and the repositories of each area on it.
 
 Every repository method returns plain values or frozen domain records, never rows or ORM
-objects. The SMS queries are still mixed into the unit of work itself (``sms_*``).
+objects. Messaging (MO, outbox, receipts) is ``uow.messaging``; the set-aside queue operations
+(MO, MT and job items alike) are mixed in from ``queues_sql``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from sqlalchemy.engine import Connection
 from core.store.calls_sql import SqlCalls, SqlTickets
 from core.store.jobs_sql import SqlJobs
 from core.store.members_sql import SqlMembers
+from core.store.messaging import SqlMessaging
 from core.store.orders_sql import SqlOrders
 from core.store.outbox_sql import SqlOutbox
 from core.store.queues_sql import QueueQueries
-from core.store.sms_sql import SmsQueries
 from core.store.tables import metadata
 
 
-class SqlUnitOfWork(SmsQueries, QueueQueries):
+class SqlUnitOfWork(QueueQueries):
     """Implements ``core.ports.UnitOfWork``: every repository shares this connection, so all
     they write is committed, or rolled back, together."""
 
@@ -34,6 +35,7 @@ class SqlUnitOfWork(SmsQueries, QueueQueries):
         self.calls = SqlCalls(conn, is_sqlite=is_sqlite)
         self.tickets = SqlTickets(conn, is_sqlite=is_sqlite)
         self.outbox = SqlOutbox(conn, is_sqlite=is_sqlite)
+        self.messaging = SqlMessaging(conn, is_sqlite=is_sqlite)
 
     def commit(self) -> None:
         """For drivers that work in steps (one transaction per step); use cases never commit:

@@ -6,16 +6,13 @@ pages and gift orders are read when asked. Each answer is spoken (read-outs are 
 see ``speech.SKIP_KEY``) and ends with the SMS copy offer. Each returns the key the caller
 pressed instead of taking the offer, to be used as the next main-menu choice (or None).
 
-SMS copy templates and their parameters (plain ints, strings and ISO dates):
-
-- ``tier``: tier_code, tier_name, valid_until, points_to_next, next_tier_code, next_tier_name
-- ``balance``: points, expiring_points, expiry_date
-- ``history``: entries = [{date, kind, amount, reason}] (every entry heard, newest first)
-- ``delivery``: orders = [{order_no, reward_code, status, courier, tracking_no, updated}]
+The SMS copies (``tier``, ``balance``, ``history`` with every entry heard, newest first, and
+``delivery``) are built by ``core.messages``, as the SMS replies to the same questions are.
 """
 
 from __future__ import annotations
 
+from core import messages
 from core.accounts import history
 from core.domain import LedgerEntry, LedgerKind, Order
 from core.redemption import gift_orders
@@ -38,16 +35,7 @@ async def tier(call: Call) -> str | None:
     else:
         pieces.append("tier_top")
     await call.voice.play(*pieces, escape=SKIP_KEY)
-    zh = call.language == "zh"
-    return await call.offer_sms("tier", {
-        "tier_code": status.code,
-        "tier_name": status.name_zh if zh else status.name_en,
-        "valid_until": status.valid_until.isoformat() if status.valid_until else None,
-        "points_to_next": status.points_to_next,
-        "next_tier_code": status.next_code,
-        "next_tier_name": (status.next_name_zh if zh else status.next_name_en)
-        if status.next_code else None,
-    })
+    return await call.offer_sms(messages.tier_message(status, call.language))
 
 
 async def points_balance(call: Call) -> str | None:
@@ -59,11 +47,7 @@ async def points_balance(call: Call) -> str | None:
     else:
         pieces.append("bal_none_expiring")
     await call.voice.play(*pieces, escape=SKIP_KEY)
-    return await call.offer_sms("balance", {
-        "points": bal.points,
-        "expiring_points": bal.next_expiry_points,
-        "expiry_date": bal.next_expiry_date.isoformat() if bal.next_expiry_date else None,
-    })
+    return await call.offer_sms(messages.balance_of(bal))
 
 
 def ledger_kind_prompt(entry: LedgerEntry) -> str:
@@ -106,9 +90,7 @@ async def points_history(call: Call) -> str | None:
         if not page:
             await call.voice.play("hist_no_more", escape=SKIP_KEY)
             break
-    return await call.offer_sms("history", {"entries": [
-        {"date": call.local_day(e.created_at).isoformat(), "kind": e.kind,
-         "amount": e.amount, "reason": e.reason} for e in heard]})
+    return await call.offer_sms(messages.history_message(heard, call.local_day))
 
 
 async def _history_page(call: Call, offset: int, limit: int) -> list[LedgerEntry]:
@@ -149,10 +131,5 @@ async def delivery(call: Call) -> str | None:
         if key != "1":
             break
         i += 1
-    return await call.offer_sms("delivery", {"orders": [
-        {"order_no": o.order_no, "reward_code": o.reward_code,
-         "status": o.delivery.status if o.delivery else "pending",
-         "courier": o.delivery.courier if o.delivery else None,
-         "tracking_no": o.delivery.tracking_no if o.delivery else None,
-         "updated": o.delivery.updated_at.isoformat() if o.delivery else None}
-        for o in orders[: i + 1]]})
+    # The reward codes stand for the names (the call has no names at hand).
+    return await call.offer_sms(messages.delivery_message(orders[: i + 1], {}))

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from core.config import Config, parse_range
 from core.domain import NumberingPlan
+from core.messages import Message
 from core.metrics import Metrics
 from core.rules import ProgrammeRules
 from core.service_desk import queue_sms
@@ -187,12 +188,12 @@ class Call:
 
     # -- SMS copies -------------------------------------------------------------------------
 
-    async def queue_sms(self, template: str, params: dict[str, Any], *, kind: str,
+    async def queue_sms(self, message: Message, *, kind: str,
                         dedupe_key: str | None = None) -> None:
-        await self.run(queue_sms, self.msisdn, self.now(), kind=kind, template=template,
-                       params=params, language=self.language, dedupe_key=dedupe_key)
+        await self.run(queue_sms, self.msisdn, self.now(), kind=kind, template=message.template,
+                       params=message.params, language=self.language, dedupe_key=dedupe_key)
 
-    async def offer_sms(self, template: str, params: dict[str, Any]) -> str | None:
+    async def offer_sms(self, message: Message) -> str | None:
         """After an answer: 1 queues an SMS copy. Any other key is handed back to be used as
         the next main-menu choice; no key returns None (back to the main menu)."""
         key = await self.ask(["sms_offer"])
@@ -200,7 +201,7 @@ class Call:
             return key
         self.info.detail("sms")
         try:
-            await self.queue_sms(template, params, kind=SMS_COPY_KIND)
+            await self.queue_sms(message, kind=SMS_COPY_KIND)
         except Exception:
             call_failed(self.info, "queueing an SMS copy")
             await self.voice.play("err_system", escape=NO_KEYS)

@@ -27,6 +27,7 @@ from core.domain import (
     RewardUnavailable,
     UnknownReward,
 )
+from core.messages import redeem_done_message
 from core.ports import UnitOfWork
 from core.redemption import catalogue, quote_redemption, redeem
 from core.service_desk import queue_sms
@@ -160,9 +161,8 @@ def redeem_with_sms(uow: UnitOfWork, rules, msisdn: str, code: str, channel: str
     the same order and queues nothing more (the SMS's dedupe key is the order number)."""
     order = redeem(uow, rules, msisdn, code, channel, request_id, now)
     after, _, _ = uow.members.balance_summary(order.msisdn, now)
-    queue_sms(uow, rules, order.msisdn, now, kind=REDEEM_SMS_KIND, template="redeem_done",
-              params={"order_no": order.order_no, "reward_code": order.reward_code,
-                      "reward_name": reward_name, "reward_kind": order.reward_kind,
-                      "points": order.points, "balance": after, "channel": channel},
-              language=language, dedupe_key=f"redeem_done:{order.order_no}")
+    message = redeem_done_message(order, reward_name, after)
+    queue_sms(uow, rules, order.msisdn, now, kind=REDEEM_SMS_KIND, template=message.template,
+              params=message.params, language=language,
+              dedupe_key=f"redeem_done:{order.order_no}")
     return order

@@ -58,7 +58,7 @@ def test_a_corrupt_account_breaks_nothing_for_the_others(cli, store, members, ru
         run(tier_status, "13800138000", now)
     assert points_of(run, now, "15800158000") == 300
     with store.unit_of_work() as uow:
-        assert set(uow.sms_balance_summaries(["13800138000", "15800158000"], now)) == \
+        assert set(uow.messaging.balance_summaries(["13800138000", "15800158000"], now)) == \
             {"15800158000"}
     capsys.readouterr()
     assert cli(["check", "ledger"]) == 1
@@ -82,7 +82,7 @@ def test_a_corrupt_account_does_not_stop_an_sms_batch(store, members, run, now, 
     run(store_mo_batch, [mo("13800138000", "JF"), mo("15800158000", "BALANCE")], now)
     run(handle_batch, HandlerSettings(rate_limit=0), now, 100, None)
     with store.unit_of_work(write=False) as uow:
-        (good,) = uow.sms_outbox_rows("15800158000")
-        broken = uow.sms_outbox_rows("13800138000")
+        (good,) = uow.messaging.outbox_rows("15800158000")
+        broken = uow.messaging.outbox_rows("13800138000")
     assert good["template"] == "balance" and '"points": 300' in good["params"]
     assert [r["template"] for r in broken] != ["balance"]

@@ -8,6 +8,7 @@ import inspect
 
 import pytest
 
+from core.messaging.repository import MessagingRepository
 from core.ports import (
     CallsRepository,
     JobsRepository,
@@ -20,6 +21,7 @@ from core.ports import (
 from core.store.calls_sql import SqlCalls, SqlTickets
 from core.store.jobs_sql import SqlJobs
 from core.store.members_sql import SqlMembers
+from core.store.messaging import SqlMessaging
 from core.store.orders_sql import SqlOrders
 from core.store.outbox_sql import SqlOutbox
 from core.store.uow import SqlUnitOfWork
@@ -27,7 +29,7 @@ from core.store.uow import SqlUnitOfWork
 PAIRS = [(MembersRepository, SqlMembers), (OrdersRepository, SqlOrders),
          (JobsRepository, SqlJobs), (CallsRepository, SqlCalls),
          (TicketsRepository, SqlTickets), (OutboxRepository, SqlOutbox),
-         (UnitOfWork, SqlUnitOfWork)]
+         (MessagingRepository, SqlMessaging), (UnitOfWork, SqlUnitOfWork)]
 
 
 def protocol_methods(protocol: type) -> list[str]:
@@ -57,7 +59,8 @@ def test_the_store_has_every_method_of_the_protocol(protocol, implementation):
 def test_the_unit_of_work_has_a_repository_for_every_area(store):
     with store.unit_of_work(write=False) as uow:
         areas = repositories(UnitOfWork)
-        assert set(areas) == {"members", "orders", "jobs", "calls", "tickets", "outbox"}
+        assert set(areas) == {"members", "orders", "jobs", "calls", "tickets", "outbox",
+                              "messaging"}
         for area, protocol in areas.items():
             repository = getattr(uow, area)
             assert all(callable(getattr(repository, name))

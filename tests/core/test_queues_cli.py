@@ -26,11 +26,11 @@ def aside(monkeypatch, database_url, store, rules):
         load_demo(uow, rules, NOW)
         store_mo_batch(uow, rules, [MOMessage(ZHANG, "10086", "JF", True, None, "JF", 0, 0,
                                               "k1")], NOW)
-        mo_id = uow.sms_claim_mo(1)[0].id
-        uow.sms_mo_set_aside(mo_id, 4, "OperationalError: integer overflow", NOW)
+        mo_id = uow.messaging.claim_mo(1)[0].id
+        uow.messaging.mo_set_aside(mo_id, 4, "OperationalError: integer overflow", NOW)
         mt_id = uow.outbox.queue_message(msisdn=ALICE, language="en", kind="test", now=NOW,
                                          body="hi")
-        uow.sms_record_set_aside([(mt_id, "queue full (0x00000014)")], NOW)
+        uow.messaging.record_set_aside([(mt_id, "queue full (0x00000014)")], NOW)
         uow.jobs.job_set_item_aside("expiry-warnings", "2026-11-22", ZHANG, "RuntimeError: x", NOW)
         uow.commit()
         job_id = uow.set_aside_items()[-1].item

@@ -83,7 +83,7 @@ def test_the_sms_tier_query_tells_the_granted_tier(store, run, now, tmp_path):
     run(store_mo_batch, [mo("15800158000", "TIER")], now)
     run(handle_batch, HandlerSettings(rate_limit=0), now, 100, None)
     with store.unit_of_work(write=False) as uow:
-        (reply,) = uow.sms_outbox_rows("15800158000")
+        (reply,) = uow.messaging.outbox_rows("15800158000")
     text = render(reply["template"], "en", json.loads(reply["params"]))
     assert "Gold" in text and "2027" in text
 

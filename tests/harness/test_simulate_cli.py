@@ -36,7 +36,7 @@ def test_simulate_sms_leaves_real_queued_messages_alone(store, rules, database_u
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Loyalty: your tier is Silver"), lines
     with store.unit_of_work(write=False) as uow:
-        waiting = {r["msisdn"]: (r["state"], r["attempts"]) for r in uow.sms_outbox_rows()
+        waiting = {r["msisdn"]: (r["state"], r["attempts"]) for r in uow.messaging.outbox_rows()
                    if r["kind"] == "ivr_copy"}
         assert waiting == {ZHANG: ("queued", 0), ALICE: ("queued", 0)}
-        assert [(m.msisdn, m.text) for m in uow.sms_claim_mo(10)] == [(BOB, "JF")]
+        assert [(m.msisdn, m.text) for m in uow.messaging.claim_mo(10)] == [(BOB, "JF")]

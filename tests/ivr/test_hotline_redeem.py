@@ -66,7 +66,7 @@ async def test_redeem_a_service_with_pin_and_confirmation(rig, msisdn, lang, pri
     assert len(sms) == 1 and sms[0]["language"] == lang
     params = json.loads(sms[0]["params"])
     assert params["order_no"] == order.order_no and params["points"] == price
-    assert params["balance"] == before - price and params["reward_code"] == "A01"
+    assert params["balance_after"] == before - price and params["reward_code"] == "A01"
     assert rig.metrics.redemptions.labels(channel="ivr")._value.get() == 1
     record = next(r for r in rig.call_records() if r["uniqueid"] == result.uniqueid)
     assert record["menu_path"].startswith("4:A01:confirm")

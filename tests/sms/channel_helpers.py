@@ -97,7 +97,7 @@ class Channel:
 
     def outbox(self, msisdn: str | None = None) -> list[dict[str, Any]]:
         with self.store.unit_of_work(write=False) as uow:
-            return uow.sms_outbox_rows(msisdn)
+            return uow.messaging.outbox_rows(msisdn)
 
     def mo_rows(self) -> list[dict[str, Any]]:
         from sqlalchemy import select

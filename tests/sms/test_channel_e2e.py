@@ -282,7 +282,7 @@ async def test_lists_are_cut_to_three_parts(channels, store, rules):
     got = await converse(ch, ZHANG, "LB")
     assert got.startswith("【积分礼品】代码 名称 所需积分：\nA01 100分钟国内通话 900分\n")
     assert got.endswith("\n……\n回复DH+代码兑换，如DH A01")
-    from sms.outbox import fits
+    from sms.render import fits
 
     assert fits(got, 3) and not fits(got + "\nX19 超长名称的测试礼品第19号款式 119分", 3)
 

@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import sms.handler as handler
+import core.messaging.handling as handling
+import core.messaging.replies as sms_replies
 from core.accounts import balance, credit_points, deduct_points
 from core.demo import load_demo
 from core.domain import Channel as Via
 from core.domain import LedgerKind
-from core.store.sms_sql import RateWindow
+from core.messaging.records import RateWindow
+from core.messaging.storing import housekeeping
 from sms.encoding import Concat
 from sms.esme_types import MOMessage
 from sms.handler import HandlerSettings, handle_batch, store_mo_batch
@@ -48,7 +50,7 @@ def handle(run, now=NOW, limit=100, settings=None, claim_until=None):
 
 def replies(store, msisdn=None):
     with store.unit_of_work(write=False) as uow:
-        return [(r["msisdn"], r["template"], r["body"]) for r in uow.sms_outbox_rows(msisdn)]
+        return [(r["msisdn"], r["template"], r["body"]) for r in uow.messaging.outbox_rows(msisdn)]
 
 
 def mo_states(store):
@@ -139,7 +141,7 @@ def test_replies_can_be_inserted_already_claimed(demo, run):
     (row,) = batch.claimed
     assert row.msisdn == ZHANG and row.body.startswith("【积分查询】") and row.attempts == 1
     with demo.unit_of_work(write=False) as uow:
-        (stored,) = uow.sms_outbox_rows()
+        (stored,) = uow.messaging.outbox_rows()
     assert stored["state"] == "sending" and stored["claimed_until"] == until
 
 
@@ -189,7 +191,7 @@ def test_a_poison_message_is_retried_then_set_aside_and_the_rest_handled(demo, r
     def broken(*args, **kwargs):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(handler, "tier_status", broken)
+    monkeypatch.setattr(sms_replies, "tier_status", broken)
     store_mos(run, [mo(ZHANG, "JF"), mo(ALICE, "DJ"), mo(BOB, "MX")])
     settings = HandlerSettings(rate_limit=0, max_attempts=2, retry_base_s=10)
     batch = handle(run, settings=settings)
@@ -211,11 +213,11 @@ def test_rate_windows():
     windows: dict[str, RateWindow] = {}
     changed: dict[str, RateWindow] = {}
     t = NOW
-    verdicts = [handler._rate(windows, changed, "1", t + timedelta(seconds=i), 3)
+    verdicts = [handling._rate(windows, changed, "1", t + timedelta(seconds=i), 3)
                 for i in range(6)]
     assert verdicts == ["ok", "ok", "ok", "warn", "quiet", "quiet"]
-    assert handler._rate(windows, changed, "1", t + timedelta(seconds=60), 3) == "ok"
-    assert handler._rate(windows, changed, "2", t, 3) == "ok"
+    assert handling._rate(windows, changed, "1", t + timedelta(seconds=60), 3) == "ok"
+    assert handling._rate(windows, changed, "2", t, 3) == "ok"
     assert changed["1"] == RateWindow("1", t + timedelta(seconds=60), 1, False)
 
 
@@ -237,7 +239,7 @@ def test_the_batched_balance_is_the_core_balance(demo, run, store, rules):
     numbers = [ZHANG, ALICE, BOB, "13900139000", "13700137000", "13000000001", "13000000002"]
     for when in (NOW, datetime(2027, 1, 1, tzinfo=UTC)):
         with store.unit_of_work(write=False) as uow:
-            batched = uow.sms_balance_summaries(numbers, when)
+            batched = uow.messaging.balance_summaries(numbers, when)
         for n in numbers:
             core = run(balance, n, when)
             points, first, expiring = batched[n]
@@ -254,5 +256,5 @@ def test_housekeeping_forgets_old_parts_and_rate_windows(demo, run):
     store_mos(run, [mo(ZHANG, "JF")], NOW - timedelta(days=2))
     handle(run, NOW - timedelta(days=2), settings=HandlerSettings(rate_limit=5))
     store_mos(run, [mo(ALICE, "BD b", key="new", concat=Concat(2, 2, 1), complete=False)])
-    assert run(handler.housekeeping, NOW) == (1, 1)
-    assert run(handler.housekeeping, NOW) == (0, 0)
+    assert run(housekeeping, NOW) == (1, 1)
+    assert run(housekeeping, NOW) == (0, 0)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sms import keywords as kw
-from sms.keywords import Command, parse
+from core.messaging import keywords as kw
+from core.messaging.keywords import Command, parse
 
 CASES = [
     # balance

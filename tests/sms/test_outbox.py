@@ -246,7 +246,7 @@ async def test_a_receipt_before_its_submit_response_is_matched(channels, sim):
     await all_delivered(ch, sim, numbers)
     await sim.wait_for(lambda: states(ch) == {"delivered": 10})
     with ch.store.unit_of_work(write=False) as uow:
-        assert uow.sms_held_receipts() == []
+        assert uow.messaging.held_receipts() == []
 
 
 @pytest.mark.parametrize(("stat", "state"), [("UNDELIV", "undeliverable"),
@@ -278,7 +278,7 @@ async def test_a_receipt_for_an_unknown_id_is_held_then_dropped(channels, sim):
     assert sim.receipts_sent == [("deadbeef", 0)]
     await ch.idle()
     with ch.store.unit_of_work(write=False) as uow:
-        assert {h.message_id for h in uow.sms_held_receipts()} == {"deadbeef"}
+        assert {h.message_id for h in uow.messaging.held_receipts()} == {"deadbeef"}
     assert ch.run(sweep_receipts, NOW + timedelta(minutes=11), 600) == {"unmatched": 1}
 
 
@@ -371,7 +371,7 @@ async def test_rows_handed_over_after_their_claim_lapses_are_sent_once(channels,
     numbers = queue(ch, 3)
     until = NOW + timedelta(seconds=30)
     with store.unit_of_work() as uow:  # a batch claimed them; its result comes back late
-        late = uow.sms_claim_outbox(NOW, until, 10)
+        late = uow.messaging.claim_outbox(NOW, until, 10)
     await ch.start()
     clock.advance(seconds=25)  # within a third of the lease of lapsing
     ch.sms.sender.take(late, until)

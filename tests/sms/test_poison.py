@@ -16,7 +16,7 @@ from twisted.internet import defer, reactor
 from twisted.logger import formatEvent, globalLogPublisher
 
 from core.demo import load_demo
-from core.store.sms_sql import SmsQueries
+from core.store.messaging import SqlMessaging
 from core.store.tables import lots
 from tests.sms.channel_helpers import NOW, Channel, converse
 from tests.sms.conftest import sleep
@@ -76,14 +76,14 @@ def corrupt_lots(store, msisdn: str) -> None:
 
 def break_balance_reads(monkeypatch, msisdn: str) -> None:
     """Any unexpected failure of one member's read (not only an overflow)."""
-    original = SmsQueries.sms_balance_summaries
+    original = SqlMessaging.balance_summaries
 
     def failing(self, msisdns, now):
         if msisdn in msisdns:
             raise RuntimeError("corrupt record")
         return original(self, msisdns, now)
 
-    monkeypatch.setattr(SmsQueries, "sms_balance_summaries", failing)
+    monkeypatch.setattr(SqlMessaging, "balance_summaries", failing)
 
 
 async def timed_reply(ch: Channel, msisdn: str, text: str) -> tuple[str, float]:

@@ -14,8 +14,7 @@ from sqlalchemy import insert
 from twisted.logger import globalLogPublisher
 
 from core.store import Store
-from core.store.sms_sql import outbox_ids
-from core.store.tables import outbox
+from core.store.tables import outbox, outbox_ids
 from sms.server import QUEUE_TABLES, refresh_queue_statistics
 from tests.conftest import PG_URL, drop_database, make_database_url
 from tests.sms.channel_helpers import Channel

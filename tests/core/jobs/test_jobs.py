@@ -148,8 +148,8 @@ def test_tier_review_sends_an_sms_to_members_whose_tier_changed(store, rules, co
     result = drive(store, rules, config, "tier-review", at, samples=5)
     assert result.counts == {"members": 3, "reviewed": 2, "upgraded": 1, "downgraded": 1}
     notices = outbox_rows(store, kind="tier_changed")
-    assert [(n["msisdn"], n["params"]["new_en"], n["params"]["up"]) for n in notices] == [
-        (A, "Silver", True), (B, "Standard", False)]
+    assert [(n["msisdn"], n["language"], n["params"]["tier_name"], n["params"]["up"])
+            for n in notices] == [(A, "zh", "银卡会员", True), (B, "zh", "普通会员", False)]
     assert "升级为银卡会员" in render("tier_changed", "zh", notices[0]["params"])
     assert "有效期至2027年12月31日" in render("tier_changed", "zh", notices[0]["params"])
     # Reviewed at 02:00: held until the quiet hours end.

@@ -22,10 +22,11 @@ def test_the_job_never_downgrades_below_a_grant_before_its_date(store, rules, co
     at = local(2026, 12, 1, 2, 0)
 
     preview = drive(store, rules, config, "tier-review", at, dry_run=True, samples=5)
-    assert [(s.msisdn, s.params["new_en"]) for s in preview.samples] == [(B, "Silver")]
+    assert [(s.msisdn, s.params["tier_name"]) for s in preview.samples] == [(B, "银卡会员")]
     result = drive(store, rules, config, "tier-review", at)
     assert result.counts == {"members": 2, "reviewed": 2, "downgraded": 1}
-    assert [(n["msisdn"], n["params"]["new_en"]) for n in outbox_rows(store)] == [(B, "Silver")]
+    assert [(n["msisdn"], n["params"]["tier_name"]) for n in outbox_rows(store)] == [
+        (B, "银卡会员")]
     with store.unit_of_work(write=False) as uow:
         member_a = uow.members.get_member(A)
         assert (member_a.tier_code, member_a.tier_valid_until) == ("gold", date(2027, 6, 30))

@@ -3,9 +3,10 @@
 A message whose handling raises is tried again after a backoff (``retry_base_s * 2**(n-1)``
 seconds after the n-th failure) and, after ``max_attempts`` failures, set aside: state
 ``set_aside``, the subscriber gets one "temporarily unavailable" reply, and ops see it in
-``loyalty queues list`` (and can ``retry`` it). Only a lost database connection is retried for
-the whole batch: it says nothing about the message. The other messages of the batch are
-handled meanwhile, so one member's bad data never holds up anyone else.
+``loyalty queues list`` (and can ``retry`` it). Only a lost database connection
+(``uow.messaging.connection_lost``) is retried for the whole batch: it says nothing about the
+message. The other messages of the batch are handled meanwhile, so one member's bad data
+never holds up anyone else.
 
 A message repeated inside the redelivery window (``smpp.mo_dedupe_window_s``) is stored again,
 marked as a repeat of the first. A question (balance, tier...) is simply answered again. A
@@ -20,20 +21,12 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exc as sa_exc
+from core.messages import RATE_LIMITED, SYSTEM_ERROR, UNAVAILABLE, Message
+from core.messaging.records import StoredMO
 
-from core.store.sms_sql import StoredMO
-
-UNAVAILABLE = "unavailable"  # the template of the one reply to a message set aside
 # Replies that say the request was not acted on: its repeat is handled afresh.
-NOT_ACTED_ON = ("rate_limited", "system_error", UNAVAILABLE)
+NOT_ACTED_ON = tuple(m.template for m in (RATE_LIMITED, SYSTEM_ERROR, UNAVAILABLE))
 WAIT_FOR_FIRST = timedelta(seconds=1)  # a repeat whose first copy is still waiting
-
-
-def connection_lost(exc: BaseException) -> bool:
-    """The database went away: nothing to do with the message, retry the batch later."""
-    return isinstance(exc, sa_exc.InterfaceError) or (
-        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
 
 
 def describe(exc: BaseException) -> str:
@@ -50,7 +43,7 @@ def repeat_reply(uow: Any, mo: StoredMO) -> tuple[str, dict[str, Any] | None]:
     """For a repeated state-changing request: ``("copy", reply row)`` to send the first
     copy's reply again, ``("wait", None)`` while the first copy is still to be handled, or
     ``("handle", None)`` to act on it now (the first copy was not acted on)."""
-    state, reply = uow.sms_mo_outcome(mo.repeat_of)
+    state, reply = uow.messaging.mo_outcome(mo.repeat_of)
     if state == "received":
         return "wait", None
     if state == "handled" and reply is not None and reply["template"] not in NOT_ACTED_ON:
@@ -67,9 +60,17 @@ def copied_reply(reply: dict[str, Any], mo: StoredMO, now: datetime,
             params = json.loads(params or "{}")
         except ValueError:
             params = {}
-    return reply["template"], dict(
-        msisdn=reply["msisdn"], language=reply["language"], kind=reply["kind"],
-        template=reply["template"], params=params, body=reply["body"],
-        dedupe_key=f"mo:{mo.id}", state="sending" if claim_until is not None else "queued",
-        attempts=1 if claim_until is not None else 0, not_before=now,
-        claimed_until=claim_until, created_at=now)
+    message = Message(reply["template"], params)
+    return message.template, reply_row(reply["msisdn"], reply["language"], reply["kind"],
+                                       message, reply["body"], mo, now, claim_until)
+
+
+def reply_row(msisdn: str, language: str, kind: str, message: Message, body: str | None,
+              mo: StoredMO, now: datetime, claim_until: datetime | None) -> dict[str, Any]:
+    """The outbox row of the reply to ``mo``: claimed at once by this process's sender when
+    ``claim_until`` is given, else queued for any sender."""
+    return dict(msisdn=msisdn, language=language, kind=kind, template=message.template,
+                params=message.params, body=body, dedupe_key=f"mo:{mo.id}",
+                state="sending" if claim_until is not None else "queued",
+                attempts=1 if claim_until is not None else 0, not_before=now,
+                claimed_until=claim_until, created_at=now)

@@ -1,4 +1,4 @@
-"""SMS keyword parsing (DESIGN.md section 6). Pure: text in, Command out.
+"""SMS keyword parsing. Pure: text in, Command out.
 
 Tolerant of case, full-width and half-width forms (NFKC), extra spaces and Chinese or Latin
 punctuation around the keyword. A Latin keyword must end at a non-letter (``JF``, ``jf?``,

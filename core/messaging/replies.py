@@ -1,0 +1,123 @@
+"""One MO message's keyword -> the core use case -> the reply ``Message`` (database thread)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from core import messages
+from core.accounts import balance, history, set_warning_preferences, tier_status
+from core.domain import (
+    Channel,
+    DomainError,
+    InsufficientPoints,
+    InvalidConfirmation,
+    PinLocked,
+    SecretCheck,
+    TicketKind,
+    mask_msisdn,
+)
+from core.messages import Message
+from core.messaging import keywords as kw
+from core.redemption import catalogue, confirm_redemption, gift_orders, start_confirmation
+from core.rules import last_valid_day
+from core.service_desk import record_ticket
+
+if TYPE_CHECKING:  # core.messaging.handling imports this module
+    from core.messaging.handling import Work
+
+# The keywords whose use case writes: each is handled in its own transaction.
+WRITERS = (kw.REDEEM, kw.CONFIRM, kw.MAKEUP, kw.COMPLAINT, kw.STOP)
+
+
+def dispatch(uow, rules, work: Work, cmd: kw.Command, msisdn: str, lang: str) -> Message:
+    if cmd.kind not in WRITERS:
+        try:
+            return _read(uow, rules, work, cmd, msisdn, lang)
+        except DomainError as exc:
+            work.problems.append(f"SMS {cmd.kind} for {mask_msisdn(msisdn)}: {exc!r}")
+            return messages.SYSTEM_ERROR
+    try:
+        with uow.savepoint():
+            return _write(uow, rules, work, cmd, msisdn, lang)
+    except DomainError as exc:
+        return _domain_reply(rules, work, cmd, exc, msisdn)
+
+
+def _read(uow, rules, work: Work, cmd: kw.Command, msisdn: str, lang: str) -> Message:
+    now, s = work.now, work.settings
+    if cmd.kind == kw.BALANCE:
+        summary = work.balances.get(msisdn)
+        if summary is None:
+            return messages.balance_of(balance(uow, rules, msisdn, now))
+        points, next_expiry, expiring = summary  # core.accounts.balance's figures, batched
+        day = last_valid_day(next_expiry, rules.zone) if next_expiry else None
+        return messages.balance_message(points, expiring, day)
+    if cmd.kind == kw.TIER:
+        return messages.tier_message(tier_status(uow, rules, msisdn, now), lang)
+    if cmd.kind == kw.HISTORY:
+        return messages.history_message(
+            history(uow, rules, msisdn, now, limit=s.history_entries), rules.today)
+    if cmd.kind == kw.CATALOGUE:
+        return messages.catalogue_message(catalogue(uow, rules, msisdn, now), lang,
+                                          s.catalogue_entries)
+    if cmd.kind == kw.DELIVERY:
+        orders = gift_orders(uow, rules, msisdn, now, limit=s.delivery_orders)
+        names = {}
+        for o in orders:
+            if o.reward_code not in names:
+                r = uow.orders.get_reward(o.reward_code)
+                names[o.reward_code] = r.name(lang) if r else o.reward_code
+        return messages.delivery_message(orders, names)
+    return messages.help_message(cmd.kind == kw.UNKNOWN)
+
+
+def _write(uow, rules, work: Work, cmd: kw.Command, msisdn: str, lang: str) -> Message:
+    now = work.now
+    if cmd.kind == kw.REDEEM:
+        if not cmd.arg:
+            return messages.REDEEM_USAGE
+        quote, code, expires_at = start_confirmation(uow, rules, msisdn, cmd.arg, Channel.SMS,
+                                                     now)
+        minutes = max(1, round((expires_at - now).total_seconds() / 60))
+        return messages.redeem_quote_message(quote, code, minutes, lang)
+    if cmd.kind == kw.CONFIRM:
+        if not cmd.arg:
+            return messages.confirm_failed_message("no_code")
+        order = confirm_redemption(uow, rules, msisdn, cmd.arg, Channel.SMS, now)
+        if isinstance(order, SecretCheck):  # refused; its failure count is kept
+            refusal = (PinLocked(order.locked_until) if order.locked_until is not None
+                       else InvalidConfirmation(order.tries_left))
+            return _domain_reply(rules, work, cmd, refusal, msisdn)
+        if order.created_at == now:
+            work.redemptions += 1
+        reward = uow.orders.get_reward(order.reward_code)
+        return messages.redeem_done_message(
+            order, reward.name(lang) if reward else order.reward_code,
+            balance(uow, rules, msisdn, now).points)
+    if cmd.kind in (kw.MAKEUP, kw.COMPLAINT):
+        kind = TicketKind.MAKEUP if cmd.kind == kw.MAKEUP else TicketKind.COMPLAINT
+        if not cmd.arg:
+            return messages.ticket_usage_message(str(kind))
+        ticket = record_ticket(uow, rules, msisdn, kind, cmd.arg, Channel.SMS, now)
+        return messages.ticket_message(str(kind), ticket.ref)
+    if cmd.kind == kw.STOP:
+        set_warning_preferences(uow, rules, msisdn, now, opt_out=True)
+        return messages.UNSUBSCRIBED
+    raise AssertionError(cmd.kind)  # pragma: no cover
+
+
+def _domain_reply(rules, work: Work, cmd: kw.Command, exc: DomainError,
+                  msisdn: str) -> Message:
+    if isinstance(exc, InvalidConfirmation):
+        return messages.confirm_failed_message(exc.code, tries_left=exc.tries_left)
+    if isinstance(exc, PinLocked):
+        until = exc.until.astimezone(rules.zone)
+        return messages.confirm_failed_message(exc.code, until=f"{until:%H:%M}")
+    if cmd.kind in (kw.REDEEM, kw.CONFIRM):
+        code = cmd.arg if cmd.kind == kw.REDEEM else ""
+        if isinstance(exc, InsufficientPoints):
+            return messages.redeem_failed_message(exc.code, code, balance=exc.balance,
+                                                  price=exc.price)
+        return messages.redeem_failed_message(exc.code, code)
+    work.problems.append(f"SMS {cmd.kind} for {mask_msisdn(msisdn)}: {exc!r}")
+    return messages.SYSTEM_ERROR

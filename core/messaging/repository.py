@@ -1,0 +1,178 @@
+"""The messaging repository as the core sees it: the MO store, the outbox, receipts.
+
+The SQL lives in ``core.store.messaging``; the unit of work exposes it as ``uow.messaging``.
+Every method runs inside the caller's unit of work (it never commits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from core.messaging.records import (
+    HeldReceipt,
+    MOPart,
+    OutboxRow,
+    PartStats,
+    RateWindow,
+    StoredMO,
+)
+
+
+class MessagingRepository(Protocol):
+    def connection_lost(self, exc: BaseException) -> bool:
+        """The database went away: nothing to do with the message, retry the batch later."""
+
+    # --- MO messages -----------------------------------------------------------------------------
+
+    def existing_mo_keys(self, keys: Sequence[str], since: datetime) -> set[str]:
+        """The keys among ``keys`` of messages received at or after ``since``."""
+
+    def insert_mo(self, rows: Sequence[dict[str, Any]]) -> None:
+        """rows: dedupe_key, msisdn, text, received_at. A key already stored is skipped."""
+
+    def existing_part_keys(self, keys: Sequence[str], since: datetime) -> set[str]:
+        ...
+
+    def insert_mo_parts(self, rows: Sequence[dict[str, Any]]) -> None:
+        """rows: dedupe_key, msisdn, ref, total, seq, text, received_at."""
+
+    def open_parts(self, msisdn: str, ref: int, total: int,
+                   since: datetime) -> list[MOPart]:
+        """The not yet joined parts of one set received since ``since``, by seq (the
+        newest copy of each seq)."""
+
+    def join_parts(self, part_ids: Sequence[int], mo_dedupe_key: str) -> None:
+        """Mark parts as joined into the message stored under ``mo_dedupe_key``."""
+
+    def purge_parts(self, before: datetime) -> int:
+        ...
+
+    def claim_mo(self, limit: int, now: datetime | None = None, *,
+                 only_from: str | None = None, after_id: int = 0) -> list[StoredMO]:
+        """The oldest received messages (those due: not waiting for a retry after ``now``;
+        ``only_from``: from that source, with ids above ``after_id``); on PostgreSQL locked
+        (SKIP LOCKED) until commit."""
+
+    def claim_mo_ids(self, ids: Sequence[int]) -> list[StoredMO]:
+        """These messages if still received (locked on PostgreSQL), in id order."""
+
+    def mark_mo(self, outcomes: Sequence[tuple[int, str]], now: datetime) -> None:
+        """(mo id, state) pairs: 'handled', 'failed' or 'set_aside'."""
+
+    def mo_states(self, ids: Sequence[int]) -> dict[int, str]:
+        ...
+
+    def member_languages(self, msisdns: Sequence[str]) -> dict[str, str]:
+        """msisdn -> language of the members among ``msisdns``."""
+
+    def balance_summaries(self, msisdns: Sequence[str], now: datetime
+                              ) -> dict[str, tuple[int, datetime | None, int]]:
+        """``balance_summary`` (spendable points, soonest expiry, points expiring then) of
+        many members with one grouped query; members without live lots get (0, None, 0)."""
+
+    def rate_windows(self, msisdns: Sequence[str]) -> dict[str, RateWindow]:
+        ...
+
+    def save_rate_windows(self, windows: Sequence[RateWindow]) -> None:
+        ...
+
+    def purge_rate_windows(self, before: datetime) -> int:
+        ...
+
+    def mo_retry_later(self, mo_id: int, attempts: int, not_before: datetime,
+                       error: str | None) -> None:
+        ...
+
+    def mo_set_aside(self, mo_id: int, attempts: int, error: str, now: datetime) -> None:
+        ...
+
+    def mo_ids(self, keys: Sequence[str]) -> dict[str, int]:
+        """dedupe key -> id of the stored messages among ``keys``."""
+
+    def last_mo_id(self) -> int:
+        ...
+
+    def insert_mo_repeats(self, rows: Sequence[dict[str, Any]]) -> None:
+        """rows: dedupe_key, msisdn, text, received_at, repeat_of."""
+
+    def mo_outcome(self, mo_id: int) -> tuple[str | None, dict[str, Any] | None]:
+        """(state of the message, its reply's outbox row or None)."""
+
+    # --- MT messages and receipts ----------------------------------------------------------------
+
+    def queue_outbox(self, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """Insert MT rows (msisdn, language, kind, template, params dict, body, dedupe_key,
+        state, not_before, claimed_until, created_at); returns their ids in order."""
+
+    def claim_outbox(self, now: datetime, until: datetime, limit: int) -> list[OutboxRow]:
+        """Claim up to ``limit`` due rows (queued and due, or sending with a lapsed claim):
+        state sending, claimed_until ``until``, attempts + 1. PostgreSQL skips rows another
+        process has locked; SQLite writers are serialised by BEGIN IMMEDIATE."""
+
+    def put_off(self, kinds: Iterable[str], now: datetime, until: datetime) -> int:
+        """Due rows of ``kinds`` (queued, or claimed by a process that died) wait until
+        ``until``; returns how many."""
+
+    def set_bodies(self, bodies: Sequence[tuple[int, str]]) -> None:
+        ...
+
+    def extend_claims(self, ids: Sequence[int], until: datetime) -> None:
+        ...
+
+    def release_claims(self, ids: Sequence[int]) -> None:
+        """Put claimed rows back in the queue, due now (a clean shutdown)."""
+
+    def record_submitted(self, rows: Sequence[tuple[int, Sequence[str | None]]],
+                         now: datetime) -> None:
+        ...
+
+    def record_retry(self, rows: Sequence[tuple[int, Sequence[str | None], datetime, str]]
+                         ) -> None:
+        """(id, message ids so far, not_before, error)."""
+
+    def record_failed(self, rows: Sequence[tuple[int, Sequence[str | None], str]],
+                      now: datetime) -> None:
+        """(id, message ids so far, error): a permanent failure."""
+
+    def add_message_ids(self, rows: Sequence[tuple[int, int, str, Iterable[str]]],
+                        now: datetime) -> None:
+        """(outbox id, part index, message id as given, its normalised keys)."""
+
+    def outbox_depth(self) -> int:
+        ...
+
+    def outbox_rows(self, msisdn: str | None = None) -> list[dict[str, Any]]:
+        """Every outbox row (of one number), oldest first: for tests and tools."""
+
+    def match_ids(self, keys: Iterable[str]) -> dict[str, list[tuple[int, int]]]:
+        """id key -> the (outbox id, part index) of every MT part recorded under it."""
+
+    def set_part_stats(self, rows: Sequence[tuple[int, int, str | None]]) -> None:
+        """(outbox id, part index, stat): every id row of that part gets the stat."""
+
+    def part_stats(self, ids: Iterable[int]) -> list[PartStats]:
+        ...
+
+    def finalise(self, rows: Sequence[tuple[int, str, str | None]], now: datetime) -> None:
+        """(outbox id, final state, error) for rows still 'submitted'."""
+
+    def hold_receipts(self, rows: Sequence[tuple[str, str, str | None, str | None]],
+                      now: datetime) -> None:
+        """(id key, message id, stat, err) of receipts that matched nothing yet."""
+
+    def held_receipts(self, keys: Iterable[str] | None = None) -> list[HeldReceipt]:
+        """Held receipts under ``keys`` (all of them when None), oldest first."""
+
+    def held_receipts_matching(self) -> list[HeldReceipt]:
+        """Held receipts whose key is now recorded for some MT part."""
+
+    def drop_receipts(self, message_ids: Iterable[str]) -> None:
+        ...
+
+    def expire_receipts(self, before: datetime) -> int:
+        """Forget held receipts older than ``before``; returns how many receipts (not keys)."""
+
+    def record_set_aside(self, rows: Sequence[tuple[int, str]], now: datetime) -> None:
+        """(outbox id, error): an MT that kept failing, out of the queue until retried."""

@@ -1,0 +1,234 @@
+"""Messaging queries for MT messages (the outbox: claims, outcomes) and delivery receipts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+
+from core.messaging.records import HeldReceipt, OutboxRow, PartStats
+from core.store.messaging.base import QueriesBase, chunks, marks
+from core.store.queues_sql import SET_ASIDE
+from core.store.tables import outbox, outbox_ids, sms_receipts
+
+OPEN_STATES = ("queued", "sending")
+
+def _ids_json(ids: Sequence[str | None]) -> str:
+    return json.dumps(list(ids))
+
+
+def _outbox_row(r) -> OutboxRow:
+    try:
+        params = json.loads(r.params or "{}")
+    except ValueError:
+        params = {}
+    ids = tuple(json.loads(r.message_ids)) if r.message_ids else ()
+    return OutboxRow(r.id, r.msisdn, r.language, r.template, params, r.body, r.kind,
+                     r.attempts, ids)
+
+
+class OutboxQueries(QueriesBase):
+    # --- outbox -----------------------------------------------------------------------------
+
+    def queue_outbox(self, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """Insert MT rows (msisdn, language, kind, template, params dict, body, dedupe_key,
+        state, not_before, claimed_until, created_at); returns their ids in order."""
+        if not rows:
+            return []
+        values = [dict(r, params=json.dumps(r.get("params") or {}, ensure_ascii=False,
+                                            default=str), attempts=r.get("attempts", 0))
+                  for r in rows]
+        result = self.conn.execute(
+            outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True), values)
+        return list(result.scalars())
+
+    def claim_outbox(self, now: datetime, until: datetime, limit: int) -> list[OutboxRow]:
+        """Claim up to ``limit`` due rows (queued and due, or sending with a lapsed claim):
+        state sending, claimed_until ``until``, attempts + 1. PostgreSQL skips rows another
+        process has locked; SQLite writers are serialised by BEGIN IMMEDIATE."""
+        due = or_(and_(outbox.c.state == "queued", outbox.c.not_before <= now),
+                  and_(outbox.c.state == "sending", outbox.c.claimed_until < now))
+        pick = select(outbox.c.id).where(due).order_by(outbox.c.not_before, outbox.c.id) \
+            .limit(limit)
+        if not self.is_sqlite:
+            pick = pick.with_for_update(skip_locked=True)
+        rows = self.conn.execute(
+            update(outbox).where(outbox.c.id.in_(pick.scalar_subquery()))
+            .values(state="sending", claimed_until=until, attempts=outbox.c.attempts + 1)
+            .returning(outbox.c.id, outbox.c.msisdn, outbox.c.language, outbox.c.template,
+                       outbox.c.params, outbox.c.body, outbox.c.kind, outbox.c.attempts,
+                       outbox.c.message_ids, outbox.c.not_before))
+        return [_outbox_row(r) for r in sorted(rows, key=lambda r: (r.not_before, r.id))]
+
+    def put_off(self, kinds: Iterable[str], now: datetime, until: datetime) -> int:
+        """Due rows of ``kinds`` (queued, or claimed by a process that died) wait until
+        ``until``; returns how many."""
+        kinds = sorted(kinds)
+        return self._raw(
+            f"UPDATE outbox SET state = 'queued', not_before = ?, claimed_until = NULL "
+            f"WHERE kind IN ({marks(len(kinds))}) AND ((state = 'queued' AND not_before <= ?) "
+            f"OR (state = 'sending' AND claimed_until < ?))",
+            (self._db_time(until), *kinds, self._db_time(now), self._db_time(now))).rowcount
+
+    def set_bodies(self, bodies: Sequence[tuple[int, str]]) -> None:
+        if bodies:
+            self.conn.execute(
+                update(outbox).where(outbox.c.id == bindparam("b_id"))
+                .values(body=bindparam("b_body")),
+                [dict(b_id=i, b_body=b) for i, b in bodies])
+
+    def extend_claims(self, ids: Sequence[int], until: datetime) -> None:
+        for chunk in chunks(list(ids)):
+            self.conn.execute(update(outbox).where(
+                outbox.c.id.in_(chunk), outbox.c.state == "sending").values(claimed_until=until))
+
+    def release_claims(self, ids: Sequence[int]) -> None:
+        """Put claimed rows back in the queue, due now (a clean shutdown)."""
+        for chunk in chunks(list(ids)):
+            self.conn.execute(update(outbox).where(
+                outbox.c.id.in_(chunk), outbox.c.state == "sending").values(
+                state="queued", claimed_until=None))
+
+    def record_submitted(self, rows: Sequence[tuple[int, Sequence[str | None]]],
+                         now: datetime) -> None:
+        if rows:
+            now_db = self._db_time(now)
+            self._raw("UPDATE outbox SET state = 'submitted', message_ids = ?, submitted_at = ?, "
+                      "claimed_until = NULL, error = NULL WHERE id = ?",
+                      [(_ids_json(ids), now_db, i) for i, ids in rows])
+
+    def record_retry(self, rows: Sequence[tuple[int, Sequence[str | None], datetime, str]]
+                         ) -> None:
+        """(id, message ids so far, not_before, error)."""
+        if rows:
+            self.conn.execute(
+                update(outbox).where(outbox.c.id == bindparam("b_id")).values(
+                    state="queued", message_ids=bindparam("b_ids"),
+                    not_before=bindparam("b_not_before"), claimed_until=None,
+                    error=bindparam("b_error")),
+                [dict(b_id=i, b_ids=_ids_json(ids), b_not_before=nb, b_error=err[:200])
+                 for i, ids, nb, err in rows])
+
+    def record_failed(self, rows: Sequence[tuple[int, Sequence[str | None], str]],
+                      now: datetime) -> None:
+        """(id, message ids so far, error): a permanent failure."""
+        if rows:
+            self.conn.execute(
+                update(outbox).where(outbox.c.id == bindparam("b_id")).values(
+                    state="failed", message_ids=bindparam("b_ids"), claimed_until=None,
+                    error=bindparam("b_error"), final_at=now),
+                [dict(b_id=i, b_ids=_ids_json(ids), b_error=err[:200]) for i, ids, err in rows])
+
+    def add_message_ids(self, rows: Sequence[tuple[int, int, str, Iterable[str]]],
+                        now: datetime) -> None:
+        """(outbox id, part index, message id as given, its normalised keys)."""
+        now_db = self._db_time(now)
+        values = [(oid, part, mid[:80], key[:90], now_db)
+                  for oid, part, mid, keys in rows for key in sorted(keys)]
+        if values:
+            self._raw("INSERT INTO outbox_ids (outbox_id, part, message_id, id_key, stat, "
+                      "created_at) VALUES (?, ?, ?, ?, NULL, ?)", values)
+
+    def outbox_depth(self) -> int:
+        return int(self.conn.execute(select(func.count()).select_from(outbox).where(
+            outbox.c.state.in_(OPEN_STATES))).scalar_one())
+
+    def outbox_rows(self, msisdn: str | None = None) -> list[dict[str, Any]]:
+        """Every outbox row (of one number), oldest first: for tests and tools."""
+        stmt = select(outbox).order_by(outbox.c.id)
+        if msisdn is not None:
+            stmt = stmt.where(outbox.c.msisdn == msisdn)
+        return [dict(r._mapping) for r in self.conn.execute(stmt)]
+
+    # --- receipts ---------------------------------------------------------------------------
+
+    def match_ids(self, keys: Iterable[str]) -> dict[str, list[tuple[int, int]]]:
+        """id key -> the (outbox id, part index) of every MT part recorded under it."""
+        found: dict[str, list[tuple[int, int]]] = {}
+        for chunk in chunks(sorted(set(keys))):
+            for o, p, k in self._raw(f"SELECT outbox_id, part, id_key FROM outbox_ids "
+                                     f"WHERE id_key IN ({marks(len(chunk))})", tuple(chunk)):
+                found.setdefault(k, []).append((o, p))
+        return found
+
+    def set_part_stats(self, rows: Sequence[tuple[int, int, str | None]]) -> None:
+        """(outbox id, part index, stat): every id row of that part gets the stat."""
+        if rows:
+            self._raw("UPDATE outbox_ids SET stat = ? WHERE outbox_id = ? AND part = ?",
+                      [(s, o, p) for o, p, s in rows])
+
+    def part_stats(self, ids: Iterable[int]) -> list[PartStats]:
+        out: list[PartStats] = []
+        for chunk in chunks(sorted(set(ids))):
+            in_chunk = marks(len(chunk))
+            heads = {i: (state, ids_json) for i, state, ids_json in self._raw(
+                f"SELECT id, state, message_ids FROM outbox WHERE id IN ({in_chunk})",
+                tuple(chunk))}
+            stats: dict[int, dict[int, str | None]] = {i: {} for i in heads}
+            for oid, part, stat in self._raw(
+                    f"SELECT outbox_id, part, stat FROM outbox_ids WHERE outbox_id IN ({in_chunk}) "
+                    f"ORDER BY id", tuple(chunk)):
+                if oid in stats:
+                    stats[oid][part] = stat
+            for i, (state, ids_json) in heads.items():
+                parts = len(json.loads(ids_json)) if ids_json else 0
+                out.append(PartStats(i, state, parts, stats[i]))
+        return out
+
+    def finalise(self, rows: Sequence[tuple[int, str, str | None]], now: datetime) -> None:
+        """(outbox id, final state, error) for rows still 'submitted'."""
+        if rows:
+            now_db = self._db_time(now)
+            self._raw("UPDATE outbox SET state = ?, error = ?, final_at = ? "
+                      "WHERE id = ? AND state = 'submitted'",
+                      [(s, (e or None) and e[:200], now_db, i) for i, s, e in rows])
+
+    def hold_receipts(self, rows: Sequence[tuple[str, str, str | None, str | None]],
+                      now: datetime) -> None:
+        """(id key, message id, stat, err) of receipts that matched nothing yet."""
+        if rows:
+            self.conn.execute(sms_receipts.insert(), [
+                dict(id_key=k[:90], message_id=m[:80], stat=s, err=(e or None) and e[:10],
+                     received_at=now) for k, m, s, e in rows])
+
+    def held_receipts(self, keys: Iterable[str] | None = None) -> list[HeldReceipt]:
+        """Held receipts under ``keys`` (all of them when None), oldest first."""
+        columns = "SELECT id, id_key, message_id, stat, err FROM sms_receipts"
+        if keys is None:
+            rows = list(self._raw(columns + " ORDER BY id"))
+        else:
+            rows = []
+            for chunk in chunks(sorted(set(keys))):
+                rows.extend(self._raw(f"{columns} WHERE id_key IN ({marks(len(chunk))}) "
+                                      f"ORDER BY id", tuple(chunk)))
+        return [HeldReceipt(*r) for r in rows]
+
+    def held_receipts_matching(self) -> list[HeldReceipt]:
+        """Held receipts whose key is now recorded for some MT part."""
+        rows = self.conn.execute(
+            select(sms_receipts).where(sms_receipts.c.id_key.in_(
+                select(outbox_ids.c.id_key))).order_by(sms_receipts.c.id))
+        return [HeldReceipt(r.id, r.id_key, r.message_id, r.stat, r.err) for r in rows]
+
+    def drop_receipts(self, message_ids: Iterable[str]) -> None:
+        for chunk in chunks(sorted(set(message_ids))):
+            self.conn.execute(delete(sms_receipts).where(sms_receipts.c.message_id.in_(chunk)))
+
+    def expire_receipts(self, before: datetime) -> int:
+        """Forget held receipts older than ``before``; returns how many receipts (not keys)."""
+        stale = self.conn.execute(select(func.count(func.distinct(sms_receipts.c.message_id)))
+                                  .where(sms_receipts.c.received_at < before)).scalar_one()
+        if stale:
+            self.conn.execute(delete(sms_receipts).where(sms_receipts.c.received_at < before))
+        return int(stale)
+
+    # --- MT set aside -------------------------------------------------------------------------
+
+    def record_set_aside(self, rows: Sequence[tuple[int, str]], now: datetime) -> None:
+        """(outbox id, error): an MT that kept failing, out of the queue until retried."""
+        for row_id, error in rows:
+            self.conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+                state=SET_ASIDE, claimed_until=None, error=error[:200], final_at=now))
