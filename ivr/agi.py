@@ -1,6 +1,6 @@
 """FastAGI server: Asterisk connects (``AGI(agi://host:4573/loyalty)``), we drive the call.
 
-Our own small line protocol (see DESIGN.md section 3 for why not pyst2/starpy):
+Our own small line protocol (docs/architecture.md says why not pyst2 or starpy):
 
 - Header: ``agi_*: value`` lines, ended by an empty line. Then the flow registered for
   ``agi_network_script`` runs as a coroutine with an ``AGIChannel``.

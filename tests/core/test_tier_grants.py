@@ -5,35 +5,10 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from core.accounts import balance, review_tier, tier_status
-from core.cli import main as loyalty
+from core.accounts import review_tier, tier_status
 from core.imports import ImportFailed, import_members, import_rewards
 from core.redemption import catalogue
-
-MEMBERS = "msisdn,name,language\n13800138000,张伟,zh\n15800158000,Alice,en\n"
-HEADER = "msisdn,points,source,earned_on,reference\n"
-
-
-def write(tmp_path, name, text, encoding="utf-8"):
-    path = tmp_path / name
-    path.write_bytes(text.encode(encoding))
-    return path
-
-
-@pytest.fixture
-def members(run, now, tmp_path):
-    run(import_members, write(tmp_path, "members.csv", MEMBERS), now)
-
-
-@pytest.fixture
-def cli(monkeypatch, database_url):
-    monkeypatch.setenv("LOYALTY_DATABASE_URL", database_url)
-    return loyalty
-
-
-def points_of(run, now, msisdn="13800138000"):
-    return run(balance, msisdn, now).points
-
+from tests.core.import_kit import write
 
 # --- 2. granted tiers -----------------------------------------------------------------------
 

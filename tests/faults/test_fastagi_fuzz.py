@@ -1,5 +1,6 @@
 """FastAGI fuzzing: generated header blocks and reply streams against FastAGIProtocol, checked
-against an independent model of DESIGN.md section 5, plus argument quoting round trips.
+against an independent model of the FastAGI wire rules (docs/architecture.md), plus
+argument quoting round trips.
 
 The model (``expect``) says, for any byte stream, which commands the server sends and how the
 call ends: over-long line -> dropped (``line-too-long``); a line that is no reply ->

@@ -9,9 +9,11 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, endpoints, reactor, task
 
+from core.demo import load_demo
 from harness.smsc_simulator import SMSCSimulator
 from sms.session import ESMEService
 from sms.session_settings import SessionSettings
+from tests.sms.channel_helpers import NOW, Channel
 
 
 @dataclass(frozen=True)
@@ -107,3 +109,27 @@ def no_logged_errors():
     gc.collect()  # unhandled-error Deferreds report when collected
     globalLogPublisher.removeObserver(observer)
     assert not [e["log_failure"] for e in errors]
+
+
+@pytest.fixture
+def demo(store, rules):
+    """The demo data set, loaded at the channel tests' fixed instant."""
+    with store.unit_of_work() as uow:
+        load_demo(uow, rules, NOW)
+    return store
+
+
+@pytest.fixture
+def channels(sim, demo, rules, config):
+    """Make composed SMS channels on the demo data (stopped after the test)."""
+    made: list[Channel] = []
+
+    def make(**kwargs) -> Channel:
+        kwargs.setdefault("mo_rate_limit", 1000)
+        ch = Channel(sim, demo, rules, config, **kwargs)
+        made.append(ch)
+        return ch
+
+    yield make
+    for ch in made:
+        pytest_twisted.blockon(defer.ensureDeferred(ch.stop()))

@@ -12,11 +12,9 @@ import re
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 
 from core.accounts import balance, check_ledger
-from core.demo import load_demo
 from core.domain import Channel as Via
 from core.redemption import recent_orders
 from sms.encoding import DC_GSM, DC_UCS2
@@ -107,28 +105,6 @@ EN_CONVERSATION = [
     ("退订", "Loyalty: you will no longer get points expiry reminders. Call customer service "
            "to turn them back on."),
 ]
-
-
-@pytest.fixture
-def demo(store, rules):
-    with store.unit_of_work() as uow:
-        load_demo(uow, rules, NOW)
-    return store
-
-
-@pytest.fixture
-def channels(sim, demo, rules, config):
-    made: list[Channel] = []
-
-    def make(**kwargs) -> Channel:
-        kwargs.setdefault("mo_rate_limit", 1000)
-        ch = Channel(sim, demo, rules, config, **kwargs)
-        made.append(ch)
-        return ch
-
-    yield make
-    for ch in made:
-        pytest_twisted.blockon(defer.ensureDeferred(ch.stop()))
 
 
 def member(ch: Channel, msisdn: str):

@@ -7,12 +7,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 import core.messaging.handling as handling
 import core.messaging.replies as sms_replies
 from core.accounts import balance, credit_points, deduct_points
-from core.demo import load_demo
 from core.domain import Channel as Via
 from core.domain import LedgerKind
 from core.messaging.records import RateWindow
@@ -24,13 +21,6 @@ from tests.core.helpers import add_member
 from tests.sms.channel_helpers import NOW
 
 ZHANG, ALICE, BOB = "13800138000", "15800158000", "18600186000"
-
-
-@pytest.fixture
-def demo(store, rules):
-    with store.unit_of_work() as uow:
-        load_demo(uow, rules, NOW)
-    return store
 
 
 def mo(source: str, text: str, *, key: str | None = None, concat: Concat | None = None,

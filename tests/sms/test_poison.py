@@ -15,7 +15,6 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.logger import formatEvent, globalLogPublisher
 
-from core.demo import load_demo
 from core.store.messaging import SqlMessaging
 from core.store.tables import lots
 from tests.sms.channel_helpers import NOW, Channel, converse
@@ -27,28 +26,6 @@ BOB = "18600186000"  # the member whose data is broken
 UNAVAILABLE_EN = ("Loyalty: sorry, we cannot answer your request right now. "
                   "Please try again later.")
 BUSY_EN = "Loyalty: sorry, the service is busy. Please try again later."
-
-
-@pytest.fixture
-def demo(store, rules):
-    with store.unit_of_work() as uow:
-        load_demo(uow, rules, NOW)
-    return store
-
-
-@pytest.fixture
-def channels(sim, demo, rules, config):
-    made: list[Channel] = []
-
-    def make(**kwargs) -> Channel:
-        kwargs.setdefault("mo_rate_limit", 1000)
-        ch = Channel(sim, demo, rules, config, **kwargs)
-        made.append(ch)
-        return ch
-
-    yield make
-    for ch in made:
-        pytest_twisted.blockon(defer.ensureDeferred(ch.stop()))
 
 
 @pytest.fixture
@@ -132,7 +109,7 @@ def test_a_database_outage_is_logged_once_not_every_poll():
     """While the database is unreachable the loop retries every poll, but the log gets the
     first failure, a reminder now and then, and the recovery: not a traceback a second."""
     from sqlalchemy import exc as sa_exc
-    from twisted.internet import defer, task
+    from twisted.internet import task
 
     from core.metrics import Metrics
     from sms.handler import HandledBatch, HandlerSettings, MOHandler

@@ -6,39 +6,14 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import pytest_twisted
-from twisted.internet import defer
 
 from core.accounts import balance
-from core.demo import load_demo
 from core.redemption import recent_orders
-from tests.sms.channel_helpers import NOW, Channel, converse
+from tests.sms.channel_helpers import NOW, converse
 
 ZHANG = "13800138000"
 ALICE = "15800158000"
-
-
-@pytest.fixture
-def demo(store, rules):
-    with store.unit_of_work() as uow:
-        load_demo(uow, rules, NOW)
-    return store
-
-
-@pytest.fixture
-def channels(sim, demo, rules, config):
-    made: list[Channel] = []
-
-    def make(**kwargs) -> Channel:
-        kwargs.setdefault("mo_rate_limit", 1000)
-        ch = Channel(sim, demo, rules, config, **kwargs)
-        made.append(ch)
-        return ch
-
-    yield make
-    for ch in made:
-        pytest_twisted.blockon(defer.ensureDeferred(ch.stop()))
 
 
 def code_of(reply: str) -> str:
