@@ -64,7 +64,7 @@ async def test_a_caller_who_keyed_in_the_number_reaches_the_agent_with_it(rig):
     result = await rig.call(None, "15800158000#1234#0")
     got = loyalty_vars(result)
     assert got["LOYALTY_MSISDN"] == EN_MEMBER
-    assert got["LOYALTY_REASON"] == "asked"
+    assert got["LOYALTY_REASON"] == "asked" and got["LOYALTY_LAST_MENU"] == "main"
 
 
 @pytest_twisted.ensureDeferred
