@@ -94,7 +94,8 @@ def build_server(config, reactor=None):
     if config.ami.enabled:
         ami = config.ami
         dialer = AMIDialer(ami.host, ami.port, ami.username, ami.secret, caller_id=ami.caller_id,
-                           channel_template=ami.channel_template, fastagi_url=ami.fastagi_url,
+                           channel_template=ami.channel_template, context=ami.context,
+                           exten=ami.exten, priority=ami.priority,
                            answer_timeout_s=ami.answer_timeout_s,
                            max_concurrent_calls=ami.max_concurrent_calls, reactor=reactor)
         AMIDialerService(dialer).setServiceParent(top)

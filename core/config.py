@@ -166,7 +166,10 @@ class AMIConfig:
     username: str = "loyalty"
     secret: str = "secret"
     channel_template: str = "Local/{msisdn}@from-loyalty"
-    fastagi_url: str = "agi://127.0.0.1:4573/expiry-warning"
+    # Where the answered warning call enters the dialplan (config/extensions.conf).
+    context: str = "loyalty-warning"
+    exten: str = "s"
+    priority: int = 1
     caller_id: str = "10086"
     max_concurrent_calls: int = 10
     calling_hours: str = "09:00-20:00"
@@ -255,6 +258,12 @@ def _validate(config: Config) -> None:
     for section, key in (("fastagi", "agents_open"), ("ami", "calling_hours")):
         if not _RANGE.match(getattr(getattr(config, section), key)):
             raise ConfigError(f"{section}.{key}: expected HH:MM-HH:MM")
+    for key in ("context", "exten"):
+        if not re.fullmatch(r"[A-Za-z0-9_+.-]{1,79}", getattr(config.ami, key)):
+            raise ConfigError(f"ami.{key}: a dialplan name (letters, digits, - _ + .), got "
+                              f"{getattr(config.ami, key)!r}")
+    if config.ami.priority < 1:
+        raise ConfigError("ami.priority: must be at least 1")
     if config.smpp.window < 1 or config.smpp.max_submit_rate <= 0:
         raise ConfigError("smpp.window and smpp.max_submit_rate: must be positive")
     if config.smpp.mo_dedupe_window_s <= 0 or config.smpp.outbox_lease_s <= 0:

@@ -27,10 +27,11 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
+from harness.ami_dialplan import WarningDialplan
 from harness.ami_sim_protocol import (
     ALL_EVENT_CLASSES,
     FORBIDDEN,
@@ -61,6 +62,9 @@ class AMISimulator(ServerFactory):
     (a Newchannel, OriginateResponses for other ActionIDs with a contrary outcome, a Hangup)
     just before each real OriginateResponse. ``on_answered(call: AnsweredCall)`` runs when a call
     is answered (as if the call now ran its AGI); its results are kept in ``answered_calls``.
+    ``fastagi=(host, port)`` without ``on_answered``: answered calls follow the sample dialplan
+    against that FastAGI server (``harness.ami_dialplan.WarningDialplan``, kept in
+    :attr:`dialplan`), each member pressing ``caller_keys[number]``.
     """
 
     log = Logger()
@@ -76,12 +80,18 @@ class AMISimulator(ServerFactory):
         delays: Mapping[str, float] | None = None,
         interleave_events: bool = False,
         on_answered: Callable[[AnsweredCall], Any] | None = None,
+        fastagi: tuple[str, int] | None = None,
+        caller_keys: Mapping[str, str] | None = None,
         version: str = "5.0.1",
         reactor: Any = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
+        self.dialplan: WarningDialplan | None = None
+        if fastagi is not None and on_answered is None:
+            self.dialplan = WarningDialplan(*fastagi, keys=caller_keys, reactor=reactor)
+            on_answered = self.dialplan
         self.username = username
         self.secret = secret
         self.outcomes: Any = dict(outcomes or {}) if not callable(outcomes) else outcomes
@@ -305,7 +315,9 @@ class AMISimulator(ServerFactory):
             data=action.get("Data"),
             variables=action.variables(),
         )
-        self.answered_calls.append((call, maybeDeferred(self.on_answered, call)))
+        d = maybeDeferred(self.on_answered, call).addCallback(
+            lambda r: ensureDeferred(r) if hasattr(r, "__await__") else r)
+        self.answered_calls.append((call, d))
 
     def _interleave(self, channel: str, outcome: str, serial: int) -> None:
         other_outcome = "busy" if outcome == "answered" else "answered"

@@ -1,7 +1,8 @@
 """Outbound voice calls through the Asterisk Manager Interface (AMI), with pyst2.
 
-The dialer asks Asterisk to ``Originate`` a call to the subscriber and to run our FastAGI
-script (``Application: AGI``, ``Data: agi://.../expiry-warning``) when the call is answered.
+The dialer asks Asterisk to ``Originate`` a call to the subscriber and, once answered, to
+continue in the dialplan (``Context``/``Exten``/``Priority``: the sample ``loyalty-warning``
+context runs our ``expiry-warning`` FastAGI script, then the hotline when the member presses 1).
 
 pyst2's :class:`asterisk.manager.Manager` is blocking and threaded: it reads the socket on a
 thread of its own, hands events to another, and matches a reply to whatever action is waiting,
@@ -93,7 +94,9 @@ class AMIDialer:
         *,
         caller_id: str,
         channel_template: str = "Local/{msisdn}@from-loyalty",
-        fastagi_url: str = "agi://127.0.0.1:4573/expiry-warning",
+        context: str = "loyalty-warning",
+        exten: str = "s",
+        priority: int = 1,
         answer_timeout_s: float = 30,
         response_margin_s: float = 15,
         action_timeout_s: float = 10,
@@ -102,10 +105,10 @@ class AMIDialer:
     ) -> None:
         check_dialer_settings(
             {"caller_id": caller_id, "channel_template": channel_template,
-             "fastagi_url": fastagi_url, "username": username},
+             "context": context, "exten": exten, "username": username},
             timeouts_s=(answer_timeout_s, action_timeout_s),
             response_margin_s=response_margin_s,
-            max_concurrent_calls=max_concurrent_calls,
+            max_concurrent_calls=max_concurrent_calls, priority=priority,
         )
         self.host = host
         self.port = int(port)
@@ -113,7 +116,7 @@ class AMIDialer:
         self._secret = secret
         self.caller_id = caller_id
         self.channel_template = channel_template
-        self.fastagi_url = fastagi_url
+        self.context, self.exten, self.priority = context, exten, priority  # where it enters
         self.answer_timeout_s = answer_timeout_s
         self.response_margin_s = response_margin_s
         self.action_timeout_s = action_timeout_s
@@ -185,7 +188,9 @@ class AMIDialer:
             msisdn,
             variables or {},
             channel=self.channel_template,
-            fastagi_url=self.fastagi_url,
+            context=self.context,
+            exten=self.exten,
+            priority=self.priority,
             caller_id=self.caller_id,
             answer_timeout_s=self.answer_timeout_s,
         )

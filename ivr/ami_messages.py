@@ -26,6 +26,8 @@ REASON_TEXT: dict[int, str] = {
 }
 
 _MSISDN_RE = re.compile(r"^\+?[0-9]{3,20}$")
+#: A context or extension name the sample dialplan could use (no spaces, commas or quotes).
+DIALPLAN_NAME_RE = re.compile(r"^[A-Za-z0-9_+.-]{1,79}$")
 _VARIABLE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # CR/LF would inject AMI headers; Asterisk splits a Variable header on commas and treats quotes
 # and backslashes as quoting (AST_STANDARD_APP_ARGS), so none of those may appear in a value.
@@ -95,11 +97,17 @@ def originate_fields(
     variables: Mapping[str, str],
     *,
     channel: str,
-    fastagi_url: str,
+    context: str,
+    exten: str,
+    priority: int,
     caller_id: str,
     answer_timeout_s: float,
 ) -> dict[str, Any]:
     """The headers of an async ``Originate`` of ``msisdn`` (``channel`` holds ``{msisdn}``).
+
+    The answered call goes into the dialplan at ``context``/``exten``/``priority`` (the sample
+    ``loyalty-warning`` context), not straight to an AGI application: the dialplan runs the
+    warning AGI and, when the member presses 1, continues to the hotline after it.
 
     Raises ``ValueError`` for a number or a channel variable AMI cannot carry safely.
     """
@@ -117,8 +125,9 @@ def originate_fields(
         "Action": "Originate",
         "ActionID": new_action_id(),
         "Channel": channel.format(msisdn=msisdn),
-        "Application": "AGI",
-        "Data": fastagi_url,
+        "Context": context,
+        "Exten": exten,
+        "Priority": str(priority),
         "CallerID": caller_id,
         "Timeout": str(int(round(answer_timeout_s * 1000))),
         "Async": "true",
@@ -134,13 +143,19 @@ def check_dialer_settings(
     timeouts_s: tuple[float, ...],
     response_margin_s: float,
     max_concurrent_calls: int,
+    priority: int = 1,
 ) -> None:
     """Raise ``ValueError`` for dialer settings that would break or inject AMI headers."""
+    if priority < 1:
+        raise ValueError("AMI priority must be at least 1")
     for name, value in header_values.items():
         if "\r" in value or "\n" in value:
             raise ValueError(f"AMI {name} must not contain line breaks")
     if "{msisdn}" not in header_values.get("channel_template", "{msisdn}"):
         raise ValueError("AMI channel_template must contain {msisdn}")
+    for name in ("context", "exten"):
+        if name in header_values and not DIALPLAN_NAME_RE.match(header_values[name]):
+            raise ValueError(f"AMI {name} must be a dialplan name (letters, digits, - _ + .)")
     if any(t <= 0 for t in timeouts_s) or response_margin_s < 0:
         raise ValueError("AMI timeouts must be positive")
     if max_concurrent_calls < 1:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from core.accounts import get_member, verify_pin
 from core.domain import InvalidMsisdn, Member, PinNotSet
-from ivr.flows.menu import Call, EndCall, ToAgent
+from ivr.flows.menu import REASON_NO_PIN, Call, EndCall, ToAgent
 from ivr.flows.speech import NO_KEYS
 
 NUMBER_DIGITS = 15
 PIN_DIGITS = 8
+LANGUAGES = ("zh", "en")  # the languages the prompts come in
 
 
 def caller_number(call: Call) -> str | None:
@@ -52,6 +53,9 @@ async def authenticate(call: Call) -> Member:
     call.info.step("id")
     member = await _keyed_member(call)
     call.msisdn = member.msisdn
+    if member.language in LANGUAGES and member.language != call.language:
+        # The member is known now: the PIN prompt and the rest in the member's language.
+        await call.voice.set_language(member.language)
     try:
         pin_ok = await enter_pin(call, "auth_enter_pin")
     except ToAgent:
@@ -98,7 +102,7 @@ async def enter_pin(call: Call, prompt: str) -> bool:
             check = await call.run(verify_pin, call.msisdn, result.digits, call.now())
         except PinNotSet:
             await call.voice.play("auth_pin_not_set", escape=NO_KEYS)
-            raise ToAgent("no PIN") from None
+            raise ToAgent("no PIN", REASON_NO_PIN) from None
         if check.accepted:
             return True
         if check.locked_until is not None:

@@ -9,11 +9,12 @@ per warning, held to the end of the quiet hours like every job message). No key 
 is asked again (``fastagi.max_retries`` tries in all), then goodbye. Prompt ids: see
 ``PROMPT_IDS``.
 
-Dialplan after the call's ``AGI(agi://host:4573/expiry-warning)``::
+The call is originated into the dialplan (``ami.context``/``exten``/``priority``, the sample
+``loyalty-warning`` context in ``config/extensions.conf``), which runs this script and then::
 
     same => n,GotoIf($["${LOYALTY_NEXT}" = "hotline"]?hotline)
     same => n,Hangup()
-    same => n(hotline),AGI(agi://host:4573/loyalty)
+    same => n(hotline),AGI(agi://host:4573/loyalty,${LOYALTY_MSISDN})
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from core.config import Config, JobsConfig
 from core.domain import mask_msisdn
 from core.jobs.expiry_warnings import send_warning_copy, warning_for_call
 from ivr.agi_channel import AGIChannel
+from ivr.flows.calls import CallBook, CallInfo
 from ivr.flows.speech import NO_KEYS, SKIP_KEY, Day, Num, Voice
 from ops.dbservice import DatabaseService
 
@@ -46,9 +48,23 @@ CHOICES = "12"
 async def expiry_warning_flow(channel: AGIChannel, db: DatabaseService, *,
                               jobs: JobsConfig | None = None,
                               sounds_subdir: str = "loyalty", digit_timeout_ms: int = 5000,
-                              max_tries: int = 3, clock: SecondsClock) -> str:
+                              max_tries: int = 3, clock: SecondsClock,
+                              book: CallBook | None = None) -> str:
     """Run one warning call. Returns how it ended: ``hotline``, ``sms``, ``no-choice``,
-    ``unknown-warning`` or ``error``."""
+    ``unknown-warning`` or ``error`` (also the call record's outcome when ``book`` is the
+    call recorder's)."""
+    info = book.get(channel) if book is not None else None
+    result = await _warning_call(channel, db, info, jobs=jobs, sounds_subdir=sounds_subdir,
+                                 digit_timeout_ms=digit_timeout_ms, max_tries=max_tries,
+                                 clock=clock)
+    if info is not None:
+        info.outcome = result
+    return result
+
+
+async def _warning_call(channel: AGIChannel, db: DatabaseService, info: CallInfo | None, *,
+                        jobs: JobsConfig | None, sounds_subdir: str, digit_timeout_ms: int,
+                        max_tries: int, clock: SecondsClock) -> str:
     now = utc_now_from(clock)
 
     rules = db.rules
@@ -57,6 +73,9 @@ async def expiry_warning_flow(channel: AGIChannel, db: DatabaseService, *,
     msisdn = await channel.get_variable("LOYALTY_MSISDN")
     warning_id = await channel.get_variable("LOYALTY_WARNING_ID")
     fields = dict(uniqueid=channel.uniqueid, msisdn=mask_msisdn(msisdn), warning_id=warning_id)
+    if info is not None and msisdn:
+        # The record names the member called; this leg's caller id is our own short code.
+        info.msisdn = msisdn
     warning = None
     if msisdn and warning_id and warning_id.isdigit():
         try:
@@ -104,16 +123,17 @@ async def expiry_warning_flow(channel: AGIChannel, db: DatabaseService, *,
     return "sms"
 
 
-def make_expiry_warning_flow(config: Config, db: DatabaseService, *, book: object = None,
-                             metrics: object = None,
+def make_expiry_warning_flow(config: Config, db: DatabaseService, *,
+                             book: CallBook | None = None, metrics: object = None,
                              clock: SecondsClock) -> Callable[[AGIChannel], Any]:
-    """The flow of the ``expiry-warning`` script (``ivr.server.SCRIPTS``); the call recorder's
-    ``book`` and the ``metrics`` are the server's, and not needed by this flow."""
+    """The flow of the ``expiry-warning`` script (``ivr.server.SCRIPTS``); ``book`` is the call
+    recorder's (the flow names the member and the outcome in it); ``metrics`` is not needed."""
 
     def flow(channel: AGIChannel):
         return expiry_warning_flow(channel, db, jobs=config.jobs,
                                    sounds_subdir=config.prompts.sounds_subdir,
                                    digit_timeout_ms=config.fastagi.digit_timeout_ms,
-                                   max_tries=config.fastagi.max_retries, clock=clock)
+                                   max_tries=config.fastagi.max_retries, clock=clock,
+                                   book=book)
 
     return flow

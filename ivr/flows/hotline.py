@@ -38,7 +38,7 @@ from ivr.flows import answers
 from ivr.flows.auth import authenticate, by_caller_id
 from ivr.flows.calls import CallBook
 from ivr.flows.lookahead import Pending
-from ivr.flows.menu import Call, EndCall, Settings, ToAgent
+from ivr.flows.menu import REASON_ERROR, Call, EndCall, Settings, ToAgent
 from ivr.flows.redeem import redeem_menu
 from ivr.flows.speech import NO_KEYS
 from ivr.flows.trouble import call_failed
@@ -83,6 +83,8 @@ PROMPT_IDS: frozenset[str] = frozenset({
 })
 
 MAIN_MENU_KEYS = "123459*0"
+#: Keys that cut the welcome short and count as the first choice (* = repeat: not yet heard).
+TYPE_AHEAD_KEYS = MAIN_MENU_KEYS.replace("*", "")
 OTHER_LANGUAGE = {"zh": "en", "en": "zh"}
 
 Answer = Callable[[Call], Awaitable["str | None"]]
@@ -140,6 +142,7 @@ class Hotline:
 
     async def _serve(self, call: Call) -> None:
         lookup = Pending(Deferred.fromCoroutine(by_caller_id(call)))  # while ANSWER runs
+        typed_ahead: str | None = None
         await call.channel.answer()
         try:
             member = await lookup.get()
@@ -153,11 +156,12 @@ class Hotline:
                 call.msisdn = member.msisdn
                 call.look_ahead()  # read while the welcome and the menu play
                 await self._prefer(call, member.language, always=True)
-                await call.voice.play("welcome", escape=NO_KEYS)
+                # A caller who knows the menu may key the choice during the welcome.
+                typed_ahead = await call.voice.play("welcome", escape=TYPE_AHEAD_KEYS)
             call.info.msisdn = member.msisdn
-            await self.main_menu(call)
-        except ToAgent:
-            await call.to_agent()
+            await self.main_menu(call, typed_ahead)
+        except ToAgent as why:
+            await call.to_agent(why.reason)
         except EndCall:
             pass
         except ChannelHungUp:
@@ -167,7 +171,7 @@ class Hotline:
             call_failed(call.info, "the hotline")
             call.info.detail("error")
             await call.voice.play("err_system", escape=NO_KEYS)
-            await call.to_agent()
+            await call.to_agent(REASON_ERROR)
 
     @staticmethod
     async def _prefer(call: Call, language: str, *, always: bool = False) -> None:
@@ -177,8 +181,9 @@ class Hotline:
         if always or language != call.language:
             await call.voice.set_language(language)
 
-    async def main_menu(self, call: Call) -> None:
-        pending: str | None = None
+    async def main_menu(self, call: Call, pending: str | None = None) -> None:
+        """The main menu; ``pending`` is a key already pressed (during the welcome or an
+        answer's SMS offer), taken as the first choice."""
         while True:
             if pending is not None and pending in MAIN_MENU_KEYS:
                 key = pending

@@ -36,8 +36,20 @@ SMS_COPY_KIND = "ivr-copy"
 LOYALTY_NEXT = "LOYALTY_NEXT"
 
 
+#: ``LOYALTY_REASON`` values: why the call goes to a person.
+REASON_ASKED = "asked"        # the caller pressed 0
+REASON_RETRIES = "retries"    # too many wrong keys or silences
+REASON_NO_PIN = "no-pin"      # the member has no service PIN to identify with
+REASON_ERROR = "error"        # the system failed during the call
+
+
 class ToAgent(Exception):
-    """Leave the menu for an agent (key 0, or the retry limit)."""
+    """Leave the menu for an agent (key 0, or the retry limit); ``reason`` goes to the agent
+    in ``LOYALTY_REASON``."""
+
+    def __init__(self, message: str, reason: str = REASON_ASKED) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class EndCall(Exception):
@@ -169,7 +181,7 @@ class Call:
             if failures > self.settings.max_retries:
                 await self.voice.play("err_too_many", escape=NO_KEYS)
                 self.info.detail("retry-limit")
-                raise ToAgent("retry limit")
+                raise ToAgent("retry limit", REASON_RETRIES)
             if failures == 1:
                 lead = ("err_no_input" if key is None else "err_invalid_key",)
             else:
@@ -181,7 +193,7 @@ class Call:
         if failures > self.settings.max_retries:
             await self.voice.play("err_too_many", escape=NO_KEYS)
             self.info.detail("retry-limit")
-            raise ToAgent("retry limit")
+            raise ToAgent("retry limit", REASON_RETRIES)
         if failures > 1:
             return "err_help"
         return "err_no_input" if timed_out else wrong_prompt
@@ -211,9 +223,18 @@ class Call:
 
     # -- the way out ------------------------------------------------------------------------
 
-    async def to_agent(self) -> None:
+    def last_menu(self) -> str:
+        """Where the caller was before asking for a person, for the agent: the last main-menu
+        choice other than 0 (``1``-``5``, ``9``), ``id`` while identifying, else ``main``."""
+        steps = [step.split(":")[0] for step in self.info.path
+                 if step != "id:pin-ok"]  # identified: past that menu
+        menus = [s for s in steps if s == "id" or (len(s) == 1 and s in "1234569")]
+        return menus[-1] if menus else "main"
+
+    async def to_agent(self, reason: str = REASON_ASKED) -> None:
         """Tell the dialplan to queue the call for an agent (with the tier, so priority tiers
-        reach the VIP queue), or say goodbye when agents are closed. Then the AGI ends."""
+        reach the VIP queue, and the context the agent sees: the member's verified number,
+        why and from which menu), or say goodbye when agents are closed. Then the AGI ends."""
         if not self.settings.agents_available(self.now()):
             self.info.outcome = "closed"
             await self.channel.set_variable(LOYALTY_NEXT, "closed")
@@ -230,4 +251,7 @@ class Call:
         await self.channel.set_variable(LOYALTY_NEXT, "agent")
         await self.channel.set_variable("LOYALTY_TIER", code)
         await self.channel.set_variable("LOYALTY_PRIORITY", "1" if priority else "0")
+        await self.channel.set_variable("LOYALTY_MSISDN", self.msisdn or "")
+        await self.channel.set_variable("LOYALTY_REASON", reason)
+        await self.channel.set_variable("LOYALTY_LAST_MENU", self.last_menu())
         await self.voice.play("agent_transfer", escape=NO_KEYS)

@@ -24,7 +24,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 USER, SECRET = "loyalty", "s3cret-Pa55"
 NUMBER = "13812345678"
-URL = "agi://127.0.0.1:4573/expiry-warning"
 
 
 def sleep(seconds: float):
@@ -123,7 +122,8 @@ async def test_server_that_never_speaks_times_out(make_dialer):
 @pytest_twisted.ensureDeferred
 async def test_originate_fields_exactly_as_sent(sim, make_dialer):
     dialer = make_dialer(
-        sim.port, caller_id='"Loyalty" <10086>', answer_timeout_s=25, fastagi_url=URL
+        sim.port, caller_id='"Loyalty" <10086>', answer_timeout_s=25,
+        context="loyalty-warning", exten="s", priority=1,
     )
 
     await dialer.originate(NUMBER, {"LOYALTY_MSISDN": NUMBER, "LOYALTY_WARNING_ID": "42"})
@@ -135,8 +135,9 @@ async def test_originate_fields_exactly_as_sent(sim, make_dialer):
         ("Action", "Originate"),
         ("ActionID", action_id),
         ("Channel", f"Local/{NUMBER}@from-loyalty"),
-        ("Application", "AGI"),
-        ("Data", URL),
+        ("Context", "loyalty-warning"),
+        ("Exten", "s"),
+        ("Priority", "1"),
         ("CallerID", '"Loyalty" <10086>'),
         ("Timeout", "25000"),
         ("Async", "true"),
@@ -341,7 +342,7 @@ async def test_answered_hook_gets_the_call(sim, dialer):
 
     (call,) = seen
     assert call.number == NUMBER
-    assert (call.application, call.data) == ("AGI", URL)
+    assert call.application is None  # into the dialplan (see test_warning_dialplan.py)
     assert call.variables == {"LOYALTY_WARNING_ID": "7"}
     assert await sim.answered_calls[0][1] == "agi done"
 

@@ -19,7 +19,9 @@ async def test_an_agent_gets_the_granted_tier_and_its_priority(rig, tmp_path):
     rig.run(import_members, path, rig.now)
     result = await rig.call(GRANTED, "0")
     assert {k: v for k, v in result.variables_set.items() if k.startswith("LOYALTY")} == {
-        "LOYALTY_NEXT": "agent", "LOYALTY_TIER": "gold", "LOYALTY_PRIORITY": "1"}
+        "LOYALTY_NEXT": "agent", "LOYALTY_TIER": "gold", "LOYALTY_PRIORITY": "1",
+        "LOYALTY_MSISDN": GRANTED, "LOYALTY_REASON": "asked",
+        "LOYALTY_LAST_MENU": "main"}
 
 
 @pytest_twisted.ensureDeferred

@@ -31,7 +31,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 USER, SECRET = "loyalty", "s3cret"
 ANSWERS, RINGS_OUT, BUSY = "13800000001", "13800000002", "13800000003"
-URL = "agi://127.0.0.1:4573/expiry-warning"
 
 
 class FixedTime:
@@ -58,7 +57,7 @@ async def ami():
                        outcomes={ANSWERS: "answered", RINGS_OUT: "no-answer", BUSY: "busy"})
     port = sim.listen(0)
     dialer = AMIDialer("127.0.0.1", port.getHost().port, USER, SECRET, caller_id="10086",
-                       fastagi_url=URL, action_timeout_s=2, reactor=reactor)
+                       action_timeout_s=2, reactor=reactor)
     dialer.start()
     yield sim, dialer
     await dialer.stop()
@@ -102,8 +101,8 @@ async def test_answered_no_answer_and_busy_with_retries(store, rules, config, db
     first = next(a for a in originates if a.get("Channel") == f"Local/{ANSWERS}@from-loyalty")
     assert first.variables() == {"LOYALTY_MSISDN": ANSWERS,
                                  "LOYALTY_WARNING_ID": str(warned[ANSWERS]["id"])}
-    assert (first.get("Application"), first.get("Data"), first.get("Async")) == (
-        "AGI", URL, "true")
+    assert (first.get("Context"), first.get("Exten"), first.get("Priority"),
+            first.get("Async")) == ("loyalty-warning", "s", "1", "true")
 
     clock.now += 1799  # not yet time to retry
     await settle(service)
