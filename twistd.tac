@@ -91,6 +91,10 @@ def build_server(config, reactor=None):
     top.prompts.setServiceParent(top)
 
     dialer = None
+    if config.ami.fastagi_url:
+        log.warn("ami.fastagi_url is no longer used: warning calls enter the dialplan at "
+                 "ami.context/exten/priority ({context}); remove the key",
+                 context=config.ami.context)
     if config.ami.enabled:
         ami = config.ami
         dialer = AMIDialer(ami.host, ami.port, ami.username, ami.secret, caller_id=ami.caller_id,

@@ -170,6 +170,9 @@ class AMIConfig:
     context: str = "loyalty-warning"
     exten: str = "s"
     priority: int = 1
+    # No longer used (warning calls enter the dialplan at context/exten/priority); still
+    # accepted so a configuration written for an earlier release starts, with a warning.
+    fastagi_url: str = ""
     caller_id: str = "10086"
     max_concurrent_calls: int = 10
     calling_hours: str = "09:00-20:00"

@@ -102,3 +102,10 @@ def test_allowed_peers_from_the_file(tmp_path):
     config = load_config(path, environ={})
     assert config.fastagi.allowed_peers == ("192.0.2.10", "2001:db8::/64")
     assert config.numbering.country_code == "44"
+
+
+def test_a_configuration_from_before_dialplan_originate_still_loads():
+    # ami.fastagi_url was replaced by ami.context/exten/priority; an operator's existing
+    # configuration that still sets it must not stop the server (ignored, warned at start).
+    config = load_config(environ={"LOYALTY_AMI_FASTAGI_URL": "agi://127.0.0.1:4573/x"})
+    assert config.ami.fastagi_url and config.ami.context == "loyalty-warning"
