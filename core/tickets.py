@@ -89,7 +89,7 @@ def resolve_ticket(uow: UnitOfWork, rules: ProgrammeRules, ref: str, outcome: st
                                "(programme.max_points_per_row)")
         lot = credit_points(uow, rules, ticket.msisdn, credit, MAKEUP_SOURCE, rules.today(now),
                             now, reference=credit_reference(ticket), channel=Channel.OPS,
-                            reason=f"make-up claim {ticket.ref}")
+                            reason=MAKEUP_SOURCE)  # the history names it a make-up credit
         if lot is None:
             raise TicketAlreadyResolved(f"ticket {ticket.ref} was already credited; "
                                         "nothing changed")
