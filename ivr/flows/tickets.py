@@ -59,7 +59,9 @@ async def _order_of_complaint(call: Call) -> str | None:
     if not orders:
         return None
     order_no = orders[0].order_no
-    key = await call.choose(["tkt_about_order", Digits(order_no), "tkt_order_keys"], "12")
+    # The order number is a read-out: the caller hears it whole before answering.
+    key = await call.choose(["tkt_order_keys"], "12",
+                            readout=["tkt_about_order", Digits(order_no)])
     return order_no if key == "1" else None
 
 

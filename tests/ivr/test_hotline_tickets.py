@@ -87,3 +87,22 @@ async def test_claim_with_voice_note_resolved_with_credit_read_by_cx_and_on_the_
 
 async def _stop(sim: SMSCSimulator) -> None:
     await sim.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_complaint_about_the_latest_order_and_status_without_tickets(rig, tmp_path):
+    from core.redemption import recent_orders
+    from core.tickets import latest_ticket
+
+    result = await rig.call(ZH_MEMBER, "63TTTT")
+    assert after(heard(result), "k:6")[:4] == ["k:6", "tkt_menu", "k:3", "tkt_none"]
+
+    order_no = rig.run(recent_orders, ZH_MEMBER, limit=1)[0].order_no
+    # 6, 2 complaint, 1 about the latest order, record (#), 3 send, no SMS copy.
+    result = await rig.call(ZH_MEMBER, "621#3TTTT", sounds_dir=tmp_path)
+    tokens = heard(result)
+    assert after(tokens, "k:2")[:5] == ["k:2", "tkt_about_order", f"d:{order_no}",
+                                        "tkt_order_keys", "k:1"]
+    ticket = rig.run(latest_ticket, ZH_MEMBER)
+    assert (ticket.kind, ticket.order_no, ticket.channel) == ("complaint", order_no, "ivr")
+    assert ticket.recording_path.endswith("-1.wav") and f"a:{ticket.ref}" in tokens
