@@ -123,6 +123,7 @@ def member_summary(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
                    now: datetime) -> dict[str, Any]:
     from core.accounts import balance, require_member, tier_status
     from core.redemption import recent_orders
+    from core.tickets import member_tickets
 
     member = require_member(uow, rules.numbering.normalise(msisdn))
     try:
@@ -149,7 +150,7 @@ def member_summary(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
         "tickets": [{"ref": t.ref, "kind": t.kind, "status": t.status, "order_no": t.order_no,
                      "text": t.text, "created_at": t.created_at, "outcome": t.outcome,
                      "credit_points": t.credit_points}
-                    for t in uow.tickets.list_tickets(msisdn=member.msisdn, limit=20)],
+                    for t in member_tickets(uow, rules, member.msisdn)],
     }
 
 
