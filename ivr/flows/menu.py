@@ -78,7 +78,7 @@ class Settings:
             sounds_subdir=config.prompts.sounds_subdir, zone=config.programme.zone,
             default_language=config.programme.default_language,
             numbering=ProgrammeRules.from_config(config).numbering,
-            recordings_dir=f.recordings_dir, max_recording_s=f.max_recording_s)
+            recordings_dir=f.recordings_dir, max_recording_s=max(1, f.max_recording_s))
 
     def agents_available(self, now: datetime) -> bool:
         local = now.astimezone(self.zone).time()
