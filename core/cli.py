@@ -12,6 +12,7 @@ from typing import Any
 import bench.cli
 import core.jobs.cli
 import core.queues
+import core.tickets_cli
 import harness.cli
 import prompts.cli
 from core.cli_errors import explain
@@ -23,7 +24,8 @@ from core.rules import ProgrammeRules
 from core.store import Store
 
 # The modules that add their own subcommands, each through ``register(subparsers)``.
-SUBCOMMAND_MODULES = (prompts.cli, harness.cli, core.jobs.cli, bench.cli, core.queues)
+SUBCOMMAND_MODULES = (prompts.cli, harness.cli, core.jobs.cli, bench.cli, core.queues,
+                      core.tickets_cli)
 
 
 class Context:
@@ -121,6 +123,7 @@ def member_summary(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
                    now: datetime) -> dict[str, Any]:
     from core.accounts import balance, require_member, tier_status
     from core.redemption import recent_orders
+    from core.tickets import member_tickets
 
     member = require_member(uow, rules.numbering.normalise(msisdn))
     try:
@@ -144,6 +147,10 @@ def member_summary(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
                     "courier": o.delivery.courier if o.delivery else None,
                     "tracking_no": o.delivery.tracking_no if o.delivery else None}
                    for o in recent_orders(uow, rules, member.msisdn)],
+        "tickets": [{"ref": t.ref, "kind": t.kind, "status": t.status, "order_no": t.order_no,
+                     "text": t.text, "created_at": t.created_at, "outcome": t.outcome,
+                     "credit_points": t.credit_points}
+                    for t in member_tickets(uow, rules, member.msisdn)],
     }
 
 
@@ -167,6 +174,9 @@ def cmd_member_show(ctx: Context) -> int:
     for o in summary["orders"]:
         print(f"  order    {o['order_no']} {o['reward_code']} {o['points']} pts {o['status']}"
               + (f" delivery {o['delivery_status']}" if o["delivery_status"] else ""))
+    for t in summary["tickets"]:
+        print(f"  ticket   {t['ref']} {t['kind']} {t['status']}"
+              + (f" order {t['order_no']}" if t["order_no"] else ""))
     return 0
 
 

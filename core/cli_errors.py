@@ -17,8 +17,10 @@ from core.domain import (
     DomainError,
     InvalidMsisdn,
     OrderNotCancellable,
+    TicketAlreadyResolved,
     UnknownMember,
     UnknownOrder,
+    UnknownTicket,
     mask_msisdn,
     normalise_msisdn,
 )
@@ -75,6 +77,11 @@ def _domain_message(exc: DomainError) -> str:
     if isinstance(exc, OrderNotCancellable):
         return (f"cannot cancel: {exc}; only a confirmed order that has not shipped can be "
                 "cancelled")
+    if isinstance(exc, UnknownTicket):
+        return (f"no ticket {given}: check the reference (`loyalty tickets list` lists "
+                "them)")
+    if isinstance(exc, TicketAlreadyResolved):
+        return f"refused: {exc}"
     if isinstance(exc, InvalidMsisdn):
         return f"{exc}: give a mobile number such as 13800138000 or +86 138 0013 8000"
     return f"error: {exc}"

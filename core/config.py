@@ -78,6 +78,10 @@ class FastAGIConfig:
     max_retries: int = 3
     agents_open: str = "08:00-21:00"
     history_page: int = 3
+    # Voice notes of make-up claims and complaints: Asterisk writes them (a relative name is
+    # under its sounds directory, so the hotline can play them back); the ticket keeps the path.
+    recordings_dir: str = "loyalty/tickets"
+    max_recording_s: int = 120
     # Addresses or CIDRs that may connect; empty: loopback only (LOOPBACK_PEERS). Required
     # when ``host`` is not loopback: whoever reaches the port can claim any caller id.
     allowed_peers: tuple[str, ...] = ()

@@ -197,6 +197,12 @@ class Ticket:
     text: str
     channel: str
     created_at: datetime
+    status: str = "open"
+    recording_path: str | None = None
+    order_no: str | None = None
+    outcome: str | None = None
+    credit_points: int | None = None
+    resolved_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -311,6 +317,16 @@ class OrderNotCancellable(DomainError):
 
 class InvalidInput(DomainError):
     code = "invalid_input"
+
+
+class UnknownTicket(DomainError):
+    """No ticket has that reference (for a member: none of theirs has it)."""
+
+    code = "unknown_ticket"
+
+
+class TicketAlreadyResolved(DomainError):
+    code = "ticket_resolved"
 
 
 class AccountNeedsAttention(DomainError):

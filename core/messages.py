@@ -16,7 +16,16 @@ from datetime import date, datetime
 from typing import Any
 
 from core.config import TierConfig
-from core.domain import Balance, LedgerEntry, Order, PricedReward, Quote, Reward, TierStatus
+from core.domain import (
+    Balance,
+    LedgerEntry,
+    Order,
+    PricedReward,
+    Quote,
+    Reward,
+    Ticket,
+    TierStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,23 @@ def ticket_message(kind: str, ref: str) -> Message:
 
 def ticket_usage_message(kind: str) -> Message:
     return Message("ticket_usage", {"kind": kind})
+
+
+def ticket_status_message(ticket: Ticket) -> Message:
+    """A ticket's status, as ``CX <ref>`` or the IVR's SMS copy gives it."""
+    return Message("ticket_status", {
+        "kind": ticket.kind, "ref": ticket.ref, "status": ticket.status,
+        "outcome": ticket.outcome or "", "credit_points": ticket.credit_points or 0})
+
+
+def ticket_unknown_message(ref: str) -> Message:
+    """``CX`` with a reference that is none of the member's tickets (or no reference)."""
+    return Message("ticket_unknown", {"ref": ref})
+
+
+def ticket_resolved_message(kind: str, ref: str, outcome: str, credit: int | None) -> Message:
+    return Message("ticket_resolved", {"kind": kind, "ref": ref, "outcome": outcome,
+                                       "credit_points": credit or 0})
 
 
 def tier_changed_message(old: TierConfig, new: TierConfig, up: bool, valid_until: date,

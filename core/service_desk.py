@@ -23,15 +23,27 @@ MAX_TICKET_TEXT = 500
 
 
 def record_ticket(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, kind: str, text: str,
-                  channel: str, now: datetime) -> Ticket:
-    """A make-up claim or complaint; the reference is what the subscriber is told."""
+                  channel: str, now: datetime, *, recording_path: str | None = None,
+                  order_no: str | None = None) -> Ticket:
+    """A make-up claim or complaint; the reference is what the subscriber is told. A complaint
+    whose first word is one of the member's order numbers is about that order."""
     if kind not in TICKET_PREFIX:
         raise InvalidInput(f"unknown ticket kind {kind!r}")
     member = require_member(uow, msisdn)
+    if order_no is not None:
+        order = uow.orders.get_order(order_no)
+        if order is None or order.msisdn != member.msisdn:
+            raise UnknownOrder(order_no)
+    elif kind == TicketKind.COMPLAINT and text.split():
+        first = text.split()[0].upper()
+        order = uow.orders.get_order(first)
+        if order is not None and order.msisdn == member.msisdn:
+            order_no = order.order_no
     ticket = uow.tickets.add_ticket(msisdn=member.msisdn, kind=kind,
                                     text=text.strip()[:MAX_TICKET_TEXT], channel=channel,
                                     now=now, prefix=TICKET_PREFIX[kind],
-                                    day=rules.today(now))
+                                    day=rules.today(now), recording_path=recording_path,
+                                    order_no=order_no)
     return ticket
 
 

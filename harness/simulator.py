@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, endpoints
@@ -68,6 +69,7 @@ class CallResult:
     channel: str = ""
     uniqueid: str = ""
     remaining_keys: str = field(default="")
+    recordings: dict[str, Path] = field(default_factory=dict)  # RECORD FILE name -> file
 
     def render(self, *, verbose: bool = False) -> str:
         return self.transcript.render(verbose=verbose)
@@ -249,6 +251,7 @@ async def simulate_call(
     key_source: KeySource | None = None,
     on_event: Callable[[Event], None] | None = None,
     reactor: Any = None,
+    sounds_dir: str | Path | None = None,
 ) -> CallResult:
     """Place one simulated call and return what happened.
 
@@ -256,7 +259,8 @@ async def simulate_call(
     ``prompt_text(name, language)`` returns a prompt's text, or None for a missing file
     (without it every prompt exists). ``hangup_at_command=N`` hangs up right after the reply to
     the Nth command; ``hangup_when_idle_after=s`` hangs up when the server sends nothing for s
-    seconds. ``timeout_s`` bounds the whole call.
+    seconds. ``timeout_s`` bounds the whole call. ``RECORD FILE`` with a relative name writes
+    under ``sounds_dir`` (default: a new temporary directory).
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -277,6 +281,8 @@ async def simulate_call(
         variables=dict(variables or {}),
         on_event=on_event,
     )
+    if sounds_dir is not None:
+        engine.sounds_dir = Path(sounds_dir)
     header = build_header(
         host,
         port,
@@ -309,6 +315,7 @@ async def simulate_call(
         channel=channel,
         uniqueid=uniqueid,
         remaining_keys=engine.keys.remaining,
+        recordings=dict(getattr(engine, "recordings", {})),
     )
 
 

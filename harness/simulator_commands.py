@@ -108,6 +108,14 @@ COMMANDS: tuple[AGICommandSpec, ...] = (
     _cmd("HANGUP", "_hangup", False, " Usage: HANGUP [<channelname>]\n\tHangs up the channel."),
     _cmd("NOOP", "_noop", True, " Usage: NOOP\n\tDoes nothing."),
     _cmd(
+        "RECORD FILE",
+        "_record_file",
+        False,
+        " Usage: RECORD FILE <filename> <format> <escape digits> <timeout> [offset samples]"
+        " [BEEP] [s=silence]\n\tRecords to a file until a digit in the escape digits is"
+        " received.",
+    ),
+    _cmd(
         "SAY ALPHA",
         "_say_alpha",
         False,

@@ -42,6 +42,7 @@ from harness.simulator_commands import (
     parse_agi_args,
     scan_int,
 )
+from harness.simulator_record import RecordFile
 from harness.simulator_transcript import CALLER_KEYS, DTMF_KEYS, Event, KeySource, Transcript
 
 __all__ = [
@@ -73,8 +74,8 @@ class Step:
     hangup: str | None = None
 
 
-class SimulatedChannel:
-    """res_agi plus a channel plus a caller, minus the audio."""
+class SimulatedChannel(RecordFile):
+    """res_agi plus a channel plus a caller, minus the audio (recordings are silent WAVs)."""
 
     def __init__(
         self,
@@ -350,6 +351,9 @@ class SimulatedChannel:
         if offset is None:
             raise ShowUsage
         name, escape = argv[2], argv[3]
+        if self.recorded(name) is not None:  # a recording of this call, played back
+            res = await self._play("playback", name, escape)
+            return [f"200 result={res} endpos={8000 if res == 0 else 4000}"]
         text = self._resolve(name)
         if text is None:
             self.event("missing-prompt", name, self.language)

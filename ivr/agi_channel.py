@@ -41,6 +41,18 @@ class _Link(Protocol):
 
 
 @dataclass(frozen=True)
+class RecordResult:
+    """RECORD FILE outcome: the escape ``key`` that ended it (None: timeout or hang-up), why
+    (``dtmf``, ``timeout``, ``hangup``, ``writefile``...), the samples recorded, ``failed`` on
+    ``result=-1``."""
+
+    key: str | None
+    why: str
+    samples: int
+    failed: bool = False
+
+
+@dataclass(frozen=True)
 class GetDataResult:
     """GET DATA outcome: ``digits`` typed (``*`` included, ``#`` not), ``timed_out`` when the
     caller stopped typing, ``failed`` on ``result=-1`` (missing prompt, or a hang-up that the
@@ -163,6 +175,23 @@ class AGIChannel:
             raise AGIProtocolError(f"GET DATA returned non-DTMF text: {reply.raw!r}")
         self.last_failed = False
         return GetDataResult(reply.result_text, timed_out=reply.data == "timeout")
+
+    async def record_file(self, name: str, fmt: str, escape_digits: str, timeout_ms: int, *,
+                          beep: bool = True, silence_s: int = 0) -> RecordResult:
+        """RECORD FILE: record ``name``.``fmt`` until an escape digit, ``timeout_ms`` or the
+        hang-up. The sample offset 0 is always sent: res_agi only beeps when ``BEEP`` is the
+        word after the offset."""
+        args: list[object] = [name, fmt, escape_digits, timeout_ms, 0]
+        if beep:
+            args.append("BEEP")
+        if silence_s > 0:
+            args.append(f"s={silence_s}")
+        reply = await self._run(build_command("RECORD FILE", *args),
+                                extra_wait_s=max(timeout_ms, 0) / 1000.0 + 2.0)
+        result = reply.result if reply.result is not None else -1
+        key = chr(result) if result > 0 and chr(result) in DTMF else None
+        self.last_failed = result < 0
+        return RecordResult(key, reply.data or "", reply.endpos or 0, failed=result < 0)
 
     async def wait_for_digit(self, timeout_ms: int) -> str | None:
         """One digit, or None on timeout (``last_failed`` set on ``-1``)."""

@@ -21,12 +21,13 @@ CONFIRM = "confirm"
 DELIVERY = "delivery"
 MAKEUP = "makeup"
 COMPLAINT = "complaint"
+TICKET_STATUS = "ticket_status"
 STOP = "stop"
 HELP = "help"
 UNKNOWN = "unknown"  # anything else: answered with the help text
 
 KINDS = (BALANCE, TIER, HISTORY, CATALOGUE, REDEEM, CONFIRM, DELIVERY, MAKEUP, COMPLAINT, STOP,
-         HELP, UNKNOWN)
+         HELP, UNKNOWN, TICKET_STATUS)
 
 # keyword -> command. The two-letter forms and Chinese words are the product interface;
 # the English words are aliases for English-speaking members.
@@ -40,6 +41,7 @@ KEYWORDS: dict[str, str] = {
     "WL": DELIVERY, "物流": DELIVERY, "DELIVERY": DELIVERY,
     "BD": MAKEUP, "补登": MAKEUP, "CLAIM": MAKEUP,
     "TS": COMPLAINT, "投诉": COMPLAINT, "COMPLAINT": COMPLAINT,
+    "CX": TICKET_STATUS, "查询": TICKET_STATUS,
     "TD": STOP, "退订": STOP, "STOP": STOP,
     "BZ": HELP, "帮助": HELP, "HELP": HELP,
 }
@@ -57,7 +59,8 @@ _LATIN = re.compile(r"[A-Z]")
 @dataclass(frozen=True)
 class Command:
     kind: str
-    arg: str = ""  # reward code (redeem), six digits (confirm), text as sent (makeup, complaint)
+    arg: str = ""  # reward code (redeem), six digits (confirm), text as sent (makeup, complaint),
+    # a ticket reference (ticket_status)
     text: str = ""  # the message after NFKC and trimming
 
 
@@ -120,6 +123,9 @@ def parse(text: str) -> Command:
         if kind == CONFIRM:
             digits = rest.replace(" ", "")
             return Command(CONFIRM, digits if _CODE.match(digits) else "", nfkc)
+        if kind == TICKET_STATUS:  # the ticket reference
+            m = _REWARD.match(rest.replace(" ", ""))
+            return Command(TICKET_STATUS, m.group(0) if m else "", nfkc)
         if kind in (MAKEUP, COMPLAINT):
             return Command(kind, rest_raw, nfkc)
         return Command(kind, "", nfkc)

@@ -14,6 +14,7 @@ from core.domain import (
     PinLocked,
     SecretCheck,
     TicketKind,
+    UnknownTicket,
     mask_msisdn,
 )
 from core.messages import Message
@@ -21,6 +22,7 @@ from core.messaging import keywords as kw
 from core.redemption import catalogue, confirm_redemption, gift_orders, start_confirmation
 from core.rules import last_valid_day
 from core.service_desk import record_ticket
+from core.tickets import ticket_status
 
 if TYPE_CHECKING:  # core.messaging.handling imports this module
     from core.messaging.handling import Work
@@ -68,6 +70,11 @@ def _read(uow, rules, work: Work, cmd: kw.Command, msisdn: str, lang: str) -> Me
                 r = uow.orders.get_reward(o.reward_code)
                 names[o.reward_code] = r.name(lang) if r else o.reward_code
         return messages.delivery_message(orders, names)
+    if cmd.kind == kw.TICKET_STATUS:
+        try:
+            return messages.ticket_status_message(ticket_status(uow, rules, msisdn, cmd.arg))
+        except UnknownTicket:
+            return messages.ticket_unknown_message(cmd.arg)
     return messages.help_message(cmd.kind == kw.UNKNOWN)
 
 

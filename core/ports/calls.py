@@ -27,5 +27,19 @@ class TicketsRepository(Protocol):
     """Service-desk tickets."""
 
     def add_ticket(self, *, msisdn: str, kind: str, text: str, channel: str, now: datetime,
-                   prefix: str, day: date) -> Ticket:
+                   prefix: str, day: date, recording_path: str | None = None,
+                   order_no: str | None = None) -> Ticket:
+        ...
+
+    def get_ticket(self, ref: str, *, for_update: bool = False) -> Ticket | None:
+        ...
+
+    def list_tickets(self, *, msisdn: str | None = None, open_only: bool = False,
+                     kind: str | None = None, limit: int = 100) -> list[Ticket]:
+        """Newest first."""
+        ...
+
+    def resolve_ticket(self, ref: str, *, outcome: str, credit_points: int | None,
+                       now: datetime) -> bool:
+        """Mark an open ticket resolved; False when it was not open (resolved already)."""
         ...

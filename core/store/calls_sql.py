@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
@@ -36,10 +37,43 @@ class SqlTickets(SqlRepository):
     """Service-desk tickets: the ``TicketsRepository`` of ``core.ports``."""
 
     def add_ticket(self, *, msisdn: str, kind: str, text: str, channel: str, now: datetime,
-                   prefix: str, day: date) -> Ticket:
+                   prefix: str, day: date, recording_path: str | None = None,
+                   order_no: str | None = None) -> Ticket:
         ticket_id = self.conn.execute(insert(tickets).returning(tickets.c.id), dict(
             msisdn=msisdn, kind=kind, text=text, channel=channel, status="open",
-            created_at=now)).scalar_one()
+            created_at=now, recording_path=recording_path, order_no=order_no)).scalar_one()
         ref = f"{prefix}{day:%y%m%d}{ticket_id:06d}"
         self.conn.execute(update(tickets).where(tickets.c.id == ticket_id).values(ref=ref))
-        return Ticket(ref, msisdn, kind, text, channel, now)
+        return Ticket(ref, msisdn, kind, text, channel, now, recording_path=recording_path,
+                      order_no=order_no)
+
+    def get_ticket(self, ref: str, *, for_update: bool = False) -> Ticket | None:
+        row = self._first(select(tickets).where(tickets.c.ref == ref), for_update=for_update)
+        return _ticket(row) if row else None
+
+    def list_tickets(self, *, msisdn: str | None = None, open_only: bool = False,
+                     kind: str | None = None, limit: int = 100) -> list[Ticket]:
+        """Newest first."""
+        stmt = select(tickets).order_by(tickets.c.id.desc()).limit(limit)
+        if msisdn is not None:
+            stmt = stmt.where(tickets.c.msisdn == msisdn)
+        if open_only:
+            stmt = stmt.where(tickets.c.status == "open")
+        if kind is not None:
+            stmt = stmt.where(tickets.c.kind == kind)
+        return [_ticket(row) for row in self.conn.execute(stmt)]
+
+    def resolve_ticket(self, ref: str, *, outcome: str, credit_points: int | None,
+                       now: datetime) -> bool:
+        """Mark an open ticket resolved; False when it was not open (resolved already)."""
+        done = self.conn.execute(update(tickets).where(
+            tickets.c.ref == ref, tickets.c.status == "open").values(
+            status="resolved", outcome=outcome, credit_points=credit_points, resolved_at=now))
+        return done.rowcount == 1
+
+
+def _ticket(row: Any) -> Ticket:
+    return Ticket(row.ref, row.msisdn, row.kind, row.text, row.channel, row.created_at,
+                  status=row.status, recording_path=row.recording_path, order_no=row.order_no,
+                  outcome=row.outcome, credit_points=row.credit_points,
+                  resolved_at=row.resolved_at)

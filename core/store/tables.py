@@ -184,7 +184,13 @@ tickets = Table(
     Column("channel", String(10), nullable=False),
     Column("status", String(15), nullable=False, default="open"),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("recording_path", String(255)),  # the IVR voice note, as the recorder wrote it
+    Column("order_no", String(30)),  # the order a complaint is about
+    Column("outcome", Text),
+    Column("credit_points", Integer),  # granted on a make-up claim (its ledger credit's amount)
+    Column("resolved_at", UTCDateTime),
 )
+Index("ix_tickets_member", tickets.c.msisdn, tickets.c.id)
 
 confirmations = Table(
     "confirmations", metadata,

@@ -5,6 +5,7 @@ the member whose number the caller id is, else keys in number and PIN; then the 
 language preference; welcome; main menu:
 
     1 tier   2 balance   3 history   4 redeem   5 gift delivery
+    6 make-up claims and complaints (``ivr.flows.tickets``)
     9 other language (stored as the preference)   0 agent   * repeat
 
 Every answer offers an SMS copy (1). Wrong keys and silence are retried with more help, then
@@ -41,6 +42,8 @@ from ivr.flows.lookahead import Pending
 from ivr.flows.menu import REASON_ERROR, Call, EndCall, Settings, ToAgent
 from ivr.flows.redeem import redeem_menu
 from ivr.flows.speech import NO_KEYS
+from ivr.flows.tickets import PROMPT_IDS as TICKET_PROMPT_IDS
+from ivr.flows.tickets import tickets_menu
 from ivr.flows.trouble import call_failed
 from ops.dbservice import DatabaseService
 
@@ -80,9 +83,9 @@ PROMPT_IDS: frozenset[str] = frozenset({
     "dlv_latest", "dlv_none", "dlv_order", "dlv_status", "dlv_status_pending",
     "dlv_status_shipped", "dlv_status_in_transit", "dlv_status_delivered",
     "dlv_status_returned", "dlv_status_cancelled", "dlv_courier", "dlv_tracking", "dlv_next",
-})
+}) | TICKET_PROMPT_IDS  # 6 claims and complaints
 
-MAIN_MENU_KEYS = "123459*0"
+MAIN_MENU_KEYS = "1234569*0"
 #: Keys that cut the welcome short and count as the first choice (* = repeat: not yet heard).
 TYPE_AHEAD_KEYS = MAIN_MENU_KEYS.replace("*", "")
 OTHER_LANGUAGE = {"zh": "en", "en": "zh"}
@@ -101,6 +104,7 @@ ANSWERS: dict[str, Answer] = {
     "3": answers.points_history,
     "4": _redeem,
     "5": answers.delivery,
+    "6": tickets_menu,
 }
 
 

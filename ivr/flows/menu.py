@@ -66,6 +66,8 @@ class Settings:
     zone: ZoneInfo = ZoneInfo("Asia/Shanghai")
     default_language: str = "zh"
     numbering: NumberingPlan = NumberingPlan()  # who may be taken for a member by caller id
+    recordings_dir: str = "loyalty/tickets"
+    max_recording_s: int = 120
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -75,7 +77,8 @@ class Settings:
             agents_open=parse_range(f.agents_open), history_page=max(1, f.history_page),
             sounds_subdir=config.prompts.sounds_subdir, zone=config.programme.zone,
             default_language=config.programme.default_language,
-            numbering=ProgrammeRules.from_config(config).numbering)
+            numbering=ProgrammeRules.from_config(config).numbering,
+            recordings_dir=f.recordings_dir, max_recording_s=max(1, f.max_recording_s))
 
     def agents_available(self, now: datetime) -> bool:
         local = now.astimezone(self.zone).time()

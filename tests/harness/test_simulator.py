@@ -394,3 +394,23 @@ def test_interactive_keys_queue():
     keys.pop(), keys.pop()
     run(keys.ensure("more-digits"))  # the typed line ended without #: the caller waits
     assert keys.remaining == "T"
+
+
+def test_record_file_like_res_agi(tmp_path):
+    import wave
+
+    ch = engine("#TH")
+    ch.sounds_dir = tmp_path
+    step = run(ch.execute('RECORD FILE "loyalty/tickets/n1" "wav" "#" "60000" "0" "BEEP" "s=5"'))
+    assert step.lines == ["200 result=35 (dtmf) endpos=8000"]
+    with wave.open(str(tmp_path / "loyalty/tickets/n1.wav")) as note:
+        assert (note.getframerate(), note.getnchannels(), note.getnframes()) == (8000, 1, 8000)
+    assert [e.kind for e in ch.transcript][:2] == ["beep", "record"]
+    # Played back by the same name; a timeout records to the limit; a hang-up ends it.
+    assert run(ch.execute('STREAM FILE "loyalty/tickets/n1" "#"')).lines == [
+        "200 result=0 endpos=8000"]
+    assert run(ch.execute(f'RECORD FILE "{tmp_path}/n2" "wav" "#" "3000"')).lines == [
+        "200 result=0 (timeout) endpos=24000"]
+    step = run(ch.execute('RECORD FILE "n3" "wav" "#" "3000"'))
+    assert step.lines == ["200 result=-1 (hangup) endpos=8000"] and step.hangup == "caller"
+    assert run(engine().execute('RECORD FILE "n4" "wav"')).lines[0].startswith("520-")

@@ -22,6 +22,7 @@ from core.domain import (
     PricedReward,
     Quote,
     Reward,
+    Ticket,
     TierStatus,
 )
 from sms.render import LANGUAGES, TEMPLATES, render, template_names
@@ -73,6 +74,14 @@ def every_message(language: str) -> list[messages.Message]:
         messages.ticket_message("makeup", "BD2611200001"),
         messages.ticket_message("complaint", "TS2611200001"),
         messages.ticket_usage_message("makeup"), messages.ticket_usage_message("complaint"),
+        messages.ticket_status_message(Ticket("BD261120000001", "13800138000", "makeup", "x",
+                                              "sms", datetime(2026, 11, 20, tzinfo=UTC))),
+        messages.ticket_status_message(Ticket(
+            "TS261120000002", "13800138000", "complaint", "x", "ivr",
+            datetime(2026, 11, 20, tzinfo=UTC), status="resolved", outcome="Sorry.")),
+        messages.ticket_unknown_message("BD261120000009"), messages.ticket_unknown_message(""),
+        messages.ticket_resolved_message("makeup", "BD261120000001", "Granted.", 300),
+        messages.ticket_resolved_message("complaint", "TS261120000002", "Sorry.", None),
         messages.tier_changed_message(TierConfig("gold", "金卡", "Gold", 5000),
                                       TierConfig("platinum", "白金卡", "Platinum", 20000), True,
                                       date(2027, 12, 31), language),
