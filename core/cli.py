@@ -17,7 +17,7 @@ import prompts.cli
 from core.cli_errors import explain
 from core.clock import WALL_CLOCK, utc_now
 from core.config import Config, load_config
-from core.domain import AccountNeedsAttention
+from core.domain import AccountNeedsAttention, mask_msisdn
 from core.ports import UnitOfWork
 from core.rules import ProgrammeRules
 from core.store import Store
@@ -170,6 +170,24 @@ def cmd_member_show(ctx: Context) -> int:
     return 0
 
 
+def cmd_member_set(ctx: Context) -> int:
+    from core.preferences import set_preferences
+
+    a = ctx.args
+    if a.warnings is None and a.warning_channel is None and a.language is None \
+            and a.auto_redeem is None:
+        print("member set: nothing to change (see --help)", file=sys.stderr)
+        return 1
+    prefs = ctx.run(set_preferences, ctx.rules.numbering.normalise(a.msisdn), ctx.now(),
+                    warnings=None if a.warnings is None else a.warnings == "on",
+                    warning_channel=a.warning_channel, language=a.language,
+                    auto_redeem=a.auto_redeem)
+    print(f"{mask_msisdn(prefs.msisdn)}: language {prefs.language}, warnings "
+          f"{'on' if prefs.warnings_on else 'off'} by {prefs.warning_channel}, "
+          f"monthly automatic redemption {prefs.auto_reward_code or 'off'}")
+    return 0
+
+
 def cmd_order_cancel(ctx: Context) -> int:
     from core.redemption import cancel_order
 
@@ -212,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("msisdn")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=cmd_member_show)
+    mset = member.add_parser("set", help="change a member's warnings, language or monthly "
+                                         "automatic redemption")
+    mset.add_argument("msisdn")
+    mset.add_argument("--warnings", choices=("on", "off"), help="points expiry warnings")
+    mset.add_argument("--warning-channel", choices=("sms", "voice"),
+                      help="expiry warnings by SMS or by a voice call")
+    mset.add_argument("--language", choices=("zh", "en"))
+    mset.add_argument("--auto-redeem", metavar="CODE|off",
+                      help="redeem this reward every month, or off")
+    mset.set_defaults(func=cmd_member_set)
 
     order = sub.add_parser("order", help="orders").add_subparsers(dest="order", required=True)
     cancel = order.add_parser("cancel", help="cancel a redemption and refund its points")
