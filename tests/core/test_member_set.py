@@ -30,8 +30,8 @@ def test_member_set_changes_what_the_member_chose(env, capsys):
     assert out.strip() == ("138****8000: language en, warnings off by voice, "
                            "monthly automatic redemption A02")
     shown = show("13800138000", capsys)
-    assert (shown["language"], shown["warning_opt_out"], shown["warning_channel"]) == \
-        ("en", True, "voice")
+    assert (shown["language"], shown["warning_opt_out"], shown["warning_channel"],
+            shown["auto_redeem"]) == ("en", True, "voice", "A02")
     # Another reward replaces the first; off ends it; on again.
     loyalty(["member", "set", "13800138000", "--auto-redeem", "A01", "--warnings", "on"])
     assert capsys.readouterr().out.strip().endswith("warnings on by voice, "
