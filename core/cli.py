@@ -18,7 +18,7 @@ import prompts.cli
 from core.cli_errors import explain
 from core.clock import WALL_CLOCK, utc_now
 from core.config import Config, load_config
-from core.domain import AccountNeedsAttention
+from core.domain import AccountNeedsAttention, mask_msisdn
 from core.ports import UnitOfWork
 from core.rules import ProgrammeRules
 from core.store import Store
@@ -140,6 +140,7 @@ def member_summary(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
         "balance": bal.points,
         "next_expiry": {"points": bal.next_expiry_points, "date": bal.next_expiry_date},
         "warning_opt_out": member.warning_opt_out, "warning_channel": member.warning_channel,
+        "auto_redeem": uow.jobs.auto_redemption_of(member.msisdn),
         "pin_set": member.has_pin, "pin_locked_until": member.pin_locked_until,
         "orders": [{"order_no": o.order_no, "reward_code": o.reward_code, "points": o.points,
                     "status": o.status, "created_at": o.created_at,
@@ -177,6 +178,24 @@ def cmd_member_show(ctx: Context) -> int:
     for t in summary["tickets"]:
         print(f"  ticket   {t['ref']} {t['kind']} {t['status']}"
               + (f" order {t['order_no']}" if t["order_no"] else ""))
+    return 0
+
+
+def cmd_member_set(ctx: Context) -> int:
+    from core.preferences import set_preferences
+
+    a = ctx.args
+    if a.warnings is None and a.warning_channel is None and a.language is None \
+            and a.auto_redeem is None:
+        print("member set: nothing to change (see --help)", file=sys.stderr)
+        return 1
+    prefs = ctx.run(set_preferences, ctx.rules.numbering.normalise(a.msisdn), ctx.now(),
+                    warnings=None if a.warnings is None else a.warnings == "on",
+                    warning_channel=a.warning_channel, language=a.language,
+                    auto_redeem=a.auto_redeem)
+    print(f"{mask_msisdn(prefs.msisdn)}: language {prefs.language}, warnings "
+          f"{'on' if prefs.warnings_on else 'off'} by {prefs.warning_channel}, "
+          f"monthly automatic redemption {prefs.auto_reward_code or 'off'}")
     return 0
 
 
@@ -222,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("msisdn")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=cmd_member_show)
+    mset = member.add_parser("set", help="change a member's warnings, language or monthly "
+                                         "automatic redemption")
+    mset.add_argument("msisdn")
+    mset.add_argument("--warnings", choices=("on", "off"), help="points expiry warnings")
+    mset.add_argument("--warning-channel", choices=("sms", "voice"),
+                      help="expiry warnings by SMS or by a voice call")
+    mset.add_argument("--language", choices=("zh", "en"))
+    mset.add_argument("--auto-redeem", metavar="CODE|off",
+                      help="redeem this reward every month, or off")
+    mset.set_defaults(func=cmd_member_set)
 
     order = sub.add_parser("order", help="orders").add_subparsers(dest="order", required=True)
     cancel = order.add_parser("cancel", help="cancel a redemption and refund its points")

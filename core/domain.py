@@ -214,6 +214,7 @@ class Confirmation:
     reward_code: str
     price: int
     expires_at: datetime
+    channel: str = ""  # AUTO_SIGNUP for a monthly automatic redemption sign-up
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ def import_members(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now
                 raise InvalidInput(f"language must be one of {', '.join(LANGUAGES)}")
             values = dict(msisdn=msisdn, name=row["name"], language=row["language"])
             values.update(_tier_grant(row, tiers, today, rules))
+            values.update(_warning_choices(row))
             if row.get("pin"):
                 pins.append((len(parsed), validate_pin(row["pin"])))
             parsed.append(values)
@@ -123,6 +124,24 @@ def _tier_grant(row: dict[str, str], tiers: list[str], today: date,
         raise InvalidInput(f"tier_until {until} is in the past")
     return dict(granted_tier_code=row["tier"],
                 granted_tier_until=until or tier_valid_until(today, rules.programme))
+
+
+def _warning_choices(row: dict[str, str]) -> dict[str, object]:
+    """Optional columns ``warnings`` (``on``/``off``) and ``warning_channel`` (``sms``/
+    ``voice``); an empty or missing one leaves the member's choice as it is."""
+    values: dict[str, object] = {}
+    warnings = (row.get("warnings") or "").lower()
+    if warnings:
+        if warnings not in ("on", "off"):
+            raise InvalidInput(f"warnings must be on or off, not {row['warnings']!r}")
+        values["warning_opt_out"] = warnings == "off"
+    channel = (row.get("warning_channel") or "").lower()
+    if channel:
+        if channel not in ("sms", "voice"):
+            raise InvalidInput(
+                f"warning_channel must be sms or voice, not {row['warning_channel']!r}")
+        values["warning_channel"] = channel
+    return values
 
 
 def import_points(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now: datetime,

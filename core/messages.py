@@ -40,6 +40,8 @@ RATE_LIMITED = Message("rate_limited")
 SYSTEM_ERROR = Message("system_error")
 UNAVAILABLE = Message("unavailable")
 UNSUBSCRIBED = Message("unsubscribed")
+RESUBSCRIBED = Message("resubscribed")
+AUTO_USAGE = Message("auto_usage")
 REDEEM_USAGE = Message("redeem_usage")
 
 
@@ -149,6 +151,23 @@ def auto_redeem_short_message(reward: Reward | None, reward_code: str, language:
     return Message("auto_redeem_short", {
         "reward_name": reward.name(language) if reward else reward_code, "price": price,
         "balance": balance})
+
+
+def auto_signup_quote_message(reward: Reward | None, reward_code: str, otp: str, minutes: int,
+                              language: str) -> Message:
+    return Message("auto_signup_quote", {
+        "reward_code": reward_code, "reward_name": reward.name(language) if reward else reward_code,
+        "otp": otp, "minutes": minutes})
+
+
+def auto_signup_done_message(reward: Reward | None, reward_code: str, language: str) -> Message:
+    return Message("auto_signup_done", {
+        "reward_code": reward_code,
+        "reward_name": reward.name(language) if reward else reward_code})
+
+
+def auto_cancelled_message(had_subscription: bool) -> Message:
+    return Message("auto_cancelled", {"had_subscription": had_subscription})
 
 
 # --- tickets, tiers, expiry --------------------------------------------------------------------

@@ -92,11 +92,23 @@ def record_call_end(uow: UnitOfWork, rules: ProgrammeRules, uniqueid: str, menu_
 
 def subscribe_auto_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str,
                               now: datetime, *, active: bool = True) -> None:
-    member = require_member(uow, msisdn)
+    """Sign the member up for the monthly automatic redemption of ``reward_code`` (one reward
+    a month: any other subscription of hers ends), or end that one (``active=False``).
+    Idempotent."""
+    member = require_member(uow, msisdn, for_update=True)
     if uow.orders.get_reward(reward_code) is None:
         raise InvalidInput(f"unknown reward {reward_code}")
+    if active:
+        uow.jobs.auto_redemption_cancel(member.msisdn, keep=reward_code)
     uow.jobs.auto_redemption_subscribe(member.msisdn, reward_code, active, now)
 
 
+def cancel_auto_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
+                           now: datetime) -> bool:
+    """End the member's monthly automatic redemption; False if she had none. Idempotent."""
+    member = require_member(uow, msisdn, for_update=True)
+    return uow.jobs.auto_redemption_cancel(member.msisdn) > 0
+
+
 __all__ = ["Channel", "record_ticket", "update_delivery", "queue_sms", "record_call_start",
-           "record_call_end", "subscribe_auto_redemption"]
+           "record_call_end", "subscribe_auto_redemption", "cancel_auto_redemption"]

@@ -68,12 +68,21 @@ def add(counts: dict[str, int], key: str, n: int = 1) -> None:
 
 def queue_notice(uow: UnitOfWork, rules: ProgrammeRules, config: JobsConfig, msisdn: str,
                  now: datetime, *,
-                 kind: str, template: str, params: dict[str, Any], dedupe_key: str) -> None:
-    """Queue a job's SMS notice, held until the quiet hours end."""
+                 kind: str, template: str, params: dict[str, Any], dedupe_key: str,
+                 optional: bool = False) -> bool:
+    """Queue a job's SMS notice, held until the quiet hours end. An ``optional`` notice (not
+    about the member's own order or request: tier changes, campaigns) is not queued for a
+    member who opted out of them (``TD``); returns whether it was queued."""
     from core.service_desk import queue_sms
+
+    if optional:
+        member = uow.members.get_member(msisdn)
+        if member is not None and member.warning_opt_out:
+            return False
 
     queue_sms(uow, rules, msisdn, now, kind=kind, template=template, params=params,
               dedupe_key=dedupe_key, not_before=release_time(now, rules.zone, config))
+    return True
 
 
 def masked(msisdn: str) -> str:

@@ -65,9 +65,10 @@ def tier_review(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: J
         message = tier_changed_message(old_tier, new_tier, up, valid_until, row.language)
         if len(picked) < samples:
             picked.append(Sample(row.msisdn, row.language, message.template, message.params))
-        if not dry_run:
-            queue_notice(uow, rules, config, row.msisdn, now, kind=KIND,
-                         template=message.template, params=message.params,
-                         dedupe_key=f"tier:{row.msisdn}:{today}:{new}")
+        if not dry_run and not queue_notice(uow, rules, config, row.msisdn, now, kind=KIND,
+                                            template=message.template, params=message.params,
+                                            dedupe_key=f"tier:{row.msisdn}:{today}:{new}",
+                                            optional=True):
+            add(counts, "opted_out")
     next_cursor = rows[-1].msisdn if len(rows) >= batch else None
     return Step(next_cursor, counts, tuple(picked))

@@ -23,11 +23,14 @@ MAKEUP = "makeup"
 COMPLAINT = "complaint"
 TICKET_STATUS = "ticket_status"
 STOP = "stop"
+RESUME = "resume"  # expiry warnings back on
+AUTO_REDEEM = "auto_redeem"  # monthly automatic redemption sign-up: a reward code
+AUTO_CANCEL = "auto_cancel"
 HELP = "help"
 UNKNOWN = "unknown"  # anything else: answered with the help text
 
 KINDS = (BALANCE, TIER, HISTORY, CATALOGUE, REDEEM, CONFIRM, DELIVERY, MAKEUP, COMPLAINT, STOP,
-         HELP, UNKNOWN, TICKET_STATUS)
+         HELP, UNKNOWN, TICKET_STATUS, RESUME, AUTO_REDEEM, AUTO_CANCEL)
 
 # keyword -> command. The two-letter forms and Chinese words are the product interface;
 # the English words are aliases for English-speaking members.
@@ -43,6 +46,9 @@ KEYWORDS: dict[str, str] = {
     "TS": COMPLAINT, "投诉": COMPLAINT, "COMPLAINT": COMPLAINT,
     "CX": TICKET_STATUS, "查询": TICKET_STATUS,
     "TD": STOP, "退订": STOP, "STOP": STOP,
+    "KT": RESUME, "开通": RESUME, "START": RESUME,
+    "ZD": AUTO_REDEEM, "自动兑换": AUTO_REDEEM, "AUTO": AUTO_REDEEM,
+    "QXZD": AUTO_CANCEL, "取消自动兑换": AUTO_CANCEL, "NOAUTO": AUTO_CANCEL,
     "BZ": HELP, "帮助": HELP, "HELP": HELP,
 }
 _BY_LENGTH = sorted(KEYWORDS, key=len, reverse=True)
@@ -59,8 +65,8 @@ _LATIN = re.compile(r"[A-Z]")
 @dataclass(frozen=True)
 class Command:
     kind: str
-    arg: str = ""  # reward code (redeem), six digits (confirm), text as sent (makeup, complaint),
-    # a ticket reference (ticket_status)
+    arg: str = ""  # reward code (redeem, auto_redeem), six digits (confirm),
+    # text as sent (makeup, complaint), a ticket reference (ticket_status)
     text: str = ""  # the message after NFKC and trimming
 
 
@@ -117,9 +123,9 @@ def parse(text: str) -> Command:
         kind = KEYWORDS[word]
         rest_raw = _strip_separators(_raw_after(raw, start + len(word)))
         rest = " ".join(after.split())
-        if kind == REDEEM:
+        if kind in (REDEEM, AUTO_REDEEM):
             m = _REWARD.match(rest)
-            return Command(REDEEM, m.group(0) if m else "", nfkc)
+            return Command(kind, m.group(0) if m else "", nfkc)
         if kind == CONFIRM:
             digits = rest.replace(" ", "")
             return Command(CONFIRM, digits if _CODE.match(digits) else "", nfkc)

@@ -19,6 +19,7 @@ from core.domain import (
 )
 from core.messages import Message
 from core.messaging import keywords as kw
+from core.preferences import cancel_auto_redemption, confirm_auto_signup, start_auto_signup
 from core.redemption import catalogue, confirm_redemption, gift_orders, start_confirmation
 from core.rules import last_valid_day
 from core.service_desk import record_ticket
@@ -28,7 +29,8 @@ if TYPE_CHECKING:  # core.messaging.handling imports this module
     from core.messaging.handling import Work
 
 # The keywords whose use case writes: each is handled in its own transaction.
-WRITERS = (kw.REDEEM, kw.CONFIRM, kw.MAKEUP, kw.COMPLAINT, kw.STOP)
+WRITERS = (kw.REDEEM, kw.CONFIRM, kw.MAKEUP, kw.COMPLAINT, kw.STOP, kw.RESUME, kw.AUTO_REDEEM,
+           kw.AUTO_CANCEL)
 
 
 def dispatch(uow, rules, work: Work, cmd: kw.Command, msisdn: str, lang: str) -> Message:
@@ -90,6 +92,10 @@ def _write(uow, rules, work: Work, cmd: kw.Command, msisdn: str, lang: str) -> M
     if cmd.kind == kw.CONFIRM:
         if not cmd.arg:
             return messages.confirm_failed_message("no_code")
+        signed_up = confirm_auto_signup(uow, rules, msisdn, cmd.arg, now)
+        if isinstance(signed_up, str):
+            return messages.auto_signup_done_message(uow.orders.get_reward(signed_up),
+                                                     signed_up, lang)
         order = confirm_redemption(uow, rules, msisdn, cmd.arg, Channel.SMS, now)
         if isinstance(order, SecretCheck):  # refused; its failure count is kept
             refusal = (PinLocked(order.locked_until) if order.locked_until is not None
@@ -110,6 +116,18 @@ def _write(uow, rules, work: Work, cmd: kw.Command, msisdn: str, lang: str) -> M
     if cmd.kind == kw.STOP:
         set_warning_preferences(uow, rules, msisdn, now, opt_out=True)
         return messages.UNSUBSCRIBED
+    if cmd.kind == kw.RESUME:
+        set_warning_preferences(uow, rules, msisdn, now, opt_out=False)
+        return messages.RESUBSCRIBED
+    if cmd.kind == kw.AUTO_REDEEM:
+        if not cmd.arg:
+            return messages.AUTO_USAGE
+        code, otp, expires_at = start_auto_signup(uow, rules, msisdn, cmd.arg, now)
+        minutes = max(1, round((expires_at - now).total_seconds() / 60))
+        return messages.auto_signup_quote_message(uow.orders.get_reward(code), code, otp,
+                                                  minutes, lang)
+    if cmd.kind == kw.AUTO_CANCEL:
+        return messages.auto_cancelled_message(cancel_auto_redemption(uow, rules, msisdn, now))
     raise AssertionError(cmd.kind)  # pragma: no cover
 
 
@@ -120,8 +138,8 @@ def _domain_reply(rules, work: Work, cmd: kw.Command, exc: DomainError,
     if isinstance(exc, PinLocked):
         until = exc.until.astimezone(rules.zone)
         return messages.confirm_failed_message(exc.code, until=f"{until:%H:%M}")
-    if cmd.kind in (kw.REDEEM, kw.CONFIRM):
-        code = cmd.arg if cmd.kind == kw.REDEEM else ""
+    if cmd.kind in (kw.REDEEM, kw.CONFIRM, kw.AUTO_REDEEM):
+        code = cmd.arg if cmd.kind in (kw.REDEEM, kw.AUTO_REDEEM) else ""
         if isinstance(exc, InsufficientPoints):
             return messages.redeem_failed_message(exc.code, code, balance=exc.balance,
                                                   price=exc.price)

@@ -85,6 +85,14 @@ class JobsRepository(Protocol):
                                   now: datetime) -> None:
         ...
 
+    def auto_redemption_cancel(self, msisdn: str, keep: str | None = None) -> int:
+        """Deactivate the member's active subscriptions but ``keep``'s; how many were."""
+        ...
+
+    def auto_redemption_of(self, msisdn: str) -> str | None:
+        """The reward of the member's active subscription, if any."""
+        ...
+
     def job_set_item_aside(self, job: str, run_key: str, item: str, error: str,
                            now: datetime) -> None:
         ...

@@ -236,6 +236,21 @@ class SqlJobs(SqlRepository):
             self.conn.execute(insert(auto_redemptions), dict(
                 msisdn=msisdn, reward_code=reward_code, active=active, created_at=now))
 
+    def auto_redemption_cancel(self, msisdn: str, keep: str | None = None) -> int:
+        """Deactivate the member's active subscriptions but ``keep``'s; how many were."""
+        a = auto_redemptions
+        stmt = update(a).where(a.c.msisdn == msisdn, a.c.active.is_(True))
+        if keep is not None:
+            stmt = stmt.where(a.c.reward_code != keep)
+        return self.conn.execute(stmt.values(active=False)).rowcount or 0
+
+    def auto_redemption_of(self, msisdn: str) -> str | None:
+        """The reward of the member's active subscription (the latest one), if any."""
+        a = auto_redemptions
+        return self.conn.execute(
+            select(a.c.reward_code).where(a.c.msisdn == msisdn, a.c.active.is_(True))
+            .order_by(a.c.id.desc()).limit(1)).scalar()
+
     # --- items a run set aside --------------------------------------------------------------
 
     def job_set_item_aside(self, job: str, run_key: str, item: str, error: str,

@@ -182,4 +182,5 @@ class SqlOrders(SqlRepository):
 
 
 def _confirmation(row: Any) -> Confirmation:
-    return Confirmation(row.id, row.msisdn, row.reward_code, row.price, row.expires_at)
+    return Confirmation(row.id, row.msisdn, row.reward_code, row.price, row.expires_at,
+                        row.channel)

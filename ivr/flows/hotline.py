@@ -5,7 +5,7 @@ the member whose number the caller id is, else keys in number and PIN; then the 
 language preference; welcome; main menu:
 
     1 tier   2 balance   3 history   4 redeem   5 gift delivery
-    6 make-up claims and complaints (``ivr.flows.tickets``)
+    6 make-up claims and complaints (``ivr.flows.tickets``)   7 preferences
     9 other language (stored as the preference)   0 agent   * repeat
 
 Every answer offers an SMS copy (1). Wrong keys and silence are retried with more help, then
@@ -40,6 +40,8 @@ from ivr.flows.auth import authenticate, by_caller_id
 from ivr.flows.calls import CallBook
 from ivr.flows.lookahead import Pending
 from ivr.flows.menu import REASON_ERROR, Call, EndCall, Settings, ToAgent
+from ivr.flows.preferences import PROMPT_IDS as PREFERENCE_PROMPT_IDS
+from ivr.flows.preferences import preferences_menu
 from ivr.flows.redeem import redeem_menu
 from ivr.flows.speech import NO_KEYS
 from ivr.flows.tickets import PROMPT_IDS as TICKET_PROMPT_IDS
@@ -84,8 +86,9 @@ PROMPT_IDS: frozenset[str] = frozenset({
     "dlv_status_shipped", "dlv_status_in_transit", "dlv_status_delivered",
     "dlv_status_returned", "dlv_status_cancelled", "dlv_courier", "dlv_tracking", "dlv_next",
 }) | TICKET_PROMPT_IDS  # 6 claims and complaints
+PROMPT_IDS = PROMPT_IDS | PREFERENCE_PROMPT_IDS | {"menu_prefs"}  # main-menu 7
 
-MAIN_MENU_KEYS = "1234569*0"
+MAIN_MENU_KEYS = "12345679*0"
 #: Keys that cut the welcome short and count as the first choice (* = repeat: not yet heard).
 TYPE_AHEAD_KEYS = MAIN_MENU_KEYS.replace("*", "")
 OTHER_LANGUAGE = {"zh": "en", "en": "zh"}
@@ -98,6 +101,12 @@ async def _redeem(call: Call) -> None:
     return None
 
 
+async def _preferences(call: Call) -> None:
+    await preferences_menu(call)
+    call.forget()  # the language or the warnings may have changed
+    return None
+
+
 ANSWERS: dict[str, Answer] = {
     "1": answers.tier,
     "2": answers.points_balance,
@@ -105,6 +114,7 @@ ANSWERS: dict[str, Answer] = {
     "4": _redeem,
     "5": answers.delivery,
     "6": tickets_menu,
+    "7": _preferences,
 }
 
 
@@ -192,7 +202,7 @@ class Hotline:
             if pending is not None and pending in MAIN_MENU_KEYS:
                 key = pending
             else:
-                key = await call.choose(["menu_main"], MAIN_MENU_KEYS)
+                key = await call.choose(["menu_main", "menu_prefs"], MAIN_MENU_KEYS)
             pending = None
             if key == "*":
                 continue

@@ -228,10 +228,10 @@ class Call:
 
     def last_menu(self) -> str:
         """Where the caller was before asking for a person, for the agent: the last main-menu
-        choice other than 0 (``1``-``5``, ``9``), ``id`` while identifying, else ``main``."""
+        choice other than 0 (``1``-``5``, ``7``, ``9``), ``id`` while identifying, else ``main``."""
         steps = [step.split(":")[0] for step in self.info.path
                  if step != "id:pin-ok"]  # identified: past that menu
-        menus = [s for s in steps if s == "id" or (len(s) == 1 and s in "1234569")]
+        menus = [s for s in steps if s == "id" or (len(s) == 1 and s in "12345679")]
         return menus[-1] if menus else "main"
 
     async def to_agent(self, reason: str = REASON_ASKED) -> None:

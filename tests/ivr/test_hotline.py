@@ -48,7 +48,7 @@ async def test_welcome_and_main_menu_in_the_members_language(rig, msisdn, lang):
     assert tokens[:4] == ["answer", f"set:CHANNEL(language)={lang}", "welcome", "menu_main"]
     assert spoken_in(result, "menu_main") == MANIFEST.text("menu_main", lang)
     # * repeats the menu without any error prompt
-    assert tokens[4:7] == ["k:*", "menu_main", "timeout"]
+    assert tokens[4:8] == ["k:*", "menu_main", "menu_prefs", "timeout"]
 
 
 @BOTH

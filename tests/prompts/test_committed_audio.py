@@ -45,8 +45,10 @@ def test_committed_wav_is_asterisk_format_and_sln_is_its_payload():
 
 
 def test_committed_audio_stays_small():
+    # About 135 prompts in two languages, each as .wav and .sln (8 kHz, 16-bit): 18 MiB with
+    # the tickets and preferences menus. A jump past this means something else was committed.
     total = sum(p.stat().st_size for p in DEFAULT_AUDIO_ROOT.rglob("*") if p.is_file())
-    assert total < 16 * 1024 * 1024
+    assert total < 24 * 1024 * 1024
 
 
 def test_digits_pack_is_exactly_what_is_committed():

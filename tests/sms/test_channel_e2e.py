@@ -27,9 +27,11 @@ ALICE = "15800158000"  # en, standard, 3000 points
 STRANGER = "13612345678"
 
 HELP_ZH = ("【积分服务】回复：JF查积分，DJ查等级，MX查明细，LB看礼品，DH+代码兑换，WL查物流，"
-           "BD+说明补登，TS+内容投诉，TD退订提醒，BZ帮助。")
+           "BD+说明补登，TS+内容投诉，CX+受理号查进度，TD退订提醒，KT开通提醒，ZD+代码每月自动兑换，"
+           "QXZD取消自动兑换，BZ帮助。")
 HELP_EN = ("Loyalty SMS: JF balance, DJ tier, MX history, LB rewards, DH+code redeem, "
-           "WL delivery, BD+text points claim, TS+text complaint, TD stop reminders, BZ help.")
+           "WL delivery, BD+text points claim, TS+text complaint, CX+ref status, "
+           "TD stop reminders, KT resume them, ZD+code monthly auto-redeem, QXZD stop it, BZ help.")
 BALANCE_ZH = ("【积分查询】您的可用积分为9300分，其中800分将于2026年12月31日到期。"
               "回复LB查看礼品，DH+代码兑换。")
 TIER_ZH = "【会员等级】您当前为金卡会员，有效期至2027年11月30日，再获得7000积分可升级为钻石会员。"
@@ -60,8 +62,8 @@ ZH_CONVERSATION = [
     ("投诉 礼品太慢", "【投诉受理】您的投诉已受理，受理号TS261122000003，我们将尽快与您联系。"),
     ("TS 客服电话打不通", "【投诉受理】您的投诉已受理，受理号TS261122000004，我们将尽快与您联系。"),
     ("QR", "【积分兑换】请直接回复短信中的6位验证码确认兑换。"),
-    ("TD", "【积分服务】您已退订积分到期提醒短信。如需恢复，请致电客服热线。"),
-    ("退订", "【积分服务】您已退订积分到期提醒短信。如需恢复，请致电客服热线。"),
+    ("TD", "【积分服务】您已退订积分到期提醒短信，其他短信不受影响。回复KT可重新开通提醒。"),
+    ("退订", "【积分服务】您已退订积分到期提醒短信，其他短信不受影响。回复KT可重新开通提醒。"),
 ]
 
 BALANCE_EN = ("Loyalty: you have 3000 points; 3000 of them expire on 31 Dec 2028. "
@@ -100,10 +102,10 @@ EN_CONVERSATION = [
     ("投诉 rude agent", "Loyalty: your complaint is registered, reference TS261122000004. "
                       "We will contact you soon."),
     ("QR", "Loyalty: please reply with the 6-digit code we sent you."),
-    ("TD", "Loyalty: you will no longer get points expiry reminders. Call customer service "
-           "to turn them back on."),
-    ("退订", "Loyalty: you will no longer get points expiry reminders. Call customer service "
-           "to turn them back on."),
+    ("TD", "Loyalty: you will no longer get points expiry reminders; other messages are not "
+           "affected. Text KT to turn the reminders back on."),
+    ("退订", "Loyalty: you will no longer get points expiry reminders; other messages are not "
+           "affected. Text KT to turn the reminders back on."),
 ]
 
 

@@ -44,6 +44,12 @@ CASES = [
     ("ＴＳ：礼品，一直没收到", kw.COMPLAINT, "礼品，一直没收到"),
     ("投诉，客服态度差", kw.COMPLAINT, "客服态度差"), ("ts Gift NOT received", kw.COMPLAINT,
                                                   "Gift NOT received"),
+    # consent and the monthly automatic redemption
+    ("KT", kw.RESUME, ""), ("开通", kw.RESUME, ""), ("start", kw.RESUME, ""),
+    ("ZD A02", kw.AUTO_REDEEM, "A02"), ("自动兑换A02", kw.AUTO_REDEEM, "A02"),
+    ("自动兑换：ａ０２", kw.AUTO_REDEEM, "A02"), ("zd", kw.AUTO_REDEEM, ""),
+    ("ZDA02", kw.UNKNOWN, ""), ("QXZD", kw.AUTO_CANCEL, ""), ("取消自动兑换", kw.AUTO_CANCEL, ""),
+    ("qxzd。", kw.AUTO_CANCEL, ""),
     # anything else
     ("hello", kw.UNKNOWN, ""), ("", kw.UNKNOWN, ""), ("   ", kw.UNKNOWN, ""),
     ("JFK", kw.UNKNOWN, ""), ("你好", kw.UNKNOWN, ""), ("😀", kw.UNKNOWN, ""),

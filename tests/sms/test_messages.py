@@ -45,7 +45,11 @@ def every_message(language: str) -> list[messages.Message]:
     local_day = lambda instant: instant.date()  # noqa: E731
     return [
         messages.JOIN, messages.RATE_LIMITED, messages.SYSTEM_ERROR, messages.UNAVAILABLE,
-        messages.UNSUBSCRIBED, messages.REDEEM_USAGE,
+        messages.UNSUBSCRIBED, messages.REDEEM_USAGE, messages.RESUBSCRIBED, messages.AUTO_USAGE,
+        messages.auto_signup_quote_message(CUP, "A01", "123456", 10, language),
+        messages.auto_signup_done_message(CUP, "A01", language),
+        messages.auto_signup_done_message(None, "Z99", language),
+        messages.auto_cancelled_message(True), messages.auto_cancelled_message(False),
         messages.balance_message(1200, 300, date(2026, 12, 31)),
         messages.balance_message(0, 0, None),
         messages.balance_of(Balance("13800138000", 50, 0, None)),

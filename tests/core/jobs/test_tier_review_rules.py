@@ -50,3 +50,14 @@ def test_a_corrupt_account_does_not_stop_the_job(store, rules, config, run):
     assert [n["msisdn"] for n in outbox_rows(store)] == [C]
     warned = drive(store, rules, config, "expiry-warnings", local(2028, 12, 1, 10, 0))
     assert warned.state == "done"
+
+
+def test_a_member_who_opted_out_gets_no_tier_notice(store, rules, config, run):
+    add_members(store, A, B, tier="gold", tier_valid_until=date(2026, 11, 30))  # Gold lapsed
+    with store.unit_of_work() as uow:
+        uow.members.update_member(A, warning_opt_out=True)  # she texted TD
+    result = drive(store, rules, config, "tier-review", local(2026, 12, 1, 2, 0))
+    assert result.counts == {"members": 2, "reviewed": 2, "downgraded": 2, "opted_out": 1}
+    assert [n["msisdn"] for n in outbox_rows(store)] == [B]
+    with store.unit_of_work(write=False) as uow:
+        assert uow.members.get_member(A).tier_code != "gold"  # reviewed all the same
