@@ -62,8 +62,10 @@ ZH_CONVERSATION = [
     ("投诉 礼品太慢", "【投诉受理】您的投诉已受理，受理号TS261122000003，我们将尽快与您联系。"),
     ("TS 客服电话打不通", "【投诉受理】您的投诉已受理，受理号TS261122000004，我们将尽快与您联系。"),
     ("QR", "【积分兑换】请直接回复短信中的6位验证码确认兑换。"),
-    ("TD", "【积分服务】您已退订积分到期提醒短信，其他短信不受影响。回复KT可重新开通提醒。"),
-    ("退订", "【积分服务】您已退订积分到期提醒短信，其他短信不受影响。回复KT可重新开通提醒。"),
+    ("TD", "【积分服务】您已退订积分到期提醒及等级变更等通知短信，"
+           "查询回复和订单短信照常发送。回复KT可重新开通。"),
+    ("退订", "【积分服务】您已退订积分到期提醒及等级变更等通知短信，"
+           "查询回复和订单短信照常发送。回复KT可重新开通。"),
 ]
 
 BALANCE_EN = ("Loyalty: you have 3000 points; 3000 of them expire on 31 Dec 2028. "
@@ -102,10 +104,10 @@ EN_CONVERSATION = [
     ("投诉 rude agent", "Loyalty: your complaint is registered, reference TS261122000004. "
                       "We will contact you soon."),
     ("QR", "Loyalty: please reply with the 6-digit code we sent you."),
-    ("TD", "Loyalty: you will no longer get points expiry reminders; other messages are not "
-           "affected. Text KT to turn the reminders back on."),
-    ("退订", "Loyalty: you will no longer get points expiry reminders; other messages are not "
-           "affected. Text KT to turn the reminders back on."),
+    ("TD", "Loyalty: you will no longer get points expiry reminders or notices such as tier "
+           "changes; replies and order messages still come. Text KT to turn them back on."),
+    ("退订", "Loyalty: you will no longer get points expiry reminders or notices such as tier "
+           "changes; replies and order messages still come. Text KT to turn them back on."),
 ]
 
 

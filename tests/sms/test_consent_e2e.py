@@ -22,7 +22,8 @@ async def texts_after(ch, msisdn: str, before: int, timeout: float = 5.0) -> lis
 async def test_td_stops_warnings_and_kt_brings_them_back(channels, rules, config):
     ch = await channels().start()
     assert await converse(ch, ZHANG, "TD") == (
-        "【积分服务】您已退订积分到期提醒短信，其他短信不受影响。回复KT可重新开通提醒。")
+        "【积分服务】您已退订积分到期提醒及等级变更等通知短信，"
+        "查询回复和订单短信照常发送。回复KT可重新开通。")
     # 800 of her points lapse after 31 Dec: the run of 1 Dec would warn her, but she said TD.
     ch.clock.advance(seconds=(local(2026, 12, 1) - ch.clock()).total_seconds())
     stopped = len(ch.sim.texts_to(ZHANG))
