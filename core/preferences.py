@@ -7,10 +7,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from core.accounts import lock_in_force, require_member
+from core.accounts import require_member
 from core.domain import LANGUAGES, InvalidInput, SecretCheck, UnknownReward
 from core.ports import UnitOfWork
-from core.redemption import _code_hash
+from core.redemption import _code_hash, find_confirmation
 from core.rules import ProgrammeRules
 from core.service_desk import cancel_auto_redemption, subscribe_auto_redemption
 
@@ -86,13 +86,10 @@ def confirm_auto_signup(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, cod
     code (the same code again returns it again). None if it is not a sign-up code (it may be
     a redemption's); a lock in force is returned as its ``SecretCheck``."""
     member = require_member(uow, msisdn, for_update=True)
-    locked = lock_in_force(member, now)
+    locked, pending, used = find_confirmation(uow, member, code, now)
     if locked is not None:
         return locked
-    digest = _code_hash(member.msisdn, code)
-    pending = uow.orders.open_confirmation(member.msisdn, digest, now)
     if pending is None:
-        used = uow.orders.used_confirmation(member.msisdn, digest)
         return used.reward_code if used is not None and used.channel == AUTO_SIGNUP else None
     if pending.channel != AUTO_SIGNUP:
         return None

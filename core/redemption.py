@@ -16,6 +16,7 @@ from core.accounts import (
 )
 from core.domain import (
     Channel,
+    Confirmation,
     Delivery,
     DeliveryStatus,
     InsufficientPoints,
@@ -182,6 +183,19 @@ def _code_hash(msisdn: str, code: str) -> str:
     return hashlib.sha256(f"{msisdn}:{code}".encode()).hexdigest()
 
 
+def find_confirmation(uow: UnitOfWork, member: Member, code: str, now: datetime
+                      ) -> tuple[SecretCheck | None, Confirmation | None, Confirmation | None]:
+    """What a one-time code names for a member whose row is locked: (the PIN lock in force,
+    else None; the open confirmation with that code; else the used one with it)."""
+    locked = lock_in_force(member, now)
+    if locked is not None:
+        return locked, None, None
+    digest = _code_hash(member.msisdn, code)
+    pending = uow.orders.open_confirmation(member.msisdn, digest, now)
+    used = uow.orders.used_confirmation(member.msisdn, digest) if pending is None else None
+    return None, pending, used
+
+
 def start_confirmation(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str,
                        channel: str, now: datetime) -> tuple[Quote, str, datetime]:
     """Quote a redemption and issue the 6-digit code that confirms it. Returns
@@ -201,13 +215,10 @@ def confirm_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, code
     A wrong code counts toward the PIN lock, like a wrong PIN: it returns the refusal (a
     ``SecretCheck``), so the count is committed although nothing is redeemed."""
     member = require_member(uow, msisdn, for_update=True)
-    locked = lock_in_force(member, now)
+    locked, pending, used = find_confirmation(uow, member, code, now)
     if locked is not None:
         return locked
-    digest = _code_hash(member.msisdn, code)
-    pending = uow.orders.open_confirmation(member.msisdn, digest, now)
     if pending is None:
-        used = uow.orders.used_confirmation(member.msisdn, digest)
         if used is not None:
             order = uow.orders.order_by_request(member.msisdn, channel, f"confirm:{used.id}")
             if order is not None:
