@@ -92,33 +92,7 @@ async def test_pressing_1_on_the_warning_call_reaches_the_hotline_menu(store, ru
     drive(store, rules, config, "expiry-warnings", local(2026, 12, 1, 10, 0))
     assert len(warning_rows(store)) == 1
 
-    cfg = config.replace("fastagi", host="127.0.0.1", port=0)
-    fastagi = fastagi_service(cfg, db, None, reactor, fastagi_endpoint(reactor, cfg.fastagi))
-    fastagi.startService()
-    sim = AMISimulator(USER, SECRET, originate_delay=0.02,
-                       fastagi=("127.0.0.1", fastagi.port.getHost().port),
-                       caller_keys={MEMBER: "1" "2T"})  # 1: the menu; 2: the balance
-    sim.dialplan.prompt_text = prompt_text_from_manifest()
-    port = sim.listen(0)
-    ami = config.ami
-    dialer = AMIDialer("127.0.0.1", port.getHost().port, USER, SECRET,
-                       caller_id=ami.caller_id, channel_template=ami.channel_template,
-                       context=ami.context, exten=ami.exten, priority=ami.priority,
-                       action_timeout_s=2, reactor=reactor)
-    dialer.start()
-    try:
-        service = VoiceWarningService(config, db, dialer, reactor=reactor,
-                                      clock=FixedTime(local(2026, 12, 1, 10, 5)))
-        await service.poll()
-        while service.in_flight:
-            await defer.DeferredList(list(service.in_flight.values()))
-        (legs,) = await defer.gatherResults([d for _, d in sim.answered_calls])
-        await fastagi.recorder.drain()
-    finally:
-        await dialer.stop()
-        sim.close()
-        await port.stopListening()
-        await fastagi.stopService()
+    sim, legs = await place_warning_call(config, db, {MEMBER: "1" "2T"})  # 1: menu; 2: balance
 
     (originate,) = sim.actions_named("Originate")
     assert (originate.get("Context"), originate.get("Exten"), originate.get("Priority")) == (
@@ -142,3 +116,37 @@ async def test_pressing_1_on_the_warning_call_reaches_the_hotline_menu(store, ru
     assert by_script["expiry-warning"]["msisdn_masked"] == "139****0042"
     assert by_script["expiry-warning"]["outcome"] == "hotline"
     assert by_script["loyalty"]["msisdn_masked"] == "139****0042"
+
+
+async def place_warning_call(config, db, caller_keys: dict[str, str]):
+    """One run of the voice warning dispatcher (at 10:05 on 1 Dec, local) through the real AMI
+    dialer, the AMI simulator following the sample dialplan, and the real FastAGI service.
+    Returns the simulator and the legs of the answered call."""
+    cfg = config.replace("fastagi", host="127.0.0.1", port=0)
+    fastagi = fastagi_service(cfg, db, None, reactor, fastagi_endpoint(reactor, cfg.fastagi))
+    fastagi.startService()
+    sim = AMISimulator(USER, SECRET, originate_delay=0.02,
+                       fastagi=("127.0.0.1", fastagi.port.getHost().port),
+                       caller_keys=caller_keys)
+    sim.dialplan.prompt_text = prompt_text_from_manifest()
+    port = sim.listen(0)
+    ami = config.ami
+    dialer = AMIDialer("127.0.0.1", port.getHost().port, USER, SECRET,
+                       caller_id=ami.caller_id, channel_template=ami.channel_template,
+                       context=ami.context, exten=ami.exten, priority=ami.priority,
+                       action_timeout_s=2, reactor=reactor)
+    dialer.start()
+    try:
+        service = VoiceWarningService(config, db, dialer, reactor=reactor,
+                                      clock=FixedTime(local(2026, 12, 1, 10, 5)))
+        await service.poll()
+        while service.in_flight:
+            await defer.DeferredList(list(service.in_flight.values()))
+        (legs,) = await defer.gatherResults([d for _, d in sim.answered_calls])
+        await fastagi.recorder.drain()
+    finally:
+        await dialer.stop()
+        sim.close()
+        await port.stopListening()
+        await fastagi.stopService()
+    return sim, legs
