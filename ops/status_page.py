@@ -125,7 +125,8 @@ def summarize(samples: Mapping[str, list[Sample]]) -> tuple[list[tuple[str, str]
 @functools.cache
 def _environment() -> Environment:
     return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                       auto_reload=False)  # rendered on the reactor: no stat per request
 
 
 def render_status_page(*, samples: Mapping[str, list[Sample]], health: Mapping[str, Any],

@@ -39,7 +39,7 @@ from ivr.flows import answers
 from ivr.flows.auth import authenticate, by_caller_id
 from ivr.flows.calls import CallBook
 from ivr.flows.lookahead import Pending
-from ivr.flows.menu import REASON_ERROR, Call, EndCall, Settings, ToAgent
+from ivr.flows.menu import MAIN_MENU_KEYS, REASON_ERROR, Call, EndCall, Settings, ToAgent
 from ivr.flows.preferences import PROMPT_IDS as PREFERENCE_PROMPT_IDS
 from ivr.flows.preferences import preferences_menu
 from ivr.flows.redeem import redeem_menu
@@ -88,7 +88,6 @@ PROMPT_IDS: frozenset[str] = frozenset({
 }) | TICKET_PROMPT_IDS  # 6 claims and complaints
 PROMPT_IDS = PROMPT_IDS | PREFERENCE_PROMPT_IDS | {"menu_prefs"}  # main-menu 7
 
-MAIN_MENU_KEYS = "12345679*0"
 #: Keys that cut the welcome short and count as the first choice (* = repeat: not yet heard).
 TYPE_AHEAD_KEYS = MAIN_MENU_KEYS.replace("*", "")
 OTHER_LANGUAGE = {"zh": "en", "en": "zh"}

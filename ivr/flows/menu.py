@@ -35,6 +35,9 @@ log = Logger()
 SMS_COPY_KIND = "ivr-copy"
 LOYALTY_NEXT = "LOYALTY_NEXT"
 
+#: The hotline's main-menu choices (``ivr.flows.hotline``), and its keys: those, * repeat, 0 agent.
+MENU_CHOICES = "12345679"
+MAIN_MENU_KEYS = MENU_CHOICES + "*0"
 
 #: ``LOYALTY_REASON`` values: why the call goes to a person.
 REASON_ASKED = "asked"        # the caller pressed 0
@@ -231,7 +234,7 @@ class Call:
         choice other than 0 (``1``-``5``, ``7``, ``9``), ``id`` while identifying, else ``main``."""
         steps = [step.split(":")[0] for step in self.info.path
                  if step != "id:pin-ok"]  # identified: past that menu
-        menus = [s for s in steps if s == "id" or (len(s) == 1 and s in "12345679")]
+        menus = [s for s in steps if s == "id" or (len(s) == 1 and s in MENU_CHOICES)]
         return menus[-1] if menus else "main"
 
     async def to_agent(self, reason: str = REASON_ASKED) -> None:

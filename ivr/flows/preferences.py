@@ -34,14 +34,15 @@ async def preferences_menu(call: Call) -> None:
             return
         if key == "0":
             raise ToAgent("key 0")
-        prefs: Preferences = await call.run(preferences, call.msisdn, call.now(), write=False)
         if key == "1":
             language = OTHER_LANGUAGE.get(call.language, "zh")
             await call.run(set_preferences, call.msisdn, call.now(), language=language)
             await call.voice.set_language(language)
             call.info.detail(f"lang-{language}")
             await call.voice.play("lang_switched", escape=SKIP_KEY)
-        elif key == "2":
+            continue
+        prefs: Preferences = await call.run(preferences, call.msisdn, call.now(), write=False)
+        if key == "2":
             on = prefs.warnings_on
             await _change(call, "prefs_warnings_on" if on else "prefs_warnings_off",
                           "prefs_turn_off" if on else "prefs_turn_on",
