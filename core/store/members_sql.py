@@ -32,9 +32,12 @@ class SqlMembers(SqlRepository):
         ).first()
         return (row.pin_hash, row.pin_failures) if row else (None, 0)
 
-    def upsert_members(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
-        """Insert new members, update the given fields of existing ones. Returns (new, updated)."""
-        existing = self.existing_msisdns([r["msisdn"] for r in rows])
+    def upsert_members(self, rows: Sequence[dict[str, Any]], *,
+                       existing: set[str] | None = None) -> tuple[int, int]:
+        """Insert new members, update the given fields of existing ones. Returns (new, updated).
+        ``existing``: the rows' numbers already stored, when the caller has just asked."""
+        if existing is None:
+            existing = self.existing_msisdns([r["msisdn"] for r in rows])
         defaults = dict(tier_valid_until=None, warning_opt_out=False, warning_channel="sms",
                         pin_hash=None, pin_failures=0, pin_locked_until=None,
                         granted_tier_code=None, granted_tier_until=None)
