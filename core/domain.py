@@ -205,6 +205,10 @@ class Ticket:
     resolved_at: datetime | None = None
 
 
+# The confirmations row's channel for an automatic-redemption sign-up (not a redemption).
+AUTO_SIGNUP = "auto-sms"
+
+
 @dataclass(frozen=True)
 class Confirmation:
     """A pending redemption waiting for the one-time code the subscriber was sent."""

@@ -103,7 +103,7 @@ def import_members(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now
                 values.setdefault("tier_code", values.get("granted_tier_code") or tiers[0])
                 values.setdefault("tier_valid_until", values.get("granted_tier_until"))
                 values["created_at"] = now
-        new, changed = uow.members.upsert_members(chunk)
+        new, changed = uow.members.upsert_members(chunk, existing=existing)
         created, updated = created + new, updated + changed
         _progress(progress, "writing", start + len(chunk), len(parsed))
     return ImportReport("members", len(parsed), created, updated, 0)

@@ -8,14 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core.accounts import require_member
-from core.domain import LANGUAGES, InvalidInput, SecretCheck, UnknownReward
+from core.domain import AUTO_SIGNUP, LANGUAGES, InvalidInput, SecretCheck, UnknownReward
 from core.ports import UnitOfWork
 from core.redemption import _code_hash, find_confirmation
 from core.rules import ProgrammeRules
 from core.service_desk import cancel_auto_redemption, subscribe_auto_redemption
 
-# The confirmations row's channel for an automatic-redemption sign-up (not a redemption).
-AUTO_SIGNUP = "auto-sms"
 WARNING_CHANNELS = ("sms", "voice")
 
 

@@ -15,6 +15,7 @@ from core.accounts import (
     tier_status,
 )
 from core.domain import (
+    AUTO_SIGNUP,
     Channel,
     Confirmation,
     Delivery,
@@ -218,6 +219,8 @@ def confirm_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, code
     locked, pending, used = find_confirmation(uow, member, code, now)
     if locked is not None:
         return locked
+    if pending is not None and pending.channel == AUTO_SIGNUP:
+        pending = None  # a sign-up's code never spends points (core.preferences takes it)
     if pending is None:
         if used is not None:
             order = uow.orders.order_by_request(member.msisdn, channel, f"confirm:{used.id}")

@@ -34,13 +34,16 @@ def auto_redeem(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, config: J
     counts: dict[str, int] = {"subscriptions": len(subs)}
     picked: list[Sample] = []
     events: list[dict] = []
+    rewards: dict = {}  # a batch names few rewards: each is read once, for its names
     for sub in subs:
         rid = request_id(sub.id, month)
         if uow.orders.order_by_request(sub.msisdn, Channel.JOB, rid) is not None:
             # Done this month (the notice went in the same transaction as the order).
             add(counts, "already_redeemed")
             continue
-        reward = uow.orders.get_reward(sub.reward_code)
+        if sub.reward_code not in rewards:
+            rewards[sub.reward_code] = uow.orders.get_reward(sub.reward_code)
+        reward = rewards[sub.reward_code]
         member = uow.members.get_member(sub.msisdn)
         language = member.language if member else rules.programme.default_language
         try:

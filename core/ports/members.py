@@ -19,8 +19,10 @@ class MembersRepository(Protocol):
     def member_pin(self, msisdn: str) -> tuple[str | None, int]:
         ...
 
-    def upsert_members(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
-        """Insert new members, update the given fields of existing ones. Returns (new, updated)."""
+    def upsert_members(self, rows: Sequence[dict[str, Any]], *,
+                       existing: set[str] | None = None) -> tuple[int, int]:
+        """Insert new members, update the given fields of existing ones. Returns (new, updated).
+        ``existing``: the rows' numbers already stored, when the caller has just asked."""
         ...
 
     def existing_msisdns(self, msisdns: Iterable[str]) -> set[str]:

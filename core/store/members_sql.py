@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 
 from core.config import POINTS_CEILING
 from core.domain import LedgerEntry, LedgerProblem, Member, PointsLot
@@ -32,22 +32,31 @@ class SqlMembers(SqlRepository):
         ).first()
         return (row.pin_hash, row.pin_failures) if row else (None, 0)
 
-    def upsert_members(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
-        """Insert new members, update the given fields of existing ones. Returns (new, updated)."""
-        existing = self.existing_msisdns([r["msisdn"] for r in rows])
+    def upsert_members(self, rows: Sequence[dict[str, Any]], *,
+                       existing: set[str] | None = None) -> tuple[int, int]:
+        """Insert new members, update the given fields of existing ones. Returns (new, updated).
+        ``existing``: the rows' numbers already stored, when the caller has just asked."""
+        if existing is None:
+            existing = self.existing_msisdns([r["msisdn"] for r in rows])
         defaults = dict(tier_valid_until=None, warning_opt_out=False, warning_channel="sms",
                         pin_hash=None, pin_failures=0, pin_locked_until=None,
                         granted_tier_code=None, granted_tier_until=None)
         new = [defaults | r for r in rows if r["msisdn"] not in existing]
         if new:
             self.conn.execute(insert(members), new)
-        updated = 0
+        # One executemany per set of columns given, not one UPDATE per member.
+        changes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row in rows:
             if row["msisdn"] in existing:
                 fields = {k: v for k, v in row.items() if k not in ("msisdn", "created_at")}
-                self.update_member(row["msisdn"], **fields)
-                updated += 1
-        return len(new), updated
+                changes.setdefault(tuple(sorted(fields)), []).append(
+                    dict(fields, member_key=row["msisdn"]))
+        for columns, params in changes.items():
+            if columns:
+                self.conn.execute(
+                    update(members).where(members.c.msisdn == bindparam("member_key"))
+                    .values({c: bindparam(c) for c in columns}), params)
+        return len(new), sum(len(p) for p in changes.values())
 
     def existing_msisdns(self, msisdns: Iterable[str]) -> set[str]:
         return self._existing(members.c.msisdn, msisdns)
