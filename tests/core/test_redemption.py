@@ -13,6 +13,7 @@ from core.domain import (
     RewardUnavailable,
     UnknownReward,
 )
+from core.preferences import start_auto_signup
 from core.redemption import (
     cancel_order,
     catalogue,
@@ -145,6 +146,17 @@ def test_confirmation_code_expires_after_ten_minutes(store, run, now, member):
     refused = run(confirm_redemption, M, code, "sms", now + timedelta(minutes=10, seconds=1))
     assert not refused.accepted and refused.tries_left == 2
     assert run(balance, M, now).points == 1000
+
+
+def test_an_automatic_redemption_sign_up_code_never_spends_points(store, run, now, member):
+    # The sign-up code and a redemption code live in one table; only the sign-up may take it.
+    add_reward(store, "A01", points=100)
+    _, code, _ = run(start_auto_signup, M, "A01", now)
+    refused = run(confirm_redemption, M, code, "sms", now + timedelta(minutes=1))
+    assert not refused.accepted
+    assert run(balance, M, now).points == 1000
+    with store.unit_of_work() as uow:
+        assert uow.orders.count_orders(M, "A01") == 0
 
 
 def test_guessing_codes_by_sms_locks_the_pin_for_the_ivr_too(store, run, now, member):
