@@ -4,6 +4,7 @@ test_channel_e2e)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,13 @@ from sms.outbox import SenderSettings
 from sms.server import sms_service
 
 NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai, as in the core tests
+
+
+def code_of(reply: str) -> str:
+    """The six-digit one-time code a quote reply carries."""
+    m = re.search(r"(\d{6})", reply)
+    assert m, reply
+    return m.group(1)
 
 
 class Clock:
