@@ -16,7 +16,6 @@ from ivr.agi import FastAGIFactory
 from ivr.ami import AMIDialer
 from ivr.flows.expiry_warning import make_expiry_warning_flow
 from ivr.voice_warnings import VoiceWarningService
-from ops.dbservice import DatabaseService
 from tests.core.jobs.conftest import (
     add_lot,
     add_members,
@@ -41,14 +40,6 @@ class FixedTime:
 
     def seconds(self) -> float:
         return self.now
-
-
-@pytest_twisted.async_yield_fixture
-async def db(store, rules):
-    service = DatabaseService(store, rules, reactor)
-    service.startService()
-    yield service
-    await service.stopService()
 
 
 @pytest_twisted.async_yield_fixture
