@@ -43,6 +43,16 @@ PIN = "1234"
 MANIFEST = load_manifest()
 
 
+class FixedTime:
+    """The wall clock the services read (the network runs on the real reactor)."""
+
+    def __init__(self, instant) -> None:
+        self.now = instant.timestamp()
+
+    def seconds(self) -> float:
+        return self.now
+
+
 def prompt_text_from_manifest(missing: frozenset[str] = frozenset()) -> Callable:
     """The simulator's ``prompt_text``: manifest words for ``loyalty/<id>``; None (a missing
     file) for ids in ``missing`` and ids the manifest lacks."""

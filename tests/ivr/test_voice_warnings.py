@@ -24,22 +24,13 @@ from tests.core.jobs.conftest import (
     outbox_rows,
     warning_rows,
 )
+from tests.ivr.hotline_kit import FixedTime
 
 # pyst2 0.5.1 calls Thread.setDaemon / Event.isSet / currentThread (deprecated since 3.10).
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 USER, SECRET = "loyalty", "s3cret"
 ANSWERS, RINGS_OUT, BUSY = "13800000001", "13800000002", "13800000003"
-
-
-class FixedTime:
-    """The wall clock the services read (the network runs on the real reactor)."""
-
-    def __init__(self, instant) -> None:
-        self.now = instant.timestamp()
-
-    def seconds(self) -> float:
-        return self.now
 
 
 @pytest_twisted.async_yield_fixture
