@@ -89,6 +89,11 @@ def token(event: Any) -> str | None:
     return None
 
 
+def after(tokens: list[str], first: str) -> list[str]:
+    """The tokens from the first ``first`` on."""
+    return tokens[tokens.index(first):]
+
+
 def heard(result: CallResult) -> list[str]:
     return [t for t in (token(e) for e in result.transcript) if t is not None]
 
