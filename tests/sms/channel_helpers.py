@@ -131,3 +131,9 @@ async def converse(ch: Channel, msisdn: str, text: str, *, timeout: float = 5.0,
     texts = ch.sim.texts_to(msisdn)[before:]
     assert len(texts) == 1, texts
     return texts[0]
+
+
+def member(ch: Channel, msisdn: str):
+    """The member's stored record (read in its own unit of work)."""
+    with ch.store.unit_of_work(write=False) as uow:
+        return uow.members.get_member(msisdn)

@@ -19,7 +19,7 @@ from core.domain import Channel as Via
 from core.redemption import recent_orders
 from sms.encoding import DC_GSM, DC_UCS2
 from tests.core.helpers import add_member
-from tests.sms.channel_helpers import NOW, Channel, code_of, converse
+from tests.sms.channel_helpers import NOW, Channel, code_of, converse, member
 from tests.sms.conftest import sleep
 
 ZHANG = "13800138000"  # zh, gold, 9300 points, a shipped gift order
@@ -109,11 +109,6 @@ EN_CONVERSATION = [
     ("退订", "Loyalty: you will no longer get points expiry reminders or notices such as tier "
            "changes; replies and order messages still come. Text KT to turn them back on."),
 ]
-
-
-def member(ch: Channel, msisdn: str):
-    with ch.store.unit_of_work(write=False) as uow:
-        return uow.members.get_member(msisdn)
 
 
 def tickets(ch: Channel) -> list[tuple[str, str, str]]:
