@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from core.domain import Reward
 from core.store.tables import lots
@@ -34,3 +34,16 @@ def corrupt_lots(store, msisdn: str, now: datetime) -> None:
                  earned_on=(now - timedelta(days=3)).date(),
                  expires_at=now + timedelta(days=300), reference=f"broken-{i}", expired=False,
                  created_at=now - timedelta(days=3)) for i in range(2)])
+
+
+def corrupt(store, msisdn, now):
+    """Two lots as a broken upstream system wrote them: far beyond any balance."""
+    huge = 2**62 if store.engine.dialect.name == "sqlite" else 2**31 - 1
+    with store.unit_of_work() as uow:
+        for n in range(2):
+            uow.members.add_lot(msisdn=msisdn, amount=huge, source="bill",
+                                earned_on=date(2026, 1, 1),
+                                expires_at=datetime(2029, 1, 1, tzinfo=UTC), reference=f"X{n}",
+                                now=now)
+            uow.members.add_ledger(msisdn=msisdn, kind="credit", amount=huge, reason="bill",
+                                   channel="import", now=now, reference=f"X{n}")
