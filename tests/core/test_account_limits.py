@@ -36,7 +36,7 @@ def test_a_corrupt_account_breaks_nothing_for_the_others(cli, store, members, ru
 
 def test_a_corrupt_account_does_not_stop_an_sms_batch(store, members, run, now, tmp_path):
     from sms.handler import HandlerSettings, handle_batch, store_mo_batch
-    from tests.sms.test_handler import mo
+    from tests.sms.channel_helpers import mo
 
     run(import_points, write(tmp_path, "p.csv", HEADER + "15800158000,300,bill,2026-10-01,A\n"),
         now)

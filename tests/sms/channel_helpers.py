@@ -12,6 +12,8 @@ from twisted.internet import reactor
 
 from core.metrics import Metrics
 from ops.dbservice import DatabaseService
+from sms.encoding import Concat
+from sms.esme_types import MOMessage
 from sms.outbox import SenderSettings
 from sms.server import sms_service
 
@@ -23,6 +25,13 @@ def code_of(reply: str) -> str:
     m = re.search(r"(\d{6})", reply)
     assert m, reply
     return m.group(1)
+
+
+def mo(source: str, text: str, *, key: str | None = None, concat: Concat | None = None,
+       complete: bool = True, whole: str | None = None) -> MOMessage:
+    """An MO as the ESME hands it to the handler (UCS-2, from ``source`` to 10086)."""
+    return MOMessage(source, "10086", whole if whole is not None else text, complete, concat,
+                     text, 8, 0x40 if concat else 0, key or f"k-{source}-{text}")
 
 
 class Clock:
