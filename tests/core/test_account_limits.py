@@ -1,26 +1,12 @@
 """A member whose stored points are corrupt breaks nothing for the others."""
 
-from datetime import UTC, date, datetime
-
 import pytest
 
 from core.accounts import balance, tier_status
 from core.domain import AccountNeedsAttention
 from core.imports import import_points
+from tests.core.helpers import corrupt
 from tests.core.import_kit import HEADER, points_of, write
-
-
-def corrupt(store, msisdn, now):
-    """Two lots as a broken upstream system wrote them: far beyond any balance."""
-    huge = 2**62 if store.engine.dialect.name == "sqlite" else 2**31 - 1
-    with store.unit_of_work() as uow:
-        for n in range(2):
-            uow.members.add_lot(msisdn=msisdn, amount=huge, source="bill",
-                                earned_on=date(2026, 1, 1),
-                                expires_at=datetime(2029, 1, 1, tzinfo=UTC), reference=f"X{n}",
-                                now=now)
-            uow.members.add_ledger(msisdn=msisdn, kind="credit", amount=huge, reason="bill",
-                                   channel="import", now=now, reference=f"X{n}")
 
 
 def test_a_corrupt_account_breaks_nothing_for_the_others(cli, store, members, run, now,
@@ -50,7 +36,7 @@ def test_a_corrupt_account_breaks_nothing_for_the_others(cli, store, members, ru
 
 def test_a_corrupt_account_does_not_stop_an_sms_batch(store, members, run, now, tmp_path):
     from sms.handler import HandlerSettings, handle_batch, store_mo_batch
-    from tests.sms.test_handler import mo
+    from tests.sms.channel_helpers import mo
 
     run(import_points, write(tmp_path, "p.csv", HEADER + "15800158000,300,bill,2026-10-01,A\n"),
         now)

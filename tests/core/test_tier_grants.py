@@ -51,7 +51,7 @@ def test_a_grant_to_an_existing_member_and_bad_grants(run, now, tmp_path, member
 def test_the_sms_tier_query_tells_the_granted_tier(store, run, now, tmp_path):
     from sms.handler import HandlerSettings, handle_batch, store_mo_batch
     from sms.render import render
-    from tests.sms.test_handler import mo
+    from tests.sms.channel_helpers import mo
 
     run(import_members, write(tmp_path, "m.csv", "msisdn,name,language,tier,tier_until\n"
                               "15800158000,Alice,en,gold,2027-06-30\n"), now)

@@ -10,6 +10,7 @@ from twisted.internet import defer, endpoints, reactor
 from twisted.internet.protocol import Protocol
 
 from ivr.agi import FastAGIFactory
+from ops.dbservice import DatabaseService
 
 HEADER = (
     b"agi_network: yes\n"
@@ -127,3 +128,12 @@ def sleep(seconds: float) -> defer.Deferred[None]:
     from twisted.internet import task
 
     return task.deferLater(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.async_yield_fixture
+async def db(store, rules):
+    """A running database service on the test store (the voice-warning tests)."""
+    service = DatabaseService(store, rules, reactor)
+    service.startService()
+    yield service
+    await service.stopService()

@@ -43,6 +43,16 @@ PIN = "1234"
 MANIFEST = load_manifest()
 
 
+class FixedTime:
+    """The wall clock the services read (the network runs on the real reactor)."""
+
+    def __init__(self, instant) -> None:
+        self.now = instant.timestamp()
+
+    def seconds(self) -> float:
+        return self.now
+
+
 def prompt_text_from_manifest(missing: frozenset[str] = frozenset()) -> Callable:
     """The simulator's ``prompt_text``: manifest words for ``loyalty/<id>``; None (a missing
     file) for ids in ``missing`` and ids the manifest lacks."""
@@ -77,6 +87,11 @@ def token(event: Any) -> str | None:
     if k in ("timeout", "hangup", "answer"):
         return k
     return None
+
+
+def after(tokens: list[str], first: str) -> list[str]:
+    """The tokens from the first ``first`` on."""
+    return tokens[tokens.index(first):]
 
 
 def heard(result: CallResult) -> list[str]:

@@ -17,15 +17,12 @@ from tests.ivr.hotline_kit import (  # noqa: F401 - fixtures
     MANIFEST,
     SHANGHAI,
     ZH_MEMBER,
+    after,
     heard,
     rig,
 )
 
 BOTH = pytest.mark.parametrize("msisdn,lang", [(ZH_MEMBER, "zh"), (EN_MEMBER, "en")])
-
-
-def after(tokens: list[str], first: str) -> list[str]:
-    return tokens[tokens.index(first):]
 
 
 def spoken_in(result, prompt_id: str) -> str:

@@ -11,13 +11,10 @@ from tests.ivr.hotline_kit import (  # noqa: F401 - fixtures
     EN_MEMBER,
     MANIFEST,
     ZH_MEMBER,
+    after,
     heard,
     rig,
 )
-
-
-def after(tokens: list[str], first: str) -> list[str]:
-    return tokens[tokens.index(first):]
 
 
 def loyalty_vars(result) -> dict[str, str]:

@@ -4,14 +4,12 @@ and the log gets one line for the call, not a traceback per key pressed."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 import pytest_twisted
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from core.store.members_sql import SqlMembers
-from core.store.tables import lots
+from tests.core.helpers import corrupt_lots
 from tests.ivr.hotline_kit import (  # noqa: F401 - fixtures
     EN_MEMBER,
     ZH_MEMBER,
@@ -37,16 +35,6 @@ def problems():
     globalLogPublisher.removeObserver(observe)
 
 
-def corrupt_lots(rig, msisdn: str) -> None:  # noqa: F811 - rig is the fixture's value
-    """Two lots whose points overflow a 64-bit SUM, as a broken feed wrote them."""
-    with rig.store.unit_of_work() as uow:
-        uow.conn.execute(lots.insert(), [
-            dict(msisdn=msisdn, amount=2**62, remaining=2**62, source="bill",
-                 earned_on=(rig.now - timedelta(days=3)).date(),
-                 expires_at=rig.now + timedelta(days=300), reference=f"broken-{i}",
-                 expired=False, created_at=rig.now - timedelta(days=3)) for i in range(2)])
-
-
 @pytest.mark.parametrize("breakage", ["overflow", "exception"])
 @pytest_twisted.ensureDeferred
 async def test_a_member_whose_data_fails_hears_try_later_and_the_log_stays_short(
@@ -54,7 +42,7 @@ async def test_a_member_whose_data_fails_hears_try_later_and_the_log_stays_short
     if breakage == "overflow":
         if not rig.store.is_sqlite:
             pytest.skip("PostgreSQL's SUM of integers does not overflow; see 'exception'")
-        corrupt_lots(rig, ZH_MEMBER)
+        corrupt_lots(rig.store, ZH_MEMBER, rig.now)
     else:
         original = SqlMembers.balance_summary
 

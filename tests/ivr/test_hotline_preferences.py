@@ -7,11 +7,7 @@ from __future__ import annotations
 import pytest_twisted
 
 from core.preferences import preferences
-from tests.ivr.hotline_kit import ZH_MEMBER, heard, rig  # noqa: F401 - fixtures
-
-
-def after(tokens: list[str], first: str) -> list[str]:
-    return tokens[tokens.index(first):]
+from tests.ivr.hotline_kit import ZH_MEMBER, after, heard, rig  # noqa: F401 - fixtures
 
 
 @pytest_twisted.ensureDeferred

@@ -19,6 +19,7 @@ from tests.ivr.hotline_kit import (  # noqa: F401 - fixtures
     DIAMOND,
     EN_MEMBER,
     ZH_MEMBER,
+    after,
     heard,
     logged_failures,
     rig,
@@ -26,10 +27,6 @@ from tests.ivr.hotline_kit import (  # noqa: F401 - fixtures
 )
 
 REDEEM_A01 = "411" + "1234#" + "1"  # redeem, services, item 1 (A01), PIN, confirm
-
-
-def after(tokens: list[str], first: str) -> list[str]:
-    return tokens[tokens.index(first):]
 
 
 def orders_of(rig, msisdn: str) -> list:

@@ -15,12 +15,8 @@ from twisted.internet import defer
 from core.accounts import check_ledger
 from core.cli import main as loyalty
 from harness.smsc_simulator import SMSCSimulator
-from tests.ivr.hotline_kit import ZH_MEMBER, heard, rig  # noqa: F401 - fixtures
+from tests.ivr.hotline_kit import ZH_MEMBER, after, heard, rig  # noqa: F401 - fixtures
 from tests.sms.channel_helpers import Channel, Clock, converse
-
-
-def after(tokens: list[str], first: str) -> list[str]:
-    return tokens[tokens.index(first):]
 
 
 def spelled_ref(tokens: list[str]) -> str:

@@ -26,7 +26,7 @@ async def test_an_agent_gets_the_granted_tier_and_its_priority(rig, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_a_corrupt_account_hears_the_system_error_and_goes_to_an_agent(rig):
-    from tests.core.test_account_limits import corrupt
+    from tests.core.helpers import corrupt
     from tests.ivr.hotline_kit import EN_MEMBER, ZH_MEMBER, heard
 
     corrupt(rig.store, ZH_MEMBER, rig.now)

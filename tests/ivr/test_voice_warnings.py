@@ -16,7 +16,6 @@ from ivr.agi import FastAGIFactory
 from ivr.ami import AMIDialer
 from ivr.flows.expiry_warning import make_expiry_warning_flow
 from ivr.voice_warnings import VoiceWarningService
-from ops.dbservice import DatabaseService
 from tests.core.jobs.conftest import (
     add_lot,
     add_members,
@@ -25,30 +24,13 @@ from tests.core.jobs.conftest import (
     outbox_rows,
     warning_rows,
 )
+from tests.ivr.hotline_kit import FixedTime
 
 # pyst2 0.5.1 calls Thread.setDaemon / Event.isSet / currentThread (deprecated since 3.10).
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 USER, SECRET = "loyalty", "s3cret"
 ANSWERS, RINGS_OUT, BUSY = "13800000001", "13800000002", "13800000003"
-
-
-class FixedTime:
-    """The wall clock the services read (the network runs on the real reactor)."""
-
-    def __init__(self, instant) -> None:
-        self.now = instant.timestamp()
-
-    def seconds(self) -> float:
-        return self.now
-
-
-@pytest_twisted.async_yield_fixture
-async def db(store, rules):
-    service = DatabaseService(store, rules, reactor)
-    service.startService()
-    yield service
-    await service.stopService()
 
 
 @pytest_twisted.async_yield_fixture

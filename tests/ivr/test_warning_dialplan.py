@@ -17,9 +17,8 @@ from harness.ami_simulator import AMISimulator
 from ivr.ami import AMIDialer
 from ivr.server import fastagi_endpoint, fastagi_service
 from ivr.voice_warnings import VoiceWarningService
-from ops.dbservice import DatabaseService
 from tests.core.jobs.conftest import add_lot, add_members, drive, local, warning_rows
-from tests.ivr.hotline_kit import heard, prompt_text_from_manifest
+from tests.ivr.hotline_kit import FixedTime, heard, prompt_text_from_manifest
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pyst2
 
@@ -67,22 +66,6 @@ def test_the_originate_enters_the_sample_warning_context(config):
 def test_bad_dialplan_place_is_refused(key, value):
     with pytest.raises(ConfigError, match=rf"ami\.{key}"):
         load_config(environ={f"LOYALTY_AMI_{key.upper()}": value})
-
-
-@pytest_twisted.async_yield_fixture
-async def db(store, rules):
-    service = DatabaseService(store, rules, reactor)
-    service.startService()
-    yield service
-    await service.stopService()
-
-
-class FixedTime:
-    def __init__(self, instant) -> None:
-        self.now = instant.timestamp()
-
-    def seconds(self) -> float:
-        return self.now
 
 
 @pytest_twisted.ensureDeferred

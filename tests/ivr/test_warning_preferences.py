@@ -11,7 +11,7 @@ import pytest_twisted
 from core.preferences import set_preferences
 from tests.core.jobs.conftest import add_lot, add_members, drive, local, outbox_rows
 from tests.ivr.hotline_kit import heard
-from tests.ivr.test_warning_dialplan import db, place_warning_call  # noqa: F401
+from tests.ivr.test_warning_dialplan import place_warning_call
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pyst2
 
@@ -19,7 +19,7 @@ MEMBER = "13900000043"
 
 
 @pytest_twisted.ensureDeferred
-async def test_switched_to_voice_gets_a_call_and_no_sms(store, rules, config, db):  # noqa: F811
+async def test_switched_to_voice_gets_a_call_and_no_sms(store, rules, config, db):
     add_members(store, MEMBER, language="en", channel="sms")
     add_lot(store, rules, MEMBER, 700, earned_on=date(2024, 1, 5))
     with store.unit_of_work() as uow:

@@ -4,6 +4,7 @@ test_channel_e2e)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,10 +12,26 @@ from twisted.internet import reactor
 
 from core.metrics import Metrics
 from ops.dbservice import DatabaseService
+from sms.encoding import Concat
+from sms.esme_types import MOMessage
 from sms.outbox import SenderSettings
 from sms.server import sms_service
 
 NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai, as in the core tests
+
+
+def code_of(reply: str) -> str:
+    """The six-digit one-time code a quote reply carries."""
+    m = re.search(r"(\d{6})", reply)
+    assert m, reply
+    return m.group(1)
+
+
+def mo(source: str, text: str, *, key: str | None = None, concat: Concat | None = None,
+       complete: bool = True, whole: str | None = None) -> MOMessage:
+    """An MO as the ESME hands it to the handler (UCS-2, from ``source`` to 10086)."""
+    return MOMessage(source, "10086", whole if whole is not None else text, complete, concat,
+                     text, 8, 0x40 if concat else 0, key or f"k-{source}-{text}")
 
 
 class Clock:
@@ -123,3 +140,9 @@ async def converse(ch: Channel, msisdn: str, text: str, *, timeout: float = 5.0,
     texts = ch.sim.texts_to(msisdn)[before:]
     assert len(texts) == 1, texts
     return texts[0]
+
+
+def member(ch: Channel, msisdn: str):
+    """The member's stored record (read in its own unit of work)."""
+    with ch.store.unit_of_work(write=False) as uow:
+        return uow.members.get_member(msisdn)

@@ -19,7 +19,7 @@ from core.domain import Channel as Via
 from core.redemption import recent_orders
 from sms.encoding import DC_GSM, DC_UCS2
 from tests.core.helpers import add_member
-from tests.sms.channel_helpers import NOW, Channel, converse
+from tests.sms.channel_helpers import NOW, Channel, code_of, converse, member
 from tests.sms.conftest import sleep
 
 ZHANG = "13800138000"  # zh, gold, 9300 points, a shipped gift order
@@ -111,11 +111,6 @@ EN_CONVERSATION = [
 ]
 
 
-def member(ch: Channel, msisdn: str):
-    with ch.store.unit_of_work(write=False) as uow:
-        return uow.members.get_member(msisdn)
-
-
 def tickets(ch: Channel) -> list[tuple[str, str, str]]:
     from sqlalchemy import select
 
@@ -153,12 +148,6 @@ async def test_replies_use_gsm_when_possible_else_ucs2(channels, sim):
 
 
 # --- redemption by one-time code -------------------------------------------------------------
-
-
-def code_of(reply: str) -> str:
-    m = re.search(r"(\d{6})", reply)
-    assert m, reply
-    return m.group(1)
 
 
 @pytest_twisted.ensureDeferred

@@ -8,9 +8,9 @@ import pytest_twisted
 from core.accounts import balance, check_ledger
 from core.redemption import recent_orders
 from tests.core.jobs.conftest import drive, local
-from tests.sms.channel_helpers import converse
+from tests.sms.channel_helpers import code_of, converse, member
 from tests.sms.conftest import sleep
-from tests.sms.test_channel_e2e import ZHANG, code_of, member
+from tests.sms.test_channel_e2e import ZHANG
 
 
 async def texts_after(ch, msisdn: str, before: int, timeout: float = 5.0) -> list[str]:

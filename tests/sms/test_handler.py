@@ -15,18 +15,11 @@ from core.domain import LedgerKind
 from core.messaging.records import RateWindow
 from core.messaging.storing import housekeeping
 from sms.encoding import Concat
-from sms.esme_types import MOMessage
 from sms.handler import HandlerSettings, handle_batch, store_mo_batch
 from tests.core.helpers import add_member
-from tests.sms.channel_helpers import NOW
+from tests.sms.channel_helpers import NOW, mo
 
 ZHANG, ALICE, BOB = "13800138000", "15800158000", "18600186000"
-
-
-def mo(source: str, text: str, *, key: str | None = None, concat: Concat | None = None,
-       complete: bool = True, whole: str | None = None) -> MOMessage:
-    return MOMessage(source, "10086", whole if whole is not None else text, complete, concat,
-                     text, 8, 0x40 if concat else 0, key or f"k-{source}-{text}")
 
 
 def store_mos(run, mos, now=NOW, window=None):

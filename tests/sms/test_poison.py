@@ -8,15 +8,13 @@ answered within a second, and the log stays short.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.logger import formatEvent, globalLogPublisher
 
 from core.store.messaging import SqlMessaging
-from core.store.tables import lots
+from tests.core.helpers import corrupt_lots
 from tests.sms.channel_helpers import NOW, Channel, converse
 from tests.sms.conftest import sleep
 
@@ -39,16 +37,6 @@ def log_lines():
     globalLogPublisher.addObserver(observe)
     yield lines
     globalLogPublisher.removeObserver(observe)
-
-
-def corrupt_lots(store, msisdn: str) -> None:
-    """Two lots whose remaining points overflow a 64-bit SUM, as a broken feed wrote them."""
-    with store.unit_of_work() as uow:
-        uow.conn.execute(lots.insert(), [
-            dict(msisdn=msisdn, amount=2**62, remaining=2**62, source="bill",
-                 earned_on=(NOW - timedelta(days=3)).date(),
-                 expires_at=NOW + timedelta(days=300), reference=f"broken-{i}", expired=False,
-                 created_at=NOW - timedelta(days=3)) for i in range(2)])
 
 
 def break_balance_reads(monkeypatch, msisdn: str) -> None:
@@ -76,7 +64,7 @@ async def test_a_poison_message_does_not_delay_other_subscribers(
     if breakage == "overflow":
         if not demo.is_sqlite:
             pytest.skip("PostgreSQL's SUM of integers does not overflow; see 'exception'")
-        corrupt_lots(demo, BOB)
+        corrupt_lots(demo, BOB, NOW)
     else:
         break_balance_reads(monkeypatch, BOB)
     ch = await channels(mo_max_attempts=3, mo_retry_base_s=0.2).start()

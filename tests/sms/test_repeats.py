@@ -4,22 +4,14 @@ simulator."""
 
 from __future__ import annotations
 
-import re
-
 import pytest_twisted
 
 from core.accounts import balance
 from core.redemption import recent_orders
-from tests.sms.channel_helpers import NOW, converse
+from tests.sms.channel_helpers import NOW, code_of, converse
 
 ZHANG = "13800138000"
 ALICE = "15800158000"
-
-
-def code_of(reply: str) -> str:
-    m = re.search(r"(\d{6})", reply)
-    assert m, reply
-    return m.group(1)
 
 
 @pytest_twisted.ensureDeferred
