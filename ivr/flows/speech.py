@@ -51,7 +51,8 @@ class Digits:
 
 @dataclass(frozen=True)
 class Alpha:
-    """SAY ALPHA: reward codes, couriers, tracking numbers with letters."""
+    """SAY ALPHA: tracking numbers and references with letters; a reward code or an English
+    call's courier without a recorded name (``ivr.flows.names``)."""
 
     value: str
 
