@@ -219,6 +219,16 @@ def cmd_check(args: argparse.Namespace, ctx: object | None) -> int:
     return 1
 
 
+def _missing_sqlite_file(url: str) -> str | None:
+    """The file of a SQLite url when it does not exist, else None."""
+    if not url.startswith("sqlite") or ":///" not in url:
+        return None
+    path = url.split(":///", 1)[1].split("?", 1)[0]
+    if not path or path == ":memory:" or Path(path).exists():
+        return None
+    return path
+
+
 def _name_problems(args: argparse.Namespace, ctx: object | None, manifest: Manifest,
                    root: Path) -> list[str]:
     """The active rewards' and the couriers' names without a recording; one line instead when
@@ -231,6 +241,10 @@ def _name_problems(args: argparse.Namespace, ctx: object | None, manifest: Manif
     from core.store.engine import shown_url
 
     config = _config(args, ctx)
+    missing_file = _missing_sqlite_file(config.database.url)
+    if missing_file is not None:  # opening it would create an empty database
+        return [f"cannot read the active rewards and couriers: no database file {missing_file} "
+                "(run `loyalty db upgrade`, or --no-catalogue)"]
     store = Store(config.database.url)
     try:
         store.check_schema()

@@ -123,3 +123,12 @@ def test_load_takes_a_reward_name_not_in_the_manifest(tmp_path):
     assert report.loaded == ["reward_z77"]
     assert (root / "zh" / "reward_z77.wav").is_file()
     assert (root / "zh" / "reward_a01.wav").is_file()  # the committed names are kept
+
+
+def test_check_does_not_create_a_missing_sqlite_file(config, tmp_path, capsys):
+    path = tmp_path / "none.sqlite3"
+    code, out = check(config.replace("database", url=f"sqlite:///{path}"), DEFAULT_AUDIO_ROOT,
+                      capsys)
+    assert code == 1
+    assert f"  - cannot read the active rewards and couriers: no database file {path}" in out
+    assert not path.exists()
