@@ -70,7 +70,7 @@ members = Table(
     Column("granted_tier_until", Date),
     # The operator's line (migration 0009): active, suspended, arrears or closed. A closed
     # line is no member on any channel; suspended and arrears lines may ask but not redeem.
-    Column("line_status", String(10), nullable=False, default="active", server_default="active"),
+    Column("line_status", String(10), nullable=False, server_default="active"),
     Column("subscriber_id", String(40)),  # the operator's id of the subscription on the number
     Column("delivery_address", Text),  # where gifts go
 )

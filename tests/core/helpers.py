@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime, timedelta
 from core.domain import Reward
 from core.store.tables import lots
 
-
 TEST_ADDRESS = "上海市黄浦区南京东路100号5楼"
 
 

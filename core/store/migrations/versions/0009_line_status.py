@@ -16,13 +16,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('members', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('line_status', sa.String(length=10), nullable=False,
-                                      server_default='active'))
-        batch_op.add_column(sa.Column('subscriber_id', sa.String(length=40), nullable=True))
-        batch_op.add_column(sa.Column('delivery_address', sa.Text(), nullable=True))
-    with op.batch_alter_table('orders', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('delivery_address', sa.Text(), nullable=True))
+    # Plain ALTER TABLE, not a batch copy: on SQLite, re-creating ``members`` (which every
+    # member table points to) fails with foreign keys on as soon as there are rows.
+    op.add_column('members', sa.Column('line_status', sa.String(length=10), nullable=False,
+                                       server_default='active'))
+    op.add_column('members', sa.Column('subscriber_id', sa.String(length=40), nullable=True))
+    op.add_column('members', sa.Column('delivery_address', sa.Text(), nullable=True))
+    op.add_column('orders', sa.Column('delivery_address', sa.Text(), nullable=True))
     id_type = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
     op.create_table(
         'archived_members',
@@ -41,9 +41,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f('ix_archived_members_msisdn'), table_name='archived_members')
     op.drop_table('archived_members')
-    with op.batch_alter_table('orders', schema=None) as batch_op:
-        batch_op.drop_column('delivery_address')
-    with op.batch_alter_table('members', schema=None) as batch_op:
-        batch_op.drop_column('delivery_address')
-        batch_op.drop_column('subscriber_id')
-        batch_op.drop_column('line_status')
+    # ALTER TABLE ... DROP COLUMN (SQLite 3.35 and later), for the same reason as above.
+    op.drop_column('orders', 'delivery_address')
+    op.drop_column('members', 'delivery_address')
+    op.drop_column('members', 'subscriber_id')
+    op.drop_column('members', 'line_status')
