@@ -194,3 +194,17 @@ def test_an_address_is_masked_in_the_middle():
     assert mask_address("12 High Street,   Springfield") == "12 Hig****gfield"
     assert mask_address("abc") == "a**"
     assert mask_address(None) == ""
+
+
+def test_the_line_status_command_applies_good_rows_lists_bad_ones_and_fails(
+        store, run, now, tmp_path, cli, capsys):
+    add_member(store, ZHANG)
+    path = write(tmp_path, "lines.csv", "msisdn,status\n13612345678,closed\n"
+                 f"{ZHANG},Suspended\n")
+    assert cli(["import", "line-status", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert "line-status: 2 rows, 0 new, 1 updated, 0 already imported, 1 refused" in out
+    assert "line 2: no member with that number" in err
+    assert "import line-status: writing 2/2" in err  # progress, on stderr
+    with store.unit_of_work(write=False) as uow:
+        assert uow.members.get_member(ZHANG).line_status == "suspended"
