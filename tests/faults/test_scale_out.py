@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +35,7 @@ from twisted.internet import defer, reactor
 from core.accounts import credit_points
 from core.demo import load_demo
 from core.domain import Channel, LedgerKind
+from core.messaging.records import RateWindow
 from core.store import Store
 from core.store.tables import expiry_warnings, job_runs, mo_messages, outbox
 from harness.simulator import simulate_call
@@ -262,3 +265,39 @@ async def test_two_processes_share_the_work_and_one_killed_leaves_nothing_undone
         await sim.stop()
         request.node.add_report_section("call", "scale-out server logs", "\n".join(
             f"=== {name} ===\n{server.report()}" for name, server in servers.items()))
+
+
+def test_two_batches_saving_the_same_numbers_rate_windows_wait_instead_of_deadlocking(
+        pg_database):
+    """Two processes' MO batches can hold messages from the same numbers in another order;
+    saving their rate windows must not deadlock (PostgreSQL would abort one batch, whose
+    messages are then retried one by one with an error logged)."""
+    store = Store(pg_database)
+    t = datetime.now(UTC)
+    one, two = member(1), member(2)
+    with store.unit_of_work() as uow:
+        uow.messaging.save_rate_windows([RateWindow(one, t, 1, False),
+                                         RateWindow(two, t, 1, False)])
+    errors: list[BaseException] = []
+
+    def other_process() -> None:
+        try:
+            with store.unit_of_work() as b:
+                b.messaging.save_rate_windows([RateWindow(two, t, 3, False),
+                                               RateWindow(one, t, 3, False)])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    try:
+        with store.unit_of_work() as a:
+            a.messaging.save_rate_windows([RateWindow(one, t, 2, False)])
+            thread = threading.Thread(target=other_process)
+            thread.start()
+            time.sleep(0.5)  # the other batch is waiting for a row this one holds
+            a.messaging.save_rate_windows([RateWindow(two, t, 2, False)])
+        thread.join(10)
+        assert not errors and not thread.is_alive(), errors
+        with store.unit_of_work(write=False) as uow:
+            assert {w.count for w in uow.messaging.rate_windows([one, two]).values()} == {3}
+    finally:
+        store.dispose()
