@@ -96,6 +96,12 @@ async def measure(reactor: Any, args: argparse.Namespace, url: str, n: int) -> d
     try:
         await sim.wait_for(lambda: len(sim.sessions) == n, timeout=60)
         log(f"  {n} server(s) bound")
+        # What the processes use doing nothing (their polls and timers), before any load.
+        pids = [s.pid for s in servers]
+        await task.deferLater(reactor, 1.0, lambda: None)
+        idle0, t_idle = cpu_of(pids), time.perf_counter()
+        await task.deferLater(reactor, args.idle, lambda: None)
+        idle = 100 * (cpu_of(pids) - idle0) / (time.perf_counter() - t_idle)
         free = deque(msisdn(i) for i in range(1, args.members + 1))
         random.Random(7).shuffle(free)
         sent_by: dict[str, int] = {}
@@ -118,7 +124,6 @@ async def measure(reactor: Any, args: argparse.Namespace, url: str, n: int) -> d
             send_next()
         await task.deferLater(reactor, args.warmup, lambda: None)
         pg = postgres_pids()
-        pids = [s.pid for s in servers]
         state["counting"] = True
         sim.latencies.clear()
         t0, cpu0, pg0 = time.perf_counter(), cpu_of(pids), cpu_of(pg)
@@ -132,11 +137,12 @@ async def measure(reactor: Any, args: argparse.Namespace, url: str, n: int) -> d
         figures = dict(rate=done / elapsed, cpu_us=1e6 * cpu / max(done, 1),
                        pg_us=1e6 * pg_cpu / max(done, 1) if pg else float("nan"),
                        p50=lat["p50"], p99=lat["p99"], errors=sim.mo_errors,
-                       core_use=100 * cpu / elapsed)
+                       core_use=100 * cpu / elapsed, idle=idle)
         log(f"  {done} round trips in {elapsed:.1f}s = {figures['rate']:,.0f}/s; servers "
             f"{figures['core_use']:.0f}% of a core, {figures['cpu_us']:.0f} us CPU per round "
             f"trip; PostgreSQL {figures['pg_us']:.0f} us per round trip; p50 {lat['p50']:.1f} "
-            f"ms, p99 {lat['p99']:.1f} ms; load average {os.getloadavg()[0]:.1f}")
+            f"ms, p99 {lat['p99']:.1f} ms; idle {idle:.1f}% of a core; load average "
+            f"{os.getloadavg()[0]:.1f}")
         return figures
     finally:
         await stop_servers(reactor, servers)
@@ -172,6 +178,10 @@ def run_bench(args: argparse.Namespace) -> int:
         if f["pg_us"] == f["pg_us"]:
             results.add(f"scale.{n}p.postgres_cpu_per_round_trip_us", pg, round(f["pg_us"]),
                         "us", "PostgreSQL's processes on this machine (shared server)")
+        results.add(f"scale.{n}p.server_core_use", pg, round(f["core_use"]), "%",
+                    "of one core, the processes together, during the phase")
+        results.add(f"scale.{n}p.idle_core_use", pg, f["idle"], "%",
+                    "of one core, the processes together, before the load (polls, timers)")
         results.add(f"scale.{n}p.p50_ms", pg, f["p50"], "ms")
         results.add(f"scale.{n}p.p99_ms", pg, f["p99"], "ms")
         if f["errors"]:
@@ -189,6 +199,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="seconds measured per count")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     p.add_argument("--concurrency", type=int, default=200, help="round trips in flight")
+    p.add_argument("--idle", type=float, default=3.0,
+                   help="seconds the idle processes' CPU is measured before the load")
     p.add_argument("--pg-url", default=DEFAULT_PG_URL)
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)

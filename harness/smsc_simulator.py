@@ -20,7 +20,8 @@ submit_sm are never answered).
 Several binds at once (one per server process): ``accounts`` adds system ids (with their
 passwords) to the one given, any of them may bind more than once, and ``spread_mo`` deals MO
 out to the receiving sessions in turn, as an SMSC does over an account's binds (otherwise
-every MO goes to the newest one). ``accepted_from`` counts accepted submits per system id.
+every MO goes to the newest one; ``mo_to``: to binds of that system id only).
+``accepted_from`` counts accepted submits per system id.
 
 Message ids come in ``id_style`` ("hex", "HEX" or "dec"); receipts may quote them in another
 ``receipt_id_style`` ("same", "dec", "hex", "HEX", "zeros") to exercise id normalisation; the
@@ -85,6 +86,7 @@ class SMSCSimulator(protocol.ServerFactory):
         self.system_id, self.password = system_id, password
         self.accounts = {system_id: password, **(accounts or {})}
         self.spread_mo = spread_mo
+        self.mo_to: str | None = None  # a system id: every MO goes to a bind of it
         self._turn = 0  # the next receiving session to get an MO (spread_mo)
         self.id_style, self.receipt_id_style = id_style, receipt_id_style
         self.receipts, self.receipt_delay_s = receipts, receipt_delay_s
@@ -160,7 +162,8 @@ class SMSCSimulator(protocol.ServerFactory):
         return None
 
     def _next_receiver(self) -> SMSCProtocol | None:
-        receivers = [p for p in self.sessions if p.can_receive]
+        receivers = [p for p in self.sessions if p.can_receive
+                     and self.mo_to in (None, p.system_id)]
         if not receivers:
             return None
         self._turn = (self._turn + 1) % len(receivers)
@@ -318,7 +321,7 @@ class SMSCSimulator(protocol.ServerFactory):
         handsets do) with an 8-bit (or ``ref16``) concatenation UDH, or SAR TLVs with
         ``use_sar``; ``use_payload`` carries the data in message_payload; ``order`` lists the
         1-based part numbers to send (out of order, duplicates allowed)."""
-        session = self._next_receiver() if self.spread_mo else self.session
+        session = self._next_receiver() if self.spread_mo or self.mo_to else self.session
         if session is None:
             return defer.fail(RuntimeError("no bound ESME session to deliver to"))
         self._mo_ref = (self._mo_ref + 1) & 0xFFFF

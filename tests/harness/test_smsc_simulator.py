@@ -245,6 +245,9 @@ async def test_two_accounts_bound_at_once_share_the_mo_and_one_can_be_held(sim, 
     statuses = [await sim.inject_mo(MSISDN, f"JF {i}") for i in range(6)]
     assert statuses == [0] * 6
     assert len(one.requests) == len(two.requests) == 3
+    sim.mo_to = "loyalty2"
+    assert [await sim.inject_mo(MSISDN, f"DJ {i}") for i in range(2)] == [0, 0]
+    assert (len(one.requests), len(two.requests)) == (3, 5)
 
     assert (await one.request("submit_sm", **submit_fields())).status == 0
     sim.hold_submits_from.add("loyalty2")
