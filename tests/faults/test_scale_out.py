@@ -37,6 +37,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from core.accounts import credit_points
+from core.config import reuse_port_supported
 from core.demo import load_demo
 from core.domain import Channel, LedgerKind
 from core.messaging.records import RateWindow
@@ -175,6 +176,7 @@ def assert_exactly_once(db: dict[str, list], sim: SMSCSimulator) -> None:
                           f"extra {got - wanted}"
 
 
+@pytest.mark.skipif(not reuse_port_supported(), reason="fastagi.reuse_port needs Linux")
 @pytest_twisted.ensureDeferred
 async def test_two_processes_share_the_work_and_one_killed_leaves_nothing_undone(
         pg_database, rules, tmp_path, request):
