@@ -10,6 +10,8 @@ import dataclasses
 import ipaddress
 import os
 import re
+import socket
+import sys
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -98,6 +100,9 @@ class FastAGIConfig:
     # Addresses or CIDRs that may connect; empty: loopback only (LOOPBACK_PEERS). Required
     # when ``host`` is not loopback: whoever reaches the port can claim any caller id.
     allowed_peers: tuple[str, ...] = ()
+    # Several processes on one port (SO_REUSEPORT, Linux): the kernel spreads new connections
+    # over them. Every process on the port must set it.
+    reuse_port: bool = False
 
     def allowed_networks(self) -> tuple[IPNetwork, ...]:
         """The networks a FastAGI peer must come from (ConfigError naming the key if bad)."""
@@ -205,6 +210,15 @@ class PromptsConfig:
 
 
 @dataclass(frozen=True)
+class ProcessConfig:
+    """Who this process is among several on one database (``LOYALTY_PROCESS_NAME``): its log
+    lines carry the name, its metrics a ``loyalty_process_info{name=...}`` series, its job runs
+    the name as owner. Empty: one process, unnamed."""
+
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "info"
     file: str = "-"  # "-": standard output (the journal under systemd)
@@ -223,6 +237,7 @@ class Config:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     ami: AMIConfig = field(default_factory=AMIConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def replace(self, section: str, **values: typing.Any) -> Config:
@@ -295,8 +310,21 @@ def _validate(config: Config) -> None:
         raise ConfigError("smpp.mo_max_attempts and smpp.outbox_max_attempts: at least 1")
     if config.logging.level not in ("debug", "info", "warn", "error"):
         raise ConfigError("logging.level: one of debug, info, warn, error")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{0,40}", config.process.name):
+        raise ConfigError(f"process.name: letters, digits, - _ . (at most 40), got "
+                          f"{config.process.name!r}")
+    if config.fastagi.reuse_port and not reuse_port_supported():
+        raise ConfigError(f"fastagi.reuse_port: needs Linux (SO_REUSEPORT spreading connections "
+                          f"over processes); this is {sys.platform}: give each process its own "
+                          "fastagi.port instead")
     _validate_numbering(config.numbering)
     check_fastagi_access(config.fastagi)
+
+
+def reuse_port_supported() -> bool:
+    """SO_REUSEPORT balances connections over the listening sockets only on Linux (BSDs and
+    macOS give them all to the last one bound)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 def _validate_numbering(numbering: NumberingConfig) -> None:

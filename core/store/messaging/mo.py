@@ -180,8 +180,10 @@ class MOQueries(QueriesBase):
                 'INSERT INTO sms_rate (msisdn, window_start, "count", warned) VALUES (?, ?, ?, ?) '
                 "ON CONFLICT (msisdn) DO UPDATE SET window_start = excluded.window_start, "
                 '"count" = excluded."count", warned = excluded.warned',
+                # In number order: two processes' batches upserting the same numbers lock
+                # their rows in one order, so they wait for each other instead of deadlocking.
                 [(w.msisdn, self._db_time(w.window_start), w.count, bool(w.warned))
-                 for w in windows])
+                 for w in sorted(windows, key=lambda w: w.msisdn)])
 
     def purge_rate_windows(self, before: datetime) -> int:
         return self.conn.execute(
