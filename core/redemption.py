@@ -52,9 +52,14 @@ def catalogue(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime
               kind: str | None = None) -> list[PricedReward]:
     """What the member can see today, in catalogue order, priced for the member's tier."""
     tier = tier_status(uow, rules, msisdn, now).code
-    today = rules.today(now)
-    return [PricedReward(r, r.price_for(tier), r.stock is None or r.stock > 0)
-            for r in uow.orders.list_rewards(kind) if is_available(r, today)]
+    return priced_catalogue(uow.orders.list_rewards(kind), tier, rules.today(now))
+
+
+def priced_catalogue(rewards: list[Reward], tier_code: str, today: date) -> list[PricedReward]:
+    """``rewards`` (in catalogue order) available ``today``, priced for ``tier_code``: pure,
+    so the SMS channel prices one catalogue read for a whole batch."""
+    return [PricedReward(r, r.price_for(tier_code), r.stock is None or r.stock > 0)
+            for r in rewards if is_available(r, today)]
 
 
 def _check_redeemable(uow: UnitOfWork, rules: ProgrammeRules, member: Member, code: str,
