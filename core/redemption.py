@@ -221,7 +221,18 @@ def confirm_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, code
     A wrong code counts toward the PIN lock, like a wrong PIN: it returns the refusal (a
     ``SecretCheck``), so the count is committed although nothing is redeemed."""
     member = require_member(uow, msisdn, for_update=True)
-    locked, pending, used = find_confirmation(uow, member, code, now)
+    return redeem_confirmed(uow, rules, member, find_confirmation(uow, member, code, now),
+                            channel, now)
+
+
+Found = tuple[SecretCheck | None, Confirmation | None, Confirmation | None]
+
+
+def redeem_confirmed(uow: UnitOfWork, rules: ProgrammeRules, member: Member, found: Found,
+                     channel: str, now: datetime) -> Order | SecretCheck:
+    """``confirm_redemption`` for a member whose row is locked and whose code was looked up
+    (``find_confirmation``), so an SMS code that may be a sign-up's is looked up once."""
+    locked, pending, used = found
     if locked is not None:
         return locked
     if pending is not None and pending.channel == AUTO_SIGNUP:

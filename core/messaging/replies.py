@@ -21,8 +21,8 @@ from core.domain import (
 from core.messages import Message
 from core.messaging import keywords as kw
 from core.messaging.reading import batched_answer
-from core.preferences import cancel_auto_redemption, confirm_auto_signup, start_auto_signup
-from core.redemption import catalogue, confirm_redemption, gift_orders, start_confirmation
+from core.preferences import cancel_auto_redemption, confirm_code, start_auto_signup
+from core.redemption import catalogue, gift_orders, start_confirmation
 from core.service_desk import record_ticket
 from core.tickets import ticket_status
 
@@ -98,11 +98,10 @@ def _write(uow, rules, work: Work, cmd: kw.Command, msisdn: str, lang: str) -> M
     if cmd.kind == kw.CONFIRM:
         if not cmd.arg:
             return messages.confirm_failed_message("no_code")
-        signed_up = confirm_auto_signup(uow, rules, msisdn, cmd.arg, now)
-        if isinstance(signed_up, str):
-            return messages.auto_signup_done_message(uow.orders.get_reward(signed_up),
-                                                     signed_up, lang)
-        order = confirm_redemption(uow, rules, msisdn, cmd.arg, Channel.SMS, now)
+        order = confirm_code(uow, rules, msisdn, cmd.arg, Channel.SMS, now)
+        if isinstance(order, str):  # a monthly automatic redemption's sign-up
+            return messages.auto_signup_done_message(uow.orders.get_reward(order), order,
+                                                     lang)
         if isinstance(order, SecretCheck):  # refused; its failure count is kept
             refusal = (PinLocked(order.locked_until) if order.locked_until is not None
                        else InvalidConfirmation(order.tries_left))

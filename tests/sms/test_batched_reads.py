@@ -161,3 +161,26 @@ def test_the_handler_replies_are_the_per_member_answers(demo, store, rules, run)
                 expected.append((m, reply.template, json.loads(json.dumps(reply.params))))
     key = lambda row: (row[0], row[1])  # noqa: E731
     assert sorted(sent, key=key) == sorted(expected, key=key)
+
+
+def test_a_confirmation_code_is_looked_up_once(demo, store, run):
+    run(store_mo_batch, [mo("13800138000", "DH A02")], NOW)
+    run(handle_batch, SETTINGS, NOW, 10, None)
+    with store.unit_of_work(write=False) as uow:
+        quote = [r for r in uow.messaging.outbox_rows("13800138000")
+                 if r["template"] == "redeem_quote"][-1]
+    otp = json.loads(quote["params"])["otp"]
+    run(store_mo_batch, [mo("13800138000", otp)], NOW)
+    lookups = []
+
+    def seen(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("SELECT") and "FROM confirmations" in statement:
+            lookups.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        batch = run(handle_batch, SETTINGS, NOW, 10, None)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    assert batch.redemptions == 1
+    assert len(lookups) == 1  # the sign-up check and the redemption share one lookup
