@@ -5,11 +5,12 @@ member, each reply costs several queries (the member again, then her lots, her l
 catalogue and its prices, each order's delivery, each reward's name). Here the batch's senders
 are read together: one query for the members (``members_by_msisdn``, done by the handler), one
 for balances, one for the tier inputs (qualifying points), one for recent history, one for
-gift orders with their deliveries, and the catalogue once. The replies are built with the same
-pure functions the use cases use (``core.accounts.tier_of``, ``core.redemption.
-priced_catalogue``), so they are the per-member answers (``tests/sms/test_batched_reads.py``
-compares them). A member whose figures the batched read leaves out (an account needing
-attention) is answered by the per-member use case, which says why.
+gift orders with their deliveries, and the catalogue with its prices once. The replies are
+built with the same pure functions the use cases use (``core.accounts.tier_of``,
+``core.redemption.priced_catalogue``), so they are the per-member answers
+(``tests/sms/test_batched_reads.py`` compares them). A member whose figures the batched read
+leaves out (an account needing attention) is answered by the per-member use case, which says
+why.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def read_batch(uow, rules, members: Mapping[str, Member],
         reads.gift_orders = q.recent_orders(by_kind[kw.DELIVERY], delivery_orders,
                                             RewardKind.GIFT)
     if kw.CATALOGUE in by_kind or any(reads.gift_orders.values()):
-        reads.rewards = uow.orders.list_rewards()
+        reads.rewards = q.catalogue_rewards()
         reads.names = {r.code: r for r in reads.rewards}
     return reads
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from core.domain import LedgerEntry, Member, Order
+from core.domain import LedgerEntry, Member, Order, Reward
 from core.messaging.records import (
     HeldReceipt,
     MOPart,
@@ -89,6 +89,9 @@ class MessagingRepository(Protocol):
                       ) -> dict[str, list[Order]]:
         """``member_orders(msisdn, limit, kind)`` of many members, deliveries included:
         the newest orders first."""
+
+    def catalogue_rewards(self) -> list[Reward]:
+        """``list_rewards()``: every reward, in catalogue order, with its tier prices."""
 
     def balance_summaries(self, msisdns: Sequence[str], now: datetime
                               ) -> dict[str, tuple[int, datetime | None, int]]:

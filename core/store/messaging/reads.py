@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from core.domain import Delivery, LedgerEntry, Member, Order
+from core.domain import Delivery, LedgerEntry, Member, Order, Reward
 from core.store.messaging.base import QueriesBase, chunks, marks, py_time
 from core.store.sums import out_of_range, sql_points_sum
 
@@ -115,3 +115,16 @@ class ReadQueries(QueriesBase):
                 out[m].append(Order(order_no, m, code, reward_kind, points, status, channel,
                                     request_id, py_time(created), delivery))
         return out
+
+    def catalogue_rewards(self) -> list[Reward]:
+        """``list_rewards()``: every reward, in catalogue order, with its tier prices."""
+        prices: dict[str, list[tuple[str, int]]] = {}
+        for code, tier, points in self._raw(
+                "SELECT reward_code, tier_code, points FROM reward_prices ORDER BY tier_code"):
+            prices.setdefault(code, []).append((tier, points))
+        return [Reward(code, zh, en, kind, points, stock, _py_date(start), _py_date(end), limit,
+                       order, tuple(prices.get(code, ())))
+                for code, zh, en, kind, points, stock, start, end, limit, order in self._raw(
+                    "SELECT code, name_zh, name_en, kind, points, stock, available_from, "
+                    "available_until, per_member_limit, sort_order FROM rewards "
+                    "ORDER BY sort_order, code")]
