@@ -53,9 +53,14 @@ def catalogue(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime
               kind: str | None = None) -> list[PricedReward]:
     """What the member can see today, in catalogue order, priced for the member's tier."""
     tier = tier_status(uow, rules, msisdn, now).code
-    today = rules.today(now)
-    return [PricedReward(r, r.price_for(tier), r.stock is None or r.stock > 0)
-            for r in uow.orders.list_rewards(kind) if is_available(r, today)]
+    return priced_catalogue(uow.orders.list_rewards(kind), tier, rules.today(now))
+
+
+def priced_catalogue(rewards: list[Reward], tier_code: str, today: date) -> list[PricedReward]:
+    """``rewards`` (in catalogue order) available ``today``, priced for ``tier_code``: pure,
+    so the SMS channel prices one catalogue read for a whole batch."""
+    return [PricedReward(r, r.price_for(tier_code), r.stock is None or r.stock > 0)
+            for r in rewards if is_available(r, today)]
 
 
 def _check_redeemable(uow: UnitOfWork, rules: ProgrammeRules, member: Member, code: str,
@@ -221,8 +226,19 @@ def confirm_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, code
     A wrong code counts toward the PIN lock, like a wrong PIN: it returns the refusal (a
     ``SecretCheck``), so the count is committed although nothing is redeemed."""
     member = require_member(uow, msisdn, for_update=True)
+    return redeem_confirmed(uow, rules, member, find_confirmation(uow, member, code, now),
+                            channel, now)
+
+
+Found = tuple[SecretCheck | None, Confirmation | None, Confirmation | None]
+
+
+def redeem_confirmed(uow: UnitOfWork, rules: ProgrammeRules, member: Member, found: Found,
+                     channel: str, now: datetime) -> Order | SecretCheck:
+    """``confirm_redemption`` for a member whose row is locked and whose code was looked up
+    (``find_confirmation``), so an SMS code that may be a sign-up's is looked up once."""
     check_may_redeem(member)
-    locked, pending, used = find_confirmation(uow, member, code, now)
+    locked, pending, used = found
     if locked is not None:
         return locked
     if pending is not None and pending.channel == AUTO_SIGNUP:
