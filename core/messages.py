@@ -121,6 +121,23 @@ def redeem_done_message(order: Order, reward_name: str, balance_after: int) -> M
         "reward_kind": order.reward_kind})
 
 
+def fulfil_done_message(order: Order, reward_name: str, reference: str | None) -> Message:
+    """A service or voucher order the provisioning API (or the operator) has applied."""
+    return Message("fulfil_done", {
+        "order_no": order.order_no, "reward_code": order.reward_code,
+        "reward_name": reward_name, "reward_kind": order.reward_kind,
+        "reference": reference or ""})
+
+
+def fulfil_failed_message(order: Order, reward_name: str, reason: str,
+                          points_refunded: int) -> Message:
+    """A service or voucher order that could not be applied and was refunded. ``reason``:
+    ``refused`` (refused for good) or ``not_applied`` (the system kept failing)."""
+    return Message("fulfil_failed", {
+        "order_no": order.order_no, "reward_code": order.reward_code,
+        "reward_name": reward_name, "reason": reason, "points_refunded": points_refunded})
+
+
 def redeem_failed_message(reason: str, reward_code: str, *, balance: int | None = None,
                           price: int | None = None) -> Message:
     """``balance`` and ``price``: given when the reason is insufficient points."""

@@ -65,6 +65,10 @@ def every_message(language: str) -> list[messages.Message]:
                                       language),
         messages.redeem_done_message(ORDER, CUP.name(language), 6300),
         messages.redeem_done_message(VOUCHER, DATA.name(language), 0),
+        messages.fulfil_done_message(VOUCHER, DATA.name(language), "PRV-1"),
+        messages.fulfil_done_message(VOUCHER, DATA.name(language), None),
+        messages.fulfil_failed_message(VOUCHER, DATA.name(language), "refused", 500),
+        messages.fulfil_failed_message(VOUCHER, DATA.name(language), "not_applied", 500),
         *(messages.redeem_failed_message(reason, "A01") for reason in (
             "unknown_reward", "unavailable", "out_of_stock", "limit_reached", "other")),
         messages.redeem_failed_message("insufficient_points", "A01", balance=100, price=3000),
@@ -124,6 +128,10 @@ def test_one_name_per_fact_in_what_the_members_read():
     assert render(done.template, "en", done.params) == (
         "Loyalty: you redeemed Thermos cup for 3000 points, order R1; 6300 points left. "
         "Text WL for delivery.")
+    pending = messages.redeem_done_message(VOUCHER, "1GB data", 0)
+    assert render(pending.template, "en", pending.params) == (
+        "Loyalty: 1GB data for 500 points, order R2; 0 points left. It is being applied; you "
+        "will get an SMS when it is done.")
     auto = messages.auto_redeem_done_message(CUP, "A01", "en", 3000, 6300, "R1")
     assert "6300 points left" in render(auto.template, "en", auto.params)
     changed = messages.tier_changed_message(
