@@ -11,12 +11,23 @@ refund never happens twice. Pure: no Twisted, no SQLAlchemy; nothing here commit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from core.accounts import require_member
-from core.domain import Channel, FulfilmentItem, InvalidInput, OrderStatus, UnknownOrder
+from core.domain import (
+    FULFILLED_KINDS,
+    Channel,
+    DomainError,
+    FulfilmentItem,
+    InvalidInput,
+    OrderStatus,
+    UnknownOrder,
+)
+from core.import_csv import Rows
 from core.messages import fulfil_done_message, fulfil_failed_message
 from core.ports import UnitOfWork
+from core.progress import StepProgress
 from core.redemption import refund_order
 from core.rules import ProgrammeRules
 from core.service_desk import queue_sms
@@ -48,6 +59,13 @@ class Attempt:
     outcome: str
     detail: str = ""
     status: int | None = None
+
+
+def request_body(item: FulfilmentItem) -> dict[str, object]:
+    """What the provisioning API is told of one order (and what the CSV fallback lists)."""
+    requested = item.requested_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return {"order_no": item.order_no, "msisdn": item.msisdn, "reward_code": item.reward_code,
+            "kind": item.reward_kind, "quantity": item.quantity, "requested_at": requested}
 
 
 def claim_fulfilments(uow: UnitOfWork, rules: ProgrammeRules, now: datetime, lease_s: float,
@@ -84,8 +102,11 @@ def record_attempt(uow: UnitOfWork, rules: ProgrammeRules, item: FulfilmentItem,
 
 def _open_order(uow: UnitOfWork, order_no: str):
     order = uow.orders.get_order(order_no, for_update=True)
-    if order is None or uow.fulfilment.get_fulfilment(order_no) is None:
+    if order is None:
         raise UnknownOrder(order_no)
+    if order.reward_kind not in FULFILLED_KINDS:
+        raise InvalidInput(f"order {order_no} is a {order.reward_kind}, not applied by "
+                           "fulfilment")
     require_member(uow, order.msisdn, for_update=True)
     return order
 
@@ -151,3 +172,43 @@ def apply_result(uow: UnitOfWork, rules: ProgrammeRules, order_no: str, result: 
     if result == "failed":
         return fail_order(uow, rules, order_no, REFUSED, note, now)
     raise InvalidInput(f"result must be fulfilled or failed, not {result!r}")
+
+
+@dataclass(frozen=True)
+class FulfilmentImport:
+    """What ``loyalty import fulfilments`` did: rows read, orders fulfilled and failed, rows
+    whose order was settled already, and the bad rows (line, problem), which changed nothing."""
+    rows: int
+    fulfilled: int
+    failed: int
+    settled: int
+    errors: tuple[tuple[int, str], ...]
+
+
+def import_fulfilments(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now: datetime,
+                       progress: StepProgress | None = None, *,
+                       encoding: str | None = None) -> FulfilmentImport:
+    """Apply the operator's results (columns order_no, result, reference or reason). Unlike
+    the other imports, each row stands alone: a bad row is reported with its line number and
+    the others still apply (each order is settled, refunded and told on its own), so a file
+    imported again only reports its orders as settled."""
+    rows = Rows("fulfilments", path, encoding)
+    counts = {"fulfilled": 0, "failed": 0, "settled": 0}
+    errors: list[tuple[int, str]] = []
+    for done, (line, row) in enumerate(rows, 1):
+        result = row.get("result", "").lower()
+        note = row.get("reference" if result == "fulfilled" else "reason", "")
+        try:
+            with uow.savepoint():
+                changed = apply_result(uow, rules, row.get("order_no", ""), result, note, now)
+            counts[result if changed else "settled"] += 1
+        except UnknownOrder as exc:
+            errors.append((line, f"unknown order {exc}"))
+        except DomainError as exc:
+            errors.append((line, str(exc)))
+        if progress and done % 200 == 0:
+            progress("writing", done, len(rows))
+    if progress:
+        progress("writing", len(rows), len(rows))
+    return FulfilmentImport(len(rows), counts["fulfilled"], counts["failed"], counts["settled"],
+                            tuple(errors))

@@ -24,6 +24,7 @@ REQUIRED = {
     "points": ("msisdn", "points", "source", "earned_on", "reference"),
     "rewards": ("code", "name_zh", "name_en", "kind", "points", "stock"),
     "deliveries": ("order_no", "status", "courier", "tracking_no"),
+    "fulfilments": ("order_no", "result"),
 }
 SAVE_AS = "save it from Excel as 'CSV UTF-8', or name its encoding with --encoding NAME"
 
