@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 
-import treq
+from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
@@ -84,7 +84,7 @@ class FulfilmentService(Service):
         self.policy = RetryPolicy(config.max_attempts, config.backoff_base_s,
                                   config.backoff_cap_s)
         self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._http = treq.HTTPClient(Agent(reactor, pool=self._pool))
+        self._http = HTTPClient(Agent(reactor, pool=self._pool))
         header = config.header()
         self._headers = {"Content-Type": "application/json"}
         if header is not None:
