@@ -52,6 +52,7 @@ class ProvisioningSim(resource.Resource):
         self.reactor = reactor
         self.echo = echo
         self.requests: list[Recorded] = []
+        self.key_modes: dict[str, str] = {}  # a mode for some keys only (tests)
         self.applied: dict[str, str] = {}  # key -> reference
         self.refused: dict[str, str] = {}  # key -> reason
         self._seen: set[str] = set()
@@ -94,7 +95,7 @@ class ProvisioningSim(resource.Resource):
             return self._answer(request, record, 422, {"reason": self.refused[key]})
         first = key not in self._seen
         self._seen.add(key)
-        mode = self.mode
+        mode = self.key_modes.get(key, self.mode)
         if mode == "5xx" or (mode == "flaky" and first):
             return self._answer(request, record, 503, {"error": "temporarily unavailable"})
         if mode == "4xx":
