@@ -130,8 +130,8 @@ def test_one_name_per_fact_in_what_the_members_read():
         "Text WL for delivery.")
     pending = messages.redeem_done_message(VOUCHER, "1GB data", 0)
     assert render(pending.template, "en", pending.params) == (
-        "Loyalty: 1GB data for 500 points, order R2; 0 points left. It is being applied; you "
-        "will get an SMS when it is done.")
+        "Loyalty: you redeemed 1GB data for 500 points, order R2; 0 points left. It is being "
+        "applied; you will get an SMS when it is done.")
     auto = messages.auto_redeem_done_message(CUP, "A01", "en", 3000, 6300, "R1")
     assert "6300 points left" in render(auto.template, "en", auto.params)
     changed = messages.tier_changed_message(
