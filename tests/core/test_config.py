@@ -109,3 +109,23 @@ def test_a_configuration_from_before_dialplan_originate_still_loads():
     # configuration that still sets it must not stop the server (ignored, warned at start).
     config = load_config(environ={"LOYALTY_AMI_FASTAGI_URL": "agi://127.0.0.1:4573/x"})
     assert config.ami.fastagi_url and config.ami.context == "loyalty-warning"
+
+
+def test_fulfilment_is_configured_from_the_environment_and_the_secret_never_shown():
+    config = load_config(environ={
+        "LOYALTY_FULFILMENT_URL": "https://prov.example/api/orders",
+        "LOYALTY_FULFILMENT_AUTH_HEADER": "Authorization: Bearer abc123",
+        "LOYALTY_FULFILMENT_TIMEOUT_S": "5", "LOYALTY_FULFILMENT_MAX_ATTEMPTS": "3",
+        "LOYALTY_FULFILMENT_LEASE_S": "20"})
+    f = config.fulfilment
+    assert (f.url, f.timeout_s, f.max_attempts, f.lease_s) == \
+        ("https://prov.example/api/orders", 5, 3, 20)
+    assert f.header() == ("Authorization", "Bearer abc123")
+    assert load_config(environ={}).fulfilment.url == ""  # no API: the CSV fallback
+    with pytest.raises(ConfigError, match=r"fulfilment\.auth_header") as bad:
+        load_config(environ={"LOYALTY_FULFILMENT_AUTH_HEADER": "Bearer abc123"})
+    assert "abc123" not in str(bad.value)
+    with pytest.raises(ConfigError, match=r"fulfilment\.lease_s"):
+        load_config(environ={"LOYALTY_FULFILMENT_LEASE_S": "5"})  # not above timeout_s (10)
+    with pytest.raises(ConfigError, match=r"fulfilment\.url"):
+        load_config(environ={"LOYALTY_FULFILMENT_URL": "prov.example"})
