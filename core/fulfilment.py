@@ -149,11 +149,6 @@ def _tell(uow: UnitOfWork, rules: ProgrammeRules, order, now: datetime, build) -
               dedupe_key=f"{message.template}:{order.order_no}")
 
 
-def release_fulfilments(uow: UnitOfWork, rules: ProgrammeRules, order_nos: list[str]) -> None:
-    """Orders this process claimed but did not POST: back in the queue (clean shutdown)."""
-    uow.fulfilment.release_fulfilments(order_nos)
-
-
 def pending_fulfilments(uow: UnitOfWork, rules: ProgrammeRules) -> list[FulfilmentItem]:
     return uow.fulfilment.pending_fulfilments()
 

@@ -33,10 +33,6 @@ class FulfilmentRepository(Protocol):
                           reference: str | None = None, error: str | None = None) -> None:
         ...
 
-    def release_fulfilments(self, order_nos: list[str]) -> None:
-        """Claimed orders back in the queue (a clean shutdown)."""
-        ...
-
     def pending_fulfilments(self, limit: int = 100_000) -> list[FulfilmentItem]:
         """Queued orders not yet fulfilled or failed, oldest first."""
         ...

@@ -72,14 +72,6 @@ class SqlFulfilment(SqlRepository):
             status=status, fulfil_claimed_until=None, fulfilled_at=now,
             fulfil_reference=reference and reference[:100], fulfil_error=error and error[:200]))
 
-    def release_fulfilments(self, order_nos: list[str]) -> None:
-        """Claimed orders back in the queue, due as they were (a clean shutdown)."""
-        if order_nos:
-            self.conn.execute(update(orders).where(
-                orders.c.order_no.in_(order_nos),
-                orders.c.status == OrderStatus.FULFILLING.value).values(
-                status=OrderStatus.CONFIRMED.value, fulfil_claimed_until=None))
-
     def pending_fulfilments(self, limit: int = 100_000) -> list[FulfilmentItem]:
         """Queued orders not yet fulfilled or failed, oldest first (the CSV fallback)."""
         rows = self.conn.execute(select(*self._columns).where(

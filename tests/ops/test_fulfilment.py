@@ -190,6 +190,33 @@ async def test_an_api_that_never_answers_fails_the_order_after_max_attempts(rig)
 
 
 @pytest_twisted.ensureDeferred
+async def test_two_server_processes_share_the_queue_and_post_each_order_once(rig, rules):
+    r = rig("ok", batch_size=3)
+    now = datetime.now(UTC)
+    r.run(credit_points, M, 50_000, "bill", rules.today(now), now, reference="t2")
+    mine = [r.run(redeem, M, "A02", "sms", f"two{i}", now).order_no for i in range(30)]
+    other_store = Store(r.store.url)
+    other_db = DatabaseService(other_store, rules, reactor)
+    other = FulfilmentService(r.config, other_db, Metrics(), reactor)
+    r.start()
+    other_db.startService()
+    other.startService()
+    try:
+        await wait_until(lambda: all(r.status(o) == "fulfilled" for o in mine), timeout=30)
+    finally:
+        await other.stopService()
+        await other_db.stopService()
+        await r.stop()
+    for order_no in mine:
+        assert [q.status for q in r.mine(order_no)] == [200], order_no
+    # Between them the two workers POSTed every order exactly once.
+    theirs = other.metrics.registry.get_sample_value(
+        "loyalty_fulfilment_attempts_total", {"outcome": "applied"}) or 0
+    assert r.attempts("applied") + theirs == len(r.sim.requests)
+    other_store.dispose()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_data_pack_redeemed_by_sms_is_applied_and_the_member_told(
         database_url, config, rules, now):
     """The composed server: ``DH A02``, the code, the honest reply, one POST, the SMS; the
