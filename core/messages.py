@@ -17,6 +17,7 @@ from typing import Any
 
 from core.config import TierConfig
 from core.domain import (
+    FULFILLED_KINDS,
     Balance,
     LedgerEntry,
     Order,
@@ -160,7 +161,9 @@ def auto_redeem_done_message(reward: Reward | None, reward_code: str, language: 
                              points: int, balance_after: int, order_no: str) -> Message:
     return Message("auto_redeem_done", {
         "reward_name": reward.name(language) if reward else reward_code, "points": points,
-        "balance_after": balance_after, "order_no": order_no})
+        "balance_after": balance_after, "order_no": order_no,
+        # A service or voucher is applied afterwards (core.fulfilment): the notice says so.
+        "being_applied": reward is not None and reward.kind in FULFILLED_KINDS})
 
 
 def auto_redeem_short_message(reward: Reward | None, reward_code: str, language: str,
@@ -255,6 +258,8 @@ def current_params(template: str, language: str, params: Mapping[str, Any]) -> d
         out.setdefault("balance_after", None)
     elif template in ("auto_redeem_done", "auto_redeem_short") and "reward_name" not in out:
         out["reward_name"] = out.get(f"reward_{'zh' if language == 'zh' else 'en'}", "")
+    if template == "auto_redeem_done":
+        out.setdefault("being_applied", False)
     elif template == "tier_changed" and "tier_name" not in out:
         suffix = "zh" if language == "zh" else "en"
         out.update(old_tier_name=out.get(f"old_{suffix}", ""),

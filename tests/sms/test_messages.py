@@ -78,6 +78,7 @@ def every_message(language: str) -> list[messages.Message]:
         messages.confirm_failed_message("pin_locked", until="16:45"),
         messages.auto_redeem_done_message(CUP, "A01", language, 3000, 6300, "R1"),
         messages.auto_redeem_done_message(None, "Z99", language, 3000, 6300, "R1"),
+        messages.auto_redeem_done_message(DATA, "B02", language, 500, 6300, "R2"),
         messages.auto_redeem_short_message(CUP, "A01", language, 3000, 100),
         messages.ticket_message("makeup", "BD2611200001"),
         messages.ticket_message("complaint", "TS2611200001"),
@@ -134,6 +135,9 @@ def test_one_name_per_fact_in_what_the_members_read():
         "applied; you will get an SMS when it is done.")
     auto = messages.auto_redeem_done_message(CUP, "A01", "en", 3000, 6300, "R1")
     assert "6300 points left" in render(auto.template, "en", auto.params)
+    assert "is done" in render(auto.template, "en", auto.params)
+    applying = messages.auto_redeem_done_message(DATA, "B02", "en", 500, 6300, "R2")
+    assert "being applied" in render(applying.template, "en", applying.params)
     changed = messages.tier_changed_message(
         TierConfig("gold", "金卡", "Gold", 5000),
         TierConfig("platinum", "白金卡", "Platinum", 20000), True, date(2027, 12, 31), "zh")
