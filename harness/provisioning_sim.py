@@ -12,19 +12,20 @@ reference again and never applied twice; a key once refused gets the same refusa
 - ``drop``: close the connection without an answer, nothing applied
 - ``flaky``: a key's first request gets 503, the next ones are applied
 
-``loyalty simulate provisioning --port N --mode M`` runs it in the foreground.
+``loyalty simulate provisioning --port N --mode M`` runs it in the foreground
+(``harness/provisioning_cli.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.web import resource, server
 
-MODES = ("ok", "slow", "5xx", "4xx", "drop", "flaky")
+from harness.provisioning_cli import MODES
+
 REFUSAL = "not eligible for this offer"
 
 
@@ -122,26 +123,3 @@ class ProvisioningSim(resource.Resource):
         request.setResponseCode(status)
         request.setHeader(b"content-type", b"application/json")
         return json.dumps(payload).encode()
-
-
-# --- loyalty simulate provisioning -----------------------------------------------------------
-
-
-def register(group: Any) -> None:
-    parser = group.add_parser("provisioning", help="a provisioning API for service fulfilment",
-                              description="Answer the fulfilment POSTs of the server "
-                                          "(fulfilment.url) and print each request.")
-    parser.add_argument("--port", type=int, default=8090)
-    parser.add_argument("--mode", choices=MODES, default="ok")
-    parser.add_argument("--delay", type=float, default=30.0, help="answer delay in slow mode")
-    parser.set_defaults(func=_cmd_provisioning)
-
-
-def _cmd_provisioning(ctx: Any) -> int:
-    args: argparse.Namespace = ctx.args
-    sim = ProvisioningSim(args.mode, delay_s=args.delay, echo=True)
-    port = sim.listen(args.port)
-    print(f"provisioning simulator ({args.mode}) on http://127.0.0.1:{port}/ "
-          f"(set fulfilment.url to it); Ctrl-C ends", flush=True)
-    sim.reactor.run()
-    return 0
