@@ -16,6 +16,7 @@ from core.accounts import (
 )
 from core.domain import (
     AUTO_SIGNUP,
+    FULFILLED_KINDS,
     Channel,
     Confirmation,
     Delivery,
@@ -120,6 +121,8 @@ def redeem(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str
                            reason=f"redeem {reward.code}", channel=channel, now=now,
                            order_no=order.order_no, draws=plan)
     delivery = None
+    if reward.kind in FULFILLED_KINDS:
+        uow.fulfilment.queue_fulfilment(order.order_no, now)  # applied by core.fulfilment
     if reward.kind == RewardKind.GIFT:
         uow.orders.set_delivery(order.order_no, DeliveryStatus.PENDING, None, None, now)
         delivery = Delivery(order.order_no, DeliveryStatus.PENDING, None, None, now)
@@ -146,7 +149,21 @@ def cancel_order(uow: UnitOfWork, rules: ProgrammeRules, order_no: str, now: dat
     delivery = order.delivery.status if order.delivery else None
     if delivery not in CANCELLABLE_DELIVERY:
         raise OrderNotCancellable(f"order {order_no} is already {delivery}")
-    draws = uow.members.ledger_draws_for_order(order_no, LedgerKind.DEBIT)
+    refund_order(uow, rules, order, now, channel=channel, reason=f"cancel {order.reward_code}")
+    uow.orders.set_order_cancelled(order_no, now)
+    if order.delivery is not None:
+        uow.orders.set_delivery(order_no, DeliveryStatus.CANCELLED, order.delivery.courier,
+                                order.delivery.tracking_no, now)
+    return uow.orders.get_order(order_no)
+
+
+def refund_order(uow: UnitOfWork, rules: ProgrammeRules, order: Order, now: datetime, *,
+                 channel: str, reason: str) -> int:
+    """Give an order's points back to the lots it drew from (a fresh lot for each since
+    expired, or nothing for it under ``refund_expired_lots = "forfeit"``) and return its
+    stock; the points refunded. The caller holds the order's and the member's row locks and
+    has checked the order's state, so a refund happens once."""
+    draws = uow.members.ledger_draws_for_order(order.order_no, LedgerKind.DEBIT)
     lots = {lot.id: lot for lot in uow.members.get_lots([lot_id for lot_id, _ in draws])}
     refund_draws: list[tuple[int, int]] = []
     refunded = 0
@@ -166,14 +183,10 @@ def cancel_order(uow: UnitOfWork, rules: ProgrammeRules, order_no: str, now: dat
             refund_draws.append((fresh, 0))
     if refunded:
         uow.members.add_ledger(msisdn=order.msisdn, kind=LedgerKind.REFUND, amount=refunded,
-                               reason=f"cancel {order.reward_code}", channel=channel, now=now,
-                               order_no=order_no, draws=refund_draws)
+                               reason=reason, channel=channel, now=now,
+                               order_no=order.order_no, draws=refund_draws)
     uow.orders.return_stock(order.reward_code)
-    uow.orders.set_order_cancelled(order_no, now)
-    if order.delivery is not None:
-        uow.orders.set_delivery(order_no, DeliveryStatus.CANCELLED, order.delivery.courier,
-                                order.delivery.tracking_no, now)
-    return uow.orders.get_order(order_no)
+    return refunded
 
 
 def gift_orders(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *,
