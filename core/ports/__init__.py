@@ -5,11 +5,12 @@ Use cases type their ``uow`` parameter with ``UnitOfWork``; ``core.store`` imple
 from core.ports.calls import CallsRepository, TicketsRepository
 from core.ports.jobs import JobsRepository
 from core.ports.members import MembersRepository
-from core.ports.orders import OrdersRepository
+from core.ports.orders import AtomicRedemption, OrdersRepository
 from core.ports.outbox import OutboxRepository
 from core.ports.uow import SetAsideRecord, UnitOfWork
 
 __all__ = [
+    "AtomicRedemption",
     "CallsRepository",
     "JobsRepository",
     "MembersRepository",

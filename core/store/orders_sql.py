@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import case, func, insert, or_, select, update
 
 from core.domain import Confirmation, Delivery, Order, Reward
+from core.ports import AtomicRedemption
+from core.store.redeem_sql import order_values, redeem_in_steps, redeem_on_server
 from core.store.repository import SqlRepository
 from core.store.tables import (
     confirmations,
@@ -93,10 +95,14 @@ class SqlOrders(SqlRepository):
         ).scalar_one()
 
     def add_order(self, order: Order) -> None:
-        self.conn.execute(insert(orders), dict(
-            order_no=order.order_no, msisdn=order.msisdn, reward_code=order.reward_code,
-            reward_kind=order.reward_kind, points=order.points, status=order.status,
-            channel=order.channel, request_id=order.request_id, created_at=order.created_at))
+        self.conn.execute(insert(orders), order_values(order))
+
+    def redeem_atomically(self, redemption: AtomicRedemption) -> Order:
+        """See ``core.ports.OrdersRepository``: one round trip on PostgreSQL
+        (``core.store.redeem_sql``)."""
+        if self.is_sqlite:
+            return redeem_in_steps(self, redemption)
+        return redeem_on_server(self, redemption)
 
     def order_by_request(self, msisdn: str, channel: str, request_id: str) -> Order | None:
         """The member's order for this request, if any (another member's never matches)."""
