@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint bench soak clean
 
+# The bench SMSC on the npm smpp package (bench/smsc_node): node_modules from the lock file.
+NODE_SMSC := bench/smsc_node/node_modules/.package-lock.json
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -19,12 +22,16 @@ run: $(STAMP)
 	$(BIN)/twistd -ny twistd.tac
 
 ## Set up and run the whole test suite (PostgreSQL tests too when LOYALTY_TEST_DATABASE_URL is set).
-test: $(STAMP)
+test: $(STAMP) $(NODE_SMSC)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_SMSC)
 	$(BIN)/loyalty bench
+
+$(NODE_SMSC): bench/smsc_node/package.json bench/smsc_node/package-lock.json
+	npm ci --prefix bench/smsc_node --no-audit --no-fund
+	touch $@
 
 ## 10 minutes of mixed load (1,000 calls + 500 MO/s) on SQLite, then on PostgreSQL
 ## (LOYALTY_TEST_DATABASE_URL, else the local one); about 27 minutes in all. Exit 1 on any error.
@@ -32,4 +39,4 @@ soak: $(STAMP)
 	$(BIN)/python -m bench.soak_bench --backend both --duration 600
 
 clean:
-	rm -rf $(VENV) var/*.sqlite3*
+	rm -rf $(VENV) var/*.sqlite3* bench/smsc_node/node_modules
