@@ -15,7 +15,8 @@ For each peer and each window W, two ESMEs in turn bind to the same peer process
 
 * ``server``: the real SMS channel (``bench.sms_bench --role server``: ESME session, MO store
   and handler, outbox, receipts) on SQLite with the demo data plus ``--members`` members
-  holding points, a fresh copy of one database built at the start; ``smpp.window`` = W;
+  holding points, a fresh process on a fresh copy of one database built at the start for each
+  keyword set (an overloaded open loop leaves a backlog); ``smpp.window`` = W;
 * ``echo``: ``bench.echo_esme``, smpplib's bare blocking client answering every MO with one MT
   at once, window W: the floor.
 
@@ -205,12 +206,15 @@ def measure_peer(peer: Peer, args: argparse.Namespace, numbers: list[str], templ
                  timeout_s=10)
     for window in args.windows:
         for esme in ("server", "echo"):
-            db = os.path.join(workdir, f"{peer.name}-w{window}.sqlite3")
-            if esme == "server":  # every server starts from the same database
-                shutil.copyfile(template, db)
-            proc = start_esme(esme, peer, window, f"sqlite:///{db}", args.mo_rate_limit)
-            try:
-                for kind in args.sets:
+            for kind in args.sets:
+                # A fresh ESME (and a fresh copy of the database) per keyword set: an open
+                # loop the server cannot keep up with leaves a backlog that would otherwise
+                # be measured as the next run's latency and CPU.
+                db = os.path.join(workdir, f"{peer.name}-w{window}-{kind}.sqlite3")
+                if esme == "server":
+                    shutil.copyfile(template, db)
+                proc = start_esme(esme, peer, window, f"sqlite:///{db}", args.mo_rate_limit)
+                try:
                     peer.members(numbers, keyword_texts(kind))
                     for mode in ("closed", "open"):
                         r = peer.run(proc.pid, mode=mode, window=window,
@@ -222,12 +226,14 @@ def measure_peer(peer: Peer, args: argparse.Namespace, numbers: list[str], templ
                             f"{_ms(r['p99_ms'])} ms, ESME CPU "
                             f"{1e6 * r['esme_cpu_s'] / max(r['round_trips'], 1):5.0f} us/rt"
                             f"{_trouble(r)}; load {os.getloadavg()[0]:.1f}")
-            finally:
-                stop(proc)
-                try:
-                    peer.wait("unbound", timeout=15)
-                except RuntimeError as exc:
-                    log(f"  {exc}")
+                finally:
+                    stop(proc)
+                    try:
+                        peer.wait("unbound", timeout=15)
+                    except RuntimeError as exc:
+                        log(f"  {exc}")
+                    if esme == "server":
+                        os.remove(db)
     return rows
 
 
