@@ -257,13 +257,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="seconds per run, and pgbench's (10)")
     p.add_argument("--scale", type=int, help="pgbench scale factor (default --workers)")
     p.add_argument("--seed", type=int, default=20261205)
-    p.add_argument("--quick", action="store_true", help="2k members, 2 s runs, scale 1")
+    p.add_argument("--quick", action="store_true", help="2k members, 1 s runs, scale 1")
     p.add_argument("--pg-url", default=DEFAULT_PG_URL)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     args.members = args.members or (2_000 if args.quick else 100_000)
     args.lots = args.lots or 10 * args.members
-    args.duration = args.duration or (2.0 if args.quick else 10.0)
+    args.duration = args.duration or (1.0 if args.quick else 10.0)
     args.scale = args.scale or (1 if args.quick else args.workers)
     if args.quick:
         args.samples = min(args.samples, 200)

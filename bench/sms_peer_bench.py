@@ -334,13 +334,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mo-rate-limit", type=int, default=60,
                    help="the server's smpp.mo_rate_limit (per number a minute)")
     p.add_argument("--quick", action="store_true",
-                   help="a smoke run: 2,000 members, window 50, 2 s runs")
+                   help="a smoke run: 2,000 members, window 50, 1.5 s runs")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.members = min(args.members, 2000)
         args.windows = "50" if args.windows == "10,50,200" else args.windows
-        args.duration, args.warmup, args.drain = 2.0, 0.5, 2.0
+        args.duration, args.warmup, args.drain = 1.5, 0.5, 1.0
     args.peers = [x for x in args.peers.split(",") if x]
     args.windows = [int(x) for x in str(args.windows).split(",") if x]
     args.sets = [x for x in args.sets.split(",") if x]
