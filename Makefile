@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint bench soak clean
 
+# The bench SMSC on the npm smpp package (bench/smsc_node): node_modules from the lock file.
+NODE_SMSC := bench/smsc_node/node_modules/.package-lock.json
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -19,12 +22,18 @@ run: $(STAMP)
 	$(BIN)/twistd -ny twistd.tac
 
 ## Set up and run the whole test suite (PostgreSQL tests too when LOYALTY_TEST_DATABASE_URL is set).
-test: $(STAMP)
+test: $(STAMP) $(NODE_SMSC)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_SMSC)
 	$(BIN)/loyalty bench
+
+# Without npm this is a note, not a failure: the node SMSC's test is skipped without node.
+$(NODE_SMSC): bench/smsc_node/package.json bench/smsc_node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix bench/smsc_node --no-audit --no-fund && touch $@; \
+	else echo "npm not found: the node SMSC (bench.sms_peer_bench) is not installed"; fi
 
 ## 10 minutes of mixed load (1,000 calls + 500 MO/s) on SQLite, then on PostgreSQL
 ## (LOYALTY_TEST_DATABASE_URL, else the local one); about 27 minutes in all. Exit 1 on any error.
@@ -32,4 +41,4 @@ soak: $(STAMP)
 	$(BIN)/python -m bench.soak_bench --backend both --duration 600
 
 clean:
-	rm -rf $(VENV) var/*.sqlite3*
+	rm -rf $(VENV) var/*.sqlite3* bench/smsc_node/node_modules

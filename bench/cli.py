@@ -7,6 +7,7 @@ and threads never colour another's figures; this collects their figures into one
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +21,17 @@ SUITES = (
     ("sms", "bench.sms_bench", [], ["--duration", "2", "--warmup", "0.5", "--members", "2000"]),
     ("core", "bench.core_bench", [], ["--quick"]),
     ("expiry", "bench.expiry_bench", [], ["--members", "20000"]),
+    ("sms_peer", "bench.sms_peer_bench", [], ["--quick"]),
+    ("pg", "bench.pg_bench", [], ["--quick"]),
 )
+# Who is on the other end of each bench's figures, printed under the table.
+PEERS = {
+    "ivr": "callers: harness.simulator (ours)",
+    "sms": "SMSC: harness.smsc_simulator (ours)",
+    "sms_peer": "SMSC: bench/smsc_node (npm smpp) and harness.smsc_simulator; floor: a bare "
+                "smpplib echo ESME on the same SMSC in the same run (the 'echo' in the notes)",
+    "pg": "PostgreSQL server at --pg-url; floor: pgbench TPC-B on it in the same run",
+}
 # Run only when named in --only: the soak takes over 25 minutes (10 per backend plus warm-up).
 OPT_IN = (
     ("soak", "bench.soak_bench", ["--backend", "both", "--duration", "600"],
@@ -37,9 +48,9 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="run the benchmarks and print one table")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--only", default="",
-                        help="comma-separated: ivr,sms,core,expiry (the default: all four), "
-                             "soak (only when named: it runs for 25 minutes), scale (only "
-                             "when named: 1, 2 and 4 processes on PostgreSQL)")
+                        help="comma-separated: ivr,sms,core,expiry,sms_peer,pg (the default: "
+                             "all six), soak (only when named: it runs for 25 minutes), scale "
+                             "(only when named: 1, 2 and 4 processes on PostgreSQL)")
     parser.add_argument("--json", action="store_true", help="all figures as JSON on stdout")
     parser.set_defaults(func=run_benchmarks)
 
@@ -74,5 +85,9 @@ def run_benchmarks(ctx) -> int:
         env = results[0]["environment"] if results else {}
         print(f"\nmachine: {env.get('cpus')} CPUs, {env.get('system')} {env.get('machine')}, "
               f"Python {env.get('python')}, SQLite {env.get('sqlite')}; "
-              f"{time.monotonic() - started:.0f} s in all")
+              f"{time.monotonic() - started:.0f} s in all; load average at the end "
+              f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        for r in results:
+            if r["bench"] in PEERS:
+                print(f"{r['bench']}: {PEERS[r['bench']]}")
     return 1 if failed else 0

@@ -127,7 +127,9 @@ def run_server(args: argparse.Namespace) -> None:
     log_warnings_to_stderr(redirect_stdio=False)
     config = load_config(environ={})
     config = config.replace("database", url=args.db)
-    config = config.replace("smpp", host="127.0.0.1", port=args.smsc_port, **BENCH_SMPP)
+    smpp = BENCH_SMPP | dict(window=args.window or BENCH_SMPP["window"],
+                             mo_rate_limit=args.mo_rate_limit or BENCH_SMPP["mo_rate_limit"])
+    config = config.replace("smpp", host="127.0.0.1", port=args.smsc_port, **smpp)
     store = Store(config.database.url)
     db = DatabaseService(store, ProgrammeRules(config.programme, config.tiers), reactor)
     sms = (run_echo_server(args, config, reactor) if args.echo
@@ -425,6 +427,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=argparse.SUPPRESS)
     p.add_argument("--db", help=argparse.SUPPRESS)
     p.add_argument("--smsc-port", type=int, help=argparse.SUPPRESS)
+    # server role, for bench.sms_peer_bench: the ESME's window and the per-number MO limit
+    p.add_argument("--window", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--mo-rate-limit", type=int, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
