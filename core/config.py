@@ -145,7 +145,16 @@ class SMPPConfig(SMPPLinkConfig):
 class OpsConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    token: str = ""
+    token: str = ""  # the single, unnamed token of earlier releases: its holder is "ops"
+    # Named tokens (name -> token): the console logs every action with the name.
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def named_tokens(self) -> dict[str, str]:
+        """Every accepted token by the name actions are logged under."""
+        named = dict(self.tokens)
+        if self.token:
+            named.setdefault("ops", self.token)
+        return named
 
 
 @dataclass(frozen=True)
@@ -277,10 +286,24 @@ def _validate(config: Config) -> None:
         raise ConfigError("smpp.mo_dedupe_window_s and smpp.outbox_lease_s: must be positive")
     if config.smpp.mo_max_attempts < 1 or config.smpp.outbox_max_attempts < 1:
         raise ConfigError("smpp.mo_max_attempts and smpp.outbox_max_attempts: at least 1")
+    _validate_ops_tokens(config.ops)
     if config.logging.level not in ("debug", "info", "warn", "error"):
         raise ConfigError("logging.level: one of debug, info, warn, error")
     _validate_numbering(config.numbering)
     check_fastagi_access(config.fastagi)
+
+
+def _validate_ops_tokens(ops: OpsConfig) -> None:
+    for name, token in ops.tokens.items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", name):
+            raise ConfigError(f"ops.tokens: {name!r} is not a name (letters, digits, . _ -)")
+        if len(token) < 8:
+            raise ConfigError(f"ops.tokens.{name}: at least 8 characters")
+    if ops.token and ops.tokens.get("ops", ops.token) != ops.token:
+        raise ConfigError("ops.tokens.ops: clashes with ops.token (which is named ops)")
+    values = list(ops.named_tokens().values())
+    if len(set(values)) != len(values):
+        raise ConfigError("ops.tokens: two names share one token; give each its own")
 
 
 def _validate_numbering(numbering: NumberingConfig) -> None:

@@ -63,6 +63,16 @@ def coerce_value(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
+    if typing.get_origin(kind) is dict:
+        if isinstance(value, str):  # from the environment: "alice=token1,bob=token2"
+            pairs = [v.partition("=") for v in value.split(",") if v.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ConfigError(f"{key}: expected name=value pairs separated by commas")
+            value = {k.strip(): v.strip() for k, _, v in pairs}
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ConfigError(f"{key}: expected a table of strings, got {value!r}")
+        return dict(value)
     if typing.get_origin(kind) is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
