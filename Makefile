@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench soak clean
+.PHONY: run test lint bench soak clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,19 @@ run: $(STAMP)
 	$(BIN)/loyalty demo --if-empty
 	$(BIN)/twistd -ny twistd.tac
 
+## Debian's chromium for the console's browser tests (Playwright drives it; nothing is downloaded
+## by Playwright itself). Installed with apt-get when missing and we are root.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else \
+	    echo "chromium missing: run 'sudo apt-get install chromium' for the browser tests"; \
+	  fi; \
+	fi
+
 ## Set up and run the whole test suite (PostgreSQL tests too when LOYALTY_TEST_DATABASE_URL is set).
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -177,7 +177,10 @@ class Console:
     def _who(self, request: Request, seconds: float) -> tuple[Session | None, str | None]:
         """(the session, the actor or None when nobody authenticated)."""
         session = self.sessions.get(request.getCookie(COOKIE), seconds)
-        bearer = self.sessions.bearer(request.getHeader(b"authorization") or b"")
+        header = request.getHeader(b"authorization")
+        bearer = self.sessions.bearer(header or b"")
+        if header is not None and bearer is None:
+            return None, None  # a wrong token is refused, whatever cookie comes with it
         if bearer is not None:
             if session is None or session.actor != bearer:
                 session = None  # a new one, made for this token's holder

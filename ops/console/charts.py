@@ -145,7 +145,8 @@ def svg_chart(points: list[tuple[int, float | None]], *, unit: str = "") -> dict
         segments[-1].append(f"{x:.1f},{y:.1f}")
     last = values[-1] if values else None
     return {"width": WIDTH, "height": HEIGHT, "pad": PAD,
-            "lines": [" ".join(s) for s in segments if s],
+            "lines": [" ".join(s) for s in segments if len(s) > 1],
+            "dots": [s[0].split(",") for s in segments if len(s) == 1],  # a lone minute
             "top": _label(top), "last": "no data yet" if last is None else _label(last) + unit,
             "samples": len(values)}
 
