@@ -70,6 +70,12 @@ async def member_page(console: Console, ask: Ask) -> Reply:
     number = ask.arg("msisdn")
     summary: dict[str, Any] | None = None
     error = ""
+    if not number and ask.arg("ticket"):
+        # Lists link members by ticket, so no page but the member's own holds the number.
+        try:
+            number = (await console.read(show_ticket, ask.arg("ticket"))).msisdn
+        except DomainError as exc:
+            error = _refusal(exc)
     if number:
         try:
             summary = await console.read(member_summary, number, ask.now)

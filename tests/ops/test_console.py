@@ -270,3 +270,18 @@ def test_pin_lock_needs_time_to_pass_without_unlock(console, now):
     with console.store.unit_of_work() as uow:
         assert lock_in_force(uow.members.get_member(MEMBER), now) is None
         assert unlock_pin(uow, console.rules, MEMBER, now) is False
+
+
+@pytest_twisted.inlineCallbacks
+def test_lists_show_numbers_masked_and_lookups_explain_refusals(console, now):
+    base = yield console()
+    ref = open_claim(console, now)
+    browser = Browser(base)
+    _, page = yield browser.get("/console/tickets")
+    assert "138****8000" in page and MEMBER not in page  # not even in a link
+    _, page = yield browser.get(f"/console/members?ticket={ref}")
+    assert f"{MEMBER} · " in page and 'id="balance"' in page  # full on the member's own page
+    _, page = yield browser.get("/console/members?msisdn=13600136000")
+    assert "no member 136****6000" in page and "13600136000 ·" not in page
+    _, page = yield browser.get("/console/members?msisdn=12345")
+    assert "give a mobile number such as" in page
