@@ -23,6 +23,7 @@ from twisted.logger import Logger
 log = Logger(namespace="loyalty.ops")
 
 MINUTES = 60
+GAUGES = ("calls_active", "outbox_depth")  # shown as they are; the rest per minute
 
 
 @dataclass(frozen=True)
@@ -93,14 +94,16 @@ class MetricsRing(Service):
         for minute in range(now_minute - MINUTES + 1, now_minute + 1):
             this, before = self.minutes.get(minute), self.minutes.get(minute - 1)
             for key in out:
-                out[key].append((minute, _value(key, this, before)))
+                # The minute under way would show as a fall: counters end at the last whole one.
+                partial = minute == now_minute and key not in GAUGES
+                out[key].append((minute, None if partial else _value(key, this, before)))
         return out
 
 
 def _value(key: str, this: Snapshot | None, before: Snapshot | None) -> float | None:
     if this is None:
         return None
-    if key in ("calls_active", "outbox_depth"):
+    if key in GAUGES:
         return getattr(this, key)
     if before is None:
         return None
@@ -125,7 +128,7 @@ def _p99_ms(now: tuple[tuple[float, float], ...],
 
 # --- drawing ------------------------------------------------------------------------------
 
-WIDTH, HEIGHT, PAD = 600, 140, 30
+WIDTH, HEIGHT, PAD = 600, 140, 40
 
 
 def svg_chart(points: list[tuple[int, float | None]], *, unit: str = "") -> dict[str, Any]:
@@ -152,4 +155,4 @@ def svg_chart(points: list[tuple[int, float | None]], *, unit: str = "") -> dict
 
 
 def _label(value: float) -> str:
-    return str(int(value)) if value == int(value) else f"{value:.1f}"
+    return str(round(value)) if value == int(value) or value >= 10 else f"{value:.1f}"
