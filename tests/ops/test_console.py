@@ -23,6 +23,8 @@ from core.service_desk import record_ticket
 from core.store import Store
 from ops import ops_service
 from ops.dbservice import DatabaseService
+from sms.esme_types import MOMessage
+from sms.handler import store_mo_batch
 
 MEMBER = "13800138000"
 ALICE, BOB = "alice-token-123", "bob-token-4567"
@@ -197,10 +199,18 @@ def test_queue_items_retried_and_discarded(console, now):
     with console.store.unit_of_work() as uow:
         uow.jobs.job_set_item_aside("expiry_warnings", "2026-11-22", MEMBER, "boom", now)
         uow.jobs.job_set_item_aside("expiry_warnings", "2026-11-22", "13900139000", "bang", now)
-        items = [i.item for i in uow.set_aside_items()]
+        store_mo_batch(uow, console.rules, [MOMessage(MEMBER, "10086", "JF", True, None, "JF",
+                                                      0, 0, "k1")], now)
+        uow.commit()
+        mo = uow.messaging.claim_mo(1)[0].id
+        uow.messaging.mo_set_aside(mo, 4, "OperationalError: integer overflow", now)
+        uow.outbox.queue_message(msisdn=MEMBER, language="zh", kind="test", now=now, body="x")
+        items = [i.item for i in uow.set_aside_items() if i.item.startswith("job:")]
     browser = Browser(base)
     _, page = yield browser.get("/console/queues")
     assert "boom" in page and "bang" in page and "138****8000" in page
+    assert f"mo:{mo}" in page and "OperationalError: integer overflow" in page
+    assert "1 MT message(s) not yet accepted" in page
     assert MEMBER not in page
     response, _ = yield browser.post("/console/queues/retry",
                                      {"item": items[0], "csrf": csrf_of(page)})
@@ -209,7 +219,7 @@ def test_queue_items_retried_and_discarded(console, now):
     assert "off the list" in page and "boom" not in page
     yield browser.post("/console/queues/discard", {"item": items[1], "csrf": csrf_of(page)})
     _, page = yield browser.get("/console/queues")
-    assert f"{items[1]}: discarded" in page and "nothing set aside" in page
+    assert f"{items[1]}: discarded" in page and "bang" not in page
     response, page = yield browser.post("/console/queues/discard",
                                         {"item": items[1], "csrf": csrf_of(page)})
     _, page = yield browser.get("/console/queues")
