@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import socket
@@ -82,6 +83,18 @@ def http_code(url: str, token: str | None = None) -> int:
         return 0
 
 
+def prompts_check(base: str) -> dict:
+    """The running server's own view of its prompt set (its /health ``prompts`` check)."""
+    request = urllib.request.Request(base + "/health",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        with _DIRECT.open(request, timeout=5) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:  # 503 while a check fails
+        body = exc.read()
+    return json.loads(body)["checks"]["prompts"]
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The server on 0.0.0.0 (so a token is required) with demo data, an open make-up claim
@@ -120,7 +133,8 @@ def server(tmp_path_factory):
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
-        while http_code(base + "/health", TOKEN) not in (200, 503):
+        while (http_code(base + "/health", TOKEN) not in (200, 503)
+               or prompts_check(base)["detail"] == "not checked yet"):
             assert proc.poll() is None, (tmp / "stdout.log").read_text()
             assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.2)
@@ -201,6 +215,7 @@ def test_without_the_token_off_loopback_everything_is_refused(server, browser):
 
 def test_uploaded_44k_stereo_wav_makes_a_missing_prompt_present_and_playable(server, page):
     lang, prompt_id = MISSING
+    assert f"{lang}/{prompt_id}" in prompts_check(server["base"])["detail"]
     page.goto(server["base"] + "/console/prompts")
     assert cell(page, lang, prompt_id).get_attribute("data-state") == "missing"
     said = upload(page, prompt_id, lang, "closed-hours.wav", tone_wav(44100, 2, 1.5))
@@ -208,6 +223,11 @@ def test_uploaded_44k_stereo_wav_makes_a_missing_prompt_present_and_playable(ser
     assert cell(page, lang, prompt_id).get_attribute("data-state") == "present"
     assert "1.5 s" in cell(page, lang, prompt_id).inner_text()
     assert playable_duration(page, lang, prompt_id) == pytest.approx(1.5, abs=0.05)
+    # The running server notices the new set as after `loyalty prompts load` (within 10 s).
+    deadline = time.monotonic() + 15
+    while not prompts_check(server["base"])["ok"]:
+        assert time.monotonic() < deadline, prompts_check(server["base"])
+        time.sleep(0.5)
     page.evaluate("window.scrollTo(0, 0)")
     shot(page, "prompts")
 
