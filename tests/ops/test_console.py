@@ -295,3 +295,19 @@ def test_lists_show_numbers_masked_and_lookups_explain_refusals(console, now):
     assert "no member 136****6000" in page and "13600136000 ·" not in page
     _, page = yield browser.get("/console/members?msisdn=12345")
     assert "give a mobile number such as" in page
+
+
+def test_multipart_form_keeps_file_names_and_fields():
+    from ops.console.forms import FormError, parse_form
+
+    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nabc\r\n"
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a b.wav\"\r\n"
+            b"Content-Type: audio/wav\r\n\r\nRIFF\x00\x01\xff\r\n--XyZ--\r\n")
+    form = parse_form(b"multipart/form-data; boundary=XyZ", body)
+    assert form.get("csrf") == "abc"
+    assert form.files["file"].filename == "a b.wav"
+    assert form.files["file"].data == b"RIFF\x00\x01\xff"
+    assert parse_form(b"application/x-www-form-urlencoded", b"a=1&b=%E4%BD%A0").fields == {
+        "a": "1", "b": "你"}
+    with pytest.raises(FormError, match="too large"):
+        parse_form(b"", b"x" * (20 * 1024 * 1024 + 1))
