@@ -18,6 +18,8 @@ from ivr.server import fastagi_endpoint, fastagi_service, tune_gc
 from ops import ops_service
 from ops.logs import log_observer
 from ops.startup import cannot_listen, log_file, twistd_options
+from prompts.presence import PromptPresence
+from prompts.store import active_root
 from sms.server import sms_service
 
 log = Logger(namespace="loyalty")
@@ -83,11 +85,14 @@ def build_server(config, reactor=None):
 
     top.sms = sms_service(config, top.db, top.metrics, reactor)
     top.sms.setServiceParent(top)
+    # Which recordings the active prompt set has (reward and courier names): listed now, before
+    # the reactor runs, and again by the watcher (off the reactor) whenever the set changes.
+    presence = PromptPresence.scan(active_root(config.prompts.dir))
     top.fastagi = fastagi_service(config, top.db, top.metrics, reactor,
-                                  fastagi_endpoint(reactor, config.fastagi))
+                                  fastagi_endpoint(reactor, config.fastagi), prompts=presence)
     top.fastagi.setServiceParent(top)
 
-    top.prompts = PromptSetWatcher(config.prompts.dir, reactor=reactor)
+    top.prompts = PromptSetWatcher(config.prompts.dir, reactor=reactor, presence=presence)
     top.prompts.setServiceParent(top)
 
     dialer = None

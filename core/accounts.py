@@ -246,9 +246,18 @@ def credit_points(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, points: i
         raise InvalidInput("credited points must be positive")
     if source not in POINT_SOURCES:
         raise InvalidInput(f"unknown points source {source!r}")
+    limits = rules.programme
+    if points > limits.max_points_per_row:
+        raise InvalidInput(f"{points} points in one credit is above the largest allowed, "
+                           f"{limits.max_points_per_row} (programme.max_points_per_row)")
     member = require_member(uow, msisdn, for_update=True)
     if reference and uow.members.existing_references([reference]):
         return None
+    # Checked under the member's row lock, so two credits cannot both slip under the cap.
+    balance, _, _ = uow.members.balance_summary(member.msisdn, now)
+    if balance + points > limits.max_balance:
+        raise InvalidInput(f"this credit would lift the balance to {balance + points}, above "
+                           f"the largest allowed, {limits.max_balance} (programme.max_balance)")
     lot_id = uow.members.add_lot(msisdn=member.msisdn, amount=points, source=source,
                                  earned_on=earned_on,
                                  expires_at=expiry_for(earned_on, rules.programme),

@@ -43,6 +43,19 @@ class TierConfig:
 
 
 @dataclass(frozen=True)
+class CourierConfig:
+    """One courier of ``[couriers]``: its code (as deliveries name it, e.g. ``SF``) and the
+    names members are told. The IVR says it with the recorded prompt ``courier_<code>``."""
+
+    code: str
+    zh: str
+    en: str
+
+    def names(self) -> tuple[str, ...]:
+        return (self.code, self.zh, self.en)
+
+
+@dataclass(frozen=True)
 class ProgrammeConfig:
     timezone: str = "Asia/Shanghai"
     default_language: str = "zh"
@@ -210,6 +223,7 @@ class LoggingConfig:
 class Config:
     programme: ProgrammeConfig = field(default_factory=ProgrammeConfig)
     tiers: tuple[TierConfig, ...] = ()
+    couriers: tuple[CourierConfig, ...] = ()
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     fastagi: FastAGIConfig = field(default_factory=FastAGIConfig)
     numbering: NumberingConfig = field(default_factory=NumberingConfig)
@@ -227,7 +241,9 @@ class Config:
         )
 
 
-_SECTIONS = {f.name: f for f in dataclasses.fields(Config) if f.name != "tiers"}
+_SECTIONS = {f.name: f for f in dataclasses.fields(Config)
+             if f.name not in ("tiers", "couriers")}
+_COURIER_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _RANGE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
 
@@ -329,6 +345,23 @@ def check_fastagi_access(fastagi: FastAGIConfig) -> tuple[IPNetwork, ...]:
     return networks
 
 
+def _couriers(values: object) -> tuple[CourierConfig, ...]:
+    """``[couriers]``: ``SF = { zh = "顺丰速运", en = "SF Express" }``, one line a courier."""
+    if not isinstance(values, dict):
+        raise ConfigError("couriers: expected a table of CODE = { zh = \"...\", en = \"...\" }")
+    out = []
+    for code, names in values.items():
+        if not _COURIER_CODE.match(code):
+            raise ConfigError(f"couriers.{code}: a code is letters and digits (e.g. SF, EMS)")
+        if not isinstance(names, dict) or set(names) != {"zh", "en"} or not all(
+                isinstance(v, str) and v.strip() for v in names.values()):
+            raise ConfigError(f"couriers.{code}: expected {{ zh = \"...\", en = \"...\" }}")
+        out.append(CourierConfig(code.upper(), names["zh"].strip(), names["en"].strip()))
+    if len({c.code for c in out}) != len(out):
+        raise ConfigError("couriers: a code is listed twice")
+    return tuple(out)
+
+
 def load_config(path: str | os.PathLike | None = None,
                 environ: typing.Mapping[str, str] | None = None) -> Config:
     """Read the file (``LOYALTY_CONFIG`` or the default), apply overrides, validate."""
@@ -370,8 +403,12 @@ def load_config(path: str | os.PathLike | None = None,
                 tiers.append(build_section(f"tiers[{i}]", TierConfig, table))
             kwargs["tiers"] = tuple(tiers)
             continue
+        if name == "couriers":
+            kwargs["couriers"] = _couriers(values)
+            continue
         if name not in _SECTIONS:
-            raise ConfigError(f"{name}: unknown section (known: tiers, {', '.join(_SECTIONS)})")
+            raise ConfigError(f"{name}: unknown section (known: tiers, couriers, "
+                              f"{', '.join(_SECTIONS)})")
         if not isinstance(values, dict):
             raise ConfigError(f"{name}: expected a table")
         kwargs[name] = build_section(name, _SECTIONS[name].default_factory, values)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from core.config import Config, ProgrammeConfig, TierConfig
+from core.config import Config, CourierConfig, ProgrammeConfig, TierConfig
 from core.domain import InsufficientPoints, NumberingPlan, PointsLot
 
 
@@ -108,11 +108,12 @@ class ProgrammeRules:
     programme: ProgrammeConfig
     tiers: tuple[TierConfig, ...]
     numbering: NumberingPlan = NumberingPlan()
+    couriers: tuple[CourierConfig, ...] = ()
 
     @classmethod
     def from_config(cls, config: Config) -> ProgrammeRules:
         plan = NumberingPlan(config.numbering.country_code, config.numbering.national_pattern)
-        return cls(config.programme, config.tiers, plan)
+        return cls(config.programme, config.tiers, plan, config.couriers)
 
     @property
     def zone(self) -> ZoneInfo:

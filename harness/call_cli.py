@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from prompts.catalogue_prompts import is_name_prompt_id
 from prompts.manifest import Manifest, load_manifest
 
 WITHHELD = ("unknown", "withheld", "anonymous", "-", "")
@@ -65,13 +66,17 @@ def _connection(parser: argparse.ArgumentParser) -> None:
 
 def prompt_text(manifest: Manifest, subdir: str):
     """The simulator's ``prompt_text``: manifest words for ``<subdir>/<id>``, the name itself
-    for other sounds, None (a missing file) for an id the manifest does not have."""
+    for other sounds, ``(recorded name)`` for a reward's or courier's name (``reward_<code>``,
+    ``courier_<code>``: the server plays those only when the active set has them), None (a
+    missing file) for any other id the manifest does not have."""
     prefix = subdir.strip("/") + "/" if subdir.strip("/") else ""
 
     def text(name: str, language: str) -> str | None:
         if prefix and not name.startswith(prefix):
             return name
         prompt_id = name[len(prefix):]
+        if prompt_id not in manifest and is_name_prompt_id(prompt_id):
+            return "(recorded name)"
         lang = language.lower()[:2]
         return manifest.text(prompt_id, lang if lang in manifest.languages else "zh")
 

@@ -2,7 +2,9 @@
 
 Asterisk reads the audio itself, so nothing needs reloading; what the server owes ops is to
 notice: log the new version, re-check it against the ids the IVR plays, and show both on the
-status page and in /health's detail. Polling and checking run off the reactor thread.
+status page and in /health's detail; and to refresh the hotline's listing of recordings
+(``prompts.presence``: which reward and courier names can be played). Polling, checking and
+listing run off the reactor thread.
 """
 
 from __future__ import annotations
@@ -14,27 +16,33 @@ from twisted.logger import Logger
 
 from ivr.prompt_ids import USED
 from prompts.manifest import load_manifest
+from prompts.presence import PromptPresence, available_ids
 from prompts.store import active_root, check, current_set_version
 
 log = Logger()
 
 
-def _inspect(setting: str, known_version: str | None) -> tuple[str, str, list[str]] | None:
-    """(version, root, problems) when the set changed since ``known_version``, else None."""
+Found = tuple[str, str, list[str], dict[str, frozenset[str]]]
+
+
+def _inspect(setting: str, known_version: str | None) -> Found | None:
+    """(version, root, problems, ids with a recording by language) when the set changed since
+    ``known_version``, else None."""
     root = active_root(setting)
     version = current_set_version(root)
     if version == known_version:
         return None
     problems = [p.message for p in check(load_manifest(), root, USED)]
-    return version, str(root), problems
+    return version, str(root), problems, available_ids(root)
 
 
 class PromptSetWatcher(Service):
     name = "prompt-watch"
 
     def __init__(self, setting: str, *, interval_s: float = 10.0,
-                 reactor: IReactorTime) -> None:
+                 reactor: IReactorTime, presence: PromptPresence | None = None) -> None:
         self.reactor = reactor
+        self.presence = presence  # the IVR's listing of recordings, refreshed on a new set
         self.setting = setting
         self.interval_s = interval_s
         self.version: str | None = None
@@ -61,11 +69,13 @@ class PromptSetWatcher(Service):
         d.addErrback(lambda f: log.failure("could not inspect the prompt set", f))
         return d
 
-    def _changed(self, found: tuple[str, str, list[str]] | None) -> None:
+    def _changed(self, found: Found | None) -> None:
         if found is None:
             return
         first = self.version is None
-        self.version, self.root, self.problems = found
+        self.version, self.root, self.problems, ids = found
+        if self.presence is not None:
+            self.presence.update(ids)
         log.info("{what} prompt set {version} at {root}: {count} problem(s)",
                  what="using" if first else "new", version=self.version, root=self.root,
                  count=len(self.problems))

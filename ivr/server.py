@@ -43,6 +43,8 @@ from ivr.flows.hotline import Hotline, hotline_flow
 from ivr.peers import PeerGate
 from ops.dbservice import DatabaseService
 from ops.listening import ListeningService
+from prompts.presence import PromptPresence
+from prompts.store import active_root
 
 log = Logger()
 
@@ -176,16 +178,22 @@ def tune_gc(threshold: int = 50_000) -> None:
 
 def fastagi_service(config: Config, db: DatabaseService | None, metrics: Metrics | None,
                     reactor: IReactorTime, endpoint: IStreamServerEndpoint,
-                    extra_flows: Mapping[str, Flow] | None = None) -> FastAGIService:
+                    extra_flows: Mapping[str, Flow] | None = None,
+                    prompts: PromptPresence | None = None) -> FastAGIService:
     """The FastAGI server as a service listening on ``endpoint`` (see ``fastagi_endpoint``):
     hotline + expiry-warning (+ ``extra_flows``) flows, metrics and call records through
-    ``db``."""
+    ``db``. ``prompts`` tells the hotline which recordings the active set has (kept current
+    by ``ivr.prompt_watch``); by default the active set is listed once, here (call this before
+    the reactor runs: it reads a directory)."""
     gate = PeerGate(check_fastagi_access(config.fastagi), clock=reactor, metrics=metrics)
     book = CallBook()
     flows: dict[str, Flow] = {
         script: factory(config, db, book=book, metrics=metrics, clock=reactor)
         for script, factory in SCRIPTS.items()}
     hotline = flows[HOTLINE_SCRIPT]
+    if isinstance(hotline, Hotline):
+        hotline.prompts = prompts if prompts is not None else PromptPresence.scan(
+            active_root(config.prompts.dir))
     flows.update(extra_flows or {})
     fa = config.fastagi
     recorder = CallRecorder(db, metrics, book, reactor,

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import ConfigError, load_config
+from core.config import Config, ConfigError, load_config
+from prompts.catalogue_prompts import missing_name_prompts
 from prompts.install import install
 from prompts.manifest import Manifest, ManifestError, load_manifest
 from prompts.store import (
@@ -45,7 +46,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     p_check = sub.add_parser(
         "check", help="report prompt ids without audio, unknown ids, unreadable files",
         description="Check the active prompt set against the manifest and the ids the IVR "
-                    "uses (ivr.prompt_ids.USED, from the flows). Exit 1 on any problem.")
+                    "uses (ivr.prompt_ids.USED, from the flows), and that every active reward "
+                    "and every courier has its name recorded (reward_<code>, courier_<code>; "
+                    "read from the configured database). Exit 1 on any problem.")
+    p_check.add_argument("--no-catalogue", action="store_true",
+                         help="skip the reward and courier names (which need the database)")
     common(p_check)
     p_check.set_defaults(func=cmd_check)
 
@@ -114,17 +119,20 @@ def _unwrap(arg) -> tuple[argparse.Namespace, object | None]:
     return arg.args, arg
 
 
+def _config(args: argparse.Namespace, ctx: object | None) -> Config:
+    try:
+        if ctx is not None and hasattr(ctx, "config"):
+            return ctx.config
+        return load_config(getattr(args, "config", None))
+    except ConfigError as exc:
+        raise _ConfigProblem(str(exc)) from None
+
+
 def _prompts_config(args: argparse.Namespace, ctx: object | None
                     ) -> tuple[str, str, list[str]]:
     """([prompts] dir, [prompts] sounds_subdir, the ``tier_<code>`` id of every configured
     tier) from the configuration."""
-    try:
-        if ctx is not None and hasattr(ctx, "config"):
-            config = ctx.config
-        else:
-            config = load_config(getattr(args, "config", None))
-    except ConfigError as exc:
-        raise _ConfigProblem(str(exc)) from None
+    config = _config(args, ctx)
     tier_ids = [f"tier_{tier.code}" for tier in getattr(config, "tiers", ())]
     return config.prompts.dir, config.prompts.sounds_subdir, tier_ids
 
@@ -199,13 +207,58 @@ def cmd_check(args: argparse.Namespace, ctx: object | None) -> int:
     print(f"manifest:   {manifest.path} (version {manifest.version}, {len(manifest)} ids, "
           f"languages {', '.join(manifest.languages)})")
     print(f"used ids:   {len(set(used))} from {where}")
-    if not problems:
+    lines = [str(p) for p in problems]
+    if not args.no_catalogue:
+        lines += _name_problems(args, ctx, manifest, root)
+    if not lines:
         print("OK: every prompt has audio in every language")
         return 0
-    for problem in problems:
-        print(f"  - {problem}")
-    print(f"{len(problems)} problem(s)")
+    for line in lines:
+        print(f"  - {line}")
+    print(f"{len(lines)} problem(s)")
     return 1
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    """The file of a SQLite url when it does not exist, else None."""
+    if not url.startswith("sqlite") or ":///" not in url:
+        return None
+    path = url.split(":///", 1)[1].split("?", 1)[0]
+    if not path or path == ":memory:" or Path(path).exists():
+        return None
+    return path
+
+
+def _name_problems(args: argparse.Namespace, ctx: object | None, manifest: Manifest,
+                   root: Path) -> list[str]:
+    """The active rewards' and the couriers' names without a recording; one line instead when
+    the database cannot be read."""
+    # Imported here: only this check needs the database.
+    from core.catalogue_names import spoken_codes
+    from core.clock import WallClock, utc_now
+    from core.rules import ProgrammeRules
+    from core.store import DatabaseUnreachable, SchemaBehind, Store
+    from core.store.engine import shown_url
+
+    config = _config(args, ctx)
+    missing_file = _missing_sqlite_file(config.database.url)
+    if missing_file is not None:  # opening it would create an empty database
+        return [f"cannot read the active rewards and couriers: no database file {missing_file} "
+                "(run `loyalty db upgrade`, or --no-catalogue)"]
+    store = Store(config.database.url)
+    try:
+        store.check_schema()
+        with store.unit_of_work(write=False) as uow:
+            codes = spoken_codes(uow, ProgrammeRules.from_config(config),
+                                 utc_now(WallClock()))
+    except (DatabaseUnreachable, SchemaBehind) as exc:
+        return [f"cannot read the active rewards and couriers: {exc}"]
+    finally:
+        store.dispose()
+    print(f"names:      {len(codes.reward_codes)} active reward(s), "
+          f"{len(codes.courier_codes)} courier(s) from {shown_url(config.database.url)}")
+    return missing_name_prompts(root, manifest.languages, codes.reward_codes,
+                                codes.courier_codes)
 
 
 @_command

@@ -7,7 +7,9 @@ in the manifest). Debian's Mandarin dictionary spells most characters as pinyin,
 ``cmn`` voice reads pinyin as English words; ``cmn-latn-pinyin`` reads it as Mandarin.
 The conversion to 8 kHz mono 16-bit is done here in numpy, not by sox. Output:
 ``prompts/audio/<lang>/<id>.wav`` and ``.sln``, and ``prompts/audio/zh/digits/<name>.*`` for
-Asterisk's Mandarin numbers and dates. ``prompts/audio/generated.json`` records what each file
+Asterisk's Mandarin numbers and dates, and the names ``reward_<code>`` of the demo rewards
+(``core.demo``) and ``courier_<code>`` of the configured couriers (``[couriers]``; skip them
+with ``--no-names``). ``prompts/audio/generated.json`` records what each file
 was made from, so a rerun only remakes prompts whose text or voice changed.
 
 Nothing at run time or in the tests needs espeak-ng: the output is committed.
@@ -28,6 +30,7 @@ import numpy as np
 
 from prompts import DEFAULT_AUDIO_ROOT
 from prompts.audio import TARGET_RATE, parse_wav, resample, to_int16, to_mono, write_prompt
+from prompts.catalogue_prompts import courier_prompt_id, reward_prompt_id
 from prompts.manifest import Manifest, load_manifest
 from prompts.say import ZH_DIGITS
 
@@ -142,6 +145,23 @@ def jobs(manifest: Manifest, langs: list[str], only: set[str] | None):
                 yield f"zh/digits/{name}", [("zh", words)]
 
 
+def name_jobs(langs: list[str], only: set[str] | None, config_path: Path | None = None):
+    """(relative stem, segments) for the names of the demo rewards (``core.demo``) and the
+    configured couriers (``[couriers]``): ``reward_<code>``, ``courier_<code>`` in each
+    language, so the demo speaks names out of the box."""
+    from core.config import load_config
+    from core.demo import DEMO_REWARDS
+
+    couriers = load_config(config_path).couriers
+    for lang in langs:
+        named = [(reward_prompt_id(r.code), r.name(lang)) for r in DEMO_REWARDS]
+        named += [(courier_prompt_id(c.code), c.zh if lang == "zh" else c.en) for c in couriers]
+        for prompt_id, words in named:
+            if prompt_id is None or (only and prompt_id not in only):
+                continue
+            yield f"{lang}/{prompt_id}", [(lang, words)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prompts.generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append",
                         help="only this id or digits/<name> (repeatable)")
     parser.add_argument("--force", action="store_true", help="remake even unchanged prompts")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="configuration whose [couriers] get a name (default: the usual)")
+    parser.add_argument("--no-names", action="store_true",
+                        help="skip the demo rewards' and the couriers' names")
     args = parser.parse_args(argv)
 
     manifest = load_manifest(args.manifest)
@@ -159,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     index_path = args.out / "generated.json"
     index = json.loads(index_path.read_text("utf-8")) if index_path.exists() else {}
     made = skipped = 0
-    todo = list(jobs(manifest, langs, set(args.only) if args.only else None))
+    only = set(args.only) if args.only else None
+    todo = list(jobs(manifest, langs, only))
+    if not args.no_names:
+        todo += list(name_jobs(langs, only, args.config))
     for n, (stem, segments) in enumerate(todo, 1):
         recipe = _recipe(segments, voices)
         target = args.out / stem

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from prompts.catalogue_prompts import is_name_prompt_id
 from prompts.manifest import Manifest
 from prompts.set_dirs import DIGITS, install_dir
 from prompts.store import InstallReport, PromptError, check, digits_names
@@ -19,7 +20,8 @@ def install(prompt_root: str | os.PathLike, sounds_dir: str | os.PathLike, *,
     ``<sounds>/zh/digits/<name>.wav|.sln``; each directory swapped atomically.
 
     With a ``manifest``, the root is checked first and an incomplete root is refused (unless
-    ``force``), and only the manifest's ids are copied.
+    ``force``), and only the manifest's ids and the reward and courier names
+    (``prompts.catalogue_prompts``) are copied.
     """
     root = Path(prompt_root)
     sounds = Path(sounds_dir)
@@ -42,6 +44,8 @@ def install(prompt_root: str | os.PathLike, sounds_dir: str | os.PathLike, *,
         if manifest is not None:
             files = [lang_src / f"{i}.wav" for i in manifest.ids]
             files = [f for f in files if f.is_file()]
+            # Reward and courier names are not in the manifest: they go with the set.
+            files += sorted(f for f in lang_src.glob("*.wav") if is_name_prompt_id(f.stem))
         else:
             files = sorted(lang_src.glob("*.wav"))
         report.installed[f"{lang}/{subdir}"] = install_dir(files, sounds / lang, subdir)

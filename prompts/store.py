@@ -40,6 +40,7 @@ from pathlib import Path
 
 from prompts import DEFAULT_AUDIO_ROOT
 from prompts.audio import AUDIO_EXTENSIONS, TARGET_RATE, AudioError, wav_bytes, wav_payload
+from prompts.catalogue_prompts import is_name_prompt_id
 from prompts.manifest import Manifest
 from prompts.recording import refusal_kind, validate_recording
 from prompts.say import ZH_DIGITS
@@ -239,6 +240,10 @@ def _scan(source: Path, lang: str, manifest: Manifest,
             return
         if stem in wanted:
             found.setdefault(wanted[stem], []).append(path)
+        elif is_name_prompt_id(stem):
+            # A reward's or courier's name (reward_<code>, courier_<code>): not in the
+            # manifest, since the catalogue and the couriers change without a release.
+            found.setdefault(stem, []).append(path)
         else:
             report.extra.append(path.stem)
             report.errors.append(Problem(

@@ -62,6 +62,10 @@ class OrdersRepository(Protocol):
     def delivery_history(self, order_no: str) -> list[Delivery]:
         ...
 
+    def courier_names(self) -> list[str]:
+        """Every distinct courier a delivery names now (as written, no empty ones)."""
+        ...
+
     def add_confirmation(self, *, msisdn: str, code_hash: str, reward_code: str, price: int,
                          channel: str, now: datetime, expires_at: datetime) -> int:
         ...

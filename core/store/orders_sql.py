@@ -156,6 +156,12 @@ class SqlOrders(SqlRepository):
             delivery_events.c.order_no == order_no).order_by(delivery_events.c.id))
         return [Delivery(r.order_no, r.status, r.courier, r.tracking_no, r.at) for r in rows]
 
+    def courier_names(self) -> list[str]:
+        rows = self.conn.execute(select(deliveries.c.courier).where(
+            deliveries.c.courier.is_not(None), deliveries.c.courier != "").distinct()
+            .order_by(deliveries.c.courier))
+        return [r.courier for r in rows]
+
     def add_confirmation(self, *, msisdn: str, code_hash: str, reward_code: str, price: int,
                          channel: str, now: datetime, expires_at: datetime) -> int:
         return self.conn.execute(insert(confirmations).returning(confirmations.c.id), dict(

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from core import messages
 from core.accounts import history
+from core.config import CourierConfig
 from core.domain import LedgerEntry, LedgerKind, Order
 from core.redemption import gift_orders
 from ivr.flows.menu import Call
-from ivr.flows.speech import SKIP_KEY, Alpha, Day, Digits, Num, Piece
+from ivr.flows.names import courier_pieces
+from ivr.flows.speech import SKIP_KEY, Alpha, Day, Digits, Num, Piece, Voice
 
 GIFT_ORDERS_TOLD = 3
 DELIVERY_STATUSES = ("pending", "shipped", "in_transit", "delivered", "returned", "cancelled")
@@ -98,14 +100,15 @@ async def _history_page(call: Call, offset: int, limit: int) -> list[LedgerEntry
                           write=False)
 
 
-def order_pieces(order: Order) -> list[Piece]:
+def order_pieces(order: Order, voice: Voice, couriers: tuple[CourierConfig, ...] = ()
+                 ) -> list[Piece]:
     pieces: list[Piece] = ["dlv_order", Digits(order.order_no)]
     d = order.delivery
     status = d.status if d is not None else "pending"
     if status in DELIVERY_STATUSES:
         pieces += ["dlv_status", f"dlv_status_{status}"]
     if d is not None and d.courier:
-        pieces += ["dlv_courier", Alpha(d.courier)]
+        pieces += courier_pieces(voice, d.courier, couriers)
     if d is not None and d.tracking_no:
         pieces += ["dlv_tracking", Alpha(d.tracking_no)]
     return pieces
@@ -121,7 +124,8 @@ async def delivery(call: Call) -> str | None:
     lead: list[Piece] = ["dlv_latest"]
     i = 0
     while True:
-        await call.voice.play(*lead, *order_pieces(orders[i]), escape=SKIP_KEY)
+        pieces = order_pieces(orders[i], call.voice, call.settings.couriers)
+        await call.voice.play(*lead, *pieces, escape=SKIP_KEY)
         lead = []
         if i + 1 >= len(orders):
             break

@@ -48,13 +48,15 @@ from ivr.flows.tickets import PROMPT_IDS as TICKET_PROMPT_IDS
 from ivr.flows.tickets import tickets_menu
 from ivr.flows.trouble import call_failed
 from ops.dbservice import DatabaseService
+from prompts.presence import PromptPresence
 
 log = Logger()
 
 #: Every prompt id the hotline plays (``ivr.prompt_ids`` / ``loyalty prompts check`` read it).
 #: Ids built at run time: ``tier_<code>`` (the default ladder's codes; a configured tier
 #: without a prompt is simply not named), ``hist_kind_<ledger kind>``,
-#: ``dlv_status_<delivery status>``.
+#: ``dlv_status_<delivery status>``. Reward and courier names (``reward_<code>``,
+#: ``courier_<code>``, ``prompts.catalogue_prompts``) are not listed: they follow the catalogue.
 PROMPT_IDS: frozenset[str] = frozenset({
     # call start, language, goodbye
     "welcome", "lang_switched", "goodbye",
@@ -84,7 +86,8 @@ PROMPT_IDS: frozenset[str] = frozenset({
     # 5 gift delivery
     "dlv_latest", "dlv_none", "dlv_order", "dlv_status", "dlv_status_pending",
     "dlv_status_shipped", "dlv_status_in_transit", "dlv_status_delivered",
-    "dlv_status_returned", "dlv_status_cancelled", "dlv_courier", "dlv_tracking", "dlv_next",
+    "dlv_status_returned", "dlv_status_cancelled", "dlv_courier", "dlv_courier_generic",
+    "dlv_tracking", "dlv_next",
 }) | TICKET_PROMPT_IDS  # 6 claims and complaints
 PROMPT_IDS = PROMPT_IDS | PREFERENCE_PROMPT_IDS | {"menu_prefs"}  # main-menu 7
 
@@ -122,7 +125,9 @@ class Hotline:
 
     ``db`` is a ``ops.dbservice.DatabaseService`` (anything with ``run(use_case, *args)``
     returning a Deferred). ``book`` is shared with the server's call recorder; ``now`` defaults
-    to ``clock``'s time (one of the two is required)."""
+    to ``clock``'s time (one of the two is required). ``prompts`` says which recordings the
+    active set has (reward and courier names are played only when recorded); the server sets
+    it, and without it names are spelled."""
 
     def __init__(self, db: DatabaseService, settings: Settings, *, book: CallBook | None = None,
                  metrics: Metrics | None = None, now: Callable[[], datetime] | None = None,
@@ -136,6 +141,7 @@ class Hotline:
         self.book = book if book is not None else CallBook()
         self.metrics = metrics
         self.now = now
+        self.prompts: PromptPresence | None = None
 
     @classmethod
     def from_config(cls, config: Config, db: DatabaseService, **kwargs: Any) -> Hotline:
@@ -146,7 +152,8 @@ class Hotline:
         owned = info is None
         if info is None:
             info = self.book.open(channel, self.now())
-        call = Call(channel, info, self.settings, self.db, self.now, self.metrics)
+        call = Call(channel, info, self.settings, self.db, self.now, self.metrics,
+                    prompts=self.prompts)
         try:
             await self._serve(call)
         finally:

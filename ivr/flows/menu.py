@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from core.config import Config, parse_range
+from core.config import Config, CourierConfig, parse_range
 from core.domain import NumberingPlan
 from core.messages import Message
 from core.metrics import Metrics
@@ -29,6 +29,7 @@ from ivr.flows.lookahead import Pending, Snapshot, menu_snapshot
 from ivr.flows.speech import MENU_KEYS, NO_KEYS, SKIP_KEY, Piece, Voice
 from ivr.flows.trouble import call_failed
 from ops.dbservice import DatabaseService
+from prompts.presence import PromptPresence
 
 log = Logger()
 
@@ -71,6 +72,7 @@ class Settings:
     numbering: NumberingPlan = NumberingPlan()  # who may be taken for a member by caller id
     recordings_dir: str = "loyalty/tickets"
     max_recording_s: int = 120
+    couriers: tuple[CourierConfig, ...] = ()  # [couriers]: what a delivery's courier stands for
 
     @classmethod
     def from_config(cls, config: Config) -> Settings:
@@ -81,7 +83,8 @@ class Settings:
             sounds_subdir=config.prompts.sounds_subdir, zone=config.programme.zone,
             default_language=config.programme.default_language,
             numbering=ProgrammeRules.from_config(config).numbering,
-            recordings_dir=f.recordings_dir, max_recording_s=max(1, f.max_recording_s))
+            recordings_dir=f.recordings_dir, max_recording_s=max(1, f.max_recording_s),
+            couriers=config.couriers)
 
     def agents_available(self, now: datetime) -> bool:
         local = now.astimezone(self.zone).time()
@@ -105,7 +108,7 @@ class Call:
 
     def __init__(self, channel: AGIChannel, info: CallInfo, settings: Settings,
                  db: DatabaseService, now: Callable[[], datetime],
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, prompts: PromptPresence | None = None) -> None:
         self.channel = channel
         self.info = info
         self.settings = settings
@@ -117,7 +120,8 @@ class Call:
         self._snapshot: Pending | None = None
         self.voice = Voice(channel, sounds_subdir=settings.sounds_subdir, zone=settings.zone,
                            language=channel_language(channel.language,
-                                                     settings.default_language))
+                                                     settings.default_language),
+                           presence=prompts)
 
     @property
     def language(self) -> str:

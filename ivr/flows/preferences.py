@@ -13,8 +13,9 @@ from core.preferences import Preferences, preferences, set_preferences
 from core.redemption import catalogue
 from ivr.flows.auth import enter_pin
 from ivr.flows.menu import Call, ToAgent
+from ivr.flows.names import reward_name
 from ivr.flows.redeem import CATEGORIES, pick_item
-from ivr.flows.speech import SKIP_KEY, Alpha, Piece
+from ivr.flows.speech import SKIP_KEY, Piece
 
 PROMPT_IDS: frozenset[str] = frozenset({
     "prefs_menu", "prefs_saved",
@@ -70,7 +71,8 @@ async def _change(call: Call, now_set: str, offer: str, detail: str, **change: o
 
 async def _auto_redemption(call: Call, prefs: Preferences) -> None:
     code = prefs.auto_reward_code
-    readout: list[Piece] = ["prefs_auto_is", Alpha(code)] if code else ["prefs_auto_none"]
+    readout: list[Piece] = (["prefs_auto_is", reward_name(call.voice, code)] if code
+                            else ["prefs_auto_none"])
     key = await call.choose(["prefs_auto_change" if code else "prefs_auto_start"],
                             "12*0" if code else "1*0", readout=readout)
     if key == "0":
@@ -100,4 +102,5 @@ async def _auto_redemption(call: Call, prefs: Preferences) -> None:
         return  # PIN locked (told)
     await call.run(set_preferences, call.msisdn, call.now(), auto_redeem=item.reward.code)
     call.info.detail(f"auto-{item.reward.code}")
-    await call.voice.play("prefs_auto_set", Alpha(item.reward.code), escape=SKIP_KEY)
+    await call.voice.play("prefs_auto_set", reward_name(call.voice, item.reward.code),
+                          escape=SKIP_KEY)

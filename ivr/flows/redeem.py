@@ -33,7 +33,8 @@ from core.redemption import catalogue, quote_redemption, redeem
 from core.service_desk import queue_sms
 from ivr.flows.auth import enter_pin
 from ivr.flows.menu import Call, ToAgent
-from ivr.flows.speech import NO_KEYS, SKIP_KEY, Alpha, Digits, Num, Piece
+from ivr.flows.names import reward_name
+from ivr.flows.speech import NO_KEYS, SKIP_KEY, Digits, Num, Piece
 
 CATEGORIES = {"1": RewardKind.SERVICE, "2": RewardKind.GIFT, "3": RewardKind.VOUCHER}
 PAGE_SIZE = 8
@@ -86,7 +87,8 @@ async def pick_item(call: Call, items: list[PricedReward]) -> PricedReward | Non
         more = start + PAGE_SIZE < len(items)
         pieces: list[Piece] = []
         for n, item in enumerate(page, start=1):
-            pieces += ["redeem_item", Num(n), Alpha(item.reward.code), "redeem_costs",
+            pieces += ["redeem_item", Num(n), reward_name(call.voice, item.reward.code),
+                       "redeem_costs",
                        Num(item.price), "unit_points"]
         if more:
             pieces.append("redeem_more")
@@ -113,7 +115,8 @@ async def redeem_item(call: Call, item: PricedReward) -> bool:
         return not await _refused(call, refused)
     if not await enter_pin(call, "redeem_enter_pin"):
         return True  # PIN locked (told); the member can still use the other menus
-    readout: list[Piece] = ["redeem_confirm_intro", Alpha(code), "redeem_confirm_for",
+    readout: list[Piece] = ["redeem_confirm_intro", reward_name(call.voice, code),
+                            "redeem_confirm_for",
                             Num(quote.price)]
     while True:
         key = await call.choose(["redeem_confirm_keys"], "12*0", readout=readout)

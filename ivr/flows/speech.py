@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from ivr.agi_channel import AGIChannel, GetDataResult
 from ivr.agi_wire import AGICommandError
+from prompts.presence import PromptPresence
 from prompts.say import date_format
 
 log = Logger()
@@ -50,7 +51,8 @@ class Digits:
 
 @dataclass(frozen=True)
 class Alpha:
-    """SAY ALPHA: reward codes, couriers, tracking numbers with letters."""
+    """SAY ALPHA: tracking numbers and references with letters; a reward code or an English
+    call's courier without a recorded name (``ivr.flows.names``)."""
 
     value: str
 
@@ -69,11 +71,17 @@ class Voice:
     """Plays pieces on one channel in the caller's language."""
 
     def __init__(self, channel: AGIChannel, *, sounds_subdir: str, zone: ZoneInfo,
-                 language: str) -> None:
+                 language: str, presence: PromptPresence | None = None) -> None:
         self.channel = channel
         self.subdir = sounds_subdir.strip("/")
         self.zone = zone
         self.language = language
+        self.presence = presence
+
+    def has_prompt(self, prompt_id: str) -> bool:
+        """Whether the active set has a recording of ``prompt_id`` in the call's language
+        (from memory: ``prompts.presence``); False when nobody told the voice."""
+        return self.presence is not None and self.presence.has(prompt_id, self.language)
 
     def prompt_name(self, prompt_id: str) -> str:
         return f"{self.subdir}/{prompt_id}" if self.subdir else prompt_id

@@ -48,3 +48,26 @@ def test_a_corrupt_account_does_not_stop_an_sms_batch(store, members, run, now, 
         broken = uow.messaging.outbox_rows("13800138000")
     assert good["template"] == "balance" and '"points": 300' in good["params"]
     assert [r["template"] for r in broken] != ["balance"]
+
+
+def test_a_credit_never_lifts_a_balance_above_the_cap(store, run, rules, now):
+    """Make-up credits and demo credits go through credit_points: the cap that imports keep
+    (programme.max_balance) holds for them too, and a refused credit leaves no trace."""
+    from dataclasses import replace
+
+    from core.accounts import credit_points
+    from core.domain import InvalidInput
+    from tests.core.helpers import add_member
+
+    capped = replace(rules, programme=replace(rules.programme, max_balance=1_000,
+                                              max_points_per_row=800))
+    add_member(store, "15800158000")
+    earned = capped.today(now)
+    with store.unit_of_work() as uow:
+        credit_points(uow, capped, "15800158000", 800, "bill", earned, now)
+    for points, match in ((801, "max_points_per_row"), (201, "max_balance")):
+        with pytest.raises(InvalidInput, match=match), store.unit_of_work() as uow:
+            credit_points(uow, capped, "15800158000", points, "bill", earned, now)
+    with store.unit_of_work() as uow:
+        credit_points(uow, capped, "15800158000", 200, "bill", earned, now)
+    assert run(balance, "15800158000", now).points == 1_000

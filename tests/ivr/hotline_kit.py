@@ -32,6 +32,7 @@ from harness.simulator import CallResult, simulate_call
 from ivr.prompt_ids import HOTLINE
 from ivr.server import fastagi_endpoint, fastagi_service
 from ops.dbservice import DatabaseService
+from prompts.catalogue_prompts import is_name_prompt_id
 from prompts.manifest import load_manifest
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -54,13 +55,16 @@ class FixedTime:
 
 
 def prompt_text_from_manifest(missing: frozenset[str] = frozenset()) -> Callable:
-    """The simulator's ``prompt_text``: manifest words for ``loyalty/<id>``; None (a missing
-    file) for ids in ``missing`` and ids the manifest lacks."""
+    """The simulator's ``prompt_text``: manifest words for ``loyalty/<id>``, the id itself for
+    a reward's or courier's name (``reward_<code>``, ``courier_<code>``: not in the manifest);
+    None (a missing file) for ids in ``missing`` and other ids the manifest lacks."""
 
     def text(name: str, language: str) -> str | None:
         subdir, _, prompt_id = name.partition("/")
         if subdir != "loyalty" or prompt_id in missing:
             return None
+        if is_name_prompt_id(prompt_id):
+            return prompt_id
         return MANIFEST.text(prompt_id, language)
 
     return text
@@ -119,7 +123,8 @@ class Rig:
         result = await simulate_call("127.0.0.1", self.port, callerid=callerid, keys=keys,
                                      language=language, timeout_s=20,
                                      prompt_text=prompt_text_from_manifest(missing), **kwargs)
-        played = {p for p in prompts_heard(result) if not p.startswith("missing")}
+        played = {p for p in prompts_heard(result)
+                  if not p.startswith("missing") and not is_name_prompt_id(p)}
         assert played <= HOTLINE, f"prompts outside ivr.prompt_ids.HOTLINE: {played - HOTLINE}"
         await self.settle()
         return result

@@ -50,10 +50,10 @@ async def test_monthly_automatic_redemption_chosen_from_the_catalogue_and_stoppe
     # the categories and items as the redeem menu speaks them, then the PIN
     assert after(tokens, "redeem_categories")[:5] == ["redeem_categories", "k:1", "redeem_item",
                                                       "k:1", "redeem_enter_pin"]
-    assert after(tokens, "prefs_auto_set")[:2] == ["prefs_auto_set", "a:A01"]
+    assert after(tokens, "prefs_auto_set")[:2] == ["prefs_auto_set", "reward_a01"]
     assert rig.run(preferences, ZH_MEMBER, rig.now).auto_reward_code == "A01"
     tokens = heard(await rig.call(ZH_MEMBER, "742*T"))
-    assert after(tokens, "k:4")[:5] == ["k:4", "prefs_auto_is", "a:A01", "prefs_auto_change",
+    assert after(tokens, "k:4")[:5] == ["k:4", "prefs_auto_is", "reward_a01", "prefs_auto_change",
                                         "k:2"]
     assert "prefs_auto_stopped" in tokens
     assert rig.run(preferences, ZH_MEMBER, rig.now).auto_reward_code is None

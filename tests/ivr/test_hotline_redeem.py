@@ -51,7 +51,7 @@ async def test_redeem_a_service_with_pin_and_confirmation(rig, msisdn, lang, pri
                                                       "k:1"]
     assert after(tokens, "redeem_enter_pin")[:2] == ["redeem_enter_pin", "k:1234#"]
     assert after(tokens, "redeem_confirm_intro")[:6] == [
-        "redeem_confirm_intro", "a:A01", "redeem_confirm_for", f"#{price}",
+        "redeem_confirm_intro", "reward_a01", "redeem_confirm_for", f"#{price}",
         "redeem_confirm_keys", "k:1"]
     order = orders_of(rig, msisdn)[0]
     assert order.reward_code == "A01" and order.channel == "ivr" and order.points == price
@@ -74,9 +74,9 @@ async def test_items_listed_in_catalogue_order_with_tier_prices(rig):
     result = await rig.call(DIAMOND, "41T")  # diamond: A01 costs 800
     tokens = after(heard(result), "redeem_item")
     assert tokens[:18] == [
-        "redeem_item", "#1", "a:A01", "redeem_costs", "#800", "unit_points",
-        "redeem_item", "#2", "a:A02", "redeem_costs", "#800", "unit_points",
-        "redeem_item", "#3", "a:A03", "redeem_costs", "#2000", "unit_points"]
+        "redeem_item", "#1", "reward_a01", "redeem_costs", "#800", "unit_points",
+        "redeem_item", "#2", "reward_a02", "redeem_costs", "#800", "unit_points",
+        "redeem_item", "#3", "reward_a03", "redeem_costs", "#2000", "unit_points"]
     assert tokens[18] == "redeem_choose"
 
 
@@ -112,10 +112,11 @@ async def test_more_than_eight_items_page_with_9(rig):
     # T: let page 1 play and say nothing; 9 (barging into the retry) for page 2; then 5
     result = await rig.call(ZH_MEMBER, "41" "T9" "T5" "1234#" "1")
     tokens = heard(result)
-    codes = [t for t in tokens if t.startswith("a:")]
-    # page 1: A01 A02 A03 S00..S04 (8 items), then "9 for more"; page 2: S05..S09
-    assert codes[:8] == ["a:A01", "a:A02", "a:A03", "a:S00", "a:S01", "a:S02", "a:S03",
-                         "a:S04"]
+    codes = [t for t in tokens if t.startswith(("a:", "reward_"))]
+    # page 1: A01 A02 A03 (recorded names) S00..S04 (8 items, no recording: spelled), then
+    # "9 for more"; page 2: S05..S09
+    assert codes[:8] == ["reward_a01", "reward_a02", "reward_a03", "a:S00", "a:S01", "a:S02",
+                         "a:S03", "a:S04"]
     assert after(tokens, "redeem_more")[:5] == ["redeem_more", "redeem_choose", "timeout",
                                                 "err_no_input", "k:9"]
     assert codes[8:13] == ["a:S05", "a:S06", "a:S07", "a:S08", "a:S09"]

@@ -21,7 +21,8 @@ def run(argv, capsys):
 
 
 def test_check_committed_set_passes(capsys):
-    code, out, _ = run(["prompts", "check", "--root", str(DEFAULT_AUDIO_ROOT)], capsys)
+    code, out, _ = run(["prompts", "check", "--no-catalogue", "--root", str(DEFAULT_AUDIO_ROOT)],
+                         capsys)
     assert code == 0
     assert "OK: every prompt has audio in every language" in out
 
@@ -29,7 +30,8 @@ def test_check_committed_set_passes(capsys):
 def test_check_uses_the_ivr_ids_and_fails_on_unknown(capsys, monkeypatch):
     monkeypatch.setattr("ivr.prompt_ids.USED",
                         frozenset({"welcome", "menu_main", "made_up_prompt"}))
-    code, out, _ = run(["prompts", "check", "--root", str(DEFAULT_AUDIO_ROOT)], capsys)
+    code, out, _ = run(["prompts", "check", "--no-catalogue", "--root", str(DEFAULT_AUDIO_ROOT)],
+                         capsys)
     assert code == 1
     assert "7 from ivr.prompt_ids.USED and the configured tiers" in out  # 3 + 4 tiers
     assert "'made_up_prompt', which the manifest does not define" in out
@@ -39,7 +41,8 @@ def test_check_uses_the_ids_the_flows_declare(capsys):
     from ivr.flows.expiry_warning import PROMPT_IDS as WARNING_IDS
     from ivr.flows.hotline import PROMPT_IDS as HOTLINE_IDS
 
-    code, out, _ = run(["prompts", "check", "--root", str(DEFAULT_AUDIO_ROOT)], capsys)
+    code, out, _ = run(["prompts", "check", "--no-catalogue", "--root", str(DEFAULT_AUDIO_ROOT)],
+                         capsys)
     assert code == 0
     assert f"{len(HOTLINE_IDS | WARNING_IDS)} from ivr.prompt_ids.USED" in out
 
@@ -92,7 +95,7 @@ def test_handlers_accept_the_main_commands_context(tmp_path, capsys):
     """core.cli passes a context with .args and .config instead of the Namespace."""
     parser = argparse.ArgumentParser(prog="loyalty")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["prompts", "check"])
+    args = parser.parse_args(["prompts", "check", "--no-catalogue"])
     config = types.SimpleNamespace(prompts=types.SimpleNamespace(
         dir=str(DEFAULT_AUDIO_ROOT), sounds_subdir="loyalty"))
     ctx = types.SimpleNamespace(args=args, config=config)
@@ -114,7 +117,8 @@ name_en = "Platinum"
 threshold = 30000
 ''', encoding="utf-8")
     monkeypatch.setenv("LOYALTY_CONFIG", str(config))
-    code, out, _ = run(["prompts", "check", "--root", str(DEFAULT_AUDIO_ROOT)], capsys)
+    code, out, _ = run(["prompts", "check", "--no-catalogue", "--root", str(DEFAULT_AUDIO_ROOT)],
+                         capsys)
     assert code == 1
     assert "'tier_platinum', which the manifest does not define" in out
     assert "tier_gold" not in out  # the default tiers have their prompts

@@ -239,8 +239,14 @@ def test_active_root(tmp_path, manifest):
 def test_install_layout(tmp_path, manifest):
     sounds = tmp_path / "sounds"
     report = install(DEFAULT_AUDIO_ROOT, sounds, manifest=manifest)
-    assert report.installed == {"zh/loyalty": len(manifest.ids), "zh/digits": len(ZH_DIGITS),
-                                "en/loyalty": len(manifest.ids)}
+    # The manifest's ids, and the reward and courier names recorded beside them (6 demo
+    # rewards, 4 configured couriers).
+    names = 10
+    assert report.installed == {"zh/loyalty": len(manifest.ids) + names,
+                                "zh/digits": len(ZH_DIGITS),
+                                "en/loyalty": len(manifest.ids) + names}
+    assert (sounds / "zh" / "loyalty" / "reward_a01.wav").is_file()
+    assert (sounds / "en" / "loyalty" / "courier_sf.sln").is_file()
     for lang in manifest.languages:
         for prompt_id in manifest.ids:
             for ext in (".wav", ".sln"):
