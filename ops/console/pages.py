@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.accounts import unlock_pin
+from core.catalogue_names import spoken_codes
 from core.cli_errors import explain
 from core.domain import DomainError, TicketKind, mask_msisdn
 from core.jobs.runs import job_runs
@@ -30,8 +31,9 @@ def _refusal(exc: Exception) -> str:
 # --- prompts ---------------------------------------------------------------------------------
 
 async def prompts_page(console: Console, ask: Ask) -> Reply:
+    codes = await console.read(spoken_codes, ask.now)  # the active rewards, the couriers
     found = await console.blocking(prompt_audio.coverage, console.prompts_setting,
-                                   console.tier_ids)
+                                   console.tier_ids, codes.reward_codes, codes.courier_codes)
     return console.page(ask, "prompts.html.j2", coverage=found, chosen_id=ask.arg("id"),
                         chosen_lang=ask.arg("lang"))
 

@@ -21,6 +21,7 @@ from prompts.audio import (
     to_mono,
     wav_bytes,
 )
+from prompts.catalogue_prompts import courier_prompt_id, is_name_prompt_id, reward_prompt_id
 from prompts.cli import used_prompt_ids
 from prompts.manifest import ID_RE, load_manifest
 from prompts.store import active_root, check, current_set_version, load, load_root
@@ -58,22 +59,36 @@ class UploadResult:
     lines: tuple[str, ...]  # what to tell ops: why it was refused, or what changed
 
 
-def wanted_ids(tier_ids: list[str]) -> list[tuple[str, str]]:
-    """(prompt id, what uses it) for every prompt the server may play."""
+def wanted_ids(tier_ids: list[str], reward_codes: tuple[str, ...] = (),
+               courier_codes: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(prompt id, what uses it) for every prompt the server may play: the flows' ids, each
+    tier's, and the names of the active rewards and the couriers (``reward_<code>``...)."""
     ids = [(i, "flows") for i in sorted(set(used_prompt_ids()))]
     seen = {i for i, _ in ids}
     ids += [(i, "tier") for i in tier_ids if i not in seen]
+    seen |= set(tier_ids)
+    for codes, make, what in ((reward_codes, reward_prompt_id, "reward"),
+                              (courier_codes, courier_prompt_id, "courier")):
+        for code in sorted(set(codes)):
+            prompt_id = make(code)
+            if prompt_id is not None and prompt_id not in seen:
+                seen.add(prompt_id)
+                ids.append((prompt_id, f"{what} {code}"))
     return ids
 
 
-def coverage(setting: str, tier_ids: list[str]) -> Coverage:
-    """Every prompt id by language: present (with duration and level), missing or a problem."""
+def coverage(setting: str, tier_ids: list[str], reward_codes: tuple[str, ...] = (),
+             courier_codes: tuple[str, ...] = ()) -> Coverage:
+    """Every prompt id by language: present (with duration and level), missing or a problem.
+    The reward and courier names are not in the manifest: a file there is present, else
+    missing (the IVR then says the name another way)."""
     manifest = load_manifest()
     root = active_root(setting)
-    ids = wanted_ids(tier_ids)
+    ids = wanted_ids(tier_ids, reward_codes, courier_codes)
+    names = {i for i, _ in ids if is_name_prompt_id(i) and i not in manifest}
     problems: dict[tuple[str | None, str | None], str] = {}
     missing: set[tuple[str | None, str | None]] = set()
-    for problem in check(manifest, root, [i for i, _ in ids]):
+    for problem in check(manifest, root, [i for i, _ in ids if i not in names]):
         key = (problem.lang, problem.prompt_id)
         if problem.kind == "missing-audio":
             missing.add(key)
@@ -89,6 +104,8 @@ def coverage(setting: str, tier_ids: list[str]) -> Coverage:
                 cells.append(Cell("missing", problems.get((lang, prompt_id), "no audio")))
             elif (lang, prompt_id) in problems:
                 cells.append(Cell("problem", problems[(lang, prompt_id)]))
+            elif prompt_id in names and not (root / lang / f"{prompt_id}.wav").is_file():
+                cells.append(Cell("missing", f"{lang}/{prompt_id}: no recording of the name"))
             else:
                 cells.append(_measure(root / lang / f"{prompt_id}.wav"))
         rows.append(Row(prompt_id, used_by, tuple(cells)))
@@ -131,8 +148,9 @@ def upload_prompt(setting: str, lang: str, prompt_id: str, filename: str,
     manifest = load_manifest()
     if lang not in manifest.languages:
         return UploadResult(False, (f"'{lang}' is not a language of the prompt manifest",))
-    if prompt_id not in manifest:
-        return UploadResult(False, (f"'{prompt_id}' is not a prompt id of the manifest",))
+    if prompt_id not in manifest and not is_name_prompt_id(prompt_id):
+        return UploadResult(False, (f"'{prompt_id}' is not a prompt id of the manifest, nor "
+                                    "a reward's or courier's name (reward_<code>...)",))
     ext = Path(filename).suffix.lower()
     if ext not in AUDIO_EXTENSIONS:
         return UploadResult(False, (
