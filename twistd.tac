@@ -79,6 +79,7 @@ def build_server(config, reactor=None):
     store.check_schema()  # before the reactor runs: refuse a schema that is behind
     top = ServiceTree()
     top.metrics = Metrics()
+    top.metrics.process_info.labels(name=config.process.name or "-").set(1)
     top.db = DatabaseService(store, ProgrammeRules.from_config(config), reactor)
     top.db.setName("database")
     top.db.setServiceParent(top)
@@ -134,7 +135,8 @@ if __name__ == "builtins":  # run by twistd, not imported by a test
         _config = _config.replace("logging", file=log_file(_config.logging.file,
                                                            twistd_options()))
         application = service.Application("loyalty")
-        application.setComponent(ILogObserver, log_observer(_config.logging))
+        application.setComponent(ILogObserver, log_observer(_config.logging,
+                                                             _config.process.name))
         build_server(_config).setServiceParent(application)
         tune_gc()  # thousands of calls in flight: keep collector pauses out of think time
     except (ConfigError, SchemaBehind, DatabaseUnreachable) as _problem:

@@ -26,6 +26,10 @@ OPT_IN = (
     ("soak", "bench.soak_bench", ["--backend", "both", "--duration", "600"],
      ["--backend", "sqlite", "--duration", "10", "--calls", "50", "--mo-rate", "20",
       "--members", "3000", "--ramp", "5", "--warmup", "2", "--interval", "5"]),
+    # Several server processes on one PostgreSQL (docs/scaling.md): three runs of a minute.
+    ("scale", "bench.scale_bench", [],
+     ["--processes", "1,2", "--members", "3000", "--duration", "3", "--warmup", "1",
+      "--concurrency", "100"]),
 )
 
 
@@ -34,7 +38,8 @@ def register(subparsers) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--only", default="",
                         help="comma-separated: ivr,sms,core,expiry (the default: all four), "
-                             "soak (only when named: it runs for 25 minutes)")
+                             "soak (only when named: it runs for 25 minutes), scale (only "
+                             "when named: 1, 2 and 4 processes on PostgreSQL)")
     parser.add_argument("--json", action="store_true", help="all figures as JSON on stdout")
     parser.set_defaults(func=run_benchmarks)
 

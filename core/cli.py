@@ -115,17 +115,47 @@ def cmd_import(ctx: Context) -> int:
                      progress=ProgressReporter(f"import {ctx.args.kind}"),
                      encoding=ctx.args.encoding)
     print(f"{report.kind}: {report.rows} rows, {report.created} new, {report.updated} updated, "
-          f"{report.skipped} already imported")
-    return 0
+          f"{report.skipped} already imported"
+          + (f", {len(report.problems)} refused" if report.problems else ""))
+    # Imports that apply the good rows (line-status) list the refused ones and fail.
+    for line, message in report.problems:
+        print(f"  line {line}: {message}", file=sys.stderr)
+    return 1 if report.problems else 0
+
+
+def _account(uow: UnitOfWork, rules: ProgrammeRules, key: str):
+    """The account ops asked for: a number (closed lines too) or an archive key (R000001)."""
+    from core.domain import UnknownMember
+
+    key = key.strip().upper()
+    if not (key.startswith("R") and key[1:].isdigit()):
+        key = rules.numbering.normalise(key)
+    member = uow.members.get_member(key, include_closed=True)
+    if member is None:
+        raise UnknownMember(key)
+    return member
+
+
+def _line(uow: UnitOfWork, member) -> dict[str, Any]:
+    return {"line_status": member.line_status, "subscriber_id": member.subscriber_id,
+            "delivery_address": member.delivery_address,
+            "archived_accounts": uow.members.archived_keys(member.msisdn)}
 
 
 def member_summary(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
                    now: datetime) -> dict[str, Any]:
-    from core.accounts import balance, require_member, tier_status
+    from core.accounts import balance, tier_status
     from core.redemption import recent_orders
     from core.tickets import member_tickets
 
-    member = require_member(uow, rules.numbering.normalise(msisdn))
+    member = _account(uow, rules, msisdn)
+    if member.line_status == "closed":  # closed or retired: what the account holds, as it is
+        points, _, _ = uow.members.balance_summary(member.msisdn, now)
+        return {"msisdn": member.msisdn, "name": member.name, "language": member.language,
+                **_line(uow, member), "balance": points,
+                "orders": [{"order_no": o.order_no, "reward_code": o.reward_code,
+                            "points": o.points, "status": o.status}
+                           for o in uow.orders.member_orders(member.msisdn, 10)]}
     try:
         tier = tier_status(uow, rules, member.msisdn, now)
         bal = balance(uow, rules, member.msisdn, now)
@@ -134,6 +164,7 @@ def member_summary(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
                 "needs_attention": broken.what}
     return {
         "msisdn": member.msisdn, "name": member.name, "language": member.language,
+        **_line(uow, member),
         "tier": {"code": tier.code, "name": tier.name_en if member.language == "en"
                  else tier.name_zh, "valid_until": tier.valid_until,
                  "points_to_next": tier.points_to_next, "next": tier.next_code},
@@ -165,8 +196,17 @@ def cmd_member_show(ctx: Context) -> int:
         print(f"  ACCOUNT NEEDS ATTENTION: {summary['needs_attention']}")
         print("  (balance and tier cannot be shown; `loyalty check ledger` lists the problems)")
         return 1
-    tier = summary["tier"]
     print(f"{summary['msisdn']}  {summary['name']}  ({summary['language']})")
+    print(f"  line     {summary['line_status']}"
+          + (f", subscriber {summary['subscriber_id']}" if summary["subscriber_id"] else "")
+          + (f"; earlier accounts {', '.join(summary['archived_accounts'])}"
+             if summary["archived_accounts"] else ""))
+    if summary["line_status"] == "closed":
+        print(f"  balance  {summary['balance']} points (closed: not shown to anyone)")
+        for o in summary["orders"]:
+            print(f"  order    {o['order_no']} {o['reward_code']} {o['points']} pts {o['status']}")
+        return 0
+    tier = summary["tier"]
     print(f"  tier     {tier['name']} until {tier['valid_until']}, "
           f"{tier['points_to_next']} points to {tier['next'] or '-'}")
     expiry = summary["next_expiry"]
@@ -230,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     imp = sub.add_parser("import", help="import a CSV file (whole file or nothing)")
-    imp.add_argument("kind", choices=("members", "points", "rewards", "deliveries"))
+    imp.add_argument("kind", choices=("members", "points", "rewards", "deliveries",
+                                      "line-status"))
     imp.add_argument("file")
     imp.add_argument("--encoding", metavar="NAME",
                      help="the file's encoding (default: UTF-8 if it is, else GB18030)")

@@ -10,6 +10,8 @@ import dataclasses
 import ipaddress
 import os
 import re
+import socket
+import sys
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from core.config_values import (
     ConfigError,
     build_section,
+    check_named_tokens,
     is_loopback_host,
 )
 from core.config_values import parse_hhmm as parse_hhmm  # re-exported: importers use core.config
@@ -98,6 +101,9 @@ class FastAGIConfig:
     # Addresses or CIDRs that may connect; empty: loopback only (LOOPBACK_PEERS). Required
     # when ``host`` is not loopback: whoever reaches the port can claim any caller id.
     allowed_peers: tuple[str, ...] = ()
+    # Several processes on one port (SO_REUSEPORT, Linux): the kernel spreads new connections
+    # over them. Every process on the port must set it.
+    reuse_port: bool = False
 
     def allowed_networks(self) -> tuple[IPNetwork, ...]:
         """The networks a FastAGI peer must come from (ConfigError naming the key if bad)."""
@@ -214,6 +220,15 @@ class PromptsConfig:
 
 
 @dataclass(frozen=True)
+class ProcessConfig:
+    """Who this process is among several on one database (``LOYALTY_PROCESS_NAME``): its log
+    lines carry the name, its metrics a ``loyalty_process_info{name=...}`` series, its job runs
+    the name as owner. Empty: one process, unnamed."""
+
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "info"
     file: str = "-"  # "-": standard output (the journal under systemd)
@@ -232,6 +247,7 @@ class Config:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     ami: AMIConfig = field(default_factory=AMIConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def replace(self, section: str, **values: typing.Any) -> Config:
@@ -302,24 +318,24 @@ def _validate(config: Config) -> None:
         raise ConfigError("smpp.mo_dedupe_window_s and smpp.outbox_lease_s: must be positive")
     if config.smpp.mo_max_attempts < 1 or config.smpp.outbox_max_attempts < 1:
         raise ConfigError("smpp.mo_max_attempts and smpp.outbox_max_attempts: at least 1")
-    _validate_ops_tokens(config.ops)
+    check_named_tokens(config.ops.tokens, config.ops.token)
     if config.logging.level not in ("debug", "info", "warn", "error"):
         raise ConfigError("logging.level: one of debug, info, warn, error")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{0,40}", config.process.name):
+        raise ConfigError(f"process.name: letters, digits, - _ . (at most 40), got "
+                          f"{config.process.name!r}")
+    if config.fastagi.reuse_port and not reuse_port_supported():
+        raise ConfigError(f"fastagi.reuse_port: needs Linux (SO_REUSEPORT spreading connections "
+                          f"over processes); this is {sys.platform}: give each process its own "
+                          "fastagi.port instead")
     _validate_numbering(config.numbering)
     check_fastagi_access(config.fastagi)
 
 
-def _validate_ops_tokens(ops: OpsConfig) -> None:
-    for name, token in ops.tokens.items():
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", name):
-            raise ConfigError(f"ops.tokens: {name!r} is not a name (letters, digits, . _ -)")
-        if len(token) < 8:
-            raise ConfigError(f"ops.tokens.{name}: at least 8 characters")
-    if ops.token and ops.tokens.get("ops", ops.token) != ops.token:
-        raise ConfigError("ops.tokens.ops: clashes with ops.token (which is named ops)")
-    values = list(ops.named_tokens().values())
-    if len(set(values)) != len(values):
-        raise ConfigError("ops.tokens: two names share one token; give each its own")
+def reuse_port_supported() -> bool:
+    """SO_REUSEPORT balances connections over the listening sockets only on Linux (BSDs and
+    macOS give them all to the last one bound)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 def _validate_numbering(numbering: NumberingConfig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import typing
 from datetime import time
 
@@ -96,3 +97,18 @@ def build_section(name: str, cls: type, values: dict[str, typing.Any]) -> typing
             raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(sorted(known))})")
         kwargs[key] = coerce_value(f"{name}.{key}", value, hints[key])
     return cls(**kwargs)
+
+
+def check_named_tokens(tokens: typing.Mapping[str, str], single: str) -> None:
+    """``[ops] tokens`` (name -> token) beside the single ``ops.token``, which is named ops:
+    names a log line can carry, tokens not trivially short, one token per name."""
+    for name, token in tokens.items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", name):
+            raise ConfigError(f"ops.tokens: {name!r} is not a name (letters, digits, . _ -)")
+        if len(token) < 8:
+            raise ConfigError(f"ops.tokens.{name}: at least 8 characters")
+    if single and tokens.get("ops", single) != single:
+        raise ConfigError("ops.tokens.ops: clashes with ops.token (which is named ops)")
+    values = list(tokens.values()) + ([single] if single and "ops" not in tokens else [])
+    if len(set(values)) != len(values):
+        raise ConfigError("ops.tokens: two names share one token; give each its own")

@@ -19,6 +19,15 @@ DEMO_MEMBERS = (
     ("15800158000", "Alice Chen", "en"),
     ("18600186000", "Bob Wong", "en"),
 )
+# Operator subscriber ids and delivery addresses (gifts go by post, so a gift needs one); the
+# last member has no address, to show the hotline's and the SMS's guidance.
+DEMO_LINES = {
+    "13800138000": ("SUB-0000138000", "北京市朝阳区建国路88号SOHO现代城A座1203室"),
+    "13900139000": ("SUB-0000139000", "上海市浦东新区世纪大道100号25楼"),
+    "13700137000": ("SUB-0000137000", "广州市天河区体育西路191号中石化大厦B塔8楼"),
+    "15800158000": ("SUB-0000158000", "Flat 12B, 8 Harbour Road, Wan Chai, Hong Kong"),
+    "18600186000": ("SUB-0000186000", None),
+}
 DEMO_REWARDS = (
     Reward("A01", "100分钟国内通话", "100 minutes of calls", "service", 1000, None, None, None,
            None, 1, (("gold", 900), ("diamond", 800))),
@@ -42,12 +51,20 @@ def load_demo(uow: UnitOfWork, rules: ProgrammeRules, now: datetime) -> list[Mem
     today = rules.today(now)
     last_year = date(today.year - 1, 6, 15)
     expiring = date(today.year - rules.programme.validity_years, 3, 1)
-    new = {m for m, _, _ in DEMO_MEMBERS if uow.members.get_member(m) is None}
+    stored = {m: uow.members.get_member(m, include_closed=True) for m, _, _ in DEMO_MEMBERS}
+    new = {m for m, member in stored.items() if member is None}
     if new:
         uow.members.upsert_members([
             dict(msisdn=m, name=n, language=lang, tier_code=rules.tiers[0].code,
-                 warning_opt_out=False, warning_channel="sms", pin_failures=0, created_at=now)
+                 warning_opt_out=False, warning_channel="sms", pin_failures=0, created_at=now,
+                 subscriber_id=DEMO_LINES[m][0], delivery_address=DEMO_LINES[m][1])
             for m, n, lang in DEMO_MEMBERS if m in new])
+    for m, member in stored.items():
+        # Demo sets loaded before lines had ids: only the blanks are filled, once.
+        if member is not None and member.subscriber_id is None:
+            uow.members.update_member(m, subscriber_id=DEMO_LINES[m][0],
+                                      delivery_address=member.delivery_address
+                                      or DEMO_LINES[m][1])
     for reward in DEMO_REWARDS:
         if uow.orders.get_reward(reward.code) is None:
             uow.orders.upsert_reward(reward)
@@ -77,4 +94,4 @@ def load_demo(uow: UnitOfWork, rules: ProgrammeRules, now: datetime) -> list[Mem
     if "15800158000" in new:
         redeem(uow, rules, "15800158000", "A02", Channel.IVR, "demo-order-2",
                now - timedelta(hours=3))
-    return [uow.members.get_member(m) for m, _, _ in DEMO_MEMBERS]
+    return [uow.members.get_member(m, include_closed=True) for m, _, _ in DEMO_MEMBERS]

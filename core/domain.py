@@ -35,6 +35,15 @@ class RewardKind(StrEnum):
     VOUCHER = "voucher"
 
 
+class LineStatus(StrEnum):
+    """The operator's state of the member's line (``loyalty import line-status``)."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"  # may ask, may not redeem
+    ARREARS = "arrears"  # may ask, may not redeem
+    CLOSED = "closed"  # not a member on any channel
+
+
 class OrderStatus(StrEnum):
     CONFIRMED = "confirmed"
     CANCELLED = "cancelled"
@@ -76,6 +85,9 @@ class Member:
     # ``granted_tier_until``, whatever she earned.
     granted_tier_code: str | None = None
     granted_tier_until: date | None = None
+    line_status: str = LineStatus.ACTIVE
+    subscriber_id: str | None = None
+    delivery_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +199,7 @@ class Order:
     request_id: str
     created_at: datetime
     delivery: Delivery | None = None
+    delivery_address: str | None = None  # a gift's address, copied at redemption
 
 
 @dataclass(frozen=True)
@@ -258,6 +271,22 @@ class OutOfStock(DomainError):
 
 class LimitReached(DomainError):
     code = "limit_reached"
+
+
+class LineBarred(DomainError):
+    """The member's line is suspended or in arrears: she may ask, not redeem."""
+
+    code = "line_barred"
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the line is {status}: no redemptions")
+        self.status = status
+
+
+class AddressNeeded(DomainError):
+    """A gift is sent by post: the member has no delivery address registered."""
+
+    code = "address_needed"
 
 
 class InsufficientPoints(DomainError):
@@ -426,3 +455,15 @@ def mask_msisdn(msisdn: str | None) -> str:
     keep_head = 3 if len(text) >= 9 else 1
     keep_tail = 4 if len(text) >= 9 else 2
     return text[:keep_head] + "*" * (len(text) - keep_head - keep_tail) + text[-keep_tail:]
+
+
+def mask_address(address: str | None) -> str:
+    """What an SMS may show of a delivery address: the first and last few characters, the
+    middle hidden, so the member recognises it and a stranger reading the phone learns little."""
+    if not address:
+        return ""
+    text = " ".join(address.split())
+    keep = max(1, min(6, len(text) // 4))
+    if len(text) <= 2 * keep + 1:
+        return text[:1] + "*" * (len(text) - 1)
+    return text[:keep] + "*" * 4 + text[-keep:]

@@ -24,6 +24,7 @@ REQUIRED = {
     "points": ("msisdn", "points", "source", "earned_on", "reference"),
     "rewards": ("code", "name_zh", "name_en", "kind", "points", "stock"),
     "deliveries": ("order_no", "status", "courier", "tracking_no"),
+    "line-status": ("msisdn", "status"),
 }
 SAVE_AS = "save it from Excel as 'CSV UTF-8', or name its encoding with --encoding NAME"
 

@@ -31,6 +31,7 @@ from core.import_csv import (  # noqa: F401 - ImportFailed and MAX_ERRORS are pa
     parse_date,
     parse_int,
 )
+from core.lines import fresh_member, import_line_status, is_reissued, parse_status, subscriber_id
 from core.ports import UnitOfWork
 from core.progress import StepProgress
 from core.rules import ProgrammeRules, expiry_for, tier_valid_until
@@ -49,6 +50,8 @@ class ImportReport:
     created: int
     updated: int
     skipped: int
+    # Rows refused while the others were applied (line number, why): the line-status import.
+    problems: tuple[tuple[int, str], ...] = ()
 
 
 def _progress(progress: StepProgress | None, step: str, done: int, total: int) -> None:
@@ -76,6 +79,7 @@ def import_members(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now
             values = dict(msisdn=msisdn, name=row["name"], language=row["language"])
             values.update(_tier_grant(row, tiers, today, rules))
             values.update(_warning_choices(row))
+            values.update(_line_columns(row))
             if row.get("pin"):
                 pins.append((len(parsed), validate_pin(row["pin"])))
             parsed.append(values)
@@ -96,15 +100,23 @@ def import_members(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, now
         if start % (CHUNK * ANALYZE_EVERY) == 0:
             uow.refresh_statistics("members")
         chunk = parsed[start:start + CHUNK]
-        existing = uow.members.existing_msisdns(r["msisdn"] for r in chunk)
+        stored_ids = uow.members.subscriber_ids(r["msisdn"] for r in chunk)
+        existing = set(stored_ids)
+        reissued = 0
         for values in chunk:
-            if values["msisdn"] not in existing:
+            if values["msisdn"] in existing and is_reissued(stored_ids[values["msisdn"]],
+                                                           values.get("subscriber_id")):
+                # Another subscription on the number: the old owner's account is retired.
+                uow.members.retire_member(values["msisdn"], now,
+                                          fresh_member(rules, values, now))
+                reissued += 1
+            elif values["msisdn"] not in existing:
                 # A new member starts at her granted tier, else at the first one.
                 values.setdefault("tier_code", values.get("granted_tier_code") or tiers[0])
                 values.setdefault("tier_valid_until", values.get("granted_tier_until"))
                 values["created_at"] = now
         new, changed = uow.members.upsert_members(chunk, existing=existing)
-        created, updated = created + new, updated + changed
+        created, updated = created + new + reissued, updated + changed - reissued
         _progress(progress, "writing", start + len(chunk), len(parsed))
     return ImportReport("members", len(parsed), created, updated, 0)
 
@@ -141,6 +153,20 @@ def _warning_choices(row: dict[str, str]) -> dict[str, object]:
             raise InvalidInput(
                 f"warning_channel must be sms or voice, not {row['warning_channel']!r}")
         values["warning_channel"] = channel
+    return values
+
+
+def _line_columns(row: dict[str, str]) -> dict[str, object]:
+    """Optional ``status`` (line status), ``subscriber_id`` and ``address`` (where gifts go);
+    empty or missing leaves the member's as it is (a closed line stays closed)."""
+    values: dict[str, object] = {}
+    if row.get("status"):
+        values["line_status"] = parse_status(row["status"])
+    sub_id = subscriber_id(row.get("subscriber_id"))
+    if sub_id:
+        values["subscriber_id"] = sub_id
+    if row.get("address"):
+        values["delivery_address"] = " ".join(row["address"].split())
     return values
 
 
@@ -335,4 +361,4 @@ def import_deliveries(uow: UnitOfWork, rules: ProgrammeRules, path: str | Path, 
 
 
 IMPORTERS = {"members": import_members, "points": import_points, "rewards": import_rewards,
-             "deliveries": import_deliveries}
+             "deliveries": import_deliveries, "line-status": import_line_status}

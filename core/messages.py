@@ -25,6 +25,7 @@ from core.domain import (
     Reward,
     Ticket,
     TierStatus,
+    mask_address,
 )
 
 
@@ -115,10 +116,17 @@ def redeem_quote_message(quote: Quote, otp: str, minutes: int, language: str) ->
 
 
 def redeem_done_message(order: Order, reward_name: str, balance_after: int) -> Message:
+    """A gift's ``address`` is the order's copy, masked (an SMS can be read over a shoulder)."""
     return Message("redeem_done", {
         "order_no": order.order_no, "reward_code": order.reward_code,
         "reward_name": reward_name, "points": order.points, "balance_after": balance_after,
-        "reward_kind": order.reward_kind})
+        "reward_kind": order.reward_kind,
+        "address": mask_address(order.delivery_address) or None})
+
+
+def line_barred_message(status: str) -> Message:
+    """A suspended line or one in arrears asked to redeem: it may only ask for now."""
+    return Message("line_barred", {"status": status})
 
 
 def redeem_failed_message(reason: str, reward_code: str, *, balance: int | None = None,
@@ -236,6 +244,7 @@ def current_params(template: str, language: str, params: Mapping[str, Any]) -> d
         out.setdefault("reward_name", out.get("reward_code", ""))
         out.setdefault("reward_kind", "")
         out.setdefault("balance_after", None)
+        out.setdefault("address", None)
     elif template in ("auto_redeem_done", "auto_redeem_short") and "reward_name" not in out:
         out["reward_name"] = out.get(f"reward_{'zh' if language == 'zh' else 'en'}", "")
     elif template == "tier_changed" and "tier_name" not in out:

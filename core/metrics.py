@@ -9,6 +9,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        # 1, labelled with ``[process] name``: several processes' series told apart, and
+        # joined to the others by ``instance`` (``on(instance) group_left(name)``).
+        self.process_info = Gauge("loyalty_process_info", "This server process", ["name"],
+                                  registry=r)
         self.calls_active = Gauge("loyalty_calls_active", "Calls in progress", registry=r)
         self.calls = Counter("loyalty_calls", "Finished calls", ["script", "outcome"],
                              registry=r)

@@ -37,6 +37,7 @@ from core.domain import (
     UnknownOrder,
     UnknownReward,
 )
+from core.lines import check_gift_address, check_may_redeem
 from core.ports import UnitOfWork
 from core.rules import ProgrammeRules, expiry_for, plan_spend
 
@@ -63,6 +64,7 @@ def _check_redeemable(uow: UnitOfWork, rules: ProgrammeRules, member: Member, co
     reward = uow.orders.get_reward(code.upper())
     if reward is None:
         raise UnknownReward(code)
+    check_gift_address(member, reward)
     if not is_available(reward, rules.today(now)):
         raise RewardUnavailable(code)
     if reward.stock is not None and reward.stock <= 0:
@@ -77,6 +79,7 @@ def quote_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward
                      now: datetime) -> Quote:
     """Everything a redemption would check, without spending: for read-backs and SMS replies."""
     member = require_member(uow, msisdn)
+    check_may_redeem(member)
     reward, price = _check_redeemable(uow, rules, member, reward_code, now)
     points, _, _ = uow.members.balance_summary(member.msisdn, now)
     if points < price:
@@ -94,6 +97,7 @@ def redeem(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str
     channel or process) run one after the other and cannot overspend.
     """
     member = require_member(uow, msisdn, for_update=True)
+    check_may_redeem(member)
     existing = uow.orders.order_by_request(member.msisdn, channel, request_id)
     if existing is not None:
         return existing
@@ -102,7 +106,8 @@ def redeem(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str
     order = Order(
         order_no=_order_number(uow, rules.today(now), now),
         msisdn=member.msisdn, reward_code=reward.code, reward_kind=reward.kind, points=price,
-        status=OrderStatus.CONFIRMED, channel=channel, request_id=request_id, created_at=now)
+        status=OrderStatus.CONFIRMED, channel=channel, request_id=request_id, created_at=now,
+        delivery_address=member.delivery_address if reward.kind == RewardKind.GIFT else None)
     uow.orders.add_order(order)
     for lot_id, take in plan:
         uow.members.take_from_lot(lot_id, take)
@@ -216,6 +221,7 @@ def confirm_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, code
     A wrong code counts toward the PIN lock, like a wrong PIN: it returns the refusal (a
     ``SecretCheck``), so the count is committed although nothing is redeemed."""
     member = require_member(uow, msisdn, for_update=True)
+    check_may_redeem(member)
     locked, pending, used = find_confirmation(uow, member, code, now)
     if locked is not None:
         return locked

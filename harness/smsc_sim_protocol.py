@@ -37,6 +37,7 @@ class SMSCProtocol(protocol.Protocol):
     def __init__(self, sim: SMSCSimulator):
         self.sim = sim
         self.bound_as: str | None = None
+        self.system_id: str | None = None  # as bound
         self.closed = False
         self.dropped = False  # input ignored from now on (simulated drop)
         self.in_flight = 0  # submit_sm received and not yet answered
@@ -157,6 +158,7 @@ class SMSCProtocol(protocol.Protocol):
             log.info("simulator: refused bind of {sid!r}", sid=pdu.get("system_id"))
             return
         self.bound_as = _BIND_KIND[pdu.command]
+        self.system_id = pdu.get("system_id", "")
         log.info("simulator: {sid!r} bound as {kind}", sid=pdu.get("system_id"),
                  kind=self.bound_as)
         self.sim.on_bound(self)
@@ -175,7 +177,7 @@ class SMSCProtocol(protocol.Protocol):
         sim.submit_times.append(sim.clock.seconds())
         self.in_flight += 1
         sim.max_outstanding = max(sim.max_outstanding, self.in_flight)
-        if sim.never_respond:
+        if sim.never_respond or self.system_id in sim.hold_submits_from:
             return
         status = sim.submit_status()
         if sim.response_delay_s > 0:
@@ -194,6 +196,7 @@ class SMSCProtocol(protocol.Protocol):
             return
         message_id = sim.new_message_id()
         rec = sim.accept(dict(pdu.params), message_id)
+        sim.accepted_from[self.system_id or ""] += 1
         wants_receipt = sim.receipts and rec.registered_delivery & 0x03
         if wants_receipt and sim.receipt_before_resp:
             sim.send_receipt(rec, self)

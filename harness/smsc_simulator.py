@@ -14,15 +14,24 @@ Standalone: ``python -m harness.smsc_simulator --port 2775`` logs every PDU; typ
 
 Misbehaviour on demand: ``throttle_next(n, status)``, ``throttle_fraction``,
 ``drop_after_submits(n)``, ``response_delay_s``, ``never_respond``, ``send_garbage(kind)``,
-``send_unbind()``, ``refuse_binds(n, seconds)``. Message ids come in ``id_style`` ("hex",
-"HEX" or "dec"); receipts may quote them in another ``receipt_id_style`` ("same", "dec", "hex",
-"HEX", "zeros") to exercise id normalisation; the receipted_message_id TLV always carries the
-submit_sm_resp form.
+``send_unbind()``, ``refuse_binds(n, seconds)``, ``hold_submits_from`` (system ids whose
+submit_sm are never answered).
+
+Several binds at once (one per server process): ``accounts`` adds system ids (with their
+passwords) to the one given, any of them may bind more than once, and ``spread_mo`` deals MO
+out to the receiving sessions in turn, as an SMSC does over an account's binds (otherwise
+every MO goes to the newest one; ``mo_to``: to binds of that system id only).
+``accepted_from`` counts accepted submits per system id.
+
+Message ids come in ``id_style`` ("hex", "HEX" or "dec"); receipts may quote them in another
+``receipt_id_style`` ("same", "dec", "hex", "HEX", "zeros") to exercise id normalisation; the
+receipted_message_id TLV always carries the submit_sm_resp form.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Any
 
 from twisted.internet import defer, protocol, task
@@ -68,11 +77,17 @@ class SMSCSimulator(protocol.ServerFactory):
         short_code: str = "10086",
         clock: Any = None,
         log_pdus: bool = False,
+        accounts: dict[str, str] | None = None,
+        spread_mo: bool = False,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock = clock
         self.system_id, self.password = system_id, password
+        self.accounts = {system_id: password, **(accounts or {})}
+        self.spread_mo = spread_mo
+        self.mo_to: str | None = None  # a system id: every MO goes to a bind of it
+        self._turn = 0  # the next receiving session to get an MO (spread_mo)
         self.id_style, self.receipt_id_style = id_style, receipt_id_style
         self.receipts, self.receipt_delay_s = receipts, receipt_delay_s
         self.receipt_before_resp, self.receipt_stat = receipt_before_resp, receipt_stat
@@ -84,6 +99,7 @@ class SMSCSimulator(protocol.ServerFactory):
         self.throttle_fraction = 0.0
         self.response_delay_s = 0.0
         self.never_respond = False  # submit_sm are received (and count) but never answered
+        self.hold_submits_from: set[str] = set()  # the same, for binds of these system ids
         self.mute = False  # ignore every PDU from the ESME (a black-holed link)
         self._forced_statuses: list[int] = []
         self._drop_after: int | None = None
@@ -96,6 +112,7 @@ class SMSCSimulator(protocol.ServerFactory):
         self.bind_attempts = 0
         self.binds = 0
         self.submits: list[SubmitRecord] = []  # accepted parts
+        self.accepted_from: Counter[str] = Counter()  # accepted parts per bound system id
         self.messages: list[MTMessage] = []  # accepted, reassembled
         self.submit_statuses: list[int] = []  # every answer given to a submit_sm, in order
         self.submit_times: list[float] = []  # arrival time of every submit_sm
@@ -144,6 +161,14 @@ class SMSCSimulator(protocol.ServerFactory):
                 return p
         return None
 
+    def _next_receiver(self) -> SMSCProtocol | None:
+        receivers = [p for p in self.sessions if p.can_receive
+                     and self.mo_to in (None, p.system_id)]
+        if not receivers:
+            return None
+        self._turn = (self._turn + 1) % len(receivers)
+        return receivers[self._turn]
+
     # -- misbehaviour ------------------------------------------------------------------------
 
     def throttle_next(self, n: int, status: int = ESME_RTHROTTLED, after: int = 0) -> None:
@@ -189,7 +214,7 @@ class SMSCSimulator(protocol.ServerFactory):
 
     def check_bind(self, system_id: str, password: str) -> int:
         self.bind_attempts += 1
-        if system_id != self.system_id or password != self.password:
+        if self.accounts.get(system_id) != password:
             return ESME_RBINDFAIL
         if self._refuse_count > 0:
             self._refuse_count -= 1
@@ -296,7 +321,7 @@ class SMSCSimulator(protocol.ServerFactory):
         handsets do) with an 8-bit (or ``ref16``) concatenation UDH, or SAR TLVs with
         ``use_sar``; ``use_payload`` carries the data in message_payload; ``order`` lists the
         1-based part numbers to send (out of order, duplicates allowed)."""
-        session = self.session
+        session = self._next_receiver() if self.spread_mo or self.mo_to else self.session
         if session is None:
             return defer.fail(RuntimeError("no bound ESME session to deliver to"))
         self._mo_ref = (self._mo_ref + 1) & 0xFFFF

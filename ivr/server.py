@@ -42,7 +42,7 @@ from ivr.flows.expiry_warning import make_expiry_warning_flow
 from ivr.flows.hotline import Hotline, hotline_flow
 from ivr.peers import PeerGate
 from ops.dbservice import DatabaseService
-from ops.listening import ListeningService
+from ops.listening import ListeningService, ReusePortEndpoint
 from prompts.presence import PromptPresence
 from prompts.store import active_root
 
@@ -159,7 +159,10 @@ class FastAGIService(ListeningService):
 
 
 def fastagi_endpoint(reactor: IReactorTCP, fastagi: FastAGIConfig) -> IStreamServerEndpoint:
-    """The TCP endpoint for ``[fastagi]`` host and port (the composition root's to build)."""
+    """The TCP endpoint for ``[fastagi]`` host and port (the composition root's to build);
+    with ``reuse_port``, one that several processes can share (``ReusePortEndpoint``)."""
+    if fastagi.reuse_port:
+        return ReusePortEndpoint(reactor, fastagi.port, interface=fastagi.host, backlog=1024)
     return endpoints.TCP4ServerEndpoint(reactor, fastagi.port, interface=fastagi.host,
                                         backlog=1024)
 

@@ -67,7 +67,7 @@ class JobsService(Service):
         self.catch_up = catch_up
         self.batch = batch
         self.on_finished = on_finished  # called with (job name, claim) after a run's end
-        self.owner = new_owner()
+        self.owner = new_owner(config.process.name)
         self.zone = config.programme.zone
         self.next_runs: dict[str, datetime] = {}
         self._calls: dict[str, IDelayedCall] = {}

@@ -215,7 +215,8 @@ class OutboxSender(service.Service):
         left = [i for i, f in self.rows.items() if not f.recording]
         if left:
             try:
-                await self.db.run(release_claims, left)
+                await self.db.run(release_claims,
+                                  [(i, self.rows[i].row.attempts) for i in left])
             except Exception:  # noqa: BLE001 - the claims lapse by themselves
                 log_failure(log, "could not release outbox claims; they lapse in {s}s",
                             Failure(), s=self.settings.lease_s)
@@ -240,12 +241,21 @@ class OutboxSender(service.Service):
         return failure  # no second round at once: the poll retries
 
     def _extend_claims(self) -> defer.Deferred | None:
-        ids = [i for i, f in self.rows.items() if not f.recording]
-        if not ids:
+        claims = [(i, f.row.attempts) for i, f in self.rows.items() if not f.recording]
+        if not claims:
             return None
         until = self.now() + timedelta(seconds=self.settings.lease_s)
-        return self.db.run(extend_claims, ids, until).addErrback(
-            lambda f: log_failure(log, "could not extend outbox claims", f))
+        return self.db.run(extend_claims, claims, until).addCallbacks(
+            self._lost, lambda f: log_failure(log, "could not extend outbox claims", f))
+
+    def _lost(self, ids: set[int]) -> None:
+        if ids:
+            # Stalled past the lease: another process has them now; what this one records
+            # about them is ignored (core.messaging.outbox), but a part already handed to the
+            # session may still go out twice.
+            log.warn("{n} outbox rows held here were claimed by another process after this "
+                     "one's claim lapsed (smpp.outbox_lease_s {s}s)", n=len(ids),
+                     s=self.settings.lease_s)
 
     # -- submitting --------------------------------------------------------------------------
 
@@ -293,18 +303,21 @@ class OutboxSender(service.Service):
         ids = tuple(flight.ids)
         if flight.permanent is not None:
             error = _describe(flight.permanent)
-            outcome = Outcome(row.id, ids, tuple(flight.accepted), "failed", error)
+            outcome = Outcome(row.id, ids, tuple(flight.accepted), "failed", error,
+                              attempt=row.attempts)
             self.metrics.sms_mt.labels(outcome="failed").inc()
             log.warn("MT {id} to {dst} failed: {error}", id=row.id,
                      dst=mask_msisdn(row.msisdn), error=error)
         elif all(mid is not None for mid in ids):
-            outcome = Outcome(row.id, ids, tuple(flight.accepted), "submitted")
+            outcome = Outcome(row.id, ids, tuple(flight.accepted), "submitted",
+                              attempt=row.attempts)
             self.metrics.sms_mt.labels(outcome="submitted").inc()
             self.submitted += 1
         elif row.attempts >= self.settings.max_attempts:
             # Refused for a while every time: out of the queue until ops retry it.
             error = _describe(flight.temporary)
-            outcome = Outcome(row.id, ids, tuple(flight.accepted), "set_aside", error)
+            outcome = Outcome(row.id, ids, tuple(flight.accepted), "set_aside", error,
+                              attempt=row.attempts)
             self.metrics.sms_mt.labels(outcome="set_aside").inc()
             log.warn("MT {id} to {dst} set aside after {n} attempts: {error}", id=row.id,
                      dst=mask_msisdn(row.msisdn), n=row.attempts, error=error)
@@ -312,7 +325,8 @@ class OutboxSender(service.Service):
             s = self.settings
             delay = min(s.retry_max_s, s.retry_base_s * 2 ** max(0, row.attempts - 1))
             outcome = Outcome(row.id, ids, tuple(flight.accepted), "retry",
-                              _describe(flight.temporary), self.now() + timedelta(seconds=delay))
+                              _describe(flight.temporary), self.now() + timedelta(seconds=delay),
+                              attempt=row.attempts)
             self.metrics.sms_mt.labels(outcome="retry").inc()
         flight.recording = True
         self.results.add(outcome).addCallbacks(

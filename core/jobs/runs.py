@@ -56,8 +56,11 @@ class LostClaim(RuntimeError):
     """The run was taken over by another process (ours looked dead); stop without writing."""
 
 
-def new_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def new_owner(process_name: str = "") -> str:
+    """Who runs a job (kept in the run's summary): host, pid and, with several processes on
+    one database, the process's ``[process] name``."""
+    named = f"{process_name}@" if process_name else ""
+    return f"{named}{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ class Outcome:
     state: str  # submitted, retry, failed, set_aside
     error: str | None = None
     not_before: datetime | None = None
+    attempt: int = 0  # the row's attempts when this process claimed it (see _record)
 
 
 def claim_batch(uow, rules, now: datetime, until: datetime, limit: int,
@@ -72,6 +73,10 @@ def record_events(uow, rules, outcomes: list[Outcome], receipts: list[ReceiptIte
 
 def _record(uow, outcomes: list[Outcome], now: datetime,
             id_keys: Callable[[str], Iterable[str]]) -> Counter:
+    # Only what this process still holds: a row whose claim lapsed and was taken by another
+    # process is that one's to record (a retry recorded here would queue a row it has sent).
+    held = uow.messaging.claims_held([(o.outbox_id, o.attempt) for o in outcomes])
+    outcomes = [o for o in outcomes if o.outbox_id in held]
     new_ids = [(o.outbox_id, part, mid, frozenset(id_keys(mid)))
                for o in outcomes for part, mid in o.accepted]
     uow.messaging.record_submitted([(o.outbox_id, o.message_ids) for o in outcomes
@@ -102,9 +107,13 @@ def outbox_depth(uow, rules) -> int:
     return uow.messaging.outbox_depth()
 
 
-def release_claims(uow, rules, ids: list[int]) -> None:
-    uow.messaging.release_claims(ids)
+def release_claims(uow, rules, claims: list[tuple[int, int]]) -> None:
+    """(id, attempts at the claim) of rows this process gives back."""
+    uow.messaging.release_claims(claims)
 
 
-def extend_claims(uow, rules, ids: list[int], until: datetime) -> None:
-    uow.messaging.extend_claims(ids, until)
+def extend_claims(uow, rules, claims: list[tuple[int, int]], until: datetime) -> set[int]:
+    """Extend this process's claims; returns the ids it no longer holds (claimed again by
+    another process after this one's lapsed)."""
+    uow.messaging.extend_claims(claims, until)
+    return {i for i, _ in claims} - uow.messaging.claims_held(claims)

@@ -11,6 +11,7 @@ from core.domain import (
     DomainError,
     InsufficientPoints,
     InvalidConfirmation,
+    LineBarred,
     PinLocked,
     SecretCheck,
     TicketKind,
@@ -138,6 +139,8 @@ def _domain_reply(rules, work: Work, cmd: kw.Command, exc: DomainError,
     if isinstance(exc, PinLocked):
         until = exc.until.astimezone(rules.zone)
         return messages.confirm_failed_message(exc.code, until=f"{until:%H:%M}")
+    if isinstance(exc, LineBarred):  # the line may ask, not redeem
+        return messages.line_barred_message(exc.status)
     if cmd.kind in (kw.REDEEM, kw.CONFIRM, kw.AUTO_REDEEM):
         code = cmd.arg if cmd.kind in (kw.REDEEM, kw.AUTO_REDEEM) else ""
         if isinstance(exc, InsufficientPoints):

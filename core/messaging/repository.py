@@ -118,11 +118,14 @@ class MessagingRepository(Protocol):
     def set_bodies(self, bodies: Sequence[tuple[int, str]]) -> None:
         ...
 
-    def extend_claims(self, ids: Sequence[int], until: datetime) -> None:
-        ...
+    def extend_claims(self, claims: Sequence[tuple[int, int]], until: datetime) -> None:
+        """(id, attempts at the claim): rows claimed again since are left alone."""
 
-    def release_claims(self, ids: Sequence[int]) -> None:
+    def release_claims(self, claims: Sequence[tuple[int, int]]) -> None:
         """Put claimed rows back in the queue, due now (a clean shutdown)."""
+
+    def claims_held(self, claims: Sequence[tuple[int, int]]) -> set[int]:
+        """The ids among (id, attempts at the claim) still held by that claim (locked)."""
 
     def record_submitted(self, rows: Sequence[tuple[int, Sequence[str | None]]],
                          now: datetime) -> None:

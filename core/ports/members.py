@@ -13,7 +13,19 @@ from core.domain import LedgerEntry, LedgerProblem, Member, PointsLot
 class MembersRepository(Protocol):
     """Members, their PINs and tier data, points lots, the ledger and balances."""
 
-    def get_member(self, msisdn: str, *, for_update: bool = False) -> Member | None:
+    def get_member(self, msisdn: str, *, for_update: bool = False,
+                   include_closed: bool = False) -> Member | None:
+        """The member on that number; a closed line is no member (None) unless
+        ``include_closed``."""
+        ...
+
+    def retire_member(self, msisdn: str, now: datetime, fresh: dict[str, Any]) -> str:
+        """Move the account on ``msisdn`` and all its rows to a new archive key (returned)
+        and reset the number's row to ``fresh``: no points, orders, PIN or preferences."""
+        ...
+
+    def archived_keys(self, msisdn: str) -> list[str]:
+        """The archive keys of the accounts once held on ``msisdn``, oldest first."""
         ...
 
     def member_pin(self, msisdn: str) -> tuple[str | None, int]:
@@ -23,6 +35,10 @@ class MembersRepository(Protocol):
                        existing: set[str] | None = None) -> tuple[int, int]:
         """Insert new members, update the given fields of existing ones. Returns (new, updated).
         ``existing``: the rows' numbers already stored, when the caller has just asked."""
+        ...
+
+    def subscriber_ids(self, msisdns: Iterable[str]) -> dict[str, str | None]:
+        """Number -> stored subscriber id, for the stored members (closed lines too)."""
         ...
 
     def existing_msisdns(self, msisdns: Iterable[str]) -> set[str]:

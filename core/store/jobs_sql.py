@@ -107,6 +107,7 @@ class SqlJobs(SqlRepository):
             # it hash-joins a sequential scan of all members: 10x slower per batch).
             .where(lots.c.msisdn > after, lots.c.msisdn <= upto,
                    members.c.msisdn > after, members.c.msisdn <= upto, lots.c.remaining > 0,
+                   members.c.line_status != "closed",  # closed and retired accounts: no one
                    lots.c.expired.is_(False), lots.c.expires_at > now,
                    lots.c.expires_at <= horizon)
             .group_by(lots.c.msisdn, lots.c.expires_at, members.c.language,
@@ -212,7 +213,8 @@ class SqlJobs(SqlRepository):
             select(members.c.msisdn, members.c.language, members.c.tier_code,
                    members.c.tier_valid_until, members.c.granted_tier_code,
                    members.c.granted_tier_until)
-            .where(members.c.msisdn > after).order_by(members.c.msisdn).limit(limit)))
+            .where(members.c.msisdn > after, members.c.line_status != "closed")
+            .order_by(members.c.msisdn).limit(limit)))
         if not page:
             return []
         earned = dict(self.conn.execute(

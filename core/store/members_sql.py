@@ -10,20 +10,26 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 
 from core.config import POINTS_CEILING
-from core.domain import LedgerEntry, LedgerProblem, Member, PointsLot
-from core.store.repository import IN_BATCH, SqlRepository
+from core.domain import LedgerEntry, LedgerProblem, LineStatus, Member, PointsLot
+from core.store.repository import IN_BATCH
+from core.store.retire_sql import RetiredAccounts
 from core.store.sums import checked_points, out_of_range, points_sum
 from core.store.tables import ledger, lot_draws, lots, members, rewards
 
 
-class SqlMembers(SqlRepository):
+class SqlMembers(RetiredAccounts):
     """Members, lots and ledger: the ``MembersRepository`` of ``core.ports``."""
 
     # --- members --------------------------------------------------------------------------
 
-    def get_member(self, msisdn: str, *, for_update: bool = False) -> Member | None:
-        row = self._first(select(members).where(members.c.msisdn == msisdn),
-                          for_update=for_update)
+    def get_member(self, msisdn: str, *, for_update: bool = False,
+                   include_closed: bool = False) -> Member | None:
+        """The member on that number; a closed line is no member (None) unless
+        ``include_closed`` (ops looking at an account, the imports)."""
+        stmt = select(members).where(members.c.msisdn == msisdn)
+        if not include_closed:
+            stmt = stmt.where(members.c.line_status != LineStatus.CLOSED)
+        row = self._first(stmt, for_update=for_update)
         return _member(row) if row else None
 
     def member_pin(self, msisdn: str) -> tuple[str | None, int]:
@@ -40,7 +46,9 @@ class SqlMembers(SqlRepository):
             existing = self.existing_msisdns([r["msisdn"] for r in rows])
         defaults = dict(tier_valid_until=None, warning_opt_out=False, warning_channel="sms",
                         pin_hash=None, pin_failures=0, pin_locked_until=None,
-                        granted_tier_code=None, granted_tier_until=None)
+                        granted_tier_code=None, granted_tier_until=None,
+                        line_status=LineStatus.ACTIVE, subscriber_id=None,
+                        delivery_address=None)
         new = [defaults | r for r in rows if r["msisdn"] not in existing]
         if new:
             self.conn.execute(insert(members), new)
@@ -57,6 +65,16 @@ class SqlMembers(SqlRepository):
                     update(members).where(members.c.msisdn == bindparam("member_key"))
                     .values({c: bindparam(c) for c in columns}), params)
         return len(new), sum(len(p) for p in changes.values())
+
+    def subscriber_ids(self, msisdns: Iterable[str]) -> dict[str, str | None]:
+        """Number -> stored subscriber id, for the stored members (closed lines too)."""
+        found: dict[str, str | None] = {}
+        batch = list(dict.fromkeys(msisdns))
+        for i in range(0, len(batch), IN_BATCH):
+            found.update((r.msisdn, r.subscriber_id) for r in self.conn.execute(
+                select(members.c.msisdn, members.c.subscriber_id)
+                .where(members.c.msisdn.in_(batch[i:i + IN_BATCH]))))
+        return found
 
     def existing_msisdns(self, msisdns: Iterable[str]) -> set[str]:
         return self._existing(members.c.msisdn, msisdns)
@@ -264,7 +282,8 @@ def _member(row: Any) -> Member:
     return Member(row.msisdn, row.name, row.language, row.tier_code, row.tier_valid_until,
                   bool(row.warning_opt_out), row.warning_channel, row.pin_hash is not None,
                   row.pin_locked_until, row.created_at, row.granted_tier_code,
-                  row.granted_tier_until)
+                  row.granted_tier_until, row.line_status, row.subscriber_id,
+                  row.delivery_address)
 
 
 def _lot(row: Any) -> PointsLot:

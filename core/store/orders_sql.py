@@ -96,7 +96,8 @@ class SqlOrders(SqlRepository):
         self.conn.execute(insert(orders), dict(
             order_no=order.order_no, msisdn=order.msisdn, reward_code=order.reward_code,
             reward_kind=order.reward_kind, points=order.points, status=order.status,
-            channel=order.channel, request_id=order.request_id, created_at=order.created_at))
+            channel=order.channel, request_id=order.request_id, created_at=order.created_at,
+            delivery_address=order.delivery_address))
 
     def order_by_request(self, msisdn: str, channel: str, request_id: str) -> Order | None:
         """The member's order for this request, if any (another member's never matches)."""
@@ -136,7 +137,8 @@ class SqlOrders(SqlRepository):
         delivery = Delivery(d.order_no, d.status, d.courier, d.tracking_no, d.updated_at) \
             if d else None
         return Order(row.order_no, row.msisdn, row.reward_code, row.reward_kind, row.points,
-                     row.status, row.channel, row.request_id, row.created_at, delivery)
+                     row.status, row.channel, row.request_id, row.created_at, delivery,
+                     row.delivery_address)
 
     def set_delivery(self, order_no: str, status: str, courier: str | None,
                      tracking_no: str | None, now: datetime) -> None:

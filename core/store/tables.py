@@ -68,6 +68,22 @@ members = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("granted_tier_code", String(20)),
     Column("granted_tier_until", Date),
+    # The operator's line (migration 0009): active, suspended, arrears or closed. A closed
+    # line is no member on any channel; suspended and arrears lines may ask but not redeem.
+    Column("line_status", String(10), nullable=False, server_default="active"),
+    Column("subscriber_id", String(40)),  # the operator's id of the subscription on the number
+    Column("delivery_address", Text),  # where gifts go
+)
+
+# Accounts retired when their number was re-issued to another subscriber: the old member row
+# and its children live on under ``archive_key`` (a members row, line closed) for ops.
+archived_members = Table(
+    "archived_members", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("archive_key", String(20), unique=True),  # "R" + id, set right after the insert
+    Column("msisdn", String(20), nullable=False, index=True),
+    Column("subscriber_id", String(40)),
+    Column("retired_at", UTCDateTime, nullable=False),
 )
 
 lots = Table(
@@ -144,6 +160,7 @@ orders = Table(
     Column("request_id", String(120), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("cancelled_at", UTCDateTime),
+    Column("delivery_address", Text),  # a gift's address as registered at redemption
     # A request id is the member's own: another member's request can never match it.
     UniqueConstraint("msisdn", "channel", "request_id", name="uq_orders_member_request"),
 )

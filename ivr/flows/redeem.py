@@ -17,16 +17,19 @@ server killed right after the debit) still gets the SMS.
 from __future__ import annotations
 
 from core.domain import (
+    AddressNeeded,
     Channel,
     DomainError,
     InsufficientPoints,
     LimitReached,
+    LineBarred,
     OutOfStock,
     PricedReward,
     RewardKind,
     RewardUnavailable,
     UnknownReward,
 )
+from core.lines import redeem_allowed
 from core.messages import redeem_done_message
 from core.ports import UnitOfWork
 from core.redemption import catalogue, quote_redemption, redeem
@@ -47,6 +50,7 @@ REFUSAL_PROMPTS: tuple[tuple[type[DomainError], str], ...] = (
     (LimitReached, "redeem_limit_reached"),
     (RewardUnavailable, "redeem_not_available"),
     (UnknownReward, "redeem_not_available"),
+    (AddressNeeded, "redeem_address_needed"),
 )
 
 
@@ -58,7 +62,14 @@ def refusal_prompt(error: DomainError) -> str | None:
 
 
 async def redeem_menu(call: Call) -> None:
-    """Categories until the caller redeems, cancels or goes back (*)."""
+    """Categories until the caller redeems, cancels or goes back (*). A line that may not
+    redeem (suspended, arrears) is told so and goes back to the main menu."""
+    try:
+        await call.run(redeem_allowed, call.msisdn, call.now(), write=False)
+    except LineBarred as barred:
+        call.info.detail(barred.code)
+        await call.voice.play("redeem_line_barred", escape=SKIP_KEY)
+        return
     while True:
         key = await call.choose(["redeem_categories"], "123*0")
         if key == "*":
@@ -145,13 +156,17 @@ async def redeem_item(call: Call, item: PricedReward) -> bool:
     call.forget()
     if call.metrics is not None:
         call.metrics.redemptions.labels(channel=Channel.IVR.value).inc()
-    await call.voice.play("redeem_success", Digits(order.order_no), "redeem_sms_sent",
+    gift = ["redeem_gift_address"] if order.reward_kind == RewardKind.GIFT else []
+    await call.voice.play("redeem_success", Digits(order.order_no), *gift, "redeem_sms_sent",
                           escape=SKIP_KEY)
     return True
 
 
 async def _refused(call: Call, error: DomainError) -> bool:
     """Tell the caller why; True when it was a rule about this item (back to categories)."""
+    if isinstance(error, LineBarred):  # barred since the menu was entered: to the main menu
+        await call.voice.play("redeem_line_barred", escape=NO_KEYS)
+        return False
     prompt = refusal_prompt(error)
     await call.voice.play(prompt or "err_system", escape=NO_KEYS)
     return prompt is not None

@@ -7,15 +7,19 @@ from datetime import UTC, date, datetime, timedelta
 from core.domain import Reward
 from core.store.tables import lots
 
+TEST_ADDRESS = "上海市黄浦区南京东路100号5楼"
+
 
 def add_member(store, msisdn="13800138000", *, name="测试", language="zh", tier="standard",
-               now=None):
+               now=None, address: str | None = TEST_ADDRESS, line_status="active",
+               subscriber_id: str | None = None):
     from datetime import UTC, datetime
 
     with store.unit_of_work() as uow:
         uow.members.upsert_members([dict(
             msisdn=msisdn, name=name, language=language, tier_code=tier, warning_opt_out=False,
-            warning_channel="sms", pin_failures=0,
+            warning_channel="sms", pin_failures=0, delivery_address=address,
+            line_status=line_status, subscriber_id=subscriber_id,
             created_at=now or datetime(2026, 1, 1, tzinfo=UTC))])
 
 

@@ -104,3 +104,12 @@ def test_installed_command_runs(env):
     out = subprocess.run([sys.executable, "-m", "core.cli", "check", "ledger"],
                          capture_output=True, text=True, check=True).stdout
     assert "ledger consistent" in out
+
+
+def test_demo_members_have_lines_and_all_but_one_an_address(env, capsys):
+    assert loyalty(["demo"]) == 0
+    assert loyalty(["demo"]) == 0  # still idempotent
+    capsys.readouterr()
+    shown = {m: show(m, capsys) for m, _, _ in DEMO_MEMBERS}
+    assert all(s["line_status"] == "active" and s["subscriber_id"] for s in shown.values())
+    assert [m for m, s in shown.items() if not s["delivery_address"]] == ["18600186000"]

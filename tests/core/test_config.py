@@ -1,5 +1,7 @@
 """Configuration: defaults load, overrides apply, mistakes stop the start naming the key."""
 
+import sys
+
 import pytest
 
 from core.config import ConfigError, load_config
@@ -109,3 +111,27 @@ def test_a_configuration_from_before_dialplan_originate_still_loads():
     # configuration that still sets it must not stop the server (ignored, warned at start).
     config = load_config(environ={"LOYALTY_AMI_FASTAGI_URL": "agi://127.0.0.1:4573/x"})
     assert config.ami.fastagi_url and config.ami.context == "loyalty-warning"
+
+
+def test_each_of_several_processes_is_set_by_its_environment():
+    """One file for every process; what differs per process comes from its environment."""
+    config = load_config(environ={
+        "LOYALTY_PROCESS_NAME": "loyalty-2", "LOYALTY_SMPP_SYSTEM_ID": "loyalty2",
+        "LOYALTY_FASTAGI_PORT": "4574", "LOYALTY_OPS_PORT": "8081",
+        "LOYALTY_FASTAGI_REUSE_PORT": "false"})
+    assert config.process.name == "loyalty-2"
+    assert (config.smpp.system_id, config.fastagi.port, config.ops.port) == (
+        "loyalty2", 4574, 8081)
+    assert load_config(environ={}).process.name == ""
+
+
+def test_a_process_name_that_would_garble_log_lines_is_refused():
+    with pytest.raises(ConfigError, match=r"process\.name"):
+        load_config(environ={"LOYALTY_PROCESS_NAME": "two words]"})
+
+
+def test_reuse_port_outside_linux_stops_the_start_with_what_to_do(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(ConfigError, match=r"fastagi\.reuse_port: needs Linux.*own fastagi\.port"):
+        load_config(environ={"LOYALTY_FASTAGI_REUSE_PORT": "true"})
+    assert load_config(environ={}).fastagi.reuse_port is False

@@ -111,7 +111,9 @@ def test_points_for_unknown_members_and_bad_values_are_rejected_whole(store, run
 
 
 def test_rewards_and_delivery_updates(store, run, now, tmp_path):
-    run(import_members, write(tmp_path, "m.csv", MEMBERS), now)
+    # a gift goes by post: the member has an address (the members import's address column)
+    run(import_members, write(tmp_path, "m.csv", "msisdn,name,language,address\n"
+                              "13800138000,张伟,zh,上海市黄浦区南京东路100号\n"), now)
     run(import_points, write(tmp_path, "p.csv", POINTS), now)
     rewards = ("code,name_zh,name_en,kind,points,stock,price_gold,per_member_limit\n"
                "g01,保温杯,Flask,gift,300,5,250,2\na01,通话,Minutes,service,100,,,\n")

@@ -111,7 +111,8 @@ def prepare_database(url: str, rules: Any, now: datetime) -> list[str]:
         with store.unit_of_work() as uow:
             uow.members.upsert_members([
                 dict(msisdn=m, name=f"Member {i}", language=("zh", "en")[i % 2],
-                     tier_code=rules.tiers[0].code, created_at=now)
+                     tier_code=rules.tiers[0].code, created_at=now,
+                     delivery_address=f"{i} Test Road")  # gifts go by post
                 for i, m in enumerate(numbers)])
             uow.commit()
             for m in numbers:

@@ -227,3 +227,31 @@ async def test_standalone_process(tmp_path):
         transport.signalProcess("TERM")
         await ended
         stdout.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_accounts_bound_at_once_share_the_mo_and_one_can_be_held(sim, raw):
+    """One bind per server process: MO dealt out in turn, submits counted per system id,
+    and one account's submits left unanswered (a process whose SMSC link hangs)."""
+    sim.accounts["loyalty2"] = "other"
+    sim.spread_mo = True
+    one, two = await raw(), await raw()
+    assert (await one.request("bind_transceiver", system_id="loyalty",
+                              password="secret")).status == 0
+    assert (await two.request("bind_transceiver", system_id="loyalty2",
+                              password="secret")).status == ESME_RBINDFAIL  # its own password
+    assert (await two.request("bind_transceiver", system_id="loyalty2",
+                              password="other")).status == 0
+    statuses = [await sim.inject_mo(MSISDN, f"JF {i}") for i in range(6)]
+    assert statuses == [0] * 6
+    assert len(one.requests) == len(two.requests) == 3
+    sim.mo_to = "loyalty2"
+    assert [await sim.inject_mo(MSISDN, f"DJ {i}") for i in range(2)] == [0, 0]
+    assert (len(one.requests), len(two.requests)) == (3, 5)
+
+    assert (await one.request("submit_sm", **submit_fields())).status == 0
+    sim.hold_submits_from.add("loyalty2")
+    held = two.request("submit_sm", **submit_fields(b"held"))
+    await sleep(0.1)
+    assert not held.called and sim.texts_to(MSISDN) == ["hello"]
+    assert sim.accepted_from == {"loyalty": 1}

@@ -311,3 +311,18 @@ def test_multipart_form_keeps_file_names_and_fields():
         "a": "1", "b": "你"}
     with pytest.raises(FormError, match="too large"):
         parse_form(b"", b"x" * (20 * 1024 * 1024 + 1))
+
+
+@pytest_twisted.inlineCallbacks
+def test_members_page_shows_the_line_status_and_a_closed_lines_account(console):
+    base = yield console()
+    with console.store.unit_of_work() as uow:
+        uow.members.update_member(MEMBER, line_status="suspended", subscriber_id="S-778")
+        uow.members.update_member("13900139000", line_status="closed")
+    browser = Browser(base)
+    _, page = yield browser.get(f"/console/members?msisdn={MEMBER}")
+    assert re.search(r'id="line"><strong class="line-suspended">suspended</strong>\s*, '
+                     r'subscriber S-778', page)
+    assert 'id="balance"' in page and "Tier" in page
+    _, page = yield browser.get("/console/members?msisdn=13900139000")
+    assert "The line is closed" in page and "points (not shown to anyone)" in page

@@ -36,6 +36,8 @@ TOP = TierStatus("13800138000", "platinum", "白金卡", "Platinum", None, 20000
                  None, 0)
 SHIPPED = Delivery("R1", "shipped", "SF", "SF123", NOW)
 ORDER = Order("R1", "13800138000", "A01", "gift", 3000, "done", "sms", "x", NOW, SHIPPED)
+ADDRESSED = Order("R3", "13800138000", "A01", "gift", 3000, "done", "sms", "z", NOW, SHIPPED,
+                  "北京市朝阳区建国路88号SOHO现代城A座1203室")
 VOUCHER = Order("R2", "13800138000", "B02", "voucher", 500, "done", "ivr", "y", NOW)
 ENTRY = LedgerEntry(1, "13800138000", "credit", 120, "bill", "import", NOW, None)
 
@@ -65,8 +67,11 @@ def every_message(language: str) -> list[messages.Message]:
                                       language),
         messages.redeem_done_message(ORDER, CUP.name(language), 6300),
         messages.redeem_done_message(VOUCHER, DATA.name(language), 0),
+        messages.redeem_done_message(ADDRESSED, CUP.name(language), 6300),
         *(messages.redeem_failed_message(reason, "A01") for reason in (
-            "unknown_reward", "unavailable", "out_of_stock", "limit_reached", "other")),
+            "unknown_reward", "unavailable", "out_of_stock", "limit_reached", "address_needed",
+            "other")),
+        messages.line_barred_message("suspended"), messages.line_barred_message("arrears"),
         messages.redeem_failed_message("insufficient_points", "A01", balance=100, price=3000),
         messages.confirm_failed_message("no_code"),
         messages.confirm_failed_message("invalid_confirmation", tries_left=2),

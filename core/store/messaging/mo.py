@@ -128,12 +128,13 @@ class MOQueries(QueriesBase):
         return {r.id: r.state for r in rows}
 
     def member_languages(self, msisdns: Sequence[str]) -> dict[str, str]:
-        """msisdn -> language of the members among ``msisdns``."""
+        """msisdn -> language of the members among ``msisdns`` (closed lines are none)."""
         found: dict[str, str] = {}
         for chunk in chunks(list(dict.fromkeys(msisdns))):
             found.update((m, lang) for m, lang in self._raw(
-                f"SELECT msisdn, language FROM members WHERE msisdn IN ({marks(len(chunk))})",
-                tuple(chunk)))
+                # A closed line is no member: the sender is told how to join, like a stranger.
+                f"SELECT msisdn, language FROM members WHERE msisdn IN ({marks(len(chunk))}) "
+                "AND line_status <> 'closed'", tuple(chunk)))
         return found
 
     def balance_summaries(self, msisdns: Sequence[str], now: datetime
@@ -179,8 +180,10 @@ class MOQueries(QueriesBase):
                 'INSERT INTO sms_rate (msisdn, window_start, "count", warned) VALUES (?, ?, ?, ?) '
                 "ON CONFLICT (msisdn) DO UPDATE SET window_start = excluded.window_start, "
                 '"count" = excluded."count", warned = excluded.warned',
+                # In number order: two processes' batches upserting the same numbers lock
+                # their rows in one order, so they wait for each other instead of deadlocking.
                 [(w.msisdn, self._db_time(w.window_start), w.count, bool(w.warned))
-                 for w in windows])
+                 for w in sorted(windows, key=lambda w: w.msisdn)])
 
     def purge_rate_windows(self, before: datetime) -> int:
         return self.conn.execute(

@@ -80,17 +80,34 @@ class OutboxQueries(QueriesBase):
                 .values(body=bindparam("b_body")),
                 [dict(b_id=i, b_body=b) for i, b in bodies])
 
-    def extend_claims(self, ids: Sequence[int], until: datetime) -> None:
-        for chunk in chunks(list(ids)):
-            self.conn.execute(update(outbox).where(
-                outbox.c.id.in_(chunk), outbox.c.state == "sending").values(claimed_until=until))
+    # A claim is (row id, attempts at the claim): every claim adds one to ``attempts``, so a
+    # process whose claim lapsed and was taken by another (it stalled longer than the lease)
+    # no longer matches and can neither extend, release nor record the row.
 
-    def release_claims(self, ids: Sequence[int]) -> None:
+    def extend_claims(self, claims: Sequence[tuple[int, int]], until: datetime) -> None:
+        if claims:
+            self._raw("UPDATE outbox SET claimed_until = ? WHERE id = ? AND state = 'sending' "
+                      "AND attempts = ?",
+                      [(self._db_time(until), i, attempts) for i, attempts in claims])
+
+    def release_claims(self, claims: Sequence[tuple[int, int]]) -> None:
         """Put claimed rows back in the queue, due now (a clean shutdown)."""
-        for chunk in chunks(list(ids)):
-            self.conn.execute(update(outbox).where(
-                outbox.c.id.in_(chunk), outbox.c.state == "sending").values(
-                state="queued", claimed_until=None))
+        if claims:
+            self._raw("UPDATE outbox SET state = 'queued', claimed_until = NULL "
+                      "WHERE id = ? AND state = 'sending' AND attempts = ?", list(claims))
+
+    def claims_held(self, claims: Sequence[tuple[int, int]]) -> set[int]:
+        """The ids among ``claims`` still claimed by that claim (locked on PostgreSQL until
+        the end of the transaction, so that no claim takes them meanwhile)."""
+        wanted = dict(claims)
+        held: set[int] = set()
+        for chunk in chunks(sorted(wanted)):
+            rows = self._raw(
+                f"SELECT id, attempts FROM outbox WHERE id IN ({marks(len(chunk))}) "
+                "AND state = 'sending'" + ("" if self.is_sqlite else " FOR UPDATE"),
+                tuple(chunk))
+            held.update(i for i, attempts in rows if wanted[i] == attempts)
+        return held
 
     def record_submitted(self, rows: Sequence[tuple[int, Sequence[str | None]]],
                          now: datetime) -> None:

@@ -1,0 +1,67 @@
+"""Outbox claims between processes: a process that stalled past its lease and lost the claim
+to another process can no longer change the row (the claim is fenced by the row's attempts).
+
+Two processes are two sequences of units of work here, on one real database (SQLite, and
+PostgreSQL when LOYALTY_TEST_DATABASE_URL is set); tests/faults/test_scale_out.py runs real
+server processes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from core.messaging.outbox import Outcome, claim_batch, extend_claims, record_events, release_claims
+from core.service_desk import queue_sms
+from sms.pdu import normalise_message_id
+
+LEASE = timedelta(seconds=30)
+MSISDN = "13900000001"
+
+
+def body(row) -> str:
+    return row.body
+
+
+def outbox_row(store, row_id: int) -> dict:
+    with store.unit_of_work(write=False) as uow:
+        return next(r for r in uow.messaging.outbox_rows(MSISDN) if r["id"] == row_id)
+
+
+def test_a_process_that_lost_its_claim_cannot_requeue_release_or_extend_the_row(
+        run, store, now):
+    row_id = run(queue_sms, MSISDN, now, kind="test", body="Loyalty notice", language="en")
+    (a_row,), _ = run(claim_batch, now, now + LEASE, 10, body)  # process A
+    assert a_row.attempts == 1
+
+    # A stalls past its lease; B claims the row and sends it.
+    later = now + LEASE + timedelta(seconds=1)
+    (b_row,), _ = run(claim_batch, later, later + LEASE, 10, body)
+    assert (b_row.id, b_row.attempts) == (row_id, 2)
+    assert run(extend_claims, [(row_id, a_row.attempts)], later + 2 * LEASE) == {row_id}
+    run(release_claims, [(row_id, a_row.attempts)])  # A stopping: B's claim stays
+    row = outbox_row(store, row_id)
+    assert row["state"] == "sending" and row["attempts"] == 2
+    assert row["claimed_until"].replace(tzinfo=now.tzinfo) == later + LEASE
+
+    run(record_events, [Outcome(row_id, ("b-1",), ((0, "b-1"),), "submitted",
+                                attempt=b_row.attempts)], [], later, normalise_message_id)
+    # A's submit timed out meanwhile: its "retry" must not queue the row B has sent.
+    run(record_events, [Outcome(row_id, (None,), (), "retry", "timeout", later,
+                                attempt=a_row.attempts)], [], later, normalise_message_id)
+    row = outbox_row(store, row_id)
+    assert row["state"] == "submitted" and row["message_ids"] == '["b-1"]'
+    (nothing, _) = run(claim_batch, later + 2 * LEASE, later + 3 * LEASE, 10, body)
+    assert nothing == []  # nobody sends it a third time
+
+
+def test_the_holder_extends_records_and_releases_its_own_claim(run, store, now):
+    row_id = run(queue_sms, MSISDN, now, kind="test", body="Loyalty notice", language="en")
+    (row,), _ = run(claim_batch, now, now + LEASE, 10, body)
+    assert run(extend_claims, [(row_id, row.attempts)], now + 2 * LEASE) == set()
+    assert outbox_row(store, row_id)["claimed_until"].replace(tzinfo=now.tzinfo) == \
+        now + 2 * LEASE
+    run(release_claims, [(row_id, row.attempts)])
+    assert outbox_row(store, row_id)["state"] == "queued"
+    (row,), _ = run(claim_batch, now, now + LEASE, 10, body)
+    run(record_events, [Outcome(row_id, ("m-1",), ((0, "m-1"),), "submitted",
+                                attempt=row.attempts)], [], now, normalise_message_id)
+    assert outbox_row(store, row_id)["state"] == "submitted"
