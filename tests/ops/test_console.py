@@ -321,7 +321,7 @@ def test_members_page_shows_the_line_status_and_a_closed_lines_account(console):
         uow.members.update_member("13900139000", line_status="closed")
     browser = Browser(base)
     _, page = yield browser.get(f"/console/members?msisdn={MEMBER}")
-    assert re.search(r'id="line"><strong class="line-suspended">suspended</strong>\s*, '
+    assert re.search(r'id="line"><strong class="line-suspended">suspended</strong>, '
                      r'subscriber S-778', page)
     assert 'id="balance"' in page and "Tier" in page
     _, page = yield browser.get("/console/members?msisdn=13900139000")
