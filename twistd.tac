@@ -8,6 +8,7 @@ from twisted.logger import ILogObserver, Logger
 
 from core.config import ConfigError, load_config
 from ops.dbservice import DatabaseService
+from ops.fulfilment import FulfilmentService
 from ops.scheduler import jobs_service
 from core.metrics import Metrics
 from core.rules import ProgrammeRules
@@ -112,6 +113,13 @@ def build_server(config, reactor=None):
     if config.jobs.enabled:
         top.jobs = jobs_service(config, top.db, top.metrics, reactor, dialer=dialer)
         top.jobs.setServiceParent(top)
+
+    if config.fulfilment.url:
+        top.fulfilment = FulfilmentService(config.fulfilment, top.db, top.metrics, reactor)
+        top.fulfilment.setServiceParent(top)
+    else:
+        log.info("fulfilment.url is empty: service and voucher orders wait for "
+                 "`loyalty orders export --pending` and `loyalty import fulfilments`")
 
     checks = {
         "database": lambda: top.db.call(lambda s: s.ping()),

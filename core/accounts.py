@@ -71,7 +71,12 @@ def tier_status(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: dateti
 def member_tier(uow: UnitOfWork, rules: ProgrammeRules, member: Member,
                 now: datetime) -> TierStatus:
     today = rules.today(now)
-    qualifying = _qualifying_points(uow, rules, member, today)
+    return tier_of(rules, member, _qualifying_points(uow, rules, member, today), today)
+
+
+def tier_of(rules: ProgrammeRules, member: Member, qualifying: int, today: date) -> TierStatus:
+    """The tier in force given the member's qualifying points (``qualifying_points_since``):
+    pure, so the SMS channel can compute it for a whole batch from one query."""
     earned = tier_for(qualifying, rules.tiers)
     current, valid_until = earned, None
     if member.tier_valid_until and member.tier_valid_until >= today:
@@ -95,6 +100,12 @@ def _qualifying_points(uow: UnitOfWork, rules: ProgrammeRules, member: Member,
     """Points from qualifying sources in the window that sets the member's tier."""
     return uow.members.earned_points(member.msisdn, qualifying_window_start(today),
                                      rules.programme.qualifying_sources)
+
+
+def qualifying_points_since(rules: ProgrammeRules, today: date) -> tuple[date, tuple[str, ...]]:
+    """(first day, sources) of the points that set a tier on ``today``: what
+    ``_qualifying_points`` sums, for a batched read of many members."""
+    return qualifying_window_start(today), tuple(rules.programme.qualifying_sources)
 
 
 def _not_below_grant(member: Member, tier: TierConfig, valid_until: date, today: date,

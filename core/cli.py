@@ -10,6 +10,7 @@ from datetime import date, datetime
 from typing import Any
 
 import bench.cli
+import core.fulfilment_cli
 import core.jobs.cli
 import core.queues
 import core.tickets_cli
@@ -25,7 +26,7 @@ from core.store import Store
 
 # The modules that add their own subcommands, each through ``register(subparsers)``.
 SUBCOMMAND_MODULES = (prompts.cli, harness.cli, core.jobs.cli, bench.cli, core.queues,
-                      core.tickets_cli)
+                      core.tickets_cli, core.fulfilment_cli)
 
 
 class Context:
@@ -111,6 +112,8 @@ def cmd_import(ctx: Context) -> int:
 
     # Refusals (ImportFailed, an unreadable file) are reported by core.cli_errors.
     read_text(ctx.args.file, ctx.args.encoding)  # a wrong path fails before the database
+    if ctx.args.kind == "fulfilments":
+        return _import_fulfilments(ctx)
     report = ctx.run(IMPORTERS[ctx.args.kind], ctx.args.file, ctx.now(),
                      progress=ProgressReporter(f"import {ctx.args.kind}"),
                      encoding=ctx.args.encoding)
@@ -140,6 +143,20 @@ def _line(uow: UnitOfWork, member) -> dict[str, Any]:
     return {"line_status": member.line_status, "subscriber_id": member.subscriber_id,
             "delivery_address": member.delivery_address,
             "archived_accounts": uow.members.archived_keys(member.msisdn)}
+
+
+def _import_fulfilments(ctx: Context) -> int:
+    from core.fulfilment import import_fulfilments
+    from core.progress import ProgressReporter
+
+    report = ctx.run(import_fulfilments, ctx.args.file, ctx.now(),
+                     progress=ProgressReporter("import fulfilments"),
+                     encoding=ctx.args.encoding)
+    for line, problem in report.errors:
+        print(f"{ctx.args.file}:{line}: {problem}", file=sys.stderr)
+    print(f"fulfilments: {report.rows} rows, {report.fulfilled} fulfilled, {report.failed} "
+          f"failed (refunded), {report.settled} settled already, {len(report.errors)} refused")
+    return 1 if report.errors else 0
 
 
 def member_summary(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
@@ -269,9 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--if-empty", action="store_true", help="only when there are no members")
     demo.set_defaults(func=cmd_demo)
 
-    imp = sub.add_parser("import", help="import a CSV file (whole file or nothing)")
+    imp = sub.add_parser("import", help="import a CSV file (whole file or nothing; "
+                                        "line-status and fulfilments: row by row)")
     imp.add_argument("kind", choices=("members", "points", "rewards", "deliveries",
-                                      "line-status"))
+                                      "line-status", "fulfilments"))
     imp.add_argument("file")
     imp.add_argument("--encoding", metavar="NAME",
                      help="the file's encoding (default: UTF-8 if it is, else GB18030)")

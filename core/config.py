@@ -214,6 +214,30 @@ class AMIConfig:
 
 
 @dataclass(frozen=True)
+class FulfilmentConfig:
+    """The provisioning API that applies service and voucher rewards (docs/fulfilment.md)."""
+
+    url: str = ""  # empty: no API; orders wait for the CSV fallback
+    auth_header: str = ""  # "Name: value", sent with every POST; never logged
+    timeout_s: float = 10
+    max_attempts: int = 8
+    backoff_base_s: float = 30
+    backoff_cap_s: float = 3600
+    # A claimed order whose process died is claimed again this long after the claim; longer
+    # than a POST may take, so a live POST is never doubled by another process.
+    lease_s: float = 60
+    batch_size: int = 20
+    poll_interval_s: float = 5
+
+    def header(self) -> tuple[str, str] | None:
+        """``auth_header`` split into (name, value); None when unset."""
+        if not self.auth_header:
+            return None
+        name, _, value = self.auth_header.partition(":")
+        return name.strip(), value.strip()
+
+
+@dataclass(frozen=True)
 class PromptsConfig:
     dir: str = ""
     sounds_subdir: str = "loyalty"
@@ -246,6 +270,7 @@ class Config:
     ops: OpsConfig = field(default_factory=OpsConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     ami: AMIConfig = field(default_factory=AMIConfig)
+    fulfilment: FulfilmentConfig = field(default_factory=FulfilmentConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -319,6 +344,7 @@ def _validate(config: Config) -> None:
     if config.smpp.mo_max_attempts < 1 or config.smpp.outbox_max_attempts < 1:
         raise ConfigError("smpp.mo_max_attempts and smpp.outbox_max_attempts: at least 1")
     check_named_tokens(config.ops.tokens, config.ops.token)
+    _validate_fulfilment(config.fulfilment)
     if config.logging.level not in ("debug", "info", "warn", "error"):
         raise ConfigError("logging.level: one of debug, info, warn, error")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{0,40}", config.process.name):
@@ -336,6 +362,23 @@ def reuse_port_supported() -> bool:
     """SO_REUSEPORT balances connections over the listening sockets only on Linux (BSDs and
     macOS give them all to the last one bound)."""
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def _validate_fulfilment(f: FulfilmentConfig) -> None:
+    if f.url and not re.match(r"^https?://[^/\s]+", f.url):
+        raise ConfigError("fulfilment.url: an http:// or https:// URL, or empty for none")
+    if f.auth_header and not re.fullmatch(r"[A-Za-z0-9-]+:\s*\S.*", f.auth_header):
+        # The value is a secret: the message never shows it.
+        raise ConfigError("fulfilment.auth_header: expected 'Name: value'")
+    if f.timeout_s <= 0 or f.backoff_base_s <= 0 or f.backoff_cap_s < f.backoff_base_s \
+            or f.poll_interval_s <= 0:
+        raise ConfigError("fulfilment.timeout_s, backoff_base_s, poll_interval_s: positive; "
+                          "backoff_cap_s at least backoff_base_s")
+    if f.max_attempts < 1 or f.batch_size < 1:
+        raise ConfigError("fulfilment.max_attempts and fulfilment.batch_size: at least 1")
+    if f.lease_s <= f.timeout_s:
+        raise ConfigError("fulfilment.lease_s: must be longer than fulfilment.timeout_s (a "
+                          "POST still running must not be claimed by another process)")
 
 
 def _validate_numbering(numbering: NumberingConfig) -> None:

@@ -47,6 +47,15 @@ class LineStatus(StrEnum):
 class OrderStatus(StrEnum):
     CONFIRMED = "confirmed"
     CANCELLED = "cancelled"
+    # Service and voucher rewards are applied by the provisioning API (core.fulfilment):
+    # confirmed -> fulfilling (claimed, a POST in flight) -> fulfilled | failed (refunded).
+    FULFILLING = "fulfilling"
+    FULFILLED = "fulfilled"
+    FAILED = "failed"
+
+
+# Rewards the provisioning API applies (gifts are shipped and tracked as deliveries instead).
+FULFILLED_KINDS = ("service", "voucher")
 
 
 class DeliveryStatus(StrEnum):
@@ -200,6 +209,20 @@ class Order:
     created_at: datetime
     delivery: Delivery | None = None
     delivery_address: str | None = None  # a gift's address, copied at redemption
+
+
+@dataclass(frozen=True)
+class FulfilmentItem:
+    """A service or voucher order in the fulfilment queue, as the provisioning API is told."""
+    order_no: str
+    msisdn: str
+    reward_code: str
+    reward_kind: str
+    status: str
+    requested_at: datetime  # the order's instant (UTC)
+    attempts: int  # POSTs started, this one included once claimed
+    due_at: datetime | None
+    quantity: int = 1  # no reward carries a quantity yet: one unit per order
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ REQUIRED = {
     "rewards": ("code", "name_zh", "name_en", "kind", "points", "stock"),
     "deliveries": ("order_no", "status", "courier", "tracking_no"),
     "line-status": ("msisdn", "status"),
+    "fulfilments": ("order_no", "result"),
 }
 SAVE_AS = "save it from Excel as 'CSV UTF-8', or name its encoding with --encoding NAME"
 

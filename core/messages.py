@@ -17,6 +17,7 @@ from typing import Any
 
 from core.config import TierConfig
 from core.domain import (
+    FULFILLED_KINDS,
     Balance,
     LedgerEntry,
     Order,
@@ -129,6 +130,23 @@ def line_barred_message(status: str) -> Message:
     return Message("line_barred", {"status": status})
 
 
+def fulfil_done_message(order: Order, reward_name: str, reference: str | None) -> Message:
+    """A service or voucher order the provisioning API (or the operator) has applied."""
+    return Message("fulfil_done", {
+        "order_no": order.order_no, "reward_code": order.reward_code,
+        "reward_name": reward_name, "reward_kind": order.reward_kind,
+        "reference": reference or ""})
+
+
+def fulfil_failed_message(order: Order, reward_name: str, reason: str,
+                          points_refunded: int) -> Message:
+    """A service or voucher order that could not be applied and was refunded. ``reason``:
+    ``refused`` (refused for good) or ``not_applied`` (the system kept failing)."""
+    return Message("fulfil_failed", {
+        "order_no": order.order_no, "reward_code": order.reward_code,
+        "reward_name": reward_name, "reason": reason, "points_refunded": points_refunded})
+
+
 def redeem_failed_message(reason: str, reward_code: str, *, balance: int | None = None,
                           price: int | None = None) -> Message:
     """``balance`` and ``price``: given when the reason is insufficient points."""
@@ -151,7 +169,9 @@ def auto_redeem_done_message(reward: Reward | None, reward_code: str, language: 
                              points: int, balance_after: int, order_no: str) -> Message:
     return Message("auto_redeem_done", {
         "reward_name": reward.name(language) if reward else reward_code, "points": points,
-        "balance_after": balance_after, "order_no": order_no})
+        "balance_after": balance_after, "order_no": order_no,
+        # A service or voucher is applied afterwards (core.fulfilment): the notice says so.
+        "being_applied": reward is not None and reward.kind in FULFILLED_KINDS})
 
 
 def auto_redeem_short_message(reward: Reward | None, reward_code: str, language: str,
@@ -247,6 +267,8 @@ def current_params(template: str, language: str, params: Mapping[str, Any]) -> d
         out.setdefault("address", None)
     elif template in ("auto_redeem_done", "auto_redeem_short") and "reward_name" not in out:
         out["reward_name"] = out.get(f"reward_{'zh' if language == 'zh' else 'en'}", "")
+    if template == "auto_redeem_done":
+        out.setdefault("being_applied", False)
     elif template == "tier_changed" and "tier_name" not in out:
         suffix = "zh" if language == "zh" else "en"
         out.update(old_tier_name=out.get(f"old_{suffix}", ""),

@@ -35,6 +35,18 @@ class Metrics:
                                 ["state"], registry=r)
         self.redemptions = Counter("loyalty_redemptions", "Redemptions", ["channel"],
                                    registry=r)
+        self.fulfilment_attempts = Counter(
+            "loyalty_fulfilment_attempts", "POSTs to the provisioning API by outcome "
+            "(applied, refused, error)", ["outcome"], registry=r)
+        self.fulfilment_queue = Gauge(
+            "loyalty_fulfilment_queue", "Service and voucher orders waiting or being applied",
+            registry=r)
+        self.fulfilment_oldest_age = Gauge(
+            "loyalty_fulfilment_oldest_age_seconds", "Age of the oldest order waiting",
+            registry=r)
+        self.fulfilment_latency = Histogram(
+            "loyalty_fulfilment_seconds", "Time of one POST to the provisioning API",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=r)
         self.job_runs = Counter("loyalty_job_runs", "Job runs", ["job"], registry=r)
         self.job_failures = Counter("loyalty_job_failures", "Failed job runs", ["job"],
                                     registry=r)

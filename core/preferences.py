@@ -8,9 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core.accounts import require_member
-from core.domain import AUTO_SIGNUP, LANGUAGES, InvalidInput, SecretCheck, UnknownReward
+from core.domain import (
+    AUTO_SIGNUP,
+    LANGUAGES,
+    InvalidInput,
+    Member,
+    Order,
+    SecretCheck,
+    UnknownReward,
+)
 from core.ports import UnitOfWork
-from core.redemption import _code_hash, find_confirmation
+from core.redemption import Found, _code_hash, find_confirmation, redeem_confirmed
 from core.rules import ProgrammeRules
 from core.service_desk import cancel_auto_redemption, subscribe_auto_redemption
 
@@ -84,7 +92,25 @@ def confirm_auto_signup(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, cod
     code (the same code again returns it again). None if it is not a sign-up code (it may be
     a redemption's); a lock in force is returned as its ``SecretCheck``."""
     member = require_member(uow, msisdn, for_update=True)
-    locked, pending, used = find_confirmation(uow, member, code, now)
+    return _signed_up(uow, rules, member, find_confirmation(uow, member, code, now), now)
+
+
+def confirm_code(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, code: str, channel: str,
+                 now: datetime) -> str | Order | SecretCheck:
+    """An SMS confirmation code, the member locked and the code looked up once: a sign-up's
+    (``confirm_auto_signup``: the reward code) or else a redemption's
+    (``confirm_redemption``: the order, or the refusal)."""
+    member = require_member(uow, msisdn, for_update=True)
+    found = find_confirmation(uow, member, code, now)
+    signed_up = _signed_up(uow, rules, member, found, now)
+    if isinstance(signed_up, str):
+        return signed_up
+    return redeem_confirmed(uow, rules, member, found, channel, now)
+
+
+def _signed_up(uow: UnitOfWork, rules: ProgrammeRules, member: Member, found: Found,
+               now: datetime) -> str | SecretCheck | None:
+    locked, pending, used = found
     if locked is not None:
         return locked
     if pending is None:
@@ -97,5 +123,6 @@ def confirm_auto_signup(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, cod
 
 
 __all__ = ["AUTO_SIGNUP", "Preferences", "cancel_auto_redemption", "confirm_auto_signup",
+           "confirm_code",
            "preferences", "set_preferences", "start_auto_signup",
            "subscribe_auto_redemption"]

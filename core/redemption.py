@@ -16,6 +16,7 @@ from core.accounts import (
 )
 from core.domain import (
     AUTO_SIGNUP,
+    FULFILLED_KINDS,
     Channel,
     Confirmation,
     Delivery,
@@ -53,9 +54,14 @@ def catalogue(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime
               kind: str | None = None) -> list[PricedReward]:
     """What the member can see today, in catalogue order, priced for the member's tier."""
     tier = tier_status(uow, rules, msisdn, now).code
-    today = rules.today(now)
-    return [PricedReward(r, r.price_for(tier), r.stock is None or r.stock > 0)
-            for r in uow.orders.list_rewards(kind) if is_available(r, today)]
+    return priced_catalogue(uow.orders.list_rewards(kind), tier, rules.today(now))
+
+
+def priced_catalogue(rewards: list[Reward], tier_code: str, today: date) -> list[PricedReward]:
+    """``rewards`` (in catalogue order) available ``today``, priced for ``tier_code``: pure,
+    so the SMS channel prices one catalogue read for a whole batch."""
+    return [PricedReward(r, r.price_for(tier_code), r.stock is None or r.stock > 0)
+            for r in rewards if is_available(r, today)]
 
 
 def _check_redeemable(uow: UnitOfWork, rules: ProgrammeRules, member: Member, code: str,
@@ -115,6 +121,8 @@ def redeem(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str
                            reason=f"redeem {reward.code}", channel=channel, now=now,
                            order_no=order.order_no, draws=plan)
     delivery = None
+    if reward.kind in FULFILLED_KINDS:
+        uow.fulfilment.queue_fulfilment(order.order_no, now)  # applied by core.fulfilment
     if reward.kind == RewardKind.GIFT:
         uow.orders.set_delivery(order.order_no, DeliveryStatus.PENDING, None, None, now)
         delivery = Delivery(order.order_no, DeliveryStatus.PENDING, None, None, now)
@@ -141,7 +149,21 @@ def cancel_order(uow: UnitOfWork, rules: ProgrammeRules, order_no: str, now: dat
     delivery = order.delivery.status if order.delivery else None
     if delivery not in CANCELLABLE_DELIVERY:
         raise OrderNotCancellable(f"order {order_no} is already {delivery}")
-    draws = uow.members.ledger_draws_for_order(order_no, LedgerKind.DEBIT)
+    refund_order(uow, rules, order, now, channel=channel, reason=f"cancel {order.reward_code}")
+    uow.orders.set_order_cancelled(order_no, now)
+    if order.delivery is not None:
+        uow.orders.set_delivery(order_no, DeliveryStatus.CANCELLED, order.delivery.courier,
+                                order.delivery.tracking_no, now)
+    return uow.orders.get_order(order_no)
+
+
+def refund_order(uow: UnitOfWork, rules: ProgrammeRules, order: Order, now: datetime, *,
+                 channel: str, reason: str) -> int:
+    """Give an order's points back to the lots it drew from (a fresh lot for each since
+    expired, or nothing for it under ``refund_expired_lots = "forfeit"``) and return its
+    stock; the points refunded. The caller holds the order's and the member's row locks and
+    has checked the order's state, so a refund happens once."""
+    draws = uow.members.ledger_draws_for_order(order.order_no, LedgerKind.DEBIT)
     lots = {lot.id: lot for lot in uow.members.get_lots([lot_id for lot_id, _ in draws])}
     refund_draws: list[tuple[int, int]] = []
     refunded = 0
@@ -161,14 +183,10 @@ def cancel_order(uow: UnitOfWork, rules: ProgrammeRules, order_no: str, now: dat
             refund_draws.append((fresh, 0))
     if refunded:
         uow.members.add_ledger(msisdn=order.msisdn, kind=LedgerKind.REFUND, amount=refunded,
-                               reason=f"cancel {order.reward_code}", channel=channel, now=now,
-                               order_no=order_no, draws=refund_draws)
+                               reason=reason, channel=channel, now=now,
+                               order_no=order.order_no, draws=refund_draws)
     uow.orders.return_stock(order.reward_code)
-    uow.orders.set_order_cancelled(order_no, now)
-    if order.delivery is not None:
-        uow.orders.set_delivery(order_no, DeliveryStatus.CANCELLED, order.delivery.courier,
-                                order.delivery.tracking_no, now)
-    return uow.orders.get_order(order_no)
+    return refunded
 
 
 def gift_orders(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *,
@@ -221,8 +239,19 @@ def confirm_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, code
     A wrong code counts toward the PIN lock, like a wrong PIN: it returns the refusal (a
     ``SecretCheck``), so the count is committed although nothing is redeemed."""
     member = require_member(uow, msisdn, for_update=True)
+    return redeem_confirmed(uow, rules, member, find_confirmation(uow, member, code, now),
+                            channel, now)
+
+
+Found = tuple[SecretCheck | None, Confirmation | None, Confirmation | None]
+
+
+def redeem_confirmed(uow: UnitOfWork, rules: ProgrammeRules, member: Member, found: Found,
+                     channel: str, now: datetime) -> Order | SecretCheck:
+    """``confirm_redemption`` for a member whose row is locked and whose code was looked up
+    (``find_confirmation``), so an SMS code that may be a sign-up's is looked up once."""
     check_may_redeem(member)
-    locked, pending, used = find_confirmation(uow, member, code, now)
+    locked, pending, used = found
     if locked is not None:
         return locked
     if pending is not None and pending.channel == AUTO_SIGNUP:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import call_cli, sms_cli
+from harness import call_cli, provisioning_cli, sms_cli
 
 
 def register(subparsers: Any) -> None:
@@ -14,3 +14,4 @@ def register(subparsers: Any) -> None:
     group.required = True
     call_cli.register(group)
     sms_cli.register(group)
+    provisioning_cli.register(group)

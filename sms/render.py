@@ -14,6 +14,7 @@ from core.messaging.records import OutboxRow
 from sms.encoding import (
     DC_GSM,
     DC_UCS2,
+    GSM_PART,
     GSM_SINGLE,
     UCS2_PART,
     UCS2_SINGLE,
@@ -67,6 +68,18 @@ def fits(text: str, max_parts: int) -> bool:
     # boundary wastes at most one: short texts need no trial split.
     if 2 * len(text) <= (UCS2_SINGLE if max_parts == 1 else
                          UCS2_PART * max_parts - max_parts):
+        return True
+    # Longer ones: their exact size in septets or UTF-16 units decides, but near the limit
+    # (where the split's waste at part boundaries matters).
+    if choose_coding(text) == "gsm":
+        units, single, per_part = len(encode_gsm(text)), GSM_SINGLE, GSM_PART
+    else:
+        units, single, per_part = len(text.encode("utf-16-be")) // 2, UCS2_SINGLE, UCS2_PART
+    if units <= single:
+        return True
+    if max_parts == 1 or units > per_part * max_parts:
+        return False
+    if units <= per_part * max_parts - max_parts:
         return True
     try:
         parts_for(text, max_parts, 0)

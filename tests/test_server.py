@@ -99,7 +99,7 @@ async def test_a_call_and_an_sms_through_the_composed_server(database_url, confi
             # A redemption keys the PIN in: A01 at the Gold price.
             redeem = await simulate_call("127.0.0.1", server.agi_port, callerid=MEMBER,
                                          keys=f"411{PIN}#1")
-            assert "redeem_success" in redeem.render(), redeem.render()
+            assert "redeem_accepted" in redeem.render(), redeem.render()
 
             assert "8400" in await server.sms("JF")  # 9,300 less the 900 just redeemed
 
@@ -168,7 +168,7 @@ async def test_guessing_across_sms_and_ivr_locks_the_pin_for_both(database_url, 
         call = await simulate_call("127.0.0.1", server.agi_port, callerid=MEMBER,
                                    keys=f"411{PIN}#1")
         heard = call.render()
-        assert "auth_pin_locked" in heard and "redeem_success" not in heard, heard
+        assert "auth_pin_locked" in heard and "redeem_accepted" not in heard, heard
     with Store(database_url).unit_of_work() as uow:
         assert uow.orders.member_orders(MEMBER, 10) and all(
             o.channel != "ivr" for o in uow.orders.member_orders(MEMBER, 10))

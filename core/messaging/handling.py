@@ -33,6 +33,7 @@ from core import messages
 from core.domain import InvalidMsisdn, mask_msisdn
 from core.messages import Message
 from core.messaging import keywords as kw
+from core.messaging.reading import BatchReads, read_batch
 from core.messaging.records import OutboxRow, RateWindow, StoredMO
 from core.messaging.replies import WRITERS, dispatch
 from core.messaging.set_aside import (
@@ -98,8 +99,8 @@ class Work:
     redemptions: int = 0
     problems: list[str] = field(default_factory=list)
     out_of_plan: list[str] = field(default_factory=list)
-    # Balances of the batch's JF senders, read with one query (the commonest keyword).
-    balances: dict[str, tuple[int, datetime | None, int]] = field(default_factory=dict)
+    # What the batch's read-only keywords need, read once for all their senders.
+    reads: BatchReads = field(default_factory=BatchReads)
 
 
 def handle_batch(uow, rules, settings: HandlerSettings, now: datetime, limit: int,
@@ -220,7 +221,8 @@ def _handle(uow, rules, rnd: _Round, mos: list[StoredMO],
     settings, now = rnd.settings, rnd.now
     work = Work(settings, now)
     numbers = {mo.id: _msisdn(mo.msisdn, rules) for mo in mos}
-    languages = uow.messaging.member_languages([n for n in numbers.values() if n])
+    found = uow.messaging.members_by_msisdn([n for n in numbers.values() if n])
+    languages = {m: member.language for m, member in found.items()}
     windows = uow.messaging.rate_windows([numbers[m.id] or m.msisdn for m in mos]) \
         if settings.rate_limit else {}
     changed: dict[str, RateWindow] = {}
@@ -228,9 +230,9 @@ def _handle(uow, rules, rnd: _Round, mos: list[StoredMO],
     waiting: set[int] = set()
     members = {mo.id: commands.get(mo.id) or kw.parse(mo.text) for mo in mos
                if numbers[mo.id] in languages}
-    wanted = [numbers[i] for i, c in members.items() if c.kind == kw.BALANCE]
-    if wanted:
-        work.balances = uow.messaging.balance_summaries(wanted, now)
+    work.reads = read_batch(uow, rules, found, [(numbers[i], c.kind) for i, c in members.items()],
+                            now, history_entries=settings.history_entries,
+                            delivery_orders=settings.delivery_orders)
     for mo in mos:
         msisdn = numbers[mo.id]
         verdict = "ok"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from core import messages
@@ -20,14 +21,14 @@ from core.domain import (
 )
 from core.messages import Message
 from core.messaging import keywords as kw
-from core.preferences import cancel_auto_redemption, confirm_auto_signup, start_auto_signup
-from core.redemption import catalogue, confirm_redemption, gift_orders, start_confirmation
-from core.rules import last_valid_day
+from core.messaging.reading import batched_answer
+from core.preferences import cancel_auto_redemption, confirm_code, start_auto_signup
+from core.redemption import catalogue, gift_orders, start_confirmation
 from core.service_desk import record_ticket
 from core.tickets import ticket_status
 
 if TYPE_CHECKING:  # core.messaging.handling imports this module
-    from core.messaging.handling import Work
+    from core.messaging.handling import HandlerSettings, Work
 
 # The keywords whose use case writes: each is handled in its own transaction.
 WRITERS = (kw.REDEEM, kw.CONFIRM, kw.MAKEUP, kw.COMPLAINT, kw.STOP, kw.RESUME, kw.AUTO_REDEEM,
@@ -50,13 +51,18 @@ def dispatch(uow, rules, work: Work, cmd: kw.Command, msisdn: str, lang: str) ->
 
 def _read(uow, rules, work: Work, cmd: kw.Command, msisdn: str, lang: str) -> Message:
     now, s = work.now, work.settings
+    batched = batched_answer(work.reads, rules, cmd, msisdn, lang, now, s.catalogue_entries)
+    if batched is not None:
+        return batched
+    return answer_alone(uow, rules, cmd, msisdn, lang, now, s)
+
+
+def answer_alone(uow, rules, cmd: kw.Command, msisdn: str, lang: str, now: datetime,
+                 s: HandlerSettings) -> Message:
+    """A read-only keyword answered by the per-member use cases (what the batched reads of
+    ``core.messaging.reading`` must equal)."""
     if cmd.kind == kw.BALANCE:
-        summary = work.balances.get(msisdn)
-        if summary is None:
-            return messages.balance_of(balance(uow, rules, msisdn, now))
-        points, next_expiry, expiring = summary  # core.accounts.balance's figures, batched
-        day = last_valid_day(next_expiry, rules.zone) if next_expiry else None
-        return messages.balance_message(points, expiring, day)
+        return messages.balance_of(balance(uow, rules, msisdn, now))
     if cmd.kind == kw.TIER:
         return messages.tier_message(tier_status(uow, rules, msisdn, now), lang)
     if cmd.kind == kw.HISTORY:
@@ -93,11 +99,10 @@ def _write(uow, rules, work: Work, cmd: kw.Command, msisdn: str, lang: str) -> M
     if cmd.kind == kw.CONFIRM:
         if not cmd.arg:
             return messages.confirm_failed_message("no_code")
-        signed_up = confirm_auto_signup(uow, rules, msisdn, cmd.arg, now)
-        if isinstance(signed_up, str):
-            return messages.auto_signup_done_message(uow.orders.get_reward(signed_up),
-                                                     signed_up, lang)
-        order = confirm_redemption(uow, rules, msisdn, cmd.arg, Channel.SMS, now)
+        order = confirm_code(uow, rules, msisdn, cmd.arg, Channel.SMS, now)
+        if isinstance(order, str):  # a monthly automatic redemption's sign-up
+            return messages.auto_signup_done_message(uow.orders.get_reward(order), order,
+                                                     lang)
         if isinstance(order, SecretCheck):  # refused; its failure count is kept
             refusal = (PinLocked(order.locked_until) if order.locked_until is not None
                        else InvalidConfirmation(order.tries_left))

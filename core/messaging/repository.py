@@ -7,9 +7,10 @@ Every method runs inside the caller's unit of work (it never commits).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
+from core.domain import LedgerEntry, Member, Order, Reward
 from core.messaging.records import (
     HeldReceipt,
     MOPart,
@@ -65,7 +66,32 @@ class MessagingRepository(Protocol):
         ...
 
     def member_languages(self, msisdns: Sequence[str]) -> dict[str, str]:
-        """msisdn -> language of the members among ``msisdns``."""
+        """msisdn -> language of the members among ``msisdns`` (who is a member is decided
+        in one place: ``members_by_msisdn``)."""
+
+    # --- batched reads of the read-only keywords (one query per fact for a whole batch) ----
+
+    def members_by_msisdn(self, msisdns: Sequence[str]) -> dict[str, Member]:
+        """msisdn -> the member, for the members among ``msisdns``: the one place the SMS
+        channel decides who is a member (and in which language she is answered)."""
+
+    def earned_points_by_member(self, msisdns: Sequence[str], since: date,
+                                sources: Sequence[str]) -> dict[str, int]:
+        """``earned_points`` of many members: points of lots from ``sources`` earned on or
+        after ``since``. A member whose total is no real balance is left out (her own query
+        raises ``AccountNeedsAttention``)."""
+
+    def recent_history(self, msisdns: Sequence[str], limit: int
+                       ) -> dict[str, list[LedgerEntry]]:
+        """``history(msisdn, 0, limit)`` of many members: the newest ledger entries first."""
+
+    def recent_orders(self, msisdns: Sequence[str], limit: int, kind: str | None = None
+                      ) -> dict[str, list[Order]]:
+        """``member_orders(msisdn, limit, kind)`` of many members, deliveries included:
+        the newest orders first."""
+
+    def catalogue_rewards(self) -> list[Reward]:
+        """``list_rewards()``: every reward, in catalogue order, with its tier prices."""
 
     def balance_summaries(self, msisdns: Sequence[str], now: datetime
                               ) -> dict[str, tuple[int, datetime | None, int]]:

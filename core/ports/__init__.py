@@ -3,6 +3,7 @@
 Use cases type their ``uow`` parameter with ``UnitOfWork``; ``core.store`` implements it."""
 
 from core.ports.calls import CallsRepository, TicketsRepository
+from core.ports.fulfilment import FulfilmentRepository
 from core.ports.jobs import JobsRepository
 from core.ports.members import MembersRepository
 from core.ports.orders import OrdersRepository
@@ -11,6 +12,7 @@ from core.ports.uow import SetAsideRecord, UnitOfWork
 
 __all__ = [
     "CallsRepository",
+    "FulfilmentRepository",
     "JobsRepository",
     "MembersRepository",
     "OrdersRepository",

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from core.messaging.repository import MessagingRepository
 from core.ports.calls import CallsRepository, TicketsRepository
+from core.ports.fulfilment import FulfilmentRepository
 from core.ports.jobs import JobsRepository
 from core.ports.members import MembersRepository
 from core.ports.orders import OrdersRepository
@@ -48,6 +49,8 @@ class UnitOfWork(Protocol):
     def tickets(self) -> TicketsRepository: ...
     @property
     def outbox(self) -> OutboxRepository: ...
+    @property
+    def fulfilment(self) -> FulfilmentRepository: ...
     @property
     def messaging(self) -> MessagingRepository: ...
 

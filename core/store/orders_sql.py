@@ -121,7 +121,8 @@ class SqlOrders(SqlRepository):
     def count_orders(self, msisdn: str, reward_code: str) -> int:
         return self.conn.execute(select(func.count()).select_from(orders).where(
             orders.c.msisdn == msisdn, orders.c.reward_code == reward_code,
-            orders.c.status == "confirmed")).scalar_one()
+            # An order counts until it is undone: cancelled, or failed (and so refunded).
+            orders.c.status.not_in(("cancelled", "failed")))).scalar_one()
 
     def member_orders(self, msisdn: str, limit: int, kind: str | None = None) -> list[Order]:
         stmt = select(orders).where(orders.c.msisdn == msisdn)

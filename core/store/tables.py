@@ -161,10 +161,19 @@ orders = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("cancelled_at", UTCDateTime),
     Column("delivery_address", Text),  # a gift's address as registered at redemption
+    # Fulfilment through the provisioning API (service and voucher rewards only; NULL due_at:
+    # not in the queue, e.g. gifts and orders placed before fulfilment existed).
+    Column("fulfil_due_at", UTCDateTime),  # when the next attempt may start
+    Column("fulfil_claimed_until", UTCDateTime),  # the lease of the process POSTing it
+    Column("fulfil_attempts", Integer, nullable=False, server_default="0"),
+    Column("fulfil_reference", String(100)),  # the API's reference once applied
+    Column("fulfil_error", String(200)),  # the last error, or why it failed for good
+    Column("fulfilled_at", UTCDateTime),  # fulfilled or failed
     # A request id is the member's own: another member's request can never match it.
     UniqueConstraint("msisdn", "channel", "request_id", name="uq_orders_member_request"),
 )
 Index("ix_orders_member", orders.c.msisdn, orders.c.created_at)
+Index("ix_orders_fulfil", orders.c.status, orders.c.fulfil_due_at)
 
 order_seq = Table(
     "order_seq", metadata,

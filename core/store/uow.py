@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from sqlalchemy.engine import Connection
 
 from core.store.calls_sql import SqlCalls, SqlTickets
+from core.store.fulfilment_sql import SqlFulfilment
 from core.store.jobs_sql import SqlJobs
 from core.store.members_sql import SqlMembers
 from core.store.messaging import SqlMessaging
@@ -36,6 +37,7 @@ class SqlUnitOfWork(QueueQueries):
         self.tickets = SqlTickets(conn, is_sqlite=is_sqlite)
         self.outbox = SqlOutbox(conn, is_sqlite=is_sqlite)
         self.messaging = SqlMessaging(conn, is_sqlite=is_sqlite)
+        self.fulfilment = SqlFulfilment(conn, is_sqlite=is_sqlite)
 
     def commit(self) -> None:
         """For drivers that work in steps (one transaction per step); use cases never commit:

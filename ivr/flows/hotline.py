@@ -83,7 +83,7 @@ PROMPT_IDS: frozenset[str] = frozenset({
     "redeem_confirm_for", "redeem_confirm_keys", "redeem_success", "redeem_sms_sent",
     "redeem_cancelled", "redeem_insufficient", "redeem_out_of_stock", "redeem_limit_reached",
     "redeem_not_available", "redeem_line_barred", "redeem_address_needed",
-    "redeem_gift_address",
+    "redeem_gift_address", "redeem_accepted", "redeem_applying_sms",
     # 5 gift delivery
     "dlv_latest", "dlv_none", "dlv_order", "dlv_status", "dlv_status_pending",
     "dlv_status_shipped", "dlv_status_in_transit", "dlv_status_delivered",

@@ -17,6 +17,7 @@ server killed right after the debit) still gets the SMS.
 from __future__ import annotations
 
 from core.domain import (
+    FULFILLED_KINDS,
     AddressNeeded,
     Channel,
     DomainError,
@@ -156,9 +157,14 @@ async def redeem_item(call: Call, item: PricedReward) -> bool:
     call.forget()
     if call.metrics is not None:
         call.metrics.redemptions.labels(channel=Channel.IVR.value).inc()
-    gift = ["redeem_gift_address"] if order.reward_kind == RewardKind.GIFT else []
-    await call.voice.play("redeem_success", Digits(order.order_no), *gift, "redeem_sms_sent",
-                          escape=SKIP_KEY)
+    if order.reward_kind in FULFILLED_KINDS:
+        # Applied later by the provisioning API: say so honestly; its SMS tells the outcome.
+        await call.voice.play("redeem_accepted", Digits(order.order_no), "redeem_applying_sms",
+                              escape=SKIP_KEY)
+    else:
+        gift = ["redeem_gift_address"] if order.reward_kind == RewardKind.GIFT else []
+        await call.voice.play("redeem_success", Digits(order.order_no), *gift,
+                              "redeem_sms_sent", escape=SKIP_KEY)
     return True
 
 

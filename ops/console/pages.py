@@ -12,6 +12,7 @@ from typing import Any
 from core.accounts import unlock_pin
 from core.catalogue_names import spoken_codes
 from core.cli_errors import explain
+from core.console_views import fulfilment_backlog, order_fulfilment
 from core.domain import DomainError, TicketKind, mask_msisdn
 from core.jobs.runs import job_runs
 from core.queues import discard_item, list_set_aside, outbox_backlog, parse_item, retry_item
@@ -85,8 +86,12 @@ async def member_page(console: Console, ask: Ask) -> Reply:
             error = _refusal(exc)
     locked = bool(summary and summary.get("pin_locked_until")
                   and summary["pin_locked_until"] > ask.now)
+    fulfilment = {}
+    if summary and summary.get("orders"):
+        fulfilment = await console.read(order_fulfilment,
+                                        [o["order_no"] for o in summary["orders"]])
     return console.page(ask, "member.html.j2", number=number, summary=summary, error=error,
-                        locked=locked)
+                        locked=locked, fulfilment=fulfilment)
 
 
 async def member_unlock(console: Console, ask: Ask) -> Reply:
@@ -150,7 +155,9 @@ async def queues_page(console: Console, ask: Ask) -> Reply:
     backlog = await console.read(outbox_backlog, ask.now)
     items = await console.read(list_set_aside)
     runs = await console.read(job_runs, limit=20)
-    return console.page(ask, "queues.html.j2", backlog=backlog, items=items, runs=runs)
+    fulfilment = await console.read(fulfilment_backlog, ask.now)
+    return console.page(ask, "queues.html.j2", backlog=backlog, items=items, runs=runs,
+                        fulfilment=fulfilment)
 
 
 async def _queue_action(console: Console, ask: Ask, verb: str) -> Reply:

@@ -135,3 +135,23 @@ def test_reuse_port_outside_linux_stops_the_start_with_what_to_do(monkeypatch):
     with pytest.raises(ConfigError, match=r"fastagi\.reuse_port: needs Linux.*own fastagi\.port"):
         load_config(environ={"LOYALTY_FASTAGI_REUSE_PORT": "true"})
     assert load_config(environ={}).fastagi.reuse_port is False
+
+
+def test_fulfilment_is_configured_from_the_environment_and_the_secret_never_shown():
+    config = load_config(environ={
+        "LOYALTY_FULFILMENT_URL": "https://prov.example/api/orders",
+        "LOYALTY_FULFILMENT_AUTH_HEADER": "Authorization: Bearer abc123",
+        "LOYALTY_FULFILMENT_TIMEOUT_S": "5", "LOYALTY_FULFILMENT_MAX_ATTEMPTS": "3",
+        "LOYALTY_FULFILMENT_LEASE_S": "20"})
+    f = config.fulfilment
+    assert (f.url, f.timeout_s, f.max_attempts, f.lease_s) == \
+        ("https://prov.example/api/orders", 5, 3, 20)
+    assert f.header() == ("Authorization", "Bearer abc123")
+    assert load_config(environ={}).fulfilment.url == ""  # no API: the CSV fallback
+    with pytest.raises(ConfigError, match=r"fulfilment\.auth_header") as bad:
+        load_config(environ={"LOYALTY_FULFILMENT_AUTH_HEADER": "Bearer abc123"})
+    assert "abc123" not in str(bad.value)
+    with pytest.raises(ConfigError, match=r"fulfilment\.lease_s"):
+        load_config(environ={"LOYALTY_FULFILMENT_LEASE_S": "5"})  # not above timeout_s (10)
+    with pytest.raises(ConfigError, match=r"fulfilment\.url"):
+        load_config(environ={"LOYALTY_FULFILMENT_URL": "prov.example"})

@@ -11,6 +11,7 @@ import pytest
 from core.messaging.repository import MessagingRepository
 from core.ports import (
     CallsRepository,
+    FulfilmentRepository,
     JobsRepository,
     MembersRepository,
     OrdersRepository,
@@ -19,6 +20,7 @@ from core.ports import (
     UnitOfWork,
 )
 from core.store.calls_sql import SqlCalls, SqlTickets
+from core.store.fulfilment_sql import SqlFulfilment
 from core.store.jobs_sql import SqlJobs
 from core.store.members_sql import SqlMembers
 from core.store.messaging import SqlMessaging
@@ -29,7 +31,8 @@ from core.store.uow import SqlUnitOfWork
 PAIRS = [(MembersRepository, SqlMembers), (OrdersRepository, SqlOrders),
          (JobsRepository, SqlJobs), (CallsRepository, SqlCalls),
          (TicketsRepository, SqlTickets), (OutboxRepository, SqlOutbox),
-         (MessagingRepository, SqlMessaging), (UnitOfWork, SqlUnitOfWork)]
+         (MessagingRepository, SqlMessaging), (FulfilmentRepository, SqlFulfilment),
+         (UnitOfWork, SqlUnitOfWork)]
 
 
 def protocol_methods(protocol: type) -> list[str]:
@@ -60,7 +63,7 @@ def test_the_unit_of_work_has_a_repository_for_every_area(store):
     with store.unit_of_work(write=False) as uow:
         areas = repositories(UnitOfWork)
         assert set(areas) == {"members", "orders", "jobs", "calls", "tickets", "outbox",
-                              "messaging"}
+                              "messaging", "fulfilment"}
         for area, protocol in areas.items():
             repository = getattr(uow, area)
             assert all(callable(getattr(repository, name))

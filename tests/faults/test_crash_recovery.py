@@ -613,7 +613,8 @@ def verify(load: Load, sim: SMSCSimulator, db: dict[str, list[Any]], at_kill: At
     by_call = {c.result.uniqueid: c for c in load.calls if c.result is not None}
     ivr_orders = {o["request_id"].split(":")[0]: o for o in db["orders"]
                   if o["channel"] == "ivr" and o["request_id"].split(":")[0] in by_call}
-    told = [c for c in by_call.values() if "redeem_success" in c.result.render()]
+    told = [c for c in by_call.values() if "redeem_success" in c.result.render()
+            or "redeem_accepted" in c.result.render()]  # a gift; a service or voucher
     missing = [c.result.uniqueid for c in told if c.result.uniqueid not in ivr_orders]
     assert not missing, f"callers told of an order that does not exist: {missing[:5]}"
     confirmations = {r["dedupe_key"] for r in db["outbox"]}

@@ -31,7 +31,7 @@ def orders_of(rig, msisdn: str) -> list:
 
 def order_numbers_heard(result) -> list[str]:
     tokens = heard(result)
-    return [tokens[i + 1][2:] for i, t in enumerate(tokens) if t == "redeem_success"]
+    return [tokens[i + 1][2:] for i, t in enumerate(tokens) if t == "redeem_accepted"]
 
 
 def redeem_sms(rig, msisdn: str) -> list[dict]:

@@ -56,8 +56,8 @@ async def test_redeem_a_service_with_pin_and_confirmation(rig, msisdn, lang, pri
     order = orders_of(rig, msisdn)[0]
     assert order.reward_code == "A01" and order.channel == "ivr" and order.points == price
     assert order.request_id == f"{result.uniqueid}:1:A01"
-    assert after(tokens, "redeem_success")[:3] == ["redeem_success", f"d:{order.order_no}",
-                                                   "redeem_sms_sent"]
+    assert after(tokens, "redeem_accepted")[:3] == ["redeem_accepted", f"d:{order.order_no}",
+                                                   "redeem_applying_sms"]
     assert rig.balance(msisdn) == before - price
     sms = [m for m in rig.outbox(msisdn) if m["template"] == "redeem_done"]
     assert len(sms) == 1 and sms[0]["language"] == lang
@@ -78,6 +78,20 @@ async def test_items_listed_in_catalogue_order_with_tier_prices(rig):
         "redeem_item", "#2", "reward_a02", "redeem_costs", "#800", "unit_points",
         "redeem_item", "#3", "reward_a03", "redeem_costs", "#2000", "unit_points"]
     assert tokens[18] == "redeem_choose"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_gift_is_done_at_once_a_service_is_being_applied(rig):
+    """Gifts are confirmed orders (shipped later, tracked by WL); services and vouchers are
+    applied by the provisioning API, so the caller hears they are being applied."""
+    gift = await rig.call(DIAMOND, "421" "1234#" "1")
+    tokens = heard(gift)
+    (order,) = [o for o in orders_of(rig, DIAMOND) if o.reward_code == "G01"]
+    assert after(tokens, "redeem_success")[:3] == ["redeem_success", f"d:{order.order_no}",
+                                                   "redeem_sms_sent"]
+    assert "redeem_accepted" not in tokens
+    service = await rig.call(DIAMOND, REDEEM_A01)
+    assert "redeem_accepted" in heard(service) and "redeem_success" not in heard(service)
 
 
 @pytest_twisted.ensureDeferred
@@ -162,9 +176,9 @@ async def test_a_race_lost_after_the_confirmation_is_told_and_debits_nothing(rig
     proxy.before["redeem_with_sms"] = lose_the_race
     before = rig.balance(ZH_MEMBER)
     result = await rig.call(ZH_MEMBER, REDEEM_A01 + "T")
-    assert after(heard(result), "k:1")[-1] != "redeem_success"
+    assert after(heard(result), "k:1")[-1] != "redeem_accepted"
     assert prompt in heard(result)
-    assert "redeem_success" not in heard(result)
+    assert "redeem_accepted" not in heard(result)
     assert rig.balance(ZH_MEMBER) == before
 
 
@@ -207,7 +221,7 @@ async def test_no_pin_entered_is_retried_then_an_agent(rig):
 @pytest_twisted.ensureDeferred
 async def test_hangup_at_every_step_only_a_confirmed_redemption_debits(rig, logged_failures):
     full = await rig.call(ZH_MEMBER, REDEEM_A01)
-    success = full.commands.index('STREAM FILE "loyalty/redeem_success" "#"')
+    success = full.commands.index('STREAM FILE "loyalty/redeem_accepted" "#"')
     confirm_step = success  # 1-based number of the command whose reply carried the "1"
     assert full.commands[confirm_step - 1] == (
         'STREAM FILE "loyalty/redeem_confirm_keys" "0123456789*#"')

@@ -326,3 +326,31 @@ def test_members_page_shows_the_line_status_and_a_closed_lines_account(console):
     assert 'id="balance"' in page and "Tier" in page
     _, page = yield browser.get("/console/members?msisdn=13900139000")
     assert "The line is closed" in page and "points (not shown to anyone)" in page
+
+
+@pytest_twisted.inlineCallbacks
+def test_fulfilment_state_on_the_members_page_and_the_queue_with_its_last_error(console):
+    from core.fulfilment import Attempt, RetryPolicy, claim_fulfilments, record_attempt
+    from core.redemption import redeem
+
+    base = yield console()
+    now = datetime.now(UTC)
+    rules = console.rules
+    with console.store.unit_of_work() as uow:
+        applied = redeem(uow, rules, MEMBER, "A01", "sms", "c1", now).order_no
+        waiting = redeem(uow, rules, MEMBER, "A01", "sms", "c2", now).order_no
+    policy = RetryPolicy(max_attempts=5, backoff_base_s=30, backoff_cap_s=600)
+    with console.store.unit_of_work() as uow:
+        for item in claim_fulfilments(uow, rules, now, 60, 10):
+            attempt = (Attempt("applied", "OP-77", 200) if item.order_no == applied
+                       else Attempt("error", "503 Service Unavailable", 503))
+            record_attempt(uow, rules, item, attempt, policy, now)
+    browser = Browser(base)
+    _, page = yield browser.get(f"/console/members?msisdn={MEMBER}")
+    assert re.search(rf'id="o-{applied}">.*?fulfilled</td>\s*<td>reference OP-77', page, re.S)
+    assert re.search(rf'id="o-{waiting}">.*?confirmed</td>\s*<td><span class="problem">'
+                     r"503 Service Unavailable", page, re.S)
+    _, page = yield browser.get("/console/queues")
+    assert "2 service or voucher order(s) waiting" in page  # ours and the demo's
+    assert waiting in page and applied not in page and "503 Service Unavailable" in page
+    assert MEMBER not in page

@@ -160,8 +160,9 @@ async def test_redeem_with_the_code_once(channels):
     done = await converse(ch, ZHANG, otp)
     order = ch.run(recent_orders, ZHANG, limit=1)[0]
     assert order.reward_code == "A01" and order.points == 900 and order.channel == Via.SMS
-    assert done == (f"【积分兑换】您已成功兑换100分钟国内通话，扣减900积分，剩余8400分，"
-                    f"订单号{order.order_no}。")
+    # A service: debited now, applied by the provisioning API, so "being applied", not done.
+    assert done == (f"【积分兑换】您兑换100分钟国内通话的申请已受理，扣减900积分，剩余8400分，"
+                    f"订单号{order.order_no}。正在为您办理，办理结果将短信通知您。")
     # The same code again (as the member might): the same order, no second debit.
     again = await converse(ch, ZHANG, f"确认 {otp}")
     assert again == done
@@ -182,7 +183,8 @@ async def test_redeem_in_english_with_qr_and_full_width_code(channels):
     done = await converse(ch, ALICE, f"qr {wide}")
     order = ch.run(recent_orders, ALICE, limit=1)[0]
     assert done == (f"Loyalty: you redeemed Video membership, 1 month for 1500 points, "
-                    f"order {order.order_no}; 1500 points left.")
+                    f"order {order.order_no}; 1500 points left. It is being applied; you will "
+                    f"get an SMS when it is done.")
     gift = await converse(ch, ZHANG, "DH G01")
     done = await converse(ch, ZHANG, code_of(gift))
     assert done.endswith("回复WL查询物流。")

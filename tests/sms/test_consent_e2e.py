@@ -71,7 +71,8 @@ async def test_an_sms_sign_up_is_served_by_the_next_monthly_run(channels, rules,
     assert ch.run(balance, ZHANG, ch.clock()).points == 9300 - 800
     notice = await texts_after(ch, ZHANG, before)
     assert notice == [f"【积分自动兑换】本月已为您自动兑换1GB流量包，扣减800积分，订单号"
-                      f"{order.order_no}，剩余8500积分。回复MX查看积分明细。"]
+                      f"{order.order_no}，剩余8500积分。正在为您办理，办理结果将短信通知您。"
+                      f"回复MX查看积分明细。"]  # a data pack: applied by fulfilment next
     assert ch.run(check_ledger) == []
     # Cancelled: the next month's run leaves her alone.
     assert await converse(ch, ZHANG, "取消自动兑换") == "【积分自动兑换】您的每月自动兑换已取消。"

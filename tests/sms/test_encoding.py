@@ -267,3 +267,24 @@ def test_receipt_text_and_ids():
     assert not ids_match("1A2B", "1A2C")
     assert normalise_message_id("6699", hint="dec") == {"6699"}
     assert ids_match("AbC-9", "abc-9")
+
+
+def test_fits_says_what_a_trial_split_says_around_the_part_limits():
+    import random
+
+    from sms.encoding import MessageTooLong as TooLong
+    from sms.encoding import split_message as split
+    from sms.render import fits
+
+    rnd = random.Random(7)
+    alphabets = ["abc ", "abc{}[]~", "积分查询", "积分😀a", "€^|ab"]  # escapes, surrogates
+    for _ in range(3000):
+        chars = rnd.choice(alphabets)
+        max_parts = rnd.choice((1, 2, 3, 4))
+        text = "".join(rnd.choice(chars) for _ in range(rnd.randint(1, 160 * max_parts)))
+        try:
+            split(text, max_parts, ref=0)
+            expected = True
+        except TooLong:
+            expected = False
+        assert fits(text, max_parts) == expected, (text, max_parts)

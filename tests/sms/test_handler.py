@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import core.messaging.handling as handling
-import core.messaging.replies as sms_replies
+import core.messaging.reading as sms_reading
 from core.accounts import balance, credit_points, deduct_points
 from core.domain import Channel as Via
 from core.domain import LedgerKind
@@ -174,7 +174,7 @@ def test_a_poison_message_is_retried_then_set_aside_and_the_rest_handled(demo, r
     def broken(*args, **kwargs):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(sms_replies, "tier_status", broken)
+    monkeypatch.setattr(sms_reading, "tier_of", broken)  # the tier of the batched reads
     store_mos(run, [mo(ZHANG, "JF"), mo(ALICE, "DJ"), mo(BOB, "MX")])
     settings = HandlerSettings(rate_limit=0, max_attempts=2, retry_base_s=10)
     batch = handle(run, settings=settings)

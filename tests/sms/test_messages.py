@@ -68,6 +68,10 @@ def every_message(language: str) -> list[messages.Message]:
         messages.redeem_done_message(ORDER, CUP.name(language), 6300),
         messages.redeem_done_message(VOUCHER, DATA.name(language), 0),
         messages.redeem_done_message(ADDRESSED, CUP.name(language), 6300),
+        messages.fulfil_done_message(VOUCHER, DATA.name(language), "PRV-1"),
+        messages.fulfil_done_message(VOUCHER, DATA.name(language), None),
+        messages.fulfil_failed_message(VOUCHER, DATA.name(language), "refused", 500),
+        messages.fulfil_failed_message(VOUCHER, DATA.name(language), "not_applied", 500),
         *(messages.redeem_failed_message(reason, "A01") for reason in (
             "unknown_reward", "unavailable", "out_of_stock", "limit_reached", "address_needed",
             "other")),
@@ -79,6 +83,7 @@ def every_message(language: str) -> list[messages.Message]:
         messages.confirm_failed_message("pin_locked", until="16:45"),
         messages.auto_redeem_done_message(CUP, "A01", language, 3000, 6300, "R1"),
         messages.auto_redeem_done_message(None, "Z99", language, 3000, 6300, "R1"),
+        messages.auto_redeem_done_message(DATA, "B02", language, 500, 6300, "R2"),
         messages.auto_redeem_short_message(CUP, "A01", language, 3000, 100),
         messages.ticket_message("makeup", "BD2611200001"),
         messages.ticket_message("complaint", "TS2611200001"),
@@ -129,8 +134,15 @@ def test_one_name_per_fact_in_what_the_members_read():
     assert render(done.template, "en", done.params) == (
         "Loyalty: you redeemed Thermos cup for 3000 points, order R1; 6300 points left. "
         "Text WL for delivery.")
+    pending = messages.redeem_done_message(VOUCHER, "1GB data", 0)
+    assert render(pending.template, "en", pending.params) == (
+        "Loyalty: you redeemed 1GB data for 500 points, order R2; 0 points left. It is being "
+        "applied; you will get an SMS when it is done.")
     auto = messages.auto_redeem_done_message(CUP, "A01", "en", 3000, 6300, "R1")
     assert "6300 points left" in render(auto.template, "en", auto.params)
+    assert "is done" in render(auto.template, "en", auto.params)
+    applying = messages.auto_redeem_done_message(DATA, "B02", "en", 500, 6300, "R2")
+    assert "being applied" in render(applying.template, "en", applying.params)
     changed = messages.tier_changed_message(
         TierConfig("gold", "金卡", "Gold", 5000),
         TierConfig("platinum", "白金卡", "Platinum", 20000), True, date(2027, 12, 31), "zh")

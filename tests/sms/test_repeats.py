@@ -50,4 +50,5 @@ async def test_the_code_sent_again_after_try_again_in_a_minute_is_acted_on(chann
     done = await converse(ch, ALICE, otp)
     order = ch.run(recent_orders, ALICE, limit=1)[0]
     assert done == (f"Loyalty: you redeemed Video membership, 1 month for 1500 points, "
-                    f"order {order.order_no}; 1500 points left.")
+                    f"order {order.order_no}; 1500 points left. It is being applied; you will "
+                    f"get an SMS when it is done.")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from core.store.messaging.mo import MOQueries
 from core.store.messaging.outbox import OutboxQueries
+from core.store.messaging.reads import ReadQueries
 
 
-class SqlMessaging(MOQueries, OutboxQueries):
-    """MO and MT queries on one connection (the unit of work's)."""
+class SqlMessaging(MOQueries, OutboxQueries, ReadQueries):
+    """MO and MT queries, and the batched reads of the read-only keywords, on one
+    connection (the unit of work's)."""
 
 
 __all__ = ["SqlMessaging"]

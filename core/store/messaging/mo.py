@@ -128,14 +128,9 @@ class MOQueries(QueriesBase):
         return {r.id: r.state for r in rows}
 
     def member_languages(self, msisdns: Sequence[str]) -> dict[str, str]:
-        """msisdn -> language of the members among ``msisdns`` (closed lines are none)."""
-        found: dict[str, str] = {}
-        for chunk in chunks(list(dict.fromkeys(msisdns))):
-            found.update((m, lang) for m, lang in self._raw(
-                # A closed line is no member: the sender is told how to join, like a stranger.
-                f"SELECT msisdn, language FROM members WHERE msisdn IN ({marks(len(chunk))}) "
-                "AND line_status <> 'closed'", tuple(chunk)))
-        return found
+        """msisdn -> language of the members among ``msisdns`` (who is a member is decided
+        in one place: ``members_by_msisdn``)."""
+        return {m: member.language for m, member in self.members_by_msisdn(msisdns).items()}
 
     def balance_summaries(self, msisdns: Sequence[str], now: datetime
                               ) -> dict[str, tuple[int, datetime | None, int]]:

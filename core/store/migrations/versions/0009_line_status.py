@@ -2,7 +2,7 @@
 accounts retired when a number was re-issued.
 
 Revision ID: 0009_line_status
-Revises: 0007_tickets
+Revises: 0008_fulfilment
 """
 from alembic import op  # noqa: F401
 import sqlalchemy as sa  # noqa: F401
@@ -10,7 +10,7 @@ import core.store.tables
 
 
 revision = '0009_line_status'
-down_revision = '0007_tickets'
+down_revision = '0008_fulfilment'
 branch_labels = None
 depends_on = None
 
