@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 from core.accounts import (
@@ -16,11 +15,10 @@ from core.accounts import (
 )
 from core.domain import (
     AUTO_SIGNUP,
-    FULFILLED_KINDS,
     Channel,
     Confirmation,
-    Delivery,
     DeliveryStatus,
+    DomainError,
     InsufficientPoints,
     LedgerKind,
     LimitReached,
@@ -39,8 +37,8 @@ from core.domain import (
     UnknownReward,
 )
 from core.lines import check_gift_address, check_may_redeem
-from core.ports import UnitOfWork
-from core.rules import ProgrammeRules, expiry_for, plan_spend
+from core.ports import AtomicRedemption, UnitOfWork
+from core.rules import ProgrammeRules, expiry_for
 
 CANCELLABLE_DELIVERY = (None, DeliveryStatus.PENDING)
 
@@ -99,42 +97,35 @@ def redeem(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str
     request_id): the member's own request replayed returns the same order; the same request
     id from another member is that member's own request, never a match.
 
-    The member's row is locked first, so concurrent redemptions for one member (from any
-    channel or process) run one after the other and cannot overspend.
+    The rules are checked here; the spending is one store call (``redeem_atomically``) that
+    locks the member's row first and checks the replay, the limit, the balance and the stock
+    again under that lock, so concurrent redemptions for one member (from any channel or
+    process) run one after the other and cannot overspend.
     """
-    member = require_member(uow, msisdn, for_update=True)
+    # 1. The checks: reads, no lock held yet. A replay is looked for only when they refuse
+    # (the reward may be gone since); otherwise the atomic part finds it, under the lock.
+    member = require_member(uow, msisdn)
     check_may_redeem(member)
-    existing = uow.orders.order_by_request(member.msisdn, channel, request_id)
-    if existing is not None:
-        return existing
-    reward, price = _check_redeemable(uow, rules, member, reward_code, now)
-    plan = plan_spend(uow.members.spendable_lots(member.msisdn, now), price, now)
+    try:
+        reward, price = _check_redeemable(uow, rules, member, reward_code, now)
+    except DomainError:
+        existing = uow.orders.order_by_request(member.msisdn, channel, request_id)
+        if existing is not None:
+            return existing
+        raise
+    # 2. The atomic part, under the member's lock: one round trip on PostgreSQL. A service or
+    # voucher order is stored already queued for the provisioning API (core.fulfilment).
+    today = rules.today(now)
+    gift = reward.kind == RewardKind.GIFT
     order = Order(
-        order_no=_order_number(uow, rules.today(now), now),
-        msisdn=member.msisdn, reward_code=reward.code, reward_kind=reward.kind, points=price,
-        status=OrderStatus.CONFIRMED, channel=channel, request_id=request_id, created_at=now,
-        delivery_address=member.delivery_address if reward.kind == RewardKind.GIFT else None)
-    uow.orders.add_order(order)
-    for lot_id, take in plan:
-        uow.members.take_from_lot(lot_id, take)
-    uow.members.add_ledger(msisdn=member.msisdn, kind=LedgerKind.DEBIT, amount=-price,
-                           reason=f"redeem {reward.code}", channel=channel, now=now,
-                           order_no=order.order_no, draws=plan)
-    delivery = None
-    if reward.kind in FULFILLED_KINDS:
-        uow.fulfilment.queue_fulfilment(order.order_no, now)  # applied by core.fulfilment
-    if reward.kind == RewardKind.GIFT:
-        uow.orders.set_delivery(order.order_no, DeliveryStatus.PENDING, None, None, now)
-        delivery = Delivery(order.order_no, DeliveryStatus.PENDING, None, None, now)
-    # Limited stock is taken last: the reward's row stays locked for the shortest time, and
-    # unlimited rewards are never locked at all.
-    if reward.stock is not None and not uow.orders.take_stock(reward.code):
-        raise OutOfStock(reward.code)
-    return replace(order, delivery=delivery)
-
-
-def _order_number(uow: UnitOfWork, today: date, now: datetime) -> str:
-    return f"{today:%y%m%d}{uow.orders.next_order_number(now):06d}"
+        order_no="", msisdn=member.msisdn, reward_code=reward.code, reward_kind=reward.kind,
+        points=price, status=OrderStatus.CONFIRMED, channel=channel, request_id=request_id,
+        created_at=now, delivery_address=member.delivery_address if gift else None)
+    return uow.orders.redeem_atomically(AtomicRedemption(
+        order=order, order_prefix=f"{today:%y%m%d}", per_member_limit=reward.per_member_limit,
+        limited_stock=reward.stock is not None, ledger_kind=LedgerKind.DEBIT,
+        ledger_reason=f"redeem {reward.code}",
+        delivery_status=DeliveryStatus.PENDING if gift else None))
 
 
 def cancel_order(uow: UnitOfWork, rules: ProgrammeRules, order_no: str, now: datetime, *,

@@ -6,11 +6,12 @@ from core.ports.calls import CallsRepository, TicketsRepository
 from core.ports.fulfilment import FulfilmentRepository
 from core.ports.jobs import JobsRepository
 from core.ports.members import MembersRepository
-from core.ports.orders import OrdersRepository
+from core.ports.orders import AtomicRedemption, OrdersRepository
 from core.ports.outbox import OutboxRepository
 from core.ports.uow import SetAsideRecord, UnitOfWork
 
 __all__ = [
+    "AtomicRedemption",
     "CallsRepository",
     "FulfilmentRepository",
     "JobsRepository",

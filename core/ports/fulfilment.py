@@ -10,11 +10,8 @@ from core.domain import FulfilmentItem
 
 
 class FulfilmentRepository(Protocol):
-    """The fulfilment queue (on the orders themselves)."""
-
-    def queue_fulfilment(self, order_no: str, now: datetime) -> None:
-        """Put a new order in the queue, due ``now``."""
-        ...
+    """The fulfilment queue (on the orders themselves; a service or voucher order is stored
+    already due: ``core.store.redeem_sql.order_values``)."""
 
     def claim_fulfilments(self, now: datetime, until: datetime, limit: int
                           ) -> list[FulfilmentItem]:

@@ -4,10 +4,29 @@ orders, deliveries and redemption confirmations."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from core.domain import Confirmation, Delivery, Order, Reward
+
+
+@dataclass(frozen=True)
+class AtomicRedemption:
+    """The part of a redemption that must happen at once, under the member's lock, once the
+    use case has checked the reward and priced it: what ``redeem_atomically`` is given.
+
+    ``order`` is the order to write (its ``order_no`` is left empty: the store numbers it
+    ``order_prefix`` + a sequence of at least six digits); every field of it is stored, so a
+    new order field needs only the store's column mapping."""
+
+    order: Order
+    order_prefix: str  # the programme day, yymmdd
+    per_member_limit: int | None
+    limited_stock: bool  # take one from stock (None in the catalogue: unlimited)
+    ledger_kind: str
+    ledger_reason: str
+    delivery_status: str | None  # gifts start with a delivery in this state
 
 
 class OrdersRepository(Protocol):
@@ -31,6 +50,15 @@ class OrdersRepository(Protocol):
         ...
 
     def next_order_number(self, now: datetime) -> int:
+        ...
+
+    def redeem_atomically(self, redemption: AtomicRedemption) -> Order:
+        """Lock the member, then: the member's order for the same (channel, request id) if
+        there is one; else check the per-member limit (LimitReached), spend the price from
+        the live lots, soonest expiry first, then oldest (InsufficientPoints,
+        AccountNeedsAttention), take limited stock (OutOfStock), and write the order, the
+        lots' debits, the ledger entry and its draws, and a gift's delivery. Returns the
+        order as stored (with its delivery)."""
         ...
 
     def add_order(self, order: Order) -> None:

@@ -32,10 +32,6 @@ class SqlFulfilment(SqlRepository):
                 orders.c.status, orders.c.created_at, orders.c.fulfil_attempts,
                 orders.c.fulfil_due_at)
 
-    def queue_fulfilment(self, order_no: str, now: datetime) -> None:
-        self.conn.execute(update(orders).where(orders.c.order_no == order_no)
-                          .values(fulfil_due_at=now))
-
     def claim_fulfilments(self, now: datetime, until: datetime, limit: int
                           ) -> list[FulfilmentItem]:
         """Claim up to ``limit`` due orders (confirmed and due, or fulfilling with a lapsed

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 
 from core.config import POINTS_CEILING
 from core.domain import LedgerEntry, LedgerProblem, LineStatus, Member, PointsLot
@@ -152,15 +152,19 @@ class SqlMembers(RetiredAccounts):
             raise RuntimeError(f"lot {lot_id} cannot move {points} points")
 
     def balance_summary(self, msisdn: str, now: datetime) -> tuple[int, datetime | None, int]:
-        """(spendable points, soonest expiry instant, points expiring then)."""
-        live = and_(lots.c.msisdn == msisdn, lots.c.remaining > 0, lots.c.expires_at > now)
-        total = checked_points(msisdn, self.conn.execute(
-            select(points_sum(lots.c.remaining, self.is_sqlite)).where(live)).scalar_one())
-        row = self.conn.execute(
-            select(lots.c.expires_at, points_sum(lots.c.remaining, self.is_sqlite))
-            .where(live).group_by(lots.c.expires_at).order_by(lots.c.expires_at).limit(1)
-        ).first()
-        return total, (row[0] if row else None), int(row[1]) if row else 0
+        """(spendable points, soonest expiry instant, points expiring then), in one statement
+        over the member's live lots (``ix_lots_member_live``)."""
+        live = select(lots.c.expires_at, lots.c.remaining).where(
+            lots.c.msisdn == msisdn, lots.c.remaining > 0, lots.c.expires_at > now).cte("live")
+        soonest = select(func.min(live.c.expires_at)).scalar_subquery()
+        row = self.conn.execute(select(
+            select(points_sum(live.c.remaining, self.is_sqlite)).scalar_subquery(),
+            soonest,
+            select(points_sum(live.c.remaining, self.is_sqlite))
+            .where(live.c.expires_at == soonest).scalar_subquery(),
+        )).one()
+        total = checked_points(msisdn, row[0])
+        return total, row[1], int(row[2]) if row[2] is not None else 0
 
     def earned_points(self, msisdn: str, since: date, sources: Sequence[str]) -> int:
         return checked_points(msisdn, self.conn.execute(

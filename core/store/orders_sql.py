@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import case, func, insert, or_, select, update
 
 from core.domain import Confirmation, Delivery, Order, Reward
+from core.ports import AtomicRedemption
+from core.store.redeem_sql import order_values, redeem_in_steps, redeem_on_server
 from core.store.repository import SqlRepository
 from core.store.tables import (
     confirmations,
@@ -28,8 +30,17 @@ class SqlOrders(SqlRepository):
     # --- rewards --------------------------------------------------------------------------
 
     def get_reward(self, code: str) -> Reward | None:
-        row = self.conn.execute(select(rewards).where(rewards.c.code == code)).first()
-        return self._rewards_with_prices([row])[0] if row else None
+        # One statement with its tier prices: every redemption and quote reads a reward.
+        rows = self.conn.execute(
+            select(rewards, reward_prices.c.tier_code.label("price_tier"),
+                   reward_prices.c.points.label("tier_points"))
+            .outerjoin(reward_prices, reward_prices.c.reward_code == rewards.c.code)
+            .where(rewards.c.code == code).order_by(reward_prices.c.tier_code)
+        ).all()
+        if not rows:
+            return None
+        return _reward(rows[0], [(r.price_tier, r.tier_points) for r in rows
+                                 if r.price_tier is not None])
 
     def list_rewards(self, kind: str | None = None) -> list[Reward]:
         stmt = select(rewards).order_by(rewards.c.sort_order, rewards.c.code)
@@ -46,9 +57,7 @@ class SqlOrders(SqlRepository):
                 .order_by(reward_prices.c.tier_code)
             ):
                 prices.setdefault(p.reward_code, []).append((p.tier_code, p.points))
-        return [Reward(r.code, r.name_zh, r.name_en, r.kind, r.points, r.stock,
-                       r.available_from, r.available_until, r.per_member_limit, r.sort_order,
-                       tuple(prices.get(r.code, ()))) for r in rows]
+        return [_reward(r, prices.get(r.code, [])) for r in rows]
 
     def upsert_reward(self, reward: Reward) -> bool:
         """Insert or replace one catalogue entry; True when it was new."""
@@ -93,11 +102,14 @@ class SqlOrders(SqlRepository):
         ).scalar_one()
 
     def add_order(self, order: Order) -> None:
-        self.conn.execute(insert(orders), dict(
-            order_no=order.order_no, msisdn=order.msisdn, reward_code=order.reward_code,
-            reward_kind=order.reward_kind, points=order.points, status=order.status,
-            channel=order.channel, request_id=order.request_id, created_at=order.created_at,
-            delivery_address=order.delivery_address))
+        self.conn.execute(insert(orders), order_values(order))
+
+    def redeem_atomically(self, redemption: AtomicRedemption) -> Order:
+        """See ``core.ports.OrdersRepository``: one round trip on PostgreSQL
+        (``core.store.redeem_sql``)."""
+        if self.is_sqlite:
+            return redeem_in_steps(self, redemption)
+        return redeem_on_server(self, redemption)
 
     def order_by_request(self, msisdn: str, channel: str, request_id: str) -> Order | None:
         """The member's order for this request, if any (another member's never matches)."""
@@ -188,6 +200,12 @@ class SqlOrders(SqlRepository):
     def use_confirmation(self, confirmation_id: int, now: datetime) -> None:
         self.conn.execute(update(confirmations).where(confirmations.c.id == confirmation_id)
                           .values(used_at=now))
+
+
+def _reward(row: Any, prices: list[tuple[str, int]]) -> Reward:
+    return Reward(row.code, row.name_zh, row.name_en, row.kind, row.points, row.stock,
+                  row.available_from, row.available_until, row.per_member_limit, row.sort_order,
+                  tuple(prices))
 
 
 def _confirmation(row: Any) -> Confirmation:

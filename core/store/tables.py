@@ -102,6 +102,10 @@ lots = Table(
 Index("ix_lots_member_expiry", lots.c.msisdn, lots.c.expires_at)
 Index("ix_lots_member_earned", lots.c.msisdn, lots.c.earned_on)
 Index("ix_lots_expiry_open", lots.c.expires_at, lots.c.expired)
+# A balance reads only live lots: from the index alone on PostgreSQL (remaining included).
+Index("ix_lots_member_live", lots.c.msisdn, lots.c.expires_at,
+      postgresql_include=["remaining"], postgresql_where=lots.c.remaining > 0,
+      sqlite_where=lots.c.remaining > 0)
 
 ledger = Table(
     "ledger", metadata,

@@ -87,8 +87,8 @@ async def test_a_gift_is_done_at_once_a_service_is_being_applied(rig):
     gift = await rig.call(DIAMOND, "421" "1234#" "1")
     tokens = heard(gift)
     (order,) = [o for o in orders_of(rig, DIAMOND) if o.reward_code == "G01"]
-    assert after(tokens, "redeem_success")[:3] == ["redeem_success", f"d:{order.order_no}",
-                                                   "redeem_sms_sent"]
+    assert after(tokens, "redeem_success")[:4] == ["redeem_success", f"d:{order.order_no}",
+                                                   "redeem_gift_address", "redeem_sms_sent"]
     assert "redeem_accepted" not in tokens
     service = await rig.call(DIAMOND, REDEEM_A01)
     assert "redeem_accepted" in heard(service) and "redeem_success" not in heard(service)

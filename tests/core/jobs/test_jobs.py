@@ -117,14 +117,16 @@ def test_an_auto_redemption_refused_at_its_last_step_takes_no_points(store, rule
     add_members(store, A)
     run(credit_points, A, 2000, "bill", date(2026, 5, 1), local(2026, 5, 2), reference="ref-a")
     run(subscribe_auto_redemption, A, "A03", local(2026, 6, 1))
-    take_stock = SqlOrders.take_stock
+    redeem_atomically = SqlOrders.redeem_atomically
 
-    def sold_out_meanwhile(repository, code):
-        # Another channel took the last item after this redemption checked the stock.
-        repository.conn.execute(update(rewards).where(rewards.c.code == code).values(stock=0))
-        return take_stock(repository, code)
+    def sold_out_meanwhile(repository, redemption):
+        # Another channel took the last item after this redemption checked the stock (and
+        # before its atomic part: one call on PostgreSQL, so the race can only come before).
+        repository.conn.execute(update(rewards).where(
+            rewards.c.code == redemption.order.reward_code).values(stock=0))
+        return redeem_atomically(repository, redemption)
 
-    monkeypatch.setattr(SqlOrders, "take_stock", sold_out_meanwhile)
+    monkeypatch.setattr(SqlOrders, "redeem_atomically", sold_out_meanwhile)
     result = drive(store, rules, config, "auto-redeem", local(2026, 12, 1, 9, 0))
     assert result.counts.get("out_of_stock") == 1 and "redeemed" not in result.counts
     assert run(balance, A, local(2026, 12, 2)).points == 2000
