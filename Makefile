@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench soak clean
+.PHONY: run test lint bench soak clean chromium
 
 # The bench SMSC on the npm smpp package (bench/smsc_node): node_modules from the lock file.
 NODE_SMSC := bench/smsc_node/node_modules/.package-lock.json
@@ -21,8 +21,19 @@ run: $(STAMP)
 	$(BIN)/loyalty demo --if-empty
 	$(BIN)/twistd -ny twistd.tac
 
+## Debian's chromium for the console's browser tests (Playwright drives it; nothing is downloaded
+## by Playwright itself). Installed with apt-get when missing and we are root.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else \
+	    echo "chromium missing: run 'sudo apt-get install chromium' for the browser tests"; \
+	  fi; \
+	fi
+
 ## Set up and run the whole test suite (PostgreSQL tests too when LOYALTY_TEST_DATABASE_URL is set).
-test: $(STAMP) $(NODE_SMSC)
+test: $(STAMP) $(NODE_SMSC) chromium
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

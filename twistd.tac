@@ -131,7 +131,7 @@ def build_server(config, reactor=None):
         "prompts": top.prompts.health,
     }
     top.ops = ops_service(config, top.metrics, checks, reactor, status=top.prompts.status,
-                          before_metrics=top.sms.refresh_metrics)
+                          before_metrics=top.sms.refresh_metrics, db=top.db)
     top.ops.setServiceParent(top)
     return top
 

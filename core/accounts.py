@@ -193,6 +193,15 @@ def verify_pin(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, pin: str,
     return record_failed_secret(uow, rules, member.msisdn, failures, now)
 
 
+def unlock_pin(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime) -> bool:
+    """Lift a PIN lock (ops, after checking who calls) and forget wrong tries; True when a
+    lock was in force. The PIN itself is unchanged."""
+    member = require_member(uow, msisdn, for_update=True)
+    was_locked = lock_in_force(member, now) is not None
+    uow.members.update_member(member.msisdn, pin_failures=0, pin_locked_until=None)
+    return was_locked
+
+
 def lock_in_force(member: Member, now: datetime) -> SecretCheck | None:
     """The refusal while the member's PIN is locked; None when it is not."""
     if member.pin_locked_until is not None and member.pin_locked_until > now:

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from core.config_values import (
     ConfigError,
     build_section,
+    check_named_tokens,
     is_loopback_host,
 )
 from core.config_values import parse_hhmm as parse_hhmm  # re-exported: importers use core.config
@@ -163,7 +164,16 @@ class SMPPConfig(SMPPLinkConfig):
 class OpsConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    token: str = ""
+    token: str = ""  # the single, unnamed token of earlier releases: its holder is "ops"
+    # Named tokens (name -> token): the console logs every action with the name.
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def named_tokens(self) -> dict[str, str]:
+        """Every accepted token by the name actions are logged under."""
+        named = dict(self.tokens)
+        if self.token:
+            named.setdefault("ops", self.token)
+        return named
 
 
 @dataclass(frozen=True)
@@ -333,6 +343,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("smpp.mo_dedupe_window_s and smpp.outbox_lease_s: must be positive")
     if config.smpp.mo_max_attempts < 1 or config.smpp.outbox_max_attempts < 1:
         raise ConfigError("smpp.mo_max_attempts and smpp.outbox_max_attempts: at least 1")
+    check_named_tokens(config.ops.tokens, config.ops.token)
     _validate_fulfilment(config.fulfilment)
     if config.logging.level not in ("debug", "info", "warn", "error"):
         raise ConfigError("logging.level: one of debug, info, warn, error")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import typing
 from datetime import time
 
@@ -63,6 +64,16 @@ def coerce_value(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
+    if typing.get_origin(kind) is dict:
+        if isinstance(value, str):  # from the environment: "alice=token1,bob=token2"
+            pairs = [v.partition("=") for v in value.split(",") if v.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ConfigError(f"{key}: expected name=value pairs separated by commas")
+            value = {k.strip(): v.strip() for k, _, v in pairs}
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ConfigError(f"{key}: expected a table of strings, got {value!r}")
+        return dict(value)
     if typing.get_origin(kind) is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -86,3 +97,18 @@ def build_section(name: str, cls: type, values: dict[str, typing.Any]) -> typing
             raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(sorted(known))})")
         kwargs[key] = coerce_value(f"{name}.{key}", value, hints[key])
     return cls(**kwargs)
+
+
+def check_named_tokens(tokens: typing.Mapping[str, str], single: str) -> None:
+    """``[ops] tokens`` (name -> token) beside the single ``ops.token``, which is named ops:
+    names a log line can carry, tokens not trivially short, one token per name."""
+    for name, token in tokens.items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", name):
+            raise ConfigError(f"ops.tokens: {name!r} is not a name (letters, digits, . _ -)")
+        if len(token) < 8:
+            raise ConfigError(f"ops.tokens.{name}: at least 8 characters")
+    if single and tokens.get("ops", single) != single:
+        raise ConfigError("ops.tokens.ops: clashes with ops.token (which is named ops)")
+    values = list(tokens.values()) + ([single] if single and "ops" not in tokens else [])
+    if len(set(values)) != len(values):
+        raise ConfigError("ops.tokens: two names share one token; give each its own")

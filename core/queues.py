@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +33,20 @@ def parse_item(text: str) -> tuple[str, int]:
 def set_aside_counts(uow: UnitOfWork, rules) -> dict[str, int]:
     """How many items each queue has set aside (the ``loyalty_set_aside`` gauge)."""
     return uow.set_aside_counts()
+
+
+@dataclass(frozen=True)
+class OutboxBacklog:
+    depth: int  # MT rows not yet accepted by the SMSC
+    oldest_at: datetime | None  # when the oldest of them was queued
+    oldest_age_s: float | None
+
+
+def outbox_backlog(uow: UnitOfWork, rules, now: datetime) -> OutboxBacklog:
+    """How many MT messages wait, and for how long the oldest has waited."""
+    oldest = uow.messaging.oldest_open_outbox()
+    age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else None
+    return OutboxBacklog(uow.messaging.outbox_depth(), oldest, age)
 
 
 def list_set_aside(uow: UnitOfWork, rules) -> list[SetAsideRecord]:

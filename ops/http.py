@@ -1,14 +1,15 @@
-"""The ops HTTP endpoint (twisted.web): ``/health``, ``/metrics`` and a status page at ``/``.
+"""The ops HTTP endpoint (twisted.web): ``/health``, ``/metrics``, a status page at ``/`` and
+the ops console under ``/console/`` (``ops.console``).
 
-Loopback by default; any other address needs ``ops.token``, and whenever a token is set every
-request must carry ``Authorization: Bearer <token>``. Health checks, the metrics refresh hook
+Loopback by default; any other address needs a token (``ops.token`` or ``[ops] tokens``), and
+whenever one is set every request must carry ``Authorization: Bearer <token>`` (the console
+also takes the session cookie of a login with a token). Health checks, the metrics refresh hook
 and the ``status()`` callable may return Deferreds; each runs under a timeout, so a stuck
 database or a wedged session turns into a failing check instead of a hung request.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from core.config import Config, ConfigError, is_loopback_host
 from core.metrics import Metrics
+from ops.console.auth import Sessions
 from ops.listening import ListeningService
 from ops.status_page import collect_samples, render_status_page
 
@@ -129,9 +131,10 @@ class OpsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, metrics: Metrics, health: HealthChecks, *, token: str, reactor: IReactorTime,
-                 status: Callable[[], Any] | None = None,
-                 before_metrics: Callable[[], Any] | None = None) -> None:
+    def __init__(self, metrics: Metrics, health: HealthChecks, *, token: str = "",
+                 reactor: IReactorTime, status: Callable[[], Any] | None = None,
+                 before_metrics: Callable[[], Any] | None = None,
+                 tokens: Mapping[str, str] | None = None, console: Any = None) -> None:
         super().__init__()
         self.metrics = metrics
         self.health = health
@@ -139,12 +142,16 @@ class OpsResource(Resource):
         self.status = status
         self.before_metrics = before_metrics
         self.started_at = reactor.seconds()
-        self._token = token.encode("utf-8")
+        named = dict(tokens or {})
+        if token:
+            named.setdefault("ops", token)
+        self.sessions = console.sessions if console is not None else Sessions(named)
+        self.console = console
         self._routes = {b"/": self._page, b"/health": self._health, b"/metrics": self._metrics}
 
     @property
     def auth_required(self) -> bool:
-        return bool(self._token)
+        return self.sessions.token_required
 
     # -- request entry --------------------------------------------------------------------
 
@@ -152,7 +159,10 @@ class OpsResource(Resource):
         request.setHeader(b"server", b"loyalty-ops")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-content-type-options", b"nosniff")
-        if self._token and not self._authorised(request):
+        if self.console is not None and (request.path == b"/console"
+                                         or request.path.startswith(b"/console/")):
+            return self._later(request, self.console.handle(request))  # its own auth
+        if self.auth_required and not self._authorised(request):
             log.warn("ops request refused: missing or wrong bearer token from {client} "
                      "for {path}", client=_client(request), path=_path(request))
             request.setResponseCode(401)
@@ -169,11 +179,8 @@ class OpsResource(Resource):
         return route(request)
 
     def _authorised(self, request: Request) -> bool:
-        header = request.getHeader(b"authorization") or b""
-        scheme, _, credentials = header.strip().partition(b" ")
-        # Compare even on a wrong scheme so timing says nothing either way.
-        same = hmac.compare_digest(credentials.strip(), self._token)
-        return same and scheme.lower() == b"bearer"
+        # Every token is compared, even on a wrong scheme, so timing says nothing either way.
+        return self.sessions.bearer(request.getHeader(b"authorization") or b"") is not None
 
     @staticmethod
     def _text(request: Request, text: str) -> bytes:
@@ -289,7 +296,14 @@ class OpsService(ListeningService):
 
     def startService(self) -> None:
         self.resource.started_at = self.reactor.seconds()
+        if self.resource.console is not None:
+            self.resource.console.ring.startService()
         super().startService()
+
+    def stopService(self) -> Deferred | None:
+        if self.resource.console is not None and self.resource.console.ring.running:
+            self.resource.console.ring.stopService()
+        return super().stopService()
 
     def listening(self, port: IListeningPort) -> None:
         log.info("ops endpoint listening on {host}:{port} (auth: {auth})", host=self.host,
@@ -300,19 +314,20 @@ class OpsService(ListeningService):
 def ops_service(config: Config, metrics: Metrics, checks: Mapping[str, Check],
                 reactor: IReactorTCP, status: Callable[[], Any] | None = None,
                 before_metrics: Callable[[], Any] | None = None, *,
-                check_timeout: float = DEFAULT_CHECK_TIMEOUT) -> OpsService:
+                check_timeout: float = DEFAULT_CHECK_TIMEOUT, db: Any = None) -> OpsService:
     """Build (not start) the ops HTTP service listening on ``config.ops.host:port``.
 
     ``checks``: name -> callable returning bool / (bool, detail), or a Deferred of one.
     ``status``: optional callable returning a dict (or a Deferred of one) of label -> value
     shown on the status page. ``before_metrics``: optional hook (may return a Deferred) run
     before ``/metrics`` and the status page read the registry, e.g. to set gauges.
-    Raises ConfigError when the host is not loopback and ``ops.token`` is empty.
+    ``db``: the ``DatabaseService``; with it the ops console is served under ``/console/``.
+    Raises ConfigError when the host is not loopback and no token is set.
     """
     ops = config.ops
-    if not ops.token and not is_loopback_host(ops.host):
+    if not ops.named_tokens() and not is_loopback_host(ops.host):
         raise ConfigError(f"ops.token: required when ops.host ({ops.host!r}) is not a loopback "
-                          "address")
+                          "address (or name tokens in [ops] tokens)")
     if check_timeout <= 0:
         raise ConfigError("ops check timeout: must be positive")
     host = "127.0.0.1" if ops.host.lower() == "localhost" else ops.host.strip("[]")
@@ -322,9 +337,16 @@ def ops_service(config: Config, metrics: Metrics, checks: Mapping[str, Check],
         ipv6 = False
     endpoint_type = TCP6ServerEndpoint if ipv6 else TCP4ServerEndpoint
     endpoint = endpoint_type(reactor, ops.port, interface=host)
+    console = None
+    if db is not None:
+        from ops.console.app import Console
+        from ops.console.charts import MetricsRing
+
+        console = Console(db=db, config=config, ring=MetricsRing(metrics.registry, reactor),
+                          reactor=reactor, sessions=Sessions(ops.named_tokens()))
     resource = OpsResource(metrics, HealthChecks(checks, check_timeout, reactor),
-                           token=ops.token, reactor=reactor, status=status,
-                           before_metrics=before_metrics)
+                           tokens=ops.named_tokens(), reactor=reactor, status=status,
+                           before_metrics=before_metrics, console=console)
     site = _OpsSite(resource, timeout=30, reactor=reactor)
     service = OpsService(endpoint, site, resource, host, reactor)
     service.setName("ops")

@@ -172,6 +172,9 @@ class MessagingRepository(Protocol):
     def outbox_depth(self) -> int:
         ...
 
+    def oldest_open_outbox(self) -> datetime | None:
+        """When the oldest MT row not yet accepted (queued or sending) was queued."""
+
     def outbox_rows(self, msisdn: str | None = None) -> list[dict[str, Any]]:
         """Every outbox row (of one number), oldest first: for tests and tools."""
 

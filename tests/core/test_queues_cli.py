@@ -65,3 +65,24 @@ def test_list_retry_and_discard(aside, store, capsys):
 
     assert loyalty(["queues", "retry", mo]) == 1  # not set aside any more
     assert loyalty(["queues", "discard", "nonsense"]) == 2
+
+
+def test_outbox_backlog_counts_what_waits_and_how_long_the_oldest_has(store, rules):
+    from datetime import timedelta
+
+    from core.queues import outbox_backlog
+
+    with store.unit_of_work() as uow:
+        empty = outbox_backlog(uow, rules, NOW)
+        assert (empty.depth, empty.oldest_at, empty.oldest_age_s) == (0, None, None)
+        uow.outbox.queue_message(msisdn=ALICE, language="en", kind="test",
+                                         now=NOW - timedelta(minutes=5), body="old")
+        uow.outbox.queue_message(msisdn=ZHANG, language="zh", kind="test", now=NOW, body="new")
+        gone = uow.outbox.queue_message(msisdn=ZHANG, language="zh", kind="test",
+                                        now=NOW - timedelta(hours=1), body="set aside")
+        uow.messaging.record_set_aside([(gone, "queue full")], NOW)  # no longer waiting
+    with store.unit_of_work() as uow:
+        backlog = outbox_backlog(uow, rules, NOW)
+    assert backlog.depth == 2
+    assert backlog.oldest_at == NOW - timedelta(minutes=5)
+    assert backlog.oldest_age_s == 300

@@ -189,6 +189,10 @@ class OutboxQueries(QueriesBase):
         return int(self.conn.execute(select(func.count()).select_from(outbox).where(
             outbox.c.state.in_(OPEN_STATES))).scalar_one())
 
+    def oldest_open_outbox(self) -> datetime | None:
+        return self.conn.execute(select(func.min(outbox.c.created_at)).where(
+            outbox.c.state.in_(OPEN_STATES))).scalar_one()
+
     def outbox_rows(self, msisdn: str | None = None) -> list[dict[str, Any]]:
         """Every outbox row (of one number), oldest first: for tests and tools."""
         stmt = select(outbox).order_by(outbox.c.id)
