@@ -1,6 +1,7 @@
 """A wheel install carries what the server reads at run time: every migration, every
 template, the prompt manifest (an editable install hides a missing one)."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,8 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_the_wheel_holds_the_migrations_and_templates(tmp_path):
+    # Built from a copy of what git tracks: setuptools writes build/ beside the sources.
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], cwd=ROOT, check=True,
+                             capture_output=True).stdout.decode().split("\0")
+    source = tmp_path / "src"
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "-w", str(tmp_path), str(ROOT)],
+                    "-w", str(tmp_path), str(source)],
                    check=True, capture_output=True)
     (wheel,) = tmp_path.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
