@@ -9,6 +9,9 @@ import re
 import typing
 from datetime import time
 
+# The largest amount a points column holds (32-bit on PostgreSQL): no balance may exceed it.
+POINTS_CEILING = 2**31 - 1
+
 
 class ConfigError(ValueError):
     """A configuration problem, with a message naming the key."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
-from core.config import POINTS_CEILING
+from core.config_values import POINTS_CEILING
 from core.domain import InvalidInput
 
 MAX_ERRORS = 20  # problems listed; the count is always the true one

@@ -29,7 +29,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from core.clock import SecondsClock, utc_now
-from core.config import Config, FastAGIConfig, check_fastagi_access
+from core.config import Config, FastAGIConfig
+from core.config_checks import check_fastagi_access
 from core.domain import InvalidMsisdn, NumberingPlan
 from core.metrics import Metrics
 from core.ports import UnitOfWork

@@ -4,7 +4,7 @@ Also the server's Twisted services around the core: the database thread pool
 (``ops.dbservice``) and the job timers (``ops.scheduler``).
 """
 
-from core.config import is_loopback_host as is_loopback
+from core.config_values import is_loopback_host as is_loopback
 from ops.http import CheckResult, HealthChecks, OpsService, ops_service
 
 __all__ = ["CheckResult", "HealthChecks", "OpsService", "is_loopback", "ops_service"]

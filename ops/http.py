@@ -31,7 +31,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from core.config import Config, ConfigError, is_loopback_host
+from core.config import Config, ConfigError
+from core.config_values import is_loopback_host
 from core.metrics import Metrics
 from ops.console.auth import Sessions
 from ops.listening import ListeningService

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
 
-from core.config import POINTS_CEILING
+from core.config_values import POINTS_CEILING
 from core.domain import LedgerEntry, LedgerProblem, LineStatus, Member, PointsLot
 from core.store.repository import IN_BATCH
 from core.store.retire_sql import RetiredAccounts

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
-from core.config import POINTS_CEILING
+from core.config_values import POINTS_CEILING
 from core.domain import (
     FULFILLED_KINDS,
     Delivery,

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Float, cast, func
 
-from core.config import POINTS_CEILING
+from core.config_values import POINTS_CEILING
 from core.domain import AccountNeedsAttention
 
 

@@ -37,7 +37,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from core.accounts import credit_points
-from core.config import reuse_port_supported
+from core.config_checks import reuse_port_supported
 from core.demo import load_demo
 from core.domain import Channel, LedgerKind
 from core.messaging.records import RateWindow

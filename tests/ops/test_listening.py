@@ -5,7 +5,7 @@ import pytest_twisted
 from twisted.internet import endpoints, protocol, reactor
 from twisted.internet.error import CannotListenError
 
-from core.config import reuse_port_supported
+from core.config_checks import reuse_port_supported
 from ops.listening import ListeningService, ReusePortEndpoint
 
 
