@@ -27,8 +27,8 @@ from core.domain import (
     SecretCheck,
     TierStatus,
     UnknownMember,
-    normalise_msisdn,
 )
+from core.numbering import normalise_msisdn
 from core.ports import UnitOfWork
 from core.rules import (
     ProgrammeRules,

@@ -22,9 +22,9 @@ from core.domain import (
     UnknownOrder,
     UnknownTicket,
     mask_msisdn,
-    normalise_msisdn,
 )
 from core.import_csv import ImportFailed
+from core.numbering import normalise_msisdn
 from core.store import DatabaseUnreachable, SchemaBehind
 
 # Exit statuses: 1 the request was refused or a file is wrong, 2 the set-up is wrong

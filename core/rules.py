@@ -9,7 +9,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from core.config import Config, CourierConfig, ProgrammeConfig, TierConfig
-from core.domain import InsufficientPoints, NumberingPlan, PointsLot
+from core.domain import InsufficientPoints, PointsLot
+from core.numbering import NumberingPlan
 
 
 def local_date(now: datetime, zone: ZoneInfo) -> date:

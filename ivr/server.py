@@ -31,8 +31,9 @@ from twisted.python.failure import Failure
 from core.clock import SecondsClock, utc_now
 from core.config import Config, FastAGIConfig
 from core.config_checks import check_fastagi_access
-from core.domain import InvalidMsisdn, NumberingPlan
+from core.domain import InvalidMsisdn
 from core.metrics import Metrics
+from core.numbering import NumberingPlan
 from core.ports import UnitOfWork
 from core.rules import ProgrammeRules
 from core.service_desk import record_call_end, record_call_start

@@ -18,9 +18,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from core.config import Config, CourierConfig, parse_range
-from core.domain import NumberingPlan
 from core.messages import Message
 from core.metrics import Metrics
+from core.numbering import NumberingPlan
 from core.rules import ProgrammeRules
 from core.service_desk import queue_sms
 from ivr.agi_channel import AGIChannel

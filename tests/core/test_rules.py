@@ -5,7 +5,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from core.domain import InsufficientPoints, InvalidMsisdn, PointsLot, mask_msisdn, normalise_msisdn
+from core.domain import InsufficientPoints, InvalidMsisdn, PointsLot, mask_msisdn
+from core.numbering import normalise_msisdn
 from core.rules import (
     ProgrammeRules,
     expiry_for,

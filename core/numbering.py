@@ -1,0 +1,75 @@
+"""Subscriber numbers as they come in: one national form, and the programme's numbering plan
+(``[numbering]``), the one gate every number passes (imports, SMS senders, callers, numbers
+keyed in)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from core.domain import InvalidMsisdn, mask_msisdn
+
+_DIGITS = re.compile(r"^\d{5,15}$")
+
+
+def normalise_msisdn(raw: str) -> str:
+    """One national form for a number: strips +86 / 0086 / 86 and a trunk 0 on mobiles."""
+    if raw is None:
+        raise InvalidMsisdn("no number")
+    text = re.sub(r"[\s\-().]", "", str(raw).strip())
+    text = text.translate(_FULLWIDTH_DIGITS)
+    if text.startswith("+") or text.startswith("00"):
+        # An international form names its country: only +86 is stripped, and any other
+        # country code is refused rather than read as a national number (+1 415... is not
+        # the mainland number 1415...).
+        text = text[1:] if text.startswith("+") else text[2:]
+        if not text.startswith("86"):
+            raise InvalidMsisdn(f"not a national number: {mask_msisdn(str(raw))}")
+        text = text[2:]
+    elif text.startswith("86") and len(text) == 13:
+        text = text[2:]
+    if text.startswith("0") and len(text) == 12 and text[1] == "1":
+        text = text[1:]
+    if not _DIGITS.match(text):
+        raise InvalidMsisdn(f"not a phone number: {mask_msisdn(str(raw))}")
+    return text
+
+
+_FULLWIDTH_DIGITS = {0xFF10 + i: ord("0") + i for i in range(10)} | {0xFF0B: ord("+")}
+
+
+@dataclass(frozen=True)
+class NumberingPlan:
+    """The subscriber numbers the programme serves (``[numbering]`` in the configuration).
+
+    ``normalise`` is the one gate for every number that comes in (imports, SMS senders,
+    callers, numbers keyed in): it returns the national form or raises InvalidMsisdn. A number
+    written with another country code is refused, never cut to something that looks national.
+    """
+
+    country_code: str = "86"
+    national_pattern: str = "1[3-9][0-9]{9}"
+
+    def normalise(self, raw: str | None) -> str:
+        if raw is None:
+            raise InvalidMsisdn("no number")
+        text = re.sub(r"[\s\-().]", "", str(raw).strip()).translate(_FULLWIDTH_DIGITS)
+        national = self._national(text)
+        if national is None or not re.fullmatch(self.national_pattern, national):
+            raise InvalidMsisdn(f"outside the numbering plan: {mask_msisdn(text)}")
+        return national
+
+    def _national(self, text: str) -> str | None:
+        """``text`` without its international or trunk prefix; None for another country."""
+        for international in ("+", "00"):
+            if text.startswith(international):
+                rest = text[len(international):]
+                return rest[len(self.country_code):] if rest.startswith(self.country_code) \
+                    else None
+        # Bare country code or trunk 0: taken off only when what is left is a national number,
+        # so a national number that happens to start with the same digits is kept whole.
+        for prefix in (self.country_code, "0"):
+            if text.startswith(prefix) and re.fullmatch(self.national_pattern,
+                                                        text[len(prefix):]):
+                return text[len(prefix):]
+        return text
