@@ -173,6 +173,8 @@ def start_esme(kind: str, peer: Peer, window: int, db_url: str, rate_limit: int
         command = [sys.executable, "-m", "bench.sms_bench", "--role", "server", "--db", db_url,
                    "--smsc-port", str(peer.port), "--window", str(window),
                    "--mo-rate-limit", str(rate_limit)]
+        # Diagnostics for the server only (e.g. "--db-stats --profile /tmp/p.prof").
+        command += os.environ.get("LOYALTY_BENCH_SERVER_ARGS", "").split()
     else:
         command = [sys.executable, "-m", "bench.echo_esme", "--port", str(peer.port),
                    "--window", str(window)]

@@ -99,10 +99,14 @@ class DecodedMO:
 # -- MT: coding choice and splitting ---------------------------------------------------------
 
 
+_GSM_CHARS = frozenset(_GSM_ENC)
+_GSM_ONE_SEPTET = frozenset(ch for ch, septets in _GSM_ENC.items() if len(septets) == 1)
+
+
 def choose_coding(text: str) -> str:
     """``"gsm"`` when every character is in the GSM default alphabet or its extension
     table, else ``"ucs2"``."""
-    return "gsm" if all(ch in _GSM_ENC for ch in text) else "ucs2"
+    return "gsm" if _GSM_CHARS.issuperset(text) else "ucs2"
 
 
 def encode_gsm(text: str) -> bytes:
@@ -143,9 +147,19 @@ def split_message(text: str, max_parts: int = 3, ref: int | None = None) -> list
     for each message to the same destination. Raises MessageTooLong beyond ``max_parts``.
     """
     coding = choose_coding(text)
-    units = _units(text, coding)
     dc = DC_GSM if coding == "gsm" else DC_UCS2
     single, per_part = (GSM_SINGLE, GSM_PART) if coding == "gsm" else (UCS2_SINGLE, UCS2_PART)
+    if _one_unit_each(text, coding):
+        # The common case (no GSM escape, no surrogate pair): parts are plain slices, as
+        # _pack would cut them, without a tuple per character (this ran on the reactor for
+        # every reply; tests/sms/test_encoding.py checks it against the general path).
+        return _split_slices(text, coding, dc, single, per_part, max_parts, ref)
+    return _split_units(text, coding, dc, single, per_part, max_parts, ref)
+
+
+def _split_units(text: str, coding: str, dc: int, single: int, per_part: int,
+                 max_parts: int, ref: int | None) -> list[Part]:
+    units = _units(text, coding)
     if sum(u[2] for u in units) <= single:
         return [Part(dc, 0, b"".join(u[1] for u in units), text)]
     chunks = _pack(units, per_part)
@@ -166,6 +180,30 @@ def split_message(text: str, max_parts: int = 3, ref: int | None = None) -> list
         )
         for seq, chunk in enumerate(chunks, start=1)
     ]
+
+
+def _one_unit_each(text: str, coding: str) -> bool:
+    if coding == "gsm":
+        return _GSM_ONE_SEPTET.issuperset(text)
+    return not text or max(text) <= "\uffff"
+
+
+def _split_slices(text: str, coding: str, dc: int, single: int, per_part: int,
+                  max_parts: int, ref: int | None) -> list[Part]:
+    encode = encode_gsm if coding == "gsm" else (lambda t: t.encode("utf-16-be"))
+    if len(text) <= single:
+        return [Part(dc, 0, encode(text), text)]
+    chunks = [text[i : i + per_part] for i in range(0, len(text), per_part)]
+    if len(chunks) > max_parts:
+        raise MessageTooLong(
+            f"{len(chunks)} parts needed ({coding}, {len(text)} chars), max {max_parts}"
+        )
+    if len(chunks) > 255:
+        raise MessageTooLong("more than 255 parts")
+    ref = random.randrange(256) if ref is None else ref & 0xFF
+    total = len(chunks)
+    return [Part(dc, ESM_UDHI, bytes([5, 0, 3, ref, total, seq]) + encode(chunk), chunk)
+            for seq, chunk in enumerate(chunks, start=1)]
 
 
 # -- MO: decoding ----------------------------------------------------------------------------

@@ -311,16 +311,27 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
             self._write(encode_pdu(resp, pdu.sequence, ESME_RINVBNDSTS))
             return
 
-        def status(result: Any) -> int:
-            return ESME_ROK if result is None else int(result) & 0xFFFFFFFF
+        # Two per round trip (the MO and the receipt of its reply): no Deferred unless the
+        # callback returned one (the MO store's group commit does; answered when it fires).
+        try:
+            result = self._dispatch_deliver(pdu)
+        except Exception:
+            result = Failure()
+        if isinstance(result, defer.Deferred):
+            result.addBoth(self._answer_deliver, resp, pdu.sequence)
+        else:
+            self._answer_deliver(result, resp, pdu.sequence)
 
-        def failed(f: Failure) -> int:
-            self.log.failure("deliver callback failed; answering ESME_RX_T_APPN", f)
-            return ESME_RX_T_APPN
-
-        d = defer.maybeDeferred(self._dispatch_deliver, pdu)
-        d.addCallback(status).addErrback(failed)
-        d.addCallback(lambda st: self._write(encode_pdu(resp, pdu.sequence, st)))
+    def _answer_deliver(self, result: Any, resp: str, sequence: int) -> None:
+        if not isinstance(result, Failure):
+            try:
+                status = ESME_ROK if result is None else int(result) & 0xFFFFFFFF
+            except Exception:
+                result = Failure()
+        if isinstance(result, Failure):
+            self.log.failure("deliver callback failed; answering ESME_RX_T_APPN", result)
+            status = ESME_RX_T_APPN
+        self._write(encode_pdu(resp, sequence, status))
 
     def _dispatch_deliver(self, pdu: Pdu) -> Any:
         if is_receipt(pdu):

@@ -312,6 +312,11 @@ def decode_pdu(frame: bytes) -> Pdu:
 def encode_pdu(command: str, sequence: int, status: int = ESME_ROK, **params: Any) -> bytes:
     """Encode as smpplib would. String fields take str; octet strings (short_message,
     message_payload) take bytes. None values are left out."""
+    if not params:
+        body = _BARE_BODY.get(command)
+        if body is not None:  # deliver_sm_resp, enquire_link_resp, generic_nack ...
+            return _HEADER.pack(16 + len(body), _SPECS[command].command_id, status,
+                                sequence) + body
     spec = _SPECS.get(command)
     if spec is None or not spec.encodable:
         return _encode_with_smpplib(command, sequence, status, params)
@@ -350,6 +355,13 @@ def encode_pdu(command: str, sequence: int, status: int = ESME_ROK, **params: An
         # smpplib never encodes flag TLVs; neither do we
     body = b"".join(out)
     return _HEADER.pack(16 + len(body), spec.command_id, status, sequence) + body
+
+
+# The body of each command sent without parameters (every answer the session sends is one):
+# it depends on the command alone, so it is encoded once.
+_BARE_BODY: dict[str, bytes] = {}
+_BARE_BODY.update((name, encode_pdu(name, 0)[16:]) for name, spec in _SPECS.items()
+                  if spec.encodable and not spec.sets_sm_length)
 
 
 def _encode_with_smpplib(command: str, sequence: int, status: int,

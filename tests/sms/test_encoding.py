@@ -288,3 +288,25 @@ def test_fits_says_what_a_trial_split_says_around_the_part_limits():
         except TooLong:
             expected = False
         assert fits(text, max_parts) == expected, (text, max_parts)
+
+
+@given(st.text(alphabet=st.sampled_from("aZ0 @é\n€[中文😀\ud7ff\ue000"), max_size=500),
+       st.integers(1, 10), st.integers(0, 300))
+@settings(max_examples=400, deadline=None)
+def test_the_slicing_fast_path_splits_as_the_unit_by_unit_path(text, max_parts, ref):
+    # split_message slices texts whose characters are one unit each; the general path packs
+    # (chars, bytes, units) tuples. Both must give the same parts, byte for byte.
+    from sms import encoding
+
+    coding = encoding.choose_coding(text)
+    assert coding == ("gsm" if all(ch in encoding._GSM_ENC for ch in text) else "ucs2")
+    dc = encoding.DC_GSM if coding == "gsm" else encoding.DC_UCS2
+    sizes = ((encoding.GSM_SINGLE, encoding.GSM_PART) if coding == "gsm"
+             else (encoding.UCS2_SINGLE, encoding.UCS2_PART))
+    try:
+        expected = encoding._split_units(text, coding, dc, *sizes, max_parts, ref)
+    except MessageTooLong:
+        with pytest.raises(MessageTooLong):
+            split_message(text, max_parts, ref=ref)
+        return
+    assert split_message(text, max_parts, ref=ref) == expected

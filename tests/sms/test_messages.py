@@ -169,3 +169,33 @@ def test_one_name_per_fact_in_what_the_members_read():
 def test_a_row_queued_by_the_previous_release_still_renders(template, old, language):
     text = render(template, language, messages.current_params(template, language, old))
     assert text and "None" not in text
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_remembered_reply_text_is_the_one_rendered_afresh(language):
+    # render_fitting keeps texts by their params: asked twice, and after other messages,
+    # every reply reads as a fresh render of its own params.
+    from sms import render as rendering
+
+    rendering._FITTED.clear()
+    for max_parts in (1, 3):
+        for message in every_message(language) * 2:
+            fresh = rendering._render_fitting(message.template, language, message.params,
+                                              max_parts)
+            assert rendering.render_fitting(message.template, language, message.params,
+                                            max_parts) == fresh, message
+
+
+def test_a_remembered_reply_text_is_not_given_for_other_params():
+    from sms.render import render_fitting
+
+    rewards = [{"code": "A01", "name": "Mug", "price": 100, "in_stock": True}]
+    one = render_fitting("catalogue", "en", {"rewards": rewards, "more": False})
+    out = render_fitting("catalogue", "en", {"rewards": [dict(rewards[0], in_stock=False)],
+                                             "more": False})
+    assert one != out
+    points = render_fitting("balance", "en", {"points": 1, "expiring_points": 0,
+                                              "expiry_date": None})
+    flag = render_fitting("balance", "en", {"points": True, "expiring_points": 0,
+                                            "expiry_date": None})
+    assert "1" in points and "True" in flag

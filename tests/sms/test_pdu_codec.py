@@ -261,3 +261,13 @@ def test_the_canonical_receipt_shortcut_reads_what_the_general_scan_reads(values
     s = (f"{id_key}:{rid} sub:{sub} dlvrd:{dlvrd} submit date:{sd} done date:{dd} "
          f"stat:{stat} err:{err}{tail}")
     assert parse_receipt_text(s) == _scan_receipt_text(s)
+
+
+@pytest.mark.parametrize("command", ENCODABLE)
+def test_a_command_without_parameters_is_smpplibs_for_every_sequence_and_status(command):
+    # encode_pdu keeps the body of each command sent bare (deliver_sm_resp, enquire_link_resp
+    # ...): twice, and with other headers, it is still what smpplib sends.
+    for sequence, status in ((1, 0), (0x7FFFFFFF, 0x58), (12345, 0x64)):
+        for _ in range(2):
+            assert encode_pdu(command, sequence, status) == smpplib_encode(
+                command, sequence, status)

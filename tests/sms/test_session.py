@@ -243,6 +243,14 @@ async def test_deliver_sm_resp_waits_for_the_callback(sim, inbox, make_esme, no_
     assert [str(e["log_failure"].value) for e in no_logged_errors] == ["database down"]
     no_logged_errors.clear()
 
+    # A failed Deferred and an answer that is no status: also answered, 0x64.
+    inbox.status = lambda: defer.fail(RuntimeError("store failed"))
+    assert await sim.inject_mo(MSISDN, "JF") == ESME_RX_T_APPN
+    inbox.status = lambda: "stored"
+    assert await sim.inject_mo(MSISDN, "JF") == ESME_RX_T_APPN
+    assert len(no_logged_errors) == 2
+    no_logged_errors.clear()
+
 
 @pytest.mark.parametrize("variant", [
     dict(), dict(ref16=True), dict(use_sar=True), dict(use_payload=True),
