@@ -162,24 +162,24 @@ def _split_units(text: str, coding: str, dc: int, single: int, per_part: int,
     units = _units(text, coding)
     if sum(u[2] for u in units) <= single:
         return [Part(dc, 0, b"".join(u[1] for u in units), text)]
-    chunks = _pack(units, per_part)
-    if len(chunks) > max_parts:
+    pieces = [(b"".join(u[1] for u in chunk), "".join(u[0] for u in chunk))
+              for chunk in _pack(units, per_part)]
+    return _concatenated(pieces, coding, dc, len(text), max_parts, ref)
+
+
+def _concatenated(pieces: list[tuple[bytes, str]], coding: str, dc: int, chars: int,
+                  max_parts: int, ref: int | None) -> list[Part]:
+    """The parts of a concatenated message, each ``(payload, text)`` behind its UDH."""
+    if len(pieces) > max_parts:
         raise MessageTooLong(
-            f"{len(chunks)} parts needed ({coding}, {len(text)} chars), max {max_parts}"
+            f"{len(pieces)} parts needed ({coding}, {chars} chars), max {max_parts}"
         )
-    if len(chunks) > 255:
+    if len(pieces) > 255:
         raise MessageTooLong("more than 255 parts")
     ref = random.randrange(256) if ref is None else ref & 0xFF
-    total = len(chunks)
-    return [
-        Part(
-            dc,
-            ESM_UDHI,
-            bytes([5, 0, 3, ref, total, seq]) + b"".join(u[1] for u in chunk),
-            "".join(u[0] for u in chunk),
-        )
-        for seq, chunk in enumerate(chunks, start=1)
-    ]
+    total = len(pieces)
+    return [Part(dc, ESM_UDHI, bytes([5, 0, 3, ref, total, seq]) + payload, chunk)
+            for seq, (payload, chunk) in enumerate(pieces, start=1)]
 
 
 def _one_unit_each(text: str, coding: str) -> bool:
@@ -194,16 +194,8 @@ def _split_slices(text: str, coding: str, dc: int, single: int, per_part: int,
     if len(text) <= single:
         return [Part(dc, 0, encode(text), text)]
     chunks = [text[i : i + per_part] for i in range(0, len(text), per_part)]
-    if len(chunks) > max_parts:
-        raise MessageTooLong(
-            f"{len(chunks)} parts needed ({coding}, {len(text)} chars), max {max_parts}"
-        )
-    if len(chunks) > 255:
-        raise MessageTooLong("more than 255 parts")
-    ref = random.randrange(256) if ref is None else ref & 0xFF
-    total = len(chunks)
-    return [Part(dc, ESM_UDHI, bytes([5, 0, 3, ref, total, seq]) + encode(chunk), chunk)
-            for seq, chunk in enumerate(chunks, start=1)]
+    return _concatenated([(encode(c), c) for c in chunks], coding, dc, len(text), max_parts,
+                         ref)
 
 
 # -- MO: decoding ----------------------------------------------------------------------------
