@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "alice-console-token"
 MEMBER, LOCKED = "13800138000", "15800158000"
 MISSING = ("en", "agent_closed")  # taken out of the test's prompt set
-MISSING_NAME = ("zh", "courier_sf")  # a courier's name (not a manifest id): taken out too
+MISSING_REWARD = ("zh", "reward_a01")  # a reward's name (not a manifest id): taken out too
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = os.environ.get("LOYALTY_CONSOLE_SCREENSHOTS")
@@ -118,7 +118,7 @@ def server(tmp_path_factory):
     prompts = tmp / "prompt-set"  # not "prompts": the cwd would shadow the package
     for lang in ("zh", "en"):
         shutil.copytree(DEFAULT_AUDIO_ROOT / lang, prompts / lang)
-    for lang, prompt_id in (MISSING, MISSING_NAME):
+    for lang, prompt_id in (MISSING, MISSING_REWARD):
         for path in (prompts / lang).glob(f"{prompt_id}.*"):
             path.unlink()
     port = free_port()
@@ -234,14 +234,14 @@ def test_uploaded_44k_stereo_wav_makes_a_missing_prompt_present_and_playable(ser
     shot(page, "prompts")
 
 
-def test_a_couriers_name_is_in_the_table_and_its_recording_can_be_uploaded(server, page):
-    lang, prompt_id = MISSING_NAME
+def test_a_44k_stereo_wav_for_a_missing_reward_prompt_makes_it_present_and_playable(server,
+                                                                                      page):
+    lang, prompt_id = MISSING_REWARD
     page.goto(server["base"] + "/console/prompts")
-    row = page.locator(f"#p-{prompt_id}")
-    assert "courier SF" in row.inner_text()
-    assert "reward A01" in page.locator("#p-reward_a01").inner_text()
+    assert "reward A01" in page.locator(f"#p-{prompt_id}").inner_text()
+    assert "courier SF" in page.locator("#p-courier_sf").inner_text()
     assert cell(page, lang, prompt_id).get_attribute("data-state") == "missing"
-    said = upload(page, prompt_id, lang, "sf.wav", tone_wav(16000, 1, 0.8))
+    said = upload(page, prompt_id, lang, "a01.wav", tone_wav(44100, 2, 0.8))
     assert said.startswith("Loaded:"), said
     assert cell(page, lang, prompt_id).get_attribute("data-state") == "present"
     assert playable_duration(page, lang, prompt_id) == pytest.approx(0.8, abs=0.05)
