@@ -10,11 +10,10 @@ the service PIN (it spends points every month); 2 stops it.
 from __future__ import annotations
 
 from core.preferences import Preferences, preferences, set_preferences
-from core.redemption import catalogue
 from ivr.flows.auth import enter_pin
 from ivr.flows.menu import Call, ToAgent
 from ivr.flows.names import reward_name
-from ivr.flows.redeem import CATEGORIES, pick_item
+from ivr.flows.redeem import choose_reward
 from ivr.flows.speech import SKIP_KEY, Piece
 
 PROMPT_IDS: frozenset[str] = frozenset({
@@ -84,20 +83,9 @@ async def _auto_redemption(call: Call, prefs: Preferences) -> None:
         call.info.detail("auto-off")
         await call.voice.play("prefs_auto_stopped", escape=SKIP_KEY)
         return
-    while True:
-        key = await call.choose(["redeem_categories"], "123*0")
-        if key == "*":
-            return
-        if key == "0":
-            raise ToAgent("key 0")
-        items = await call.run(catalogue, call.msisdn, call.now(), kind=CATEGORIES[key],
-                               write=False)
-        if not items:
-            await call.voice.play("redeem_category_empty", escape=SKIP_KEY)
-            continue
-        item = await pick_item(call, items)
-        if item is not None:
-            break
+    item = await choose_reward(call, in_stock_only=False)
+    if item is None:
+        return
     if not await enter_pin(call, "redeem_enter_pin"):
         return  # PIN locked (told)
     await call.run(set_preferences, call.msisdn, call.now(), auto_redeem=item.reward.code)

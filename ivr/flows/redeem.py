@@ -72,23 +72,34 @@ async def redeem_menu(call: Call) -> None:
         await call.voice.play("redeem_line_barred", escape=SKIP_KEY)
         return
     while True:
+        item = await choose_reward(call, in_stock_only=True)
+        if item is None:
+            return
+        call.info.detail(item.reward.code)
+        if await redeem_item(call, item):
+            return
+
+
+async def choose_reward(call: Call, *, in_stock_only: bool) -> PricedReward | None:
+    """A category (1-3), then an item of it, until the caller picks one; None on * (back).
+    The redeem menu offers what is in stock; the monthly automatic redemption (menu 7) any
+    item, since stock is checked when it runs."""
+    while True:
         key = await call.choose(["redeem_categories"], "123*0")
         if key == "*":
-            return
+            return None
         if key == "0":
             raise ToAgent("key 0")
-        kind = CATEGORIES[key]
-        items = await call.run(catalogue, call.msisdn, call.now(), kind=kind, write=False)
-        items = [item for item in items if item.in_stock]
+        items = await call.run(catalogue, call.msisdn, call.now(), kind=CATEGORIES[key],
+                               write=False)
+        if in_stock_only:
+            items = [item for item in items if item.in_stock]
         if not items:
             await call.voice.play("redeem_category_empty", escape=SKIP_KEY)
             continue
         item = await pick_item(call, items)
-        if item is None:
-            continue
-        call.info.detail(item.reward.code)
-        if await redeem_item(call, item):
-            return
+        if item is not None:
+            return item
 
 
 async def pick_item(call: Call, items: list[PricedReward]) -> PricedReward | None:
