@@ -83,3 +83,21 @@ async def test_a_gift_order_keeps_the_address_and_the_sms_shows_it_masked(channe
                     f"订单号{order.order_no}。礼品将寄往北京市朝阳区****座1203室。"
                     f"回复WL查询物流。")
     assert mask_address(ZHANG_ADDRESS) in done and ZHANG_ADDRESS not in done
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reissued_number_does_not_see_the_old_owners_balance(channels, tmp_path):
+    """The number goes to a new subscriber (another subscriber id on import): by SMS it has
+    no points and no orders; the old owner's points stay with the archived account."""
+    from core.imports import import_members
+
+    ch = await channels().start()
+    assert (await converse(ch, ZHANG, "JF")).startswith("【积分查询】您的可用积分为9300分")
+    members = tmp_path / "members.csv"
+    members.write_text(f"msisdn,name,language,subscriber_id\n{ZHANG},新用户,zh,SUB-NEW-1\n",
+                       encoding="utf-8")
+    ch.run(import_members, str(members), NOW)
+    assert (await converse(ch, ZHANG, "jf")).startswith("【积分查询】您的可用积分为0分")
+    assert ch.run(recent_orders, ZHANG) == []
+    with ch.store.unit_of_work(write=False) as uow:
+        assert uow.members.balance_summary("R000001", NOW)[0] == 9300
