@@ -137,11 +137,12 @@ def run_server(args: argparse.Namespace) -> None:
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     db_stats = instrument(db) if args.db_stats else None
+    db_profiler = profile_database_thread(db) if args.profile_db else None
     profiler = None
     if args.profile:
         import cProfile
 
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.thread_time)
 
     def stop(*_: Any) -> None:
         reactor.callFromThread(reactor.stop)
@@ -165,10 +166,31 @@ def run_server(args: argparse.Namespace) -> None:
     if not args.echo:
         print(f"server: handled {sms.handler.handled} MO, submitted {sms.sender.submitted} MT",
               file=sys.stderr, flush=True)
+    if db_profiler is not None:
+        db_profiler.dump_stats(args.profile_db)
     if db_stats is not None:
         for name, (calls, wall, cpu) in sorted(db_stats.items(), key=lambda kv: -kv[1][1]):
             print(f"server: db {name:<18} {calls:>6} calls {wall:7.2f}s wall {cpu:7.2f}s cpu "
                   f"{1000 * wall / max(calls, 1):6.2f} ms/call", file=sys.stderr, flush=True)
+
+
+def profile_database_thread(db: Any) -> Any:
+    """cProfile every unit of work on the database thread (``--profile`` sees only the
+    reactor's)."""
+    import cProfile
+
+    profiler = cProfile.Profile(time.thread_time)  # CPU: SQLite waits for the GIL in execute
+    inner = db._in_unit_of_work
+
+    def profiled(use_case, write, args, kwargs):
+        profiler.enable()
+        try:
+            return inner(use_case, write, args, kwargs)
+        finally:
+            profiler.disable()
+
+    db._in_unit_of_work = profiled
+    return profiler
 
 
 def instrument(db: Any) -> dict[str, list[float]]:
@@ -415,6 +437,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--receipts", action=argparse.BooleanOptionalAction, default=True,
                    help="the SMSC sends a delivery receipt for every MT (default on)")
     p.add_argument("--profile", help="run the server under cProfile, stats to this file")
+    p.add_argument("--profile-db", help="cProfile the database thread's units of work, stats "
+                   "to this file")
     p.add_argument("--echo", action="store_true",
                    help="measure the SMPP floor: the server answers every MO with a fixed "
                         "text at once, no database, no keyword handling")
