@@ -136,6 +136,10 @@ def run_server(args: argparse.Namespace) -> None:
            else sms_service(config, db, Metrics(), reactor))
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
+    if args.tune_gc:
+        from ivr.server import tune_gc
+
+        tune_gc()  # as twistd.tac does once the tree is built
     db_stats = instrument(db) if args.db_stats else None
     db_profiler = profile_database_thread(db) if args.profile_db else None
     profiler = None
@@ -454,6 +458,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--receipts", action=argparse.BooleanOptionalAction, default=True,
                    help="the SMSC sends a delivery receipt for every MT (default on)")
     p.add_argument("--profile", help="run the server under cProfile, stats to this file")
+    p.add_argument("--tune-gc", action=argparse.BooleanOptionalAction, default=True,
+                   help="the server tunes the collector as twistd.tac does (default on)")
     p.add_argument("--profile-db", help="cProfile the database thread's units of work, stats "
                    "to this file")
     p.add_argument("--echo", action="store_true",

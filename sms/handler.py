@@ -28,8 +28,8 @@ from core.messaging.handling import HandledBatch, HandlerSettings
 from core.messaging.storing import housekeeping, store_mo_batch
 from core.metrics import Metrics
 from ops.dbservice import DatabaseService, Step, StepFailed
-from sms.batching import log_failure, scrubbed
 from sms.esme_types import MOMessage
+from sms.failures import log_failure, scrubbed
 from sms.lane import DatabaseLane, step_failure
 from sms.outbox import OutboxSender
 from sms.pdu import ESME_RTHROTTLED

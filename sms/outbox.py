@@ -50,9 +50,9 @@ from core.messaging.records import OutboxRow
 from core.metrics import Metrics
 from ops.coalesce import Coalescer
 from ops.dbservice import DatabaseService, Step, StepFailed
-from sms.batching import log_failure
 from sms.encoding import MessageTooLong
 from sms.esme_types import PermanentError, SMPPError, SubmitResult, TemporaryError
+from sms.failures import log_failure
 from sms.lane import DatabaseLane, step_failure
 from sms.pdu import ESME_RMSGQFUL, ESME_RTHROTTLED, normalise_message_id
 from sms.render import parts_for, row_text

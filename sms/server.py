@@ -41,7 +41,7 @@ from core.metrics import Metrics
 from core.queues import set_aside_counts
 from core.rules import ProgrammeRules
 from ops.dbservice import DatabaseService
-from sms.batching import log_failure
+from sms.failures import log_failure
 from sms.handler import HandlerSettings, MOHandler
 from sms.lane import DatabaseLane
 from sms.outbox import MTEvents, OutboxSender, SenderSettings
