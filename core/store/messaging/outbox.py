@@ -23,6 +23,11 @@ def _ids_json(ids: Sequence[str | None]) -> str:
     return json.dumps(list(ids))
 
 
+def _parts(ids_json: str | None) -> int:
+    """How many parts a row's stored message ids name."""
+    return len(json.loads(ids_json)) if ids_json else 0
+
+
 def _outbox_row(r) -> OutboxRow:
     try:
         params = json.loads(r.params or "{}")
@@ -211,6 +216,19 @@ class OutboxQueries(QueriesBase):
                 found.setdefault(k, []).append((o, p))
         return found
 
+    def match_parts(self, keys: Iterable[str]) -> dict[str, list[tuple[int, int, str, int]]]:
+        """id key -> (outbox id, part index, the row's state, its number of parts) of every MT
+        part recorded under it: ``match_ids`` with what ``part_stats`` would read of the row,
+        so that a one-part message is settled from its receipt without reading it again."""
+        found: dict[str, list[tuple[int, int, str, int]]] = {}
+        for chunk in chunks(sorted(set(keys))):
+            for o, p, k, state, ids_json in self._raw(
+                    f"SELECT i.outbox_id, i.part, i.id_key, o.state, o.message_ids "
+                    f"FROM outbox_ids i JOIN outbox o ON o.id = i.outbox_id "
+                    f"WHERE i.id_key IN ({marks(len(chunk))})", tuple(chunk)):
+                found.setdefault(k, []).append((o, p, state, _parts(ids_json)))
+        return found
+
     def set_part_stats(self, rows: Sequence[tuple[int, int, str | None]]) -> None:
         """(outbox id, part index, stat): every id row of that part gets the stat."""
         if rows:
@@ -231,8 +249,7 @@ class OutboxQueries(QueriesBase):
                 if oid in stats:
                     stats[oid][part] = stat
             for i, (state, ids_json) in heads.items():
-                parts = len(json.loads(ids_json)) if ids_json else 0
-                out.append(PartStats(i, state, parts, stats[i]))
+                out.append(PartStats(i, state, _parts(ids_json), stats[i]))
         return out
 
     def finalise(self, rows: Sequence[tuple[int, str, str | None]], now: datetime) -> None:
