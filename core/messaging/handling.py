@@ -291,15 +291,16 @@ def _finish(uow, rnd: _Round, mos: list[StoredMO], states: list[str],
 
 def _rate(windows: dict[str, RateWindow], changed: dict[str, RateWindow], key: str,
           at: datetime, limit: int) -> str:
+    # RateWindow(...) rather than dataclasses.replace: a third of the cost, once per MO.
     w = windows.get(key)
     if w is None or at - w.window_start >= RATE_WINDOW or at < w.window_start:
         w = RateWindow(key, at, 1, False)
     else:
-        w = replace(w, count=w.count + 1)
+        w = RateWindow(w.msisdn, w.window_start, w.count + 1, w.warned)
     verdict = "ok"
     if w.count > limit:
         verdict = "quiet" if w.warned else "warn"
-        w = replace(w, warned=True)
+        w = RateWindow(w.msisdn, w.window_start, w.count, True)
     windows[key] = changed[key] = w
     return verdict
 

@@ -1,17 +1,22 @@
 """The messaging queries' driver SQL (``QueriesBase._raw``) on a DBAPI cursor of the unit of
 work's connection: the same transaction, results and exceptions as through
-``Connection.exec_driver_sql`` (taken while anyone listens to the cursor events)."""
+``Connection.exec_driver_sql`` (taken while anyone listens to the cursor events); instants
+stored and read back as before their shortcuts."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
 from core.messaging.records import RateWindow
+from core.store.messaging.base import QueriesBase, py_time
 
 
 @contextmanager
@@ -92,3 +97,28 @@ def test_a_lost_connection_is_seen_as_lost(store, through_connection):
         assert uow.messaging.connection_lost(caught.value)
     with store.unit_of_work() as uow:  # the pool gives a working connection again
         assert uow.messaging.rate_windows(["13800138000"]) == {}
+
+
+@given(st.datetimes(timezones=st.sampled_from([UTC, ZoneInfo("Asia/Shanghai")])),
+       st.booleans())
+def test_stored_instants_are_what_they_were_and_read_back(instant, is_sqlite):
+    q = QueriesBase(None, is_sqlite=is_sqlite)
+    naive = instant.astimezone(UTC).replace(tzinfo=None)  # the conversion before the memo
+    expected = naive.isoformat(" ", "microseconds") if is_sqlite else naive
+    assert q._db_time(instant) == expected
+    assert q._db_time(instant) == expected  # remembered
+    back = py_time(expected)  # (compared in UTC: a local time in a DST gap equals nothing)
+    assert back == instant.astimezone(UTC) and back.tzinfo is UTC
+
+
+@given(st.one_of(st.datetimes().map(str), st.dates().map(str),
+                 st.datetimes(timezones=st.just(ZoneInfo("Asia/Shanghai"))).map(str)))
+def test_reading_a_stored_text_is_what_it_was(text):
+    assert py_time(text) == datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def test_a_naive_instant_is_still_refused():
+    q = QueriesBase(None, is_sqlite=True)
+    q._db_time(datetime(2026, 11, 22, 4, 0, tzinfo=UTC))
+    with pytest.raises(ValueError, match="naive datetime"):
+        q._db_time(datetime(2026, 11, 22, 4, 0))
