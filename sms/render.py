@@ -154,10 +154,17 @@ def _frozen(value: Any) -> Any:
     return (t, value)  # 1, 1.0 and True are equal keys but render differently
 
 
+# Replies made of one member's own figures (her points, her ledger, her orders) almost never
+# repeat: remembering them only cost the key's walk and pushed the catalogue out.
+_NOT_REMEMBERED = frozenset({"balance", "history", "delivery"})
+
+
 def render_fitting(template: str, language: str, params: dict[str, Any],
                    max_parts: int = 3) -> str:
     """Render, dropping trailing list entries (``entries``, ``orders``, ``rewards``; the
     template gets ``more=True``) until the text fits ``max_parts``; cut as a last resort."""
+    if template in _NOT_REMEMBERED:
+        return _render_fitting(template, language, params, max_parts)
     try:
         key = (template, language, max_parts, _frozen(params))
     except TypeError:

@@ -87,6 +87,10 @@ class _Round:
     now: datetime
     claim_until: datetime | None  # replies inserted claimed by this process until then
     render: Render
+    # Texts rendered in this round by (id of the Message, language) -> (Message, text): a
+    # Message given to several members (a constant reply, a tier's catalogue) is rendered
+    # once. The Message is kept with its text, so its id is not reused during the round.
+    texts: dict[tuple[int, str], tuple[Message, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -307,5 +311,8 @@ def _rate(windows: dict[str, RateWindow], changed: dict[str, RateWindow], key: s
 
 def _reply_row(rnd: _Round, msisdn: str, lang: str, message: Message,
                mo: StoredMO) -> dict[str, Any]:
-    return reply_row(msisdn, lang, REPLY_KIND, message, rnd.render(message, lang), mo, rnd.now,
+    rendered = rnd.texts.get((id(message), lang))
+    if rendered is None:
+        rendered = rnd.texts[(id(message), lang)] = (message, rnd.render(message, lang))
+    return reply_row(msisdn, lang, REPLY_KIND, message, rendered[1], mo, rnd.now,
                      rnd.claim_until)
