@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import event
 
 from core.messaging.outbox import Outcome, record_events
@@ -100,3 +102,11 @@ def test_only_a_longer_message_is_read_back(store, rules, now, parts):
     with store.unit_of_work(write=False) as uow:
         assert set(final(uow, list(ids)).values()) == {("delivered", None)}
     assert len(reads) == (0 if parts == 1 else 1)
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=12)), max_size=4))
+def test_the_part_count_of_stored_ids_is_their_json_length(ids):
+    from core.store.messaging.outbox import _ids_json, _parts
+
+    assert _parts(_ids_json(ids)) == len(ids)
+    assert _parts(None) == 0 and _parts("") == 0

@@ -30,7 +30,11 @@ def _ids_json(ids: Sequence[str | None]) -> str:
 
 def _parts(ids_json: str | None) -> int:
     """How many parts a row's stored message ids name."""
-    return len(json.loads(ids_json)) if ids_json else 0
+    if not ids_json:
+        return 0
+    if ids_json.startswith('["') and ids_json.endswith('"]') and '"' not in ids_json[2:-2]:
+        return 1  # one JSON string (a second element would need a quote): no parse
+    return len(json.loads(ids_json))
 
 
 def _outbox_row(r) -> OutboxRow:
