@@ -93,6 +93,8 @@ class Store:
             lazy = not write and self._lazy_reads
             if lazy:
                 conn.execution_options(isolation_level="AUTOCOMMIT")
+                # Only while this unit runs: conn.info lives as long as the pooled connection.
+                conn.info["lazy_reads"] = True
             uow = SqlUnitOfWork(conn, is_sqlite=self.is_sqlite)
             try:
                 yield uow
@@ -102,6 +104,9 @@ class Store:
                 elif conn.in_transaction():
                     conn.rollback()
                 raise
+            finally:
+                if lazy and not conn.invalidated:  # an invalidated one is thrown away
+                    conn.info.pop("lazy_reads", None)
             if lazy:
                 _end_hand_transaction(conn)
             elif conn.in_transaction():
@@ -205,7 +210,7 @@ def _begin_before_writes(engine: Engine) -> None:
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn, cursor, statement, _params, _context, _many) -> None:
-        if conn.info.get("write", True) or _plain_read(statement):
+        if not conn.info.get("lazy_reads") or _plain_read(statement):
             return
         dbapi_conn = cursor.connection
         if dbapi_conn.autocommit and dbapi_conn.info.transaction_status == _IDLE:
