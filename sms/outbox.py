@@ -279,7 +279,11 @@ class OutboxSender(service.Service):
         return failure  # no second round at once: the poll retries
 
     def _extend_claims(self) -> defer.Deferred | None:
-        claims = [(i, f.row.attempts) for i, f in self.rows.items() if not f.recording]
+        # Rows whose outcome waits to be recorded too: until it is, the row is still
+        # 'sending', and a claim that lapsed meanwhile would let the next claim round take it
+        # again (here, where it is skipped while held, and then sent again once the outcome,
+        # now fenced off as stale, is dropped).
+        claims = [(i, f.row.attempts) for i, f in self.rows.items()]
         if not claims:
             return None
         until = self.now() + timedelta(seconds=self.settings.lease_s)

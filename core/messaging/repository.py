@@ -153,6 +153,9 @@ class MessagingRepository(Protocol):
     def claims_held(self, claims: Sequence[tuple[int, int]]) -> set[int]:
         """The ids among (id, attempts at the claim) still held by that claim (locked)."""
 
+    def claims_taken(self, claims: Sequence[tuple[int, int]]) -> set[int]:
+        """The ids among (id, attempts at the claim) claimed again since (by any process)."""
+
     def record_submitted(self, rows: Sequence[tuple[int, Sequence[str | None]]],
                          now: datetime) -> None:
         ...

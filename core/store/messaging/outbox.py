@@ -159,6 +159,15 @@ class OutboxQueries(QueriesBase):
             held.update(i for i, attempts in rows if wanted[i] == attempts)
         return held
 
+    def claims_taken(self, claims: Sequence[tuple[int, int]]) -> set[int]:
+        wanted = dict(claims)
+        taken: set[int] = set()
+        for chunk in chunks(sorted(wanted)):
+            rows = self._raw(f"SELECT id, attempts FROM outbox WHERE id IN ({marks(len(chunk))})",
+                             tuple(chunk))
+            taken.update(i for i, attempts in rows if wanted[i] != attempts)
+        return taken
+
     def record_submitted(self, rows: Sequence[tuple[int, Sequence[str | None]]],
                          now: datetime) -> None:
         if rows:
