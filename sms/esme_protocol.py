@@ -176,7 +176,7 @@ class ESMEProtocol(SubmitMixin, RequestMixin, protocol.Protocol):
         self._fail_queue(lost)
         outstanding, self._outstanding = self._outstanding, {}
         for out in outstanding.values():
-            out.on_result(Failure(lost), out.arg)
+            self._resolve(out, Failure(lost))
         self.log.info("connection closed: {why}", why=reason.getErrorMessage())
         waiters, self._closed_waiters = self._closed_waiters, []
         for d in waiters:
@@ -271,8 +271,8 @@ class ESMEProtocol(SubmitMixin, RequestMixin, protocol.Protocol):
             return
         out = self._outstanding.pop(exc.sequence, None)
         if out is not None:  # a garbled answer to one of ours: its outcome is unknown
-            out.on_result(Failure(TemporaryError(f"garbled {out.command} response", exc.status)),
-                          out.arg)
+            self._resolve(out, Failure(TemporaryError(f"garbled {out.command} response",
+                                                      exc.status)))
 
     def _on_response(self, pdu: Pdu) -> None:
         out = self._outstanding.pop(pdu.sequence, None)
@@ -281,7 +281,7 @@ class ESMEProtocol(SubmitMixin, RequestMixin, protocol.Protocol):
                           cmd=pdu.command, seq=pdu.sequence)
             return
         self._timeouts_in_row = 0
-        out.on_result(pdu, out.arg)
+        self._resolve(out, pdu)
 
     def _on_request(self, pdu: Pdu) -> None:
         if pdu.command in ("deliver_sm", "data_sm"):

@@ -64,6 +64,14 @@ class RequestMixin:
             if self.transport is not None and self.state != "closed":
                 self.transport.write(data)
 
+    def _resolve(self, out: _Outstanding, result: Pdu | Failure) -> None:
+        """Hand a request its outcome. An exception from the callback is logged and goes no
+        further, as when a Deferred caught it: it must not break reading the connection."""
+        try:
+            out.on_result(result, out.arg)
+        except Exception:
+            self.log.failure("handling the outcome of {cmd} failed", cmd=out.command)
+
     def _next_seq(self) -> int:
         self._seq = self._seq + 1 if self._seq < 0x7FFFFFFF else 1
         return self._seq
@@ -114,6 +122,6 @@ class RequestMixin:
         self._timeouts_in_row += 1
         self.log.warn("no {cmd}_resp within timeout (seq={seq}, {n} in a row)",
                       cmd=out.command, seq=seq, n=self._timeouts_in_row)
-        out.on_result(Failure(TemporaryError(f"{out.command} response timeout")), out.arg)
+        self._resolve(out, Failure(TemporaryError(f"{out.command} response timeout")))
         if out.command == "enquire_link" or self._timeouts_in_row >= self.config.max_timeouts:
             self._link_dead(f"{self._timeouts_in_row} response timeouts")

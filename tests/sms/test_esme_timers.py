@@ -178,3 +178,22 @@ def test_a_window_of_submits_is_sent_as_answers_free_it(window):
         answered += len(pdus)
     assert [name for name, outcome, _ in got if outcome == "ok"] == ["0", "1", "2", "3"]
     assert not isinstance(got[0][2], TemporaryError)
+
+
+def test_a_failing_outcome_handler_does_not_stop_the_read(no_logged_errors):
+    clock = task.Clock()
+    proto, transport = bound(clock)
+    got: list = []
+    outcomes(proto.submit("13800000001", "a"), got, "a")
+    (submit,) = sent(transport)
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    proto.rate.on_success = broken  # type: ignore[method-assign]
+    proto.dataReceived(encode_pdu("submit_sm_resp", submit.sequence, message_id="m")
+                       + encode_pdu("enquire_link", 5))
+    assert [(p.command, p.sequence) for p in sent(transport)] == [("enquire_link_resp", 5)]
+    assert proto.is_bound and not proto._outstanding
+    assert [e["log_failure"].value.args for e in no_logged_errors] == [("boom",)]
+    no_logged_errors.clear()  # logged, as a Deferred would have
