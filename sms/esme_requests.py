@@ -8,6 +8,7 @@ and ``_wbuf``, which the protocol sets up.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
-from sms.esme_types import TemporaryError
+from sms.esme_types import PermanentError, TemporaryError
 from sms.pdu import Pdu, encode_pdu
 
 
@@ -91,11 +92,19 @@ class RequestMixin:
         """Send a request; ``on_result(response or Failure, arg)`` is called once. (What
         _request does without a Deferred: submit_sm, once per MT part, uses it directly.)"""
         seq = self._next_seq()
+        try:
+            data = encode_pdu(command, seq, **params)
+        except (ValueError, TypeError, struct.error, UnicodeError) as exc:
+            # A value the PDU cannot carry: it fails here, for good. Registered first, it
+            # would wait for a response that cannot come and count as a timeout of the link.
+            self._resolve(_Outstanding(command, on_result, arg, 0.0), Failure(PermanentError(
+                f"{command} cannot be encoded: {exc}")))
+            return
         deadline = self.clock.seconds() + (
             self.config.response_timeout_s if timeout is None else timeout)
         self._outstanding[seq] = _Outstanding(command, on_result, arg, deadline)
         self._arm_timeout(deadline)
-        self._write(encode_pdu(command, seq, **params))
+        self._write(data)
 
     def _arm_timeout(self, deadline: float) -> None:
         # One timer for all outstanding requests, set for the earliest deadline: not a timer

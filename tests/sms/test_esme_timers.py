@@ -10,6 +10,7 @@ import pytest
 from twisted.internet import task
 from twisted.internet.testing import StringTransport
 
+from sms.encoding import Part
 from sms.pdu import ESME_RINVCMDLEN, ESME_ROK, PduReader, decode_pdu, encode_pdu
 from sms.session import ESMEFactory, SubmitResult, TemporaryError
 from tests.sms.conftest import Cfg
@@ -26,8 +27,8 @@ class CountingTransport(StringTransport):
 
 
 def bound(clock: task.Clock, **cfg):
-    config = replace(Cfg(), window=10, max_timeouts=100, enquire_link_s=1000.0,
-                     dead_link_s=1000.0, **cfg)
+    config = replace(Cfg(), **{"window": 10, "max_timeouts": 100, "enquire_link_s": 1000.0,
+                               "dead_link_s": 1000.0, **cfg})
     proto = ESMEFactory(config, lambda mo: 0, lambda r: 0, clock=clock).buildProtocol(None)
     transport = CountingTransport()
     proto.makeConnection(transport)
@@ -197,3 +198,21 @@ def test_a_failing_outcome_handler_does_not_stop_the_read(no_logged_errors):
     assert proto.is_bound and not proto._outstanding
     assert [e["log_failure"].value.args for e in no_logged_errors] == [("boom",)]
     no_logged_errors.clear()  # logged, as a Deferred would have
+
+
+def test_a_part_that_cannot_be_encoded_fails_at_once_and_the_next_mt_goes():
+    """A part the codec refuses (a short_message over 255 bytes) fails its submit as a
+    permanent error there and then: nothing waits for a response that cannot come, no
+    timeout counts against the link, and the next MT is sent."""
+    clock = task.Clock()
+    proto, transport = bound(clock, response_timeout_s=10.0, max_timeouts=1)
+    got: list = []
+    bad = Part(data_coding=0, esm_class=0, short_message=b"x" * 300, text="x" * 300)
+    outcomes(proto.submit("13800000001", [bad]), got, "bad")
+    assert got and got[0][:2] == ("bad", "failed") and "cannot be encoded" in got[0][2]
+    assert not proto._outstanding and proto._in_flight == 0 and sent(transport) == []
+    outcomes(proto.submit("13800000002", "ok"), got, "good")
+    (good,) = sent(transport)
+    proto.dataReceived(encode_pdu("submit_sm_resp", good.sequence, message_id="g1"))
+    clock.advance(20)  # past any response timeout
+    assert got[1:] == [("good", "ok", SubmitResult(["g1"], 0, 1))] and proto.is_bound
