@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from core.domain import InvalidMsisdn, mask_msisdn
 
@@ -53,9 +54,12 @@ class NumberingPlan:
     def normalise(self, raw: str | None) -> str:
         if raw is None:
             raise InvalidMsisdn("no number")
-        text = re.sub(r"[\s\-().]", "", str(raw).strip()).translate(_FULLWIDTH_DIGITS)
+        if type(raw) is str and raw.isdigit() and raw.isascii():
+            text = raw  # the usual sender: nothing to strip, take out or translate
+        else:
+            text = _SEPARATORS.sub("", str(raw).strip()).translate(_FULLWIDTH_DIGITS)
         national = self._national(text)
-        if national is None or not re.fullmatch(self.national_pattern, national):
+        if national is None or not _compiled(self.national_pattern).fullmatch(national):
             raise InvalidMsisdn(f"outside the numbering plan: {mask_msisdn(text)}")
         return national
 
@@ -68,8 +72,17 @@ class NumberingPlan:
                     else None
         # Bare country code or trunk 0: taken off only when what is left is a national number,
         # so a national number that happens to start with the same digits is kept whole.
+        national = _compiled(self.national_pattern)
         for prefix in (self.country_code, "0"):
-            if text.startswith(prefix) and re.fullmatch(self.national_pattern,
-                                                        text[len(prefix):]):
+            if text.startswith(prefix) and national.fullmatch(text[len(prefix):]):
                 return text[len(prefix):]
         return text
+
+
+_SEPARATORS = re.compile(r"[\s\-().]")
+
+
+@lru_cache(maxsize=16)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """The plan's national pattern, compiled once (every SMS sender passes through it)."""
+    return re.compile(pattern)

@@ -36,9 +36,10 @@ from core.domain import (
     UnknownOrder,
     UnknownReward,
 )
-from core.lines import check_gift_address, check_may_redeem
-from core.ports import AtomicRedemption, UnitOfWork
-from core.rules import ProgrammeRules, expiry_for
+from core.lines import BARRED, check_gift_address, check_may_redeem
+from core.numbering import normalise_msisdn
+from core.ports import AtomicRedemption, RedemptionRequest, UnitOfWork
+from core.rules import ProgrammeRules, expiry_for, qualifying_window_start
 
 CANCELLABLE_DELIVERY = (None, DeliveryStatus.PENDING)
 
@@ -101,7 +102,14 @@ def redeem(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str
     locks the member's row first and checks the replay, the limit, the balance and the stock
     again under that lock, so concurrent redemptions for one member (from any channel or
     process) run one after the other and cannot overspend.
+
+    Where the store can do all of this in one call (PostgreSQL: ``loyalty_redeem``), it
+    does: the same checks in the same order, under the member's lock from the start.
     """
+    whole = uow.orders.redeem_request(redemption_request(rules, msisdn, reward_code, channel,
+                                                         request_id, now))
+    if whole is not None:
+        return whole
     # 1. The checks: reads, no lock held yet. A replay is looked for only when they refuse
     # (the reward may be gone since); otherwise the atomic part finds it, under the lock.
     member = require_member(uow, msisdn)
@@ -126,6 +134,22 @@ def redeem(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str
         limited_stock=reward.stock is not None, ledger_kind=LedgerKind.DEBIT,
         ledger_reason=f"redeem {reward.code}",
         delivery_status=DeliveryStatus.PENDING if gift else None))
+
+
+def redemption_request(rules: ProgrammeRules, msisdn: str, reward_code: str, channel: str,
+                       request_id: str, now: datetime) -> RedemptionRequest:
+    """``redeem``'s question with the rules it needs, for a store that answers it in one call
+    (``core.accounts.tier_of`` says how the tiers and the qualifying points set the price)."""
+    today = rules.today(now)
+    return RedemptionRequest(
+        msisdn=msisdn, number=normalise_msisdn(msisdn), reward_code=reward_code,
+        channel=channel, request_id=request_id, now=now, today=today,
+        barred_lines=tuple(BARRED), tier_codes=tuple(t.code for t in rules.tiers),
+        tier_thresholds=tuple(t.threshold for t in rules.tiers),
+        qualifying_since=qualifying_window_start(today),
+        qualifying_sources=tuple(rules.programme.qualifying_sources),
+        ledger_kind=LedgerKind.DEBIT, reason_prefix="redeem ",
+        gift_delivery_status=DeliveryStatus.PENDING)
 
 
 def cancel_order(uow: UnitOfWork, rules: ProgrammeRules, order_no: str, now: datetime, *,

@@ -17,11 +17,15 @@ Who owns the transaction:
 - Work done in steps (job batches, MO batches, queue retries) has a driver that opens one
   unit of work per step (one ``run`` per step), or, inside one long-lived unit of work,
   commits between steps (``uow.commit``); the use case for a step never commits.
+- ``run_steps`` is that driver for unrelated use cases that should share one trip to the
+  database thread (the SMS channel's rounds, ``sms.lane``): each step is committed on its own,
+  and one that raises is rolled back alone and reported as ``StepFailed``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.application.service import Service
@@ -35,6 +39,15 @@ from core.rules import ProgrammeRules
 from core.store import Store
 
 T = TypeVar("T")
+
+Step = tuple[Callable[..., Any], tuple[Any, ...]]  # (use case, its arguments after uow, rules)
+
+
+@dataclass(frozen=True)
+class StepFailed:
+    """What ``run_steps`` gives for a step that raised (its writes were rolled back)."""
+
+    error: Exception
 
 
 class DatabaseService(Service):
@@ -71,9 +84,28 @@ class DatabaseService(Service):
         return deferToThreadPool(self.reactor, self.pool, self._in_unit_of_work, use_case,
                                  write, args, kwargs)
 
+    def run_steps(self, steps: Sequence[Step]) -> Deferred[list[Any]]:
+        """Run each ``use_case(uow, rules, *args)`` in turn on one connection, committing
+        after each; fires with their results in order, ``StepFailed`` for a step that raised.
+        A failure to commit or roll back (the database gone) fails the whole Deferred."""
+        return deferToThreadPool(self.reactor, self.pool, self._steps, list(steps))
+
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Run a plain blocking function that needs the store itself (jobs, health checks)."""
         return deferToThreadPool(self.reactor, self.pool, fn, self.store, *args, **kwargs)
+
+    def _steps(self, steps: list[Step]) -> list[Any]:
+        results: list[Any] = []
+        with self.store.unit_of_work() as uow:
+            for use_case, args in steps:
+                try:
+                    results.append(use_case(uow, self.rules, *args))
+                except Exception as exc:  # noqa: BLE001 - reported to the step's owner
+                    uow.rollback()
+                    results.append(StepFailed(exc))
+                else:
+                    uow.commit()
+        return results
 
     def _in_unit_of_work(self, use_case, write, args, kwargs):
         with self.store.unit_of_work(write=write) as uow:

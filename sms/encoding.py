@@ -109,12 +109,18 @@ def choose_coding(text: str) -> str:
     return "gsm" if _GSM_CHARS.issuperset(text) else "ucs2"
 
 
+# Every GSM character -> its septets as Latin-1 characters: ``str.translate`` then
+# ``encode("latin-1")`` encode in C (a join over a generator cost ~2 us per 100 characters,
+# on every reply that is sent or fitted).
+_GSM_TRANSLATE = {ord(ch): septets.decode("latin-1") for ch, septets in _GSM_ENC.items()}
+
+
 def encode_gsm(text: str) -> bytes:
     """Unpacked GSM septets (one per octet). Raises ValueError on a character outside GSM."""
-    try:
-        return b"".join(_GSM_ENC[ch] for ch in text)
-    except KeyError as exc:
-        raise ValueError(f"character {exc.args[0]!r} is not in the GSM alphabet") from None
+    if not _GSM_CHARS.issuperset(text):
+        bad = next(ch for ch in text if ch not in _GSM_CHARS)
+        raise ValueError(f"character {bad!r} is not in the GSM alphabet")
+    return text.translate(_GSM_TRANSLATE).encode("latin-1")
 
 
 def _units(text: str, coding: str) -> list[tuple[str, bytes, int]]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, protocol
@@ -31,6 +30,7 @@ from twisted.python.failure import Failure
 
 from core.domain import mask_msisdn
 from sms.encoding import Reassembler
+from sms.esme_requests import RequestMixin, _Outstanding
 from sms.esme_submit import SubmitMixin, _QueuedPart
 from sms.esme_types import (
     BindFailed,
@@ -69,14 +69,7 @@ def make_rate(config: SessionSettings) -> AdaptiveRate:
                         pause_s=config.throttle_pause_s)
 
 
-@dataclass
-class _Outstanding:
-    command: str
-    deferred: defer.Deferred
-    timer: IDelayedCall
-
-
-class ESMEProtocol(SubmitMixin, protocol.Protocol):
+class ESMEProtocol(SubmitMixin, RequestMixin, protocol.Protocol):
     log = Logger()
 
     def __init__(
@@ -103,6 +96,8 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
         self._seq = random.randrange(1, 0x7FFF)
         self._ref = random.randrange(256)
         self._outstanding: dict[int, _Outstanding] = {}
+        self._timeout_call: IDelayedCall | None = None  # at the earliest deadline
+        self._wbuf: list[bytes] | None = None  # PDUs to write together (see dataReceived)
         self._queue: deque[_QueuedPart] = deque()
         self._in_flight = 0
         self._drain_waiters: list[defer.Deferred] = []
@@ -138,7 +133,7 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
         elif result.status != ESME_ROK:
             self.log.error("bind refused: command_status 0x{status:08x}", status=result.status)
             self._fire_bound(Failure(BindFailed("bind refused", result.status)))
-            self.transport.loseConnection()
+            self._lose_connection()
         else:
             self.state = "bound"
             self.was_bound = True
@@ -173,7 +168,7 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.state = "closed"
-        for call in (self._idle_call, self._dead_call, self._pump_call):
+        for call in (self._idle_call, self._dead_call, self._pump_call, self._timeout_call):
             if call is not None and call.active():
                 call.cancel()
         lost = TemporaryError(f"connection lost: {reason.getErrorMessage()}")
@@ -181,8 +176,7 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
         self._fail_queue(lost)
         outstanding, self._outstanding = self._outstanding, {}
         for out in outstanding.values():
-            out.timer.cancel()
-            out.deferred.errback(lost)
+            self._resolve(out, Failure(lost))
         self.log.info("connection closed: {why}", why=reason.getErrorMessage())
         waiters, self._closed_waiters = self._closed_waiters, []
         for d in waiters:
@@ -197,7 +191,12 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
 
     def _abort(self) -> None:
         if self.transport is not None and self.state != "closed":
+            self._flush_writes()
             self.transport.abortConnection()
+
+    def _lose_connection(self) -> None:
+        self._flush_writes()
+        self.transport.loseConnection()
 
     def _link_dead(self, why: str) -> None:
         self.log.warn("SMPP link considered dead ({why}); dropping it", why=why)
@@ -211,7 +210,7 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
         if self.state == "closed":
             return closed
         if self.state != "bound":
-            self.transport.loseConnection()
+            self._lose_connection()
             return closed
         self.state = "unbinding"
         self._fail_queue(TemporaryError("session is unbinding"))
@@ -220,7 +219,7 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
             if self.state == "closed":
                 return
             self._request("unbind", timeout=timeout).addBoth(
-                lambda _: self.transport.loseConnection())
+                lambda _: self._lose_connection())
 
         if self._in_flight:
             drained: defer.Deferred = defer.Deferred()
@@ -239,23 +238,31 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
             if call is not None and call.active():
                 call.reset(self.config.enquire_link_s if call is self._idle_call
                            else self.config.dead_link_s)
-        for frame in self._reader.feed(data):
-            if self.state == "closed":
-                return
-            if isinstance(frame, BadFrame):
-                self.log.warn("bad command_length {length}; nack and drop", length=frame.length)
-                self._write(generic_nack(frame.sequence, ESME_RINVCMDLEN))
-                self.transport.loseConnection()
-                return
-            try:
-                pdu = decode_pdu(frame)
-            except DecodeError as exc:
-                self._undecodable(exc)
-                continue
-            if pdu.is_response:
-                self._on_response(pdu)
-            else:
-                self._on_request(pdu)
+        # The answers to one read go out in one write (a transport.write costs as much as
+        # encoding a PDU); _flush_writes sends them before anything closes the connection.
+        self._wbuf = []
+        try:
+            for frame in self._reader.feed(data):
+                if self.state == "closed":
+                    return
+                if isinstance(frame, BadFrame):
+                    self.log.warn("bad command_length {length}; nack and drop",
+                                  length=frame.length)
+                    self._write(generic_nack(frame.sequence, ESME_RINVCMDLEN))
+                    self._lose_connection()
+                    return
+                try:
+                    pdu = decode_pdu(frame)
+                except DecodeError as exc:
+                    self._undecodable(exc)
+                    continue
+                if pdu.command_id & 0x80000000:
+                    self._on_response(pdu)
+                else:
+                    self._on_request(pdu)
+        finally:
+            self._flush_writes()
+            self._wbuf = None
 
     def _undecodable(self, exc: DecodeError) -> None:
         self.log.warn("undecodable PDU seq={seq}: {err}", seq=exc.sequence, err=str(exc))
@@ -264,8 +271,8 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
             return
         out = self._outstanding.pop(exc.sequence, None)
         if out is not None:  # a garbled answer to one of ours: its outcome is unknown
-            out.timer.cancel()
-            out.deferred.errback(TemporaryError(f"garbled {out.command} response", exc.status))
+            self._resolve(out, Failure(TemporaryError(f"garbled {out.command} response",
+                                                      exc.status)))
 
     def _on_response(self, pdu: Pdu) -> None:
         out = self._outstanding.pop(pdu.sequence, None)
@@ -274,11 +281,12 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
                           cmd=pdu.command, seq=pdu.sequence)
             return
         self._timeouts_in_row = 0
-        out.timer.cancel()
-        out.deferred.callback(pdu)
+        self._resolve(out, pdu)
 
     def _on_request(self, pdu: Pdu) -> None:
-        if pdu.command == "enquire_link":
+        if pdu.command in ("deliver_sm", "data_sm"):
+            self._on_deliver_pdu(pdu)
+        elif pdu.command == "enquire_link":
             self._write(encode_pdu("enquire_link_resp", pdu.sequence))
         elif pdu.command == "unbind":
             self.log.info("SMSC asked to unbind")
@@ -295,11 +303,9 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
                     min(self.config.response_timeout_s, 2.0),
                     lambda: drained.called or drained.callback(None))
                 drained.addBoth(lambda _: timer.active() and timer.cancel())
-                drained.addBoth(lambda _: self.transport.loseConnection())
+                drained.addBoth(lambda _: self._lose_connection())
             else:
-                self.transport.loseConnection()
-        elif pdu.command in ("deliver_sm", "data_sm"):
-            self._on_deliver_pdu(pdu)
+                self._lose_connection()
         elif pdu.command == "alert_notification":
             pass  # no response is defined for it
         else:
@@ -349,36 +355,6 @@ class ESMEProtocol(SubmitMixin, protocol.Protocol):
         return self.on_deliver(mo)
 
     # -- output ------------------------------------------------------------------------------
-
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and self.state != "closed":
-            self.transport.write(data)
-
-    def _next_seq(self) -> int:
-        self._seq = self._seq + 1 if self._seq < 0x7FFFFFFF else 1
-        return self._seq
-
-    def _request(self, command: str, timeout: float | None = None, **params: Any):
-        if self.state == "closed":
-            return defer.fail(TemporaryError("connection lost"))
-        seq = self._next_seq()
-        d: defer.Deferred = defer.Deferred()
-        timeout = self.config.response_timeout_s if timeout is None else timeout
-        timer = self.clock.callLater(timeout, self._on_timeout, seq)
-        self._outstanding[seq] = _Outstanding(command, d, timer)
-        self._write(encode_pdu(command, seq, **params))
-        return d
-
-    def _on_timeout(self, seq: int) -> None:
-        out = self._outstanding.pop(seq, None)
-        if out is None:
-            return
-        self._timeouts_in_row += 1
-        self.log.warn("no {cmd}_resp within timeout (seq={seq}, {n} in a row)",
-                      cmd=out.command, seq=seq, n=self._timeouts_in_row)
-        out.deferred.errback(TemporaryError(f"{out.command} response timeout"))
-        if out.command == "enquire_link" or self._timeouts_in_row >= self.config.max_timeouts:
-            self._link_dead(f"{self._timeouts_in_row} response timeouts")
 
     def _on_idle(self) -> None:
         self._idle_call = self.clock.callLater(self.config.enquire_link_s, self._on_idle)

@@ -1,7 +1,8 @@
 """The submit_sm pipeline of the ESME session: queue, window, pacing, throttle handling.
 
 A mixin of ESMEProtocol (sms/esme_protocol.py), kept apart for size; it relies on the
-protocol's ``state``, ``config``, ``clock``, ``rate``, ``log``, ``_request`` and ``_in_flight``.
+protocol's ``state``, ``config``, ``clock``, ``rate``, ``log``, ``_send_request`` and
+``_in_flight``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class _QueuedPart:
     job: _Job
     index: int
     deferred: defer.Deferred
+
+
+def _one_part_result(message_id: str, data_coding: int) -> SubmitResult:
+    return SubmitResult([message_id], data_coding, 1)
 
 
 class SubmitMixin:
@@ -80,6 +85,11 @@ class SubmitMixin:
         )
         params.update(extra)
         job = _Job(destination, parts, submit_params=params)
+        if len(parts) == 1:  # every MT the outbox sends (part by part): no gatherResults
+            qp = _QueuedPart(job, 0, defer.Deferred())
+            self._queue.append(qp)
+            self._pump()
+            return qp.deferred.addCallback(_one_part_result, parts[0].data_coding)
         ds = []
         for i in range(len(parts)):
             qp = _QueuedPart(job, i, defer.Deferred())
@@ -112,19 +122,21 @@ class SubmitMixin:
             self._pumping = False
 
     def _pump_once(self) -> None:
-        while self._queue and self.state == "bound" and self._in_flight < self.config.window:
-            qp = self._queue[0]
+        queue, rate, window = self._queue, self.rate, self.config.window
+        while queue and self.state == "bound" and self._in_flight < window:
+            qp = queue[0]
             if qp.job.failed is not None:
-                self._queue.popleft()
+                queue.popleft()
                 qp.deferred.errback(qp.job.failed)
                 continue
-            wait = self.rate.delay(self.clock.seconds())
+            now = self.clock.seconds()
+            wait = rate.delay(now)
             if wait > 0:
                 if self._pump_call is None or not self._pump_call.active():
                     self._pump_call = self.clock.callLater(wait, self._pump)
                 return
-            self.rate.take(self.clock.seconds())
-            self._queue.popleft()
+            rate.take(now)
+            queue.popleft()
             self._send_part(qp)
 
     def _send_part(self, qp: _QueuedPart) -> None:
@@ -134,11 +146,9 @@ class SubmitMixin:
             self.log.debug("submit_sm to {dst} part {n}/{total}",
                            dst=mask_msisdn(qp.job.destination), n=qp.index + 1,
                            total=len(qp.job.parts))
-        d = self._request(
-            "submit_sm", esm_class=part.esm_class, data_coding=part.data_coding,
-            short_message=part.short_message, **qp.job.submit_params,
-        )
-        d.addBoth(self._submit_done, qp)
+        params = dict(qp.job.submit_params, esm_class=part.esm_class,
+                      data_coding=part.data_coding, short_message=part.short_message)
+        self._send_request("submit_sm", self._submit_done, qp, None, params)
 
     def _submit_done(self, result: Pdu | Failure, qp: _QueuedPart) -> None:
         self._in_flight -= 1

@@ -93,53 +93,90 @@ class DeliveryReceipt:
 
 
 def is_receipt(pdu: Pdu) -> bool:
-    return (pdu.get("esm_class", 0) & 0x3C) in RECEIPT_ESM_TYPES
+    return ((pdu.params.get("esm_class") or 0) & 0x3C) in RECEIPT_ESM_TYPES
 
 
 def build_receipt(pdu: Pdu) -> DeliveryReceipt:
-    raw = pdu.get("short_message") or pdu.get("message_payload") or b""
+    get = pdu.params.get  # pdu.get's defaults are falsy: ``or`` gives the same values
+    raw = get("short_message") or get("message_payload") or b""
     text = raw.decode("latin-1")
     fields = parse_receipt_text(text)
-    tlv_id = pdu.get("receipted_message_id")
-    message_id = tlv_id or (fields.id if fields else "")
-    keys: frozenset[str] = frozenset()
-    for candidate in (tlv_id, fields.id if fields else None):
-        if candidate:
-            keys |= normalise_message_id(candidate)
-    state = pdu.get("message_state")
+    tlv_id = get("receipted_message_id")
+    text_id = fields.id if fields else None
+    message_id = tlv_id or text_id or ""
+    if tlv_id and text_id and tlv_id != text_id:
+        keys = normalise_message_id(tlv_id) | normalise_message_id(text_id)
+    elif message_id:  # one id, or the same one twice (the usual receipt): one reading
+        keys = normalise_message_id(message_id)
+    else:
+        keys = frozenset()
+    state = get("message_state")
     stat = (fields.stat.upper() if fields and fields.stat else None) or MESSAGE_STATES.get(state)
     return DeliveryReceipt(
         message_id=message_id, id_keys=keys, stat=stat, err=fields.err if fields else None,
-        message_state=state, source_addr=pdu.get("source_addr", ""),
-        destination_addr=pdu.get("destination_addr", ""), text=text, fields=fields,
+        message_state=state, source_addr=get("source_addr") or "",
+        destination_addr=get("destination_addr") or "", text=text, fields=fields,
     )
 
 
-def dedup_key(pdu: Pdu) -> str:
+_DEDUP_FIELDS = ("source_addr", "destination_addr", "esm_class", "data_coding", "short_message",
+                 "message_payload", "sar_msg_ref_num", "sar_total_segments",
+                 "sar_segment_seqnum")
+
+
+def _dedup_key_general(pdu: Pdu) -> str:
+    """The definition of the key: name=value; for each field (bytes raw, anything else as
+    its str() in UTF-8), hashed with sha256."""
     h = hashlib.sha256()
-    for name in ("source_addr", "destination_addr", "esm_class", "data_coding",
-                 "short_message", "message_payload", "sar_msg_ref_num",
-                 "sar_total_segments", "sar_segment_seqnum"):
+    for name in _DEDUP_FIELDS:
         value = pdu.get(name)
         h.update(name.encode() + b"=" + (value if isinstance(value, bytes) else
                                           str(value).encode("utf-8")) + b";")
     return h.hexdigest()[:32]
 
 
+def dedup_key(pdu: Pdu) -> str:
+    """Stable hash of the PDU's content (see ``_dedup_key_general``): the same bytes hashed
+    in one call, so keys stored before this shortcut still match."""
+    get = pdu.params.get
+    sm, payload = get("short_message"), get("message_payload")
+    src, dst, esm, dc = get("source_addr"), get("destination_addr"), get("esm_class"), get(
+        "data_coding")
+    ref, total, seq = get("sar_msg_ref_num"), get("sar_total_segments"), get(
+        "sar_segment_seqnum")
+    if (type(src) is not str or type(dst) is not str or type(esm) is not int
+            or type(dc) is not int or not (sm is None or type(sm) is bytes)
+            or not (payload is None or type(payload) is bytes)
+            or not (ref is None or type(ref) is int) or not (total is None or type(total) is int)
+            or not (seq is None or type(seq) is int)):
+        return _dedup_key_general(pdu)  # not as decode_pdu builds it: the long way
+    data = b"".join((
+        f"source_addr={src};destination_addr={dst};esm_class={esm};data_coding={dc};"
+        "short_message=".encode(),
+        b"None" if sm is None else sm,
+        b";message_payload=",
+        b"None" if payload is None else payload,
+        f";sar_msg_ref_num={ref};sar_total_segments={total};sar_segment_seqnum={seq};".encode(),
+    ))
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
 def build_mo(pdu: Pdu, reassembler: Reassembler, now: float) -> MOMessage:
+    get = pdu.params.get  # pdu.get's defaults are falsy: ``or`` gives the same values
+    esm_class = get("esm_class") or 0
     decoded = decode_short_message(
-        pdu.get("data_coding", 0), pdu.get("esm_class", 0), pdu.get("short_message"),
-        message_payload=pdu.get("message_payload"),
-        sar_msg_ref_num=pdu.get("sar_msg_ref_num"),
-        sar_total_segments=pdu.get("sar_total_segments"),
-        sar_segment_seqnum=pdu.get("sar_segment_seqnum"),
+        get("data_coding") or 0, esm_class, get("short_message"),
+        message_payload=get("message_payload"),
+        sar_msg_ref_num=get("sar_msg_ref_num"),
+        sar_total_segments=get("sar_total_segments"),
+        sar_segment_seqnum=get("sar_segment_seqnum"),
     )
-    source = pdu.get("source_addr", "")
+    source = get("source_addr") or ""
     whole = reassembler.add(source, decoded, now)
     return MOMessage(
-        source_addr=source, destination_addr=pdu.get("destination_addr", ""),
+        source_addr=source, destination_addr=get("destination_addr") or "",
         text=whole if whole is not None else decoded.text, complete=whole is not None,
         concat=decoded.concat, segment_text=decoded.text,
-        data_coding=decoded.data_coding, esm_class=pdu.get("esm_class", 0),
+        data_coding=decoded.data_coding, esm_class=esm_class,
         dedup_key=dedup_key(pdu),
     )

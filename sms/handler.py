@@ -1,11 +1,11 @@
 """The SMS channel's MO side: store each deliver_sm before acking it, then handle it.
 
-A thin adapter over ``core.messaging``: ``on_deliver`` stores every deliver_sm (group commit
-with the others of the same moment, ``core.messaging.storing``) and only then answers status
-0; when the database fails the answer is 0x58 (throttled) and the SMSC redelivers later. The
-handling loop runs ``core.messaging.handling`` on the database thread, with this channel's
-renderer (templates fitted to ``smpp.max_parts``), and hands the replies it queued, already
-claimed, to the outbox sender.
+A thin adapter over ``core.messaging``: ``on_deliver`` stores every deliver_sm (with the
+others received since the last round of the channel's database lane, ``sms.lane``;
+``core.messaging.storing``) and only then answers status 0; when the database fails the
+answer is 0x58 (throttled) and the SMSC redelivers later. The same round then runs
+``core.messaging.handling`` with this channel's renderer (templates fitted to
+``smpp.max_parts``) and hands the replies it queued, already claimed, to the outbox sender.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -26,10 +27,10 @@ from core.messaging import handling
 from core.messaging.handling import HandledBatch, HandlerSettings
 from core.messaging.storing import housekeeping, store_mo_batch
 from core.metrics import Metrics
-from ops.coalesce import Coalescer
-from ops.dbservice import DatabaseService
-from sms.batching import GroupCommit, log_failure, scrubbed
+from ops.dbservice import DatabaseService, Step, StepFailed
 from sms.esme_types import MOMessage
+from sms.failures import log_failure, scrubbed
+from sms.lane import DatabaseLane, step_failure
 from sms.outbox import OutboxSender
 from sms.pdu import ESME_RTHROTTLED
 from sms.render import render_fitting
@@ -58,12 +59,16 @@ def handle_batch(uow, rules, settings: HandlerSettings, now: datetime, limit: in
 
 
 class MOHandler(service.Service):
-    """``on_deliver`` for the ESME session (store, then ack) and the handling loop."""
+    """``on_deliver`` for the ESME session (store, then ack) and the handling of stored MO,
+    both as a source of the SMS channel's database lane (``sms.lane``): a round stores every
+    MO received since the last one and then handles what is waiting, so a deliver_sm is
+    acknowledged once its message is stored (and, in the same trip, handled)."""
 
     def __init__(self, db: DatabaseService, metrics: Metrics, settings: HandlerSettings, *,
                  clock: IReactorTime, now: Callable[[], datetime],
                  sender: OutboxSender | None = None, batch_size: int = 200, poll_s: float = 1.0,
-                 max_store_batch: int = 1000, housekeeping_s: float = 3600.0) -> None:
+                 max_store_batch: int = 1000, housekeeping_s: float = 3600.0,
+                 lane: DatabaseLane | None = None) -> None:
         self.db = db
         self.metrics = metrics
         self.settings = settings
@@ -72,30 +77,87 @@ class MOHandler(service.Service):
         self.sender = sender
         self.batch_size = batch_size
         self.poll_s = poll_s
+        self.max_store_batch = max_store_batch
         self.housekeeping_s = housekeeping_s
+        self.lane = lane or DatabaseLane(db, clock)
+        self.lane.add(self)
         self._housekeeping: task.LoopingCall | None = None
-        self.store = GroupCommit(self._flush_store, clock, max_items=max_store_batch)
-        self._rounds = Coalescer(self._handle_round)
         self._poll: task.LoopingCall | None = None
+        self._to_store: list[tuple[MOMessage, defer.Deferred]] = []
+        self._handling_wanted = False
+        # What the running round took: the MO being stored, and whether it handles (with
+        # the claim its replies carry).
+        self._storing: list[tuple[MOMessage, defer.Deferred]] = []
+        self._handling: tuple[bool, datetime | None] = (False, None)
         self.handled = 0  # MO rows handled by this process
         self._out_of_plan_log = RepeatLimiter()
         self._failures = 0  # handling rounds failed in a row (the database unreachable)
 
+    # -- the lane source -----------------------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._to_store) or (self._handling_wanted and self.running)
+
+    @property
+    def storing(self) -> bool:
+        """MO received and not yet stored (or being stored)."""
+        return bool(self._to_store or self._storing)
+
+    def take(self) -> list[Step]:
+        steps: list[Step] = []
+        now = self.now()
+        batch = self._to_store[:self.max_store_batch]
+        self._to_store = self._to_store[self.max_store_batch:]
+        self._storing = batch
+        if batch:
+            steps.append((store_mo_batch, ([mo for mo, _ in batch], now,
+                                           self.settings.dedupe_window_s)))
+        handles = self.running and (self._handling_wanted or bool(batch))
+        claim_until = None
+        if handles:
+            self._handling_wanted = False
+            claim_until = self.sender.claim_until() if self.sender is not None else None
+            steps.append((handle_batch, (self.settings, now, self.batch_size, claim_until)))
+        self._handling = (handles, claim_until)
+        return steps
+
+    def done(self, results: list[Any]) -> None:
+        results = list(results)
+        if self._storing:
+            self._stored_batch(results.pop(0))
+        handles, claim_until = self._handling
+        if handles:
+            handled = results.pop(0)
+            if isinstance(handled, StepFailed):
+                self._failed(step_failure(handled))
+            else:
+                self._handled(handled, claim_until)
+
+    def failed(self, failure: Failure) -> None:
+        if self._storing:
+            self._stored_batch(failure)
+        if self._handling[0]:
+            self._failed(failure)
+
     # -- storing -----------------------------------------------------------------------------
 
     def on_deliver(self, mo: MOMessage) -> defer.Deferred:
-        d = self.store.add(mo)
+        d: defer.Deferred = defer.Deferred()
         d.addCallbacks(self._stored, self._store_failed)
+        self._to_store.append((mo, d))
+        self.lane.kick()
         return d
 
-    def _flush_store(self, mos: list[MOMessage]) -> defer.Deferred:
-        d = self.db.run(store_mo_batch, mos, self.now(), self.settings.dedupe_window_s)
-        d.addCallback(self._after_store)
-        return d
-
-    def _after_store(self, new: list[bool]) -> list[bool]:
-        self.kick()  # a repeat (not new) is stored too, and answered
-        return new
+    def _stored_batch(self, result: Any) -> None:
+        batch, self._storing = self._storing, []
+        if isinstance(result, StepFailed):
+            result = step_failure(result)
+        for i, (_, d) in enumerate(batch):
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result[i])  # a repeat (not new) is stored too, and answered
 
     def _stored(self, new: bool) -> int:
         if not new:
@@ -111,16 +173,9 @@ class MOHandler(service.Service):
     # -- handling ----------------------------------------------------------------------------
 
     def kick(self) -> None:
-        """Handle received messages now (again after the current batch, if one runs)."""
-        self._rounds.kick()
-
-    def _handle_round(self) -> defer.Deferred[None] | None:
-        if not self.running:
-            return None
-        claim_until = self.sender.claim_until() if self.sender is not None else None
-        d = self.db.run(handle_batch, self.settings, self.now(), self.batch_size, claim_until)
-        d.addCallbacks(self._handled, self._failed, callbackArgs=(claim_until,))
-        return d
+        """Handle received messages in the next round."""
+        self._handling_wanted = True
+        self.lane.kick()
 
     def _handled(self, batch: HandledBatch, claim_until: datetime | None = None) -> None:
         if self._failures:
@@ -147,9 +202,9 @@ class MOHandler(service.Service):
         if batch.count >= self.batch_size:
             self.kick()  # a full batch: more may be waiting
 
-    def _failed(self, failure: Failure) -> Failure:
-        # The database is unreachable: retried every poll, logged once and then every
-        # FAILURE_REMINDER rounds, not a traceback a second.
+    def _failed(self, failure: Failure) -> None:
+        # The database is unreachable: retried every poll (not at once: the next round
+        # handles only when kicked), logged once and then every FAILURE_REMINDER rounds.
         self._failures += 1
         if self._failures == 1:
             log_failure(log, "MO handling failed; retrying every {s}s", failure, s=self.poll_s)
@@ -157,7 +212,6 @@ class MOHandler(service.Service):
             log.error("MO handling still failing after {n} rounds: {error}", n=self._failures,
                       error=scrubbed(failure.getErrorMessage().splitlines()[0][:200]
                                      if failure.getErrorMessage() else "?"))
-        return failure  # no second round at once: the poll retries
 
     def startService(self) -> None:
         super().startService()
@@ -177,4 +231,4 @@ class MOHandler(service.Service):
         for loop in (self._poll, self._housekeeping):
             if loop is not None and loop.running:
                 loop.stop()
-        return defer.gatherResults([self.store.when_idle(), self._rounds.when_idle()])
+        return self.lane.when_idle()

@@ -49,38 +49,76 @@ from core.messaging.receipts import ReceiptItem
 from core.messaging.records import OutboxRow
 from core.metrics import Metrics
 from ops.coalesce import Coalescer
-from ops.dbservice import DatabaseService
-from sms.batching import GroupCommit, log_failure
+from ops.dbservice import DatabaseService, Step, StepFailed
 from sms.encoding import MessageTooLong
 from sms.esme_types import PermanentError, SMPPError, SubmitResult, TemporaryError
+from sms.failures import log_failure
+from sms.lane import DatabaseLane, step_failure
 from sms.pdu import ESME_RMSGQFUL, ESME_RTHROTTLED, normalise_message_id
 from sms.render import parts_for, row_text
 from sms.session import ESMEService
 
 log = Logger()
 
-class MTEvents(GroupCommit):
-    """One group commit for everything that happens to MT messages: submit outcomes (from
-    the sender) and delivery receipts (from the receipt matcher)."""
+class MTEvents:
+    """Everything that happens to MT messages, recorded together: submit outcomes (from the
+    sender) and delivery receipts (from the receipt matcher), a source of the SMS channel's
+    database lane (``sms.lane``): each round records everything added since the last one in
+    one transaction. ``add(item)`` fires once the item is recorded."""
 
     def __init__(self, db: DatabaseService, metrics: Metrics, *, clock: IReactorTime,
-                 now: Callable[[], datetime], max_items: int = 2000) -> None:
-        super().__init__(self._flush_events, clock, max_items=max_items)
-        self.db = db
+                 now: Callable[[], datetime], max_items: int = 2000,
+                 lane: DatabaseLane | None = None) -> None:
         self.metrics = metrics
         self.now = now
+        self.max_items = max_items
+        self.lane = lane or DatabaseLane(db, clock)
+        self.lane.add(self)
+        self._pending: list[tuple[Outcome | ReceiptItem, defer.Deferred]] = []
+        self._recording: list[tuple[Outcome | ReceiptItem, defer.Deferred]] = []
 
-    def _flush_events(self, items: list[Any]) -> defer.Deferred:
+    def add(self, item: Outcome | ReceiptItem) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self._pending.append((item, d))
+        self.lane.kick()
+        return d
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending or self._recording)
+
+    def when_idle(self) -> defer.Deferred:
+        return self.lane.when_idle()
+
+    # -- the lane source -----------------------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    def take(self) -> list[Step]:
+        self._recording = self._pending[:self.max_items]
+        self._pending = self._pending[self.max_items:]
+        items = [item for item, _ in self._recording]
         outcomes = [i for i in items if isinstance(i, Outcome)]
         receipts = [i for i in items if isinstance(i, ReceiptItem)]
-        d = self.db.run(record_events, outcomes, receipts, self.now(), normalise_message_id)
+        return [(record_events, (outcomes, receipts, self.now(), normalise_message_id))]
 
-        def counted(counts: dict[str, int]) -> list[None]:
-            for state, n in counts.items():
-                self.metrics.receipts.labels(state=state).inc(n)
-            return [None] * len(items)
+    def done(self, results: list[Any]) -> None:
+        (counts,) = results
+        if isinstance(counts, StepFailed):
+            self.failed(step_failure(counts))
+            return
+        for state, n in counts.items():
+            self.metrics.receipts.labels(state=state).inc(n)
+        recorded, self._recording = self._recording, []
+        for _, d in recorded:
+            d.callback(None)
 
-        return d.addCallback(counted)
+    def failed(self, failure: Failure) -> None:
+        recorded, self._recording = self._recording, []
+        for _, d in recorded:
+            d.errback(failure)
 
 
 # --- the sender (reactor) ---------------------------------------------------------------------
@@ -241,7 +279,11 @@ class OutboxSender(service.Service):
         return failure  # no second round at once: the poll retries
 
     def _extend_claims(self) -> defer.Deferred | None:
-        claims = [(i, f.row.attempts) for i, f in self.rows.items() if not f.recording]
+        # Rows whose outcome waits to be recorded too: until it is, the row is still
+        # 'sending', and a claim that lapsed meanwhile would let the next claim round take it
+        # again (here, where it is skipped while held, and then sent again once the outcome,
+        # now fenced off as stale, is dropped).
+        claims = [(i, f.row.attempts) for i, f in self.rows.items()]
         if not claims:
             return None
         until = self.now() + timedelta(seconds=self.settings.lease_s)

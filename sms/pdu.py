@@ -11,6 +11,9 @@ input from a peer we do not control:
   Here unknown TLVs are kept raw, lengths are honoured and every read is bounds-checked.
 * Anything malformed becomes ``DecodeError`` carrying the command_status to answer with.
 
+Framing lives in :mod:`sms.pdu_framing`, the hand-written paths of the PDUs of every SMS round
+trip in :mod:`sms.pdu_fast` (both re-exported or used here).
+
 Receipt texts and message ids live in :mod:`sms.receipt_text` (re-exported here).
 """
 
@@ -25,6 +28,13 @@ from smpplib import command as sm_command
 from smpplib import command_codes, consts, smpp
 from smpplib.ptypes import flag, ostr
 
+from sms.pdu_fast import (
+    SM_FIELDS,
+    decode_message_id_body,
+    decode_sm_mandatory,
+    encode_sm_body,
+)
+from sms.pdu_framing import MAX_PDU_LEN, MIN_PDU_LEN, BadFrame, PduReader
 from sms.receipt_text import Receipt, ids_match, normalise_message_id, parse_receipt_text
 
 __all__ = [
@@ -42,9 +52,6 @@ __all__ = [
     "normalise_message_id",
     "parse_receipt_text",
 ]
-
-MIN_PDU_LEN = 16
-MAX_PDU_LEN = 65536
 
 # Command status values used by the session and simulator.
 ESME_ROK = consts.SMPP_ESME_ROK
@@ -71,51 +78,6 @@ _NAME_BY_ID = {v: k for k, v in command_codes.commands.items()}
 _TLV_NAME = {v: k for k, v in consts.OPTIONAL_PARAMS.items()}
 
 
-
-
-# -- framing ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BadFrame:
-    """The stream carried an impossible command_length; no resync is possible after it."""
-
-    length: int
-    header: bytes  # up to 16 bytes seen at the bad frame (sequence may be recoverable)
-
-    @property
-    def sequence(self) -> int:
-        return struct.unpack(">L", self.header[12:16])[0] if len(self.header) >= 16 else 0
-
-
-class PduReader:
-    """Split a TCP byte stream into PDUs. ``feed`` returns complete frames (bytes) and, at
-    most once, a BadFrame after which the reader is poisoned and ignores further input."""
-
-    def __init__(self, max_len: int = MAX_PDU_LEN):
-        self.max_len = max_len
-        self._buf = bytearray()
-        self.poisoned = False
-
-    def feed(self, data: bytes) -> list[bytes | BadFrame]:
-        if self.poisoned:
-            return []
-        self._buf += data
-        out: list[bytes | BadFrame] = []
-        while len(self._buf) >= 4:
-            (length,) = struct.unpack(">L", self._buf[:4])
-            if not MIN_PDU_LEN <= length <= self.max_len:
-                self.poisoned = True
-                out.append(BadFrame(length, bytes(self._buf[:16])))
-                self._buf.clear()
-                break
-            if len(self._buf) < length:
-                break
-            out.append(bytes(self._buf[:length]))
-            del self._buf[:length]
-        return out
-
-
 # -- codec -----------------------------------------------------------------------------------
 
 
@@ -137,8 +99,11 @@ class UnknownCommand(DecodeError):
     """A command id we do not know or do not handle (answer generic_nack ESME_RINVCMDID)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Pdu:
+    """A decoded PDU; treat it as immutable. (Not ``frozen``: a frozen dataclass's __init__
+    costs four times as much, and three are built per SMS round trip.)"""
+
     command: str
     command_id: int
     status: int
@@ -253,7 +218,12 @@ def _parse_body(spec: _Spec, body: bytes, values: dict[str, Any],
                 raise ValueError(f"truncated {fname}")
             values[fname] = body[pos : pos + length]
             pos += length
-    tlv_kind = spec.tlv_kind
+    _parse_tlvs(spec.tlv_kind, body, pos, values, unknown)
+
+
+def _parse_tlvs(tlv_kind: Mapping[str, str], body: bytes, pos: int, values: dict[str, Any],
+                unknown: dict[int, bytes]) -> None:
+    end = len(body)
     while pos < end:
         if pos + 4 > end:
             raise ValueError("truncated TLV header")
@@ -293,10 +263,16 @@ def decode_pdu(frame: bytes) -> Pdu:
     if spec is None:
         raise UnknownCommand(f"command_id 0x{command_id:08x}", command_id=command_id,
                              sequence=sequence, status=ESME_RINVCMDID)
+    body = bytes(frame[16:])
+    fast = _FAST_DECODE.get(command_id)
+    if fast is not None:
+        pdu = fast(name, command_id, status, sequence, body)
+        if pdu is not None:
+            return pdu
     values = dict(spec.defaults)
     unknown: dict[int, bytes] = {}
     try:
-        _parse_body(spec, bytes(frame[16:]), values, unknown)
+        _parse_body(spec, body, values, unknown)
     except ValueError as exc:
         bad_tlv = "TLV" in str(exc)
         raise DecodeError(f"{name}: {exc}", command_id=command_id, sequence=sequence,
@@ -317,6 +293,10 @@ def encode_pdu(command: str, sequence: int, status: int = ESME_ROK, **params: An
         if body is not None:  # deliver_sm_resp, enquire_link_resp, generic_nack ...
             return _HEADER.pack(16 + len(body), _SPECS[command].command_id, status,
                                 sequence) + body
+    if command in _SM_LAYOUT:
+        body = encode_sm_body(params)
+        if body is not None:
+            return _HEADER.pack(16 + len(body), _SM_LAYOUT[command], status, sequence) + body
     spec = _SPECS.get(command)
     if spec is None or not spec.encodable:
         return _encode_with_smpplib(command, sequence, status, params)
@@ -355,6 +335,44 @@ def encode_pdu(command: str, sequence: int, status: int = ESME_ROK, **params: An
         # smpplib never encodes flag TLVs; neither do we
     body = b"".join(out)
     return _HEADER.pack(16 + len(body), spec.command_id, status, sequence) + body
+
+
+# -- the hand-written paths (sms/pdu_fast.py) of the PDUs of every SMS round trip --------------
+
+
+def _decode_sm(name: str, command_id: int, status: int, sequence: int, body: bytes
+               ) -> Pdu | None:
+    got = decode_sm_mandatory(body)
+    if got is None:
+        return None
+    values, pos = got
+    unknown: dict[int, bytes] = {}
+    if pos < len(body):
+        try:
+            _parse_tlvs(_SPECS[name].tlv_kind, body, pos, values, unknown)
+        except ValueError:
+            return None  # the general path raises the DecodeError
+        values = {k: v for k, v in values.items() if v is not None}
+        sm = values.get("short_message")
+        if sm is not None and values.get("sm_length", len(sm)) != len(sm):
+            return None
+    return Pdu(name, command_id, status, sequence, values, unknown)
+
+
+def _decode_message_id(name: str, command_id: int, status: int, sequence: int, body: bytes
+                       ) -> Pdu | None:
+    values = decode_message_id_body(body)
+    return None if values is None else Pdu(name, command_id, status, sequence, values, {})
+
+
+_SM_LAYOUT = {name: _SPECS[name].command_id for name in ("submit_sm", "deliver_sm")}
+_FAST_DECODE = {_SPECS[name].command_id: fn for name, fn in (
+    ("deliver_sm", _decode_sm), ("submit_sm", _decode_sm),
+    ("submit_sm_resp", _decode_message_id), ("deliver_sm_resp", _decode_message_id))}
+if not all(tuple(f for f, *_ in _SPECS[name].mandatory) == SM_FIELDS
+           and _SPECS[name].defaults == {"sm_length": 0} and not _SPECS[name].fixed
+           for name in _SM_LAYOUT):  # the hand-written layout is smpplib's, or stop here
+    raise AssertionError("smpplib's short message layout differs from sms/pdu_fast.py")
 
 
 # The body of each command sent without parameters (every answer the session sends is one):

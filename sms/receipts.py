@@ -18,8 +18,8 @@ from twisted.python.failure import Failure
 from core.messaging.receipts import ReceiptItem, sweep_receipts
 from core.metrics import Metrics
 from ops.dbservice import DatabaseService
-from sms.batching import log_failure
 from sms.esme_types import DeliveryReceipt
+from sms.failures import log_failure
 from sms.pdu import ESME_RTHROTTLED, normalise_message_id
 
 if TYPE_CHECKING:  # sms.outbox imports this module

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 
 from core.messages import current_params
 from core.messaging.records import OutboxRow
@@ -42,8 +42,33 @@ def environment() -> Environment:
 def render(template: str, language: str, params: dict[str, Any] | None = None) -> str:
     """The text of one message, whitespace-trimmed (templates may wrap lines for reading)."""
     lang = language if language in LANGUAGES else LANGUAGES[0]
-    text = environment().get_template(f"{lang}/{template}.j2").render(**(params or {}))
+    text = _render_template(lang, template, params or {})
     return "\n".join(line.strip() for line in text.strip().splitlines() if line.strip())
+
+
+# (language, template) -> (the loaded template, its globals as one dict). Jinja's
+# ``Template.render`` builds the context from the globals' ChainMap on every call (two walks
+# of it: half of a short reply's render); these templates never change in a process (no
+# auto_reload) and nothing adds globals after start, so the walk is done once here.
+_LOADED: dict[tuple[str, str], tuple[Template, dict[str, Any]]] = {}
+
+
+def _render_template(lang: str, template: str, params: dict[str, Any]) -> str:
+    """``environment().get_template(...).render(**params)``, by the same steps (context of
+    the globals and the params, the root render function, concat), without the walks."""
+    loaded = _LOADED.get((lang, template))
+    if loaded is None:
+        tmpl = environment().get_template(f"{lang}/{template}.j2")
+        loaded = _LOADED[(lang, template)] = (tmpl, dict(tmpl.globals))
+    tmpl, globals_ = loaded
+    env = tmpl.environment
+    ctx = env.context_class(env, {**globals_, **params}, tmpl.name, tmpl.blocks,
+                            globals=globals_)
+    try:
+        return env.concat(tmpl.root_render_func(ctx))  # type: ignore[attr-defined]
+    except Exception:
+        env.handle_exception()
+        raise  # pragma: no cover - handle_exception always raises
 
 
 def template_names(language: str) -> list[str]:
@@ -113,19 +138,33 @@ _FITTED_MAX = 2048
 
 
 def _frozen(value: Any) -> Any:
-    """A hashable, type-faithful image of JSON-like params (TypeError if it has none)."""
-    if isinstance(value, dict):
-        return (dict, tuple(sorted((k, _frozen(v)) for k, v in value.items())))
-    if isinstance(value, list | tuple):
-        return (type(value), tuple(_frozen(v) for v in value))
+    """A hashable, type-faithful image of JSON-like params (TypeError if it has none).
+
+    Exact container types only (a subclass is rendered, not remembered). Dicts keep their
+    order (a template looping over one renders it in that order). A str stands for itself:
+    every other image is a tuple starting with a type, so none can equal it."""
+    t = type(value)
+    if t is str:
+        return value
+    if t is dict:
+        return (dict, *[(k, _frozen(v)) for k, v in value.items()])
+    if t is list or t is tuple:
+        return (t, *[_frozen(v) for v in value])
     hash(value)
-    return (type(value), value)  # 1, 1.0 and True are equal keys but render differently
+    return (t, value)  # 1, 1.0 and True are equal keys but render differently
+
+
+# Replies made of one member's own figures (her points, her ledger, her orders) almost never
+# repeat: remembering them only cost the key's walk and pushed the catalogue out.
+_NOT_REMEMBERED = frozenset({"balance", "history", "delivery"})
 
 
 def render_fitting(template: str, language: str, params: dict[str, Any],
                    max_parts: int = 3) -> str:
     """Render, dropping trailing list entries (``entries``, ``orders``, ``rewards``; the
     template gets ``more=True``) until the text fits ``max_parts``; cut as a last resort."""
+    if template in _NOT_REMEMBERED:
+        return _render_fitting(template, language, params, max_parts)
     try:
         key = (template, language, max_parts, _frozen(params))
     except TypeError:

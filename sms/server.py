@@ -41,8 +41,9 @@ from core.metrics import Metrics
 from core.queues import set_aside_counts
 from core.rules import ProgrammeRules
 from ops.dbservice import DatabaseService
-from sms.batching import log_failure
+from sms.failures import log_failure
 from sms.handler import HandlerSettings, MOHandler
+from sms.lane import DatabaseLane
 from sms.outbox import MTEvents, OutboxSender, SenderSettings
 from sms.receipts import ReceiptMatcher
 from sms.session import ESMEService
@@ -117,8 +118,11 @@ class SmsService(service.Service):
             max_parts=smpp.max_parts, quiet=config.jobs, lease_s=smpp.outbox_lease_s,
             max_attempts=smpp.outbox_max_attempts,
             max_in_flight=int(min(5000, max(4 * smpp.window, 2 * smpp.max_submit_rate))))
-        self.handler = MOHandler(db, metrics, self.handler_settings, clock=reactor, now=now)
-        self.events = MTEvents(db, metrics, clock=reactor, now=now)
+        # One lane for the MO side and the MT events: one trip to the database per round.
+        self.lane = DatabaseLane(db, reactor)
+        self.handler = MOHandler(db, metrics, self.handler_settings, clock=reactor, now=now,
+                                 lane=self.lane)
+        self.events = MTEvents(db, metrics, clock=reactor, now=now, lane=self.lane)
         self.receipts = ReceiptMatcher(db, metrics, clock=reactor, now=now,
                                        hold_s=receipt_hold_s, events=self.events)
         endpoint = NoDelayEndpoint(

@@ -113,7 +113,7 @@ def release_claims(uow, rules, claims: list[tuple[int, int]]) -> None:
 
 
 def extend_claims(uow, rules, claims: list[tuple[int, int]], until: datetime) -> set[int]:
-    """Extend this process's claims; returns the ids it no longer holds (claimed again by
-    another process after this one's lapsed)."""
+    """Extend this process's claims; returns the ids it no longer holds (claimed again after
+    this one's lapsed). A row whose outcome was recorded meanwhile is not lost: it is done."""
     uow.messaging.extend_claims(claims, until)
-    return {i for i, _ in claims} - uow.messaging.claims_held(claims)
+    return uow.messaging.claims_taken(claims)

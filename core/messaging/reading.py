@@ -43,6 +43,9 @@ class BatchReads:
     gift_orders: dict[str, list[Order]] = field(default_factory=dict)
     rewards: list[Reward] | None = None  # the whole catalogue, in catalogue order
     names: dict[str, Reward] = field(default_factory=dict)  # reward code -> reward
+    # The catalogue reply by (tier, language): the same for every such member of the batch
+    # (one Message, so the handler renders it once; see ``core.messaging.handling``).
+    catalogues: dict[tuple[str, str], Message] = field(default_factory=dict)
 
 
 def read_batch(uow, rules, members: Mapping[str, Member],
@@ -99,8 +102,11 @@ def batched_answer(reads: BatchReads, rules, cmd: kw.Command, msisdn: str, lang:
             return messages.tier_message(status, lang)
         if reads.rewards is None:
             return None
-        return messages.catalogue_message(priced_catalogue(reads.rewards, status.code, today),
-                                          lang, catalogue_entries)
+        message = reads.catalogues.get((status.code, lang))
+        if message is None:
+            message = reads.catalogues[(status.code, lang)] = messages.catalogue_message(
+                priced_catalogue(reads.rewards, status.code, today), lang, catalogue_entries)
+        return message
     if kind == kw.HISTORY:
         entries = reads.histories.get(msisdn)
         return None if entries is None else messages.history_message(entries, rules.today)

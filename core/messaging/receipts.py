@@ -40,27 +40,32 @@ class ReceiptItem:
 
 
 def settle(uow, outbox_ids: Iterable[int], errs: dict[tuple[int, int], str | None],
-           now: datetime) -> None:
-    """Give each ``submitted`` row whose parts all have a final receipt its final state."""
-    final: list[tuple[int, str, str | None]] = []
+           now: datetime, decided: Iterable[tuple[int, str, str | None]] = ()) -> None:
+    """Give each ``submitted`` row whose parts all have a final receipt its final state
+    (``decided``: final states already known, stored with them)."""
+    final = list(decided)
     ids = set(outbox_ids)
-    if not ids:
-        return
-    for ps in uow.messaging.part_stats(ids):
-        if ps.state != "submitted" or not ps.parts:
-            continue
-        stats = [ps.stats.get(i) for i in range(ps.parts)]
-        if not all(s in FINAL_STATES for s in stats):
-            continue
-        bad = next((i for i, s in enumerate(stats) if s != "DELIVRD"), None)
-        if bad is None:
-            final.append((ps.outbox_id, "delivered", None))
-        else:
-            err = errs.get((ps.outbox_id, bad))
-            final.append((ps.outbox_id, FINAL_STATES[stats[bad]],
-                          f"part {bad + 1}/{ps.parts} {stats[bad]}"
-                          + (f" err:{err}" if err else "")))
+    if ids:
+        for ps in uow.messaging.part_stats(ids):
+            verdict = _verdict(ps.outbox_id, ps.state, [ps.stats.get(i) for i in range(ps.parts)],
+                               errs)
+            if verdict is not None:
+                final.append(verdict)
     uow.messaging.finalise(final, now)
+
+
+def _verdict(outbox_id: int, state: str, stats: list[str | None],
+             errs: dict[tuple[int, int], str | None]) -> tuple[int, str, str | None] | None:
+    """(outbox id, final state, error) of a ``submitted`` row whose parts (``stats``, by part
+    index) all have a final receipt; None while it has none."""
+    if state != "submitted" or not stats or not all(s in FINAL_STATES for s in stats):
+        return None
+    bad = next((i for i, s in enumerate(stats) if s != "DELIVRD"), None)
+    if bad is None:
+        return (outbox_id, "delivered", None)
+    err = errs.get((outbox_id, bad))
+    return (outbox_id, FINAL_STATES[stats[bad]],
+            f"part {bad + 1}/{len(stats)} {stats[bad]}" + (f" err:{err}" if err else ""))
 
 
 def _match(uow, items: list[ReceiptItem], now: datetime
@@ -68,12 +73,17 @@ def _match(uow, items: list[ReceiptItem], now: datetime
     """Apply receipts to the parts they name; returns (counts, matched, unmatched)."""
     counts: Counter = Counter()
     keys = set().union(*(i.keys for i in items)) if items else set()
-    by_key = uow.messaging.match_ids(keys)
+    by_key = uow.messaging.match_parts(keys)
+    heads: dict[int, tuple[str, int]] = {}  # outbox id -> (state, parts)
     stats: dict[tuple[int, int], str | None] = {}
     errs: dict[tuple[int, int], str | None] = {}
     matched, unmatched = [], []
     for item in items:
-        candidates = {c for k in item.keys for c in by_key.get(k, ())}
+        candidates = set()
+        for k in item.keys:
+            for o, p, state, parts in by_key.get(k, ()):
+                candidates.add((o, p))
+                heads[o] = (state, parts)
         if not candidates:
             unmatched.append(item)
             continue
@@ -83,7 +93,18 @@ def _match(uow, items: list[ReceiptItem], now: datetime
         matched.append(item)
         counts[FINAL_STATES.get(item.stat or "", "intermediate")] += 1
     uow.messaging.set_part_stats([(o, p, s) for (o, p), s in stats.items()])
-    settle(uow, {o for o, _ in stats}, errs, now)
+    # A one-part message (most replies) is settled by its receipt's stat, as ``settle``
+    # would find it on reading the part back; only longer messages are read again.
+    decided, reread = [], set()
+    for (o, p), stat in stats.items():
+        state, parts = heads[o]
+        if parts == 1 and p == 0:
+            verdict = _verdict(o, state, [stat], errs)
+            if verdict is not None:
+                decided.append(verdict)
+        else:
+            reread.add(o)
+    settle(uow, reread, errs, now, decided)
     return counts, matched, unmatched
 
 

@@ -153,6 +153,9 @@ class MessagingRepository(Protocol):
     def claims_held(self, claims: Sequence[tuple[int, int]]) -> set[int]:
         """The ids among (id, attempts at the claim) still held by that claim (locked)."""
 
+    def claims_taken(self, claims: Sequence[tuple[int, int]]) -> set[int]:
+        """The ids among (id, attempts at the claim) claimed again since (by any process)."""
+
     def record_submitted(self, rows: Sequence[tuple[int, Sequence[str | None]]],
                          now: datetime) -> None:
         ...
@@ -180,6 +183,10 @@ class MessagingRepository(Protocol):
 
     def match_ids(self, keys: Iterable[str]) -> dict[str, list[tuple[int, int]]]:
         """id key -> the (outbox id, part index) of every MT part recorded under it."""
+
+    def match_parts(self, keys: Iterable[str]) -> dict[str, list[tuple[int, int, str, int]]]:
+        """id key -> (outbox id, part index, the row's state, its number of parts) of every
+        MT part recorded under it."""
 
     def set_part_stats(self, rows: Sequence[tuple[int, int, str | None]]) -> None:
         """(outbox id, part index, stat): every id row of that part gets the stat."""

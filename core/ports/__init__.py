@@ -6,7 +6,7 @@ from core.ports.calls import CallsRepository, TicketsRepository
 from core.ports.fulfilment import FulfilmentRepository
 from core.ports.jobs import JobsRepository
 from core.ports.members import MembersRepository
-from core.ports.orders import AtomicRedemption, OrdersRepository
+from core.ports.orders import AtomicRedemption, OrdersRepository, RedemptionRequest
 from core.ports.outbox import OutboxRepository
 from core.ports.uow import SetAsideRecord, UnitOfWork
 
@@ -18,6 +18,7 @@ __all__ = [
     "MembersRepository",
     "OrdersRepository",
     "OutboxRepository",
+    "RedemptionRequest",
     "SetAsideRecord",
     "TicketsRepository",
     "UnitOfWork",

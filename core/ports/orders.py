@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Protocol
 
 from core.domain import Confirmation, Delivery, Order, Reward
@@ -27,6 +27,29 @@ class AtomicRedemption:
     ledger_kind: str
     ledger_reason: str
     delivery_status: str | None  # gifts start with a delivery in this state
+
+
+@dataclass(frozen=True)
+class RedemptionRequest:
+    """A whole redemption as ``core.redemption.redeem`` is asked it, with the rules it needs
+    (the tiers, the qualifying window, what bars a line): what ``redeem_request`` is given,
+    so a store can check, price and spend in one call (PostgreSQL's ``loyalty_redeem``)."""
+
+    msisdn: str  # as the caller gave it (refusals name it so)
+    number: str  # normalised: the member's key
+    reward_code: str  # as the caller gave it
+    channel: str
+    request_id: str
+    now: datetime
+    today: date  # the programme day of ``now``
+    barred_lines: tuple[str, ...]  # line statuses that may not redeem
+    tier_codes: tuple[str, ...]  # the programme's tiers, lowest first...
+    tier_thresholds: tuple[int, ...]  # ...and the qualifying points each needs
+    qualifying_since: date
+    qualifying_sources: tuple[str, ...]
+    ledger_kind: str
+    reason_prefix: str  # the debit's reason: prefix + reward code
+    gift_delivery_status: str  # a gift's delivery starts in this state
 
 
 class OrdersRepository(Protocol):
@@ -59,6 +82,12 @@ class OrdersRepository(Protocol):
         AccountNeedsAttention), take limited stock (OutOfStock), and write the order, the
         lots' debits, the ledger entry and its draws, and a gift's delivery. Returns the
         order as stored (with its delivery)."""
+        ...
+
+    def redeem_request(self, request: RedemptionRequest) -> Order | None:
+        """The whole of ``core.redemption.redeem`` in one call, where the store can (the same
+        checks, refusals, price and writes, in the same order); None where it cannot (the
+        use case then runs its steps)."""
         ...
 
     def add_order(self, order: Order) -> None:

@@ -9,8 +9,13 @@ from typing import Any
 from sqlalchemy import case, func, insert, or_, select, update
 
 from core.domain import Confirmation, Delivery, Order, Reward
-from core.ports import AtomicRedemption
-from core.store.redeem_sql import order_values, redeem_in_steps, redeem_on_server
+from core.ports import AtomicRedemption, RedemptionRequest
+from core.store.redeem_sql import (
+    order_values,
+    redeem_in_steps,
+    redeem_on_server,
+    redeem_request_on_server,
+)
 from core.store.repository import SqlRepository
 from core.store.tables import (
     confirmations,
@@ -110,6 +115,13 @@ class SqlOrders(SqlRepository):
         if self.is_sqlite:
             return redeem_in_steps(self, redemption)
         return redeem_on_server(self, redemption)
+
+    def redeem_request(self, request: RedemptionRequest) -> Order | None:
+        """See ``core.ports.OrdersRepository``: one round trip on PostgreSQL; None on SQLite
+        (in-process, there are no round trips to save: the use case takes its steps)."""
+        if self.is_sqlite:
+            return None
+        return redeem_request_on_server(self, request)
 
     def order_by_request(self, msisdn: str, channel: str, request_id: str) -> Order | None:
         """The member's order for this request, if any (another member's never matches)."""

@@ -1,8 +1,13 @@
-"""The atomic part of a redemption (``OrdersRepository.redeem_atomically``), two ways.
+"""A redemption in the store: the whole of it on PostgreSQL, and its atomic part
+(``OrdersRepository.redeem_atomically``) two ways.
 
-- PostgreSQL: one call of the server-side function ``loyalty_redeem`` (migration
-  ``0010_pg_redeem``): one round trip instead of a dozen, which is what bounds the redemption
-  rate (each statement costs a round trip and the driver's time under the GIL).
+- PostgreSQL, the whole redemption (``redeem_request_on_server``): one call of
+  ``loyalty_redeem`` (migration ``0011_pg_redeem_one_call``) checks, prices and spends:
+  one round trip instead of four (member, reward, tier points, then the atomic part).
+- PostgreSQL, the atomic part alone: one call of ``loyalty_redeem_atomic`` (migration
+  ``0010_pg_redeem``, renamed by 0011): one round trip instead of a dozen, which is what
+  bounds the redemption rate (each statement costs a round trip and the driver's time under
+  the GIL).
 - SQLite (and the reference the PostgreSQL function is tested against): the same steps as
   single statements, in the same order.
 
@@ -23,14 +28,19 @@ from sqlalchemy import text
 from core.config_values import POINTS_CEILING
 from core.domain import (
     FULFILLED_KINDS,
+    AddressNeeded,
     Delivery,
     InsufficientPoints,
     LimitReached,
+    LineBarred,
     Order,
+    OrderStatus,
     OutOfStock,
+    RewardUnavailable,
     UnknownMember,
+    UnknownReward,
 )
-from core.ports import AtomicRedemption
+from core.ports import AtomicRedemption, RedemptionRequest
 from core.rules import plan_spend
 from core.store.members_sql import SqlMembers
 from core.store.sums import checked_points
@@ -39,7 +49,7 @@ if TYPE_CHECKING:
     from core.store.orders_sql import SqlOrders
 
 REDEEM = text(
-    "SELECT r_outcome, r_order_no, r_points FROM loyalty_redeem(CAST(:order AS jsonb), "
+    "SELECT r_outcome, r_order_no, r_points FROM loyalty_redeem_atomic(CAST(:order AS jsonb), "
     "CAST(:prefix AS text), CAST(:limit AS integer), CAST(:limited AS boolean), "
     "CAST(:kind AS text), CAST(:reason AS text), CAST(:delivery AS text), "
     "CAST(:ceiling AS bigint))")
@@ -73,8 +83,63 @@ def _stored(redemption: AtomicRedemption, order_no: str) -> Order:
                                             order.created_at))
 
 
+REDEEM_REQUEST = text(
+    "SELECT r_outcome, r_detail, r_points, r_reward_code, r_kind, r_price, r_address "
+    "FROM loyalty_redeem(CAST(:order AS jsonb), CAST(:code AS text), CAST(:today AS date), "
+    "CAST(:prefix AS text), CAST(:barred AS text[]), CAST(:tiers AS text[]), "
+    "CAST(:thresholds AS bigint[]), CAST(:since AS date), CAST(:sources AS text[]), "
+    "CAST(:fulfilled AS text[]), CAST(:kind AS text), CAST(:reason AS text), "
+    "CAST(:delivery AS text), CAST(:ceiling AS bigint))")
+
+
+def redeem_request_on_server(orders: SqlOrders, request: RedemptionRequest) -> Order:
+    """PostgreSQL: the whole of ``core.redemption.redeem`` in one call of ``loyalty_redeem``;
+    the same refusals, raised as the use case raises them."""
+    # The order's row, but for what the function fills in (the reward, its price, a gift's
+    # address, the fulfilment queue, the number): every other column comes from here.
+    template = Order("", request.number, "", "", 0, OrderStatus.CONFIRMED, request.channel,
+                     request.request_id, request.now)
+    row = orders.conn.execute(REDEEM_REQUEST, dict(
+        order=json.dumps({k: _json_value(v) for k, v in order_values(template).items()}),
+        code=request.reward_code.upper(), today=request.today,
+        prefix=f"{request.today:%y%m%d}", barred=list(request.barred_lines),
+        tiers=list(request.tier_codes), thresholds=list(request.tier_thresholds),
+        since=request.qualifying_since, sources=list(request.qualifying_sources),
+        fulfilled=list(FULFILLED_KINDS), kind=request.ledger_kind,
+        reason=request.reason_prefix, delivery=request.gift_delivery_status,
+        ceiling=POINTS_CEILING)).one()
+    outcome, detail, points, reward_code, kind, price, address = row
+    if outcome == "ok":
+        order = replace(template, order_no=detail, reward_code=reward_code, reward_kind=kind,
+                        points=price, delivery_address=address)
+        if kind == "gift":
+            order = replace(order, delivery=Delivery(detail, request.gift_delivery_status,
+                                                     None, None, request.now))
+        return order
+    if outcome == "replay":
+        existing = orders.get_order(detail)
+        assert existing is not None  # found under the member's lock, in this transaction
+        return existing
+    code = request.reward_code
+    refusals = {"unknown_member": lambda: UnknownMember(request.msisdn),
+                "barred": lambda: LineBarred(detail),
+                "unknown_reward": lambda: UnknownReward(code),
+                "address_needed": lambda: AddressNeeded(detail),
+                "unavailable": lambda: RewardUnavailable(code),
+                "out_of_stock": lambda: OutOfStock(code),
+                "limit": lambda: LimitReached(code),
+                "insufficient": lambda: InsufficientPoints(int(points), price),
+                "sold_out": lambda: OutOfStock(reward_code),
+                "limit_now": lambda: LimitReached(reward_code)}
+    if outcome == "attention":
+        checked_points(request.number, points)  # raises AccountNeedsAttention
+    if outcome in refusals:
+        raise refusals[outcome]()
+    raise RuntimeError(f"loyalty_redeem answered {outcome!r}")
+
+
 def redeem_on_server(orders: SqlOrders, redemption: AtomicRedemption) -> Order:
-    """PostgreSQL: everything in one call of ``loyalty_redeem``."""
+    """PostgreSQL: the atomic part in one call of ``loyalty_redeem_atomic``."""
     order = redemption.order
     row = orders.conn.execute(REDEEM, dict(
         order=json.dumps({k: _json_value(v) for k, v in order_values(order).items()}),

@@ -1,12 +1,15 @@
 """The calendar and points rules at fixed instants."""
 
+import re
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.domain import InsufficientPoints, InvalidMsisdn, PointsLot, mask_msisdn
-from core.numbering import normalise_msisdn
+from core.numbering import NumberingPlan, normalise_msisdn
 from core.rules import (
     ProgrammeRules,
     expiry_for,
@@ -140,3 +143,46 @@ def test_a_refused_number_is_masked_in_the_error(rules):
     with pytest.raises(InvalidMsisdn) as refused:
         rules.numbering.normalise("+1 415 555 0100")
     assert "555" not in str(refused.value)
+
+
+def _plan_normalise_before(plan, raw):
+    """``NumberingPlan.normalise`` as it was before its fast path for plain digits (the
+    reference for the property below)."""
+    from core.numbering import _FULLWIDTH_DIGITS
+
+    if raw is None:
+        raise InvalidMsisdn("no number")
+    text = re.sub(r"[\s\-().]", "", str(raw).strip()).translate(_FULLWIDTH_DIGITS)
+    national = None
+    for international in ("+", "00"):
+        if text.startswith(international):
+            rest = text[len(international):]
+            national = rest[len(plan.country_code):] if rest.startswith(plan.country_code) \
+                else "\0"
+            break
+    else:
+        national = text
+        for prefix in (plan.country_code, "0"):
+            if text.startswith(prefix) and re.fullmatch(plan.national_pattern,
+                                                        text[len(prefix):]):
+                national = text[len(prefix):]
+                break
+    if national == "\0" or not re.fullmatch(plan.national_pattern, national):
+        raise InvalidMsisdn(f"outside the numbering plan: {mask_msisdn(text)}")
+    return national
+
+
+@given(st.sampled_from([NumberingPlan(), NumberingPlan("44", "7[0-9]{9}"),
+                        NumberingPlan("1", "[2-9][0-9]{9}")]),
+       st.one_of(st.from_regex(r"(\+86|0086|86|0|\+44|44)?(1[3-9]|7)[0-9]{8,9}",
+                               fullmatch=True),
+                 st.from_regex(r"(\+|00|0|86|44)?[0-9０-９ \-().]{0,16}", fullmatch=True),
+                 st.text(alphabet="0123456789", max_size=16), st.text(max_size=16)))
+def test_the_plan_normalises_as_it_did_before_its_fast_path(plan, raw):
+    try:
+        expected = _plan_normalise_before(plan, raw)
+    except InvalidMsisdn as exc:
+        with pytest.raises(InvalidMsisdn, match=re.escape(str(exc))):
+            plan.normalise(raw)
+    else:
+        assert plan.normalise(raw) == expected

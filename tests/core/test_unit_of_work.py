@@ -96,3 +96,27 @@ async def test_the_database_service_commits_a_wrong_pin_and_reports_it(store, ru
     with store.unit_of_work(write=False) as uow:
         assert uow.members.get_member(M).pin_locked_until == now + timedelta(minutes=30)
         assert uow.members.balance_summary(M, now)[0] == 0
+
+
+def _in_transaction_on_server(uow) -> bool:
+    from psycopg.pq import TransactionStatus
+    return uow.conn.connection.dbapi_connection.info.transaction_status != \
+        TransactionStatus.IDLE
+
+
+def test_a_read_only_unit_reads_without_a_transaction_on_postgresql(store, rules, now):
+    """No BEGIN/ROLLBACK round trips around plain reads; a row lock (or a write) opens a
+    transaction first, so the lock is held to the end and the write is still not kept."""
+    if store.is_sqlite:
+        pytest.skip("PostgreSQL (psycopg) only")
+    add_member(store, M)
+    with store.unit_of_work(write=False) as uow:
+        assert balance(uow, rules, M, now).points == 0
+        assert not _in_transaction_on_server(uow)
+        uow.members.get_member(M, for_update=True)
+        assert _in_transaction_on_server(uow)
+        set_language(uow, rules, M, "en", now)
+    assert language_of(store) == "zh"
+    with store.unit_of_work() as uow:  # a write unit still runs in a transaction
+        uow.members.get_member(M)
+        assert _in_transaction_on_server(uow)

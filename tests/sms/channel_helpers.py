@@ -104,7 +104,7 @@ class Channel:
         sms = self.sms
         await self.sim.wait_for(
             lambda: not sms.sender.rows and not sms.sender.results.busy
-            and not sms.receipts.batch.busy and not sms.handler.store.busy, timeout=timeout)
+            and not sms.receipts.batch.busy and not sms.handler.storing, timeout=timeout)
 
     # -- looking at the database ---------------------------------------------------------
 

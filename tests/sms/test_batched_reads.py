@@ -184,3 +184,26 @@ def test_a_confirmation_code_is_looked_up_once(demo, store, run):
         event.remove(store.engine, "before_cursor_execute", seen)
     assert batch.redemptions == 1
     assert len(lookups) == 1  # the sign-up check and the redemption share one lookup
+
+
+def test_every_reply_body_is_its_own_fresh_render(demo, store, rules, run):
+    # A tier's catalogue is one Message for the batch and each Message is rendered once per
+    # round and language: every row's text is still a fresh render of its own params.
+    from sms.render import _render_fitting
+
+    numbers = make_members(store, rules, run, 24, 5)
+    texts = ["LB", "lb", "JF", "DJ", "MX", "WL", "hello", "BZ"]
+    run(store_mo_batch, [mo(m, t, key=f"{m}{t}") for m in numbers for t in texts], NOW)
+    batch = run(handle_batch, SETTINGS, NOW, 500, None)
+    assert batch.count == len(numbers) * len(texts) and not batch.problems
+    with store.unit_of_work(write=False) as uow:
+        rows = [r for r in uow.messaging.outbox_rows() if r["msisdn"] in numbers]
+    assert len(rows) == len(numbers) * len(texts)
+    catalogues = set()
+    for r in rows:
+        params = json.loads(r["params"])
+        assert r["body"] == _render_fitting(r["template"], r["language"], params,
+                                            SETTINGS.max_parts), r
+        if r["template"] == "catalogue":
+            catalogues.add(r["body"])
+    assert len(catalogues) > 2  # several tiers and languages, each its own text

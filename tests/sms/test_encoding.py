@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sms import encoding as enc
 from sms.encoding import (
     Concat,
     MessageTooLong,
@@ -310,3 +313,26 @@ def test_the_slicing_fast_path_splits_as_the_unit_by_unit_path(text, max_parts, 
             split_message(text, max_parts, ref=ref)
         return
     assert split_message(text, max_parts, ref=ref) == expected
+
+
+_GSM_ALPHABET = sorted(enc._GSM_ENC)
+
+
+def _joined_gsm(text: str) -> bytes:
+    """The septets by the plain table lookup ``encode_gsm`` used before it translated."""
+    return b"".join(enc._GSM_ENC[ch] for ch in text)
+
+
+@given(st.text(alphabet=st.sampled_from(_GSM_ALPHABET), max_size=400))
+def test_gsm_encoding_by_translation_is_the_table_lookup(text):
+    assert encode_gsm(text) == _joined_gsm(text)
+
+
+@given(st.text(max_size=50))
+def test_gsm_encoding_refuses_the_first_character_outside_gsm(text):
+    bad = next((ch for ch in text if ch not in enc._GSM_ENC), None)
+    if bad is None:
+        assert encode_gsm(text) == _joined_gsm(text)
+    else:
+        with pytest.raises(ValueError, match=re.escape(f"character {bad!r} is not")):
+            encode_gsm(text)

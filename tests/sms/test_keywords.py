@@ -73,3 +73,18 @@ def test_every_keyword_in_the_table_parses_to_its_command():
 def test_parse_never_fails(text):
     command = parse(text)
     assert isinstance(command, Command) and command.kind in kw.KINDS
+
+
+@given(st.text(max_size=60))
+def test_a_cached_parse_is_the_fresh_parse(text):
+    # ``parse`` keeps results by text: the first and the repeated answer are the uncached one.
+    fresh = kw._parse(text)
+    assert parse(text) == fresh
+    assert parse(text) == fresh
+
+
+def test_the_parse_cache_stays_bounded():
+    for i in range(kw._PARSED_MAX + 10):
+        parse(f"JF {i}")
+    assert len(kw._PARSED) <= kw._PARSED_MAX
+    assert parse("兑换A01") == Command(kw.REDEEM, "A01", "兑换A01")

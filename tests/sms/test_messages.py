@@ -199,3 +199,23 @@ def test_a_remembered_reply_text_is_not_given_for_other_params():
     flag = render_fitting("balance", "en", {"points": True, "expiring_points": 0,
                                             "expiry_date": None})
     assert "1" in points and "True" in flag
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_direct_render_is_jinjas_render(language):
+    # ``render`` runs a template's root function on a context built once per template;
+    # every message reads as Jinja's own ``Template.render`` of it.
+    from sms import render as rendering
+
+    for message in every_message(language):
+        jinja = rendering.environment().get_template(
+            f"{language}/{message.template}.j2").render(**message.params)
+        assert rendering._render_template(language, message.template, message.params) \
+            == jinja, message
+
+
+def test_a_template_error_is_still_jinjas_error():
+    from jinja2 import UndefinedError
+
+    with pytest.raises(UndefinedError):
+        render("balance", "en", {})

@@ -152,9 +152,11 @@ async def test_a_claim_left_by_a_dead_process_lapses_and_is_sent(channels, sim, 
 async def test_two_senders_share_the_outbox_without_sending_twice(channels, sim):
     small = SenderSettings(max_in_flight=8, poll_s=0.02, retry_base_s=0.05, retry_max_s=0.5)
     a, b = channels(sender=small), channels(sender=small)
-    numbers = queue(a, 120, long_every=7)
+    # Both bound before anything is due: queued first, the faster one to bind could take
+    # all 120 (each may hold 8) before the other starts, and nothing would be shared.
     await defer.gatherResults([defer.ensureDeferred(a.start()),
                                defer.ensureDeferred(b.start())])
+    numbers = queue(a, 120, long_every=7)
     await all_delivered(a, sim, numbers)
     await b.idle()
     assert a.sms.sender.submitted > 0 and b.sms.sender.submitted > 0

@@ -7,18 +7,30 @@ server processes."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+
+import pytest_twisted
 
 from core.messaging.outbox import Outcome, claim_batch, extend_claims, record_events, release_claims
 from core.service_desk import queue_sms
+from sms.outbox import SenderSettings
 from sms.pdu import normalise_message_id
+from tests.sms.channel_helpers import converse
+from tests.sms.conftest import sleep
 
 LEASE = timedelta(seconds=30)
 MSISDN = "13900000001"
+ZHANG = "13800138000"  # a demo member
 
 
 def body(row) -> str:
     return row.body
+
+
+def outbox_row_list(store, msisdn: str) -> list[dict]:
+    with store.unit_of_work(write=False) as uow:
+        return uow.messaging.outbox_rows(msisdn)
 
 
 def outbox_row(store, row_id: int) -> dict:
@@ -65,3 +77,32 @@ def test_the_holder_extends_records_and_releases_its_own_claim(run, store, now):
     run(record_events, [Outcome(row_id, ("m-1",), ((0, "m-1"),), "submitted",
                                 attempt=row.attempts)], [], now, normalise_message_id)
     assert outbox_row(store, row_id)["state"] == "submitted"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_mt_whose_outcome_is_slow_to_record_keeps_its_claim_and_goes_once(
+        channels, sim, monkeypatch):
+    """The submit outcome waits for the database (a long round of the SMS lane) past the
+    lease: the claim must still be extended, or a claim round takes the row again while its
+    outcome is pending, the outcome is dropped as stale and the row is sent a second time.
+    The race needs a second database thread (PostgreSQL's pool); on SQLite the claim round
+    waits behind the slow recording and the row is recorded first."""
+    import sms.outbox
+
+    real, slowed = sms.outbox.record_events, []
+
+    def slow_record(uow, rules, outcomes, receipts, *args):
+        if outcomes and not slowed:
+            slowed.append(outcomes)
+            time.sleep(1.5)  # the database thread busy for over two leases
+        return real(uow, rules, outcomes, receipts, *args)
+
+    monkeypatch.setattr(sms.outbox, "record_events", slow_record)
+    ch = await channels(sender=SenderSettings(
+        max_parts=3, max_in_flight=200, lease_s=0.6, poll_s=0.05, retry_base_s=0.05,
+        retry_max_s=0.5)).start()
+    first = await converse(ch, ZHANG, "JF")
+    await sleep(3.0)  # five leases: time for a second claim and a second send
+    assert slowed and sim.texts_to(ZHANG) == [first]
+    (row,) = [r for r in outbox_row_list(ch.store, ZHANG)]
+    assert row["state"] in ("submitted", "delivered")

@@ -105,10 +105,10 @@ def test_a_database_outage_is_logged_once_not_every_poll():
     class DownDB:
         down = True
 
-        def run(self, use_case, *args, **kwargs):
+        def run_steps(self, steps):
             if self.down:
                 return defer.fail(sa_exc.OperationalError("SELECT 1", (), Exception("gone")))
-            return defer.succeed(HandledBatch())
+            return defer.succeed([HandledBatch() for _ in steps])
 
     clock, db, events = task.Clock(), DownDB(), []
     globalLogPublisher.addObserver(events.append)

@@ -19,8 +19,22 @@ _OUTBOX_COLUMNS = ("msisdn", "language", "template", "params", "body", "kind", "
                    "state", "attempts", "not_before", "claimed_until", "created_at")
 _ROWS_PER_INSERT = 75  # 12 values a row: under SQLite's oldest limit of 999 per statement
 
+# json.dumps with arguments builds a JSONEncoder per call (half its cost for a reply's few
+# params); one encoder with the same settings gives the same text.
+_params_json = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 def _ids_json(ids: Sequence[str | None]) -> str:
     return json.dumps(list(ids))
+
+
+def _parts(ids_json: str | None) -> int:
+    """How many parts a row's stored message ids name."""
+    if not ids_json:
+        return 0
+    if ids_json.startswith('["') and ids_json.endswith('"]') and '"' not in ids_json[2:-2]:
+        return 1  # one JSON string (a second element would need a quote): no parse
+    return len(json.loads(ids_json))
 
 
 def _outbox_row(r) -> OutboxRow:
@@ -44,8 +58,8 @@ class OutboxQueries(QueriesBase):
         keys = [r.get("dedupe_key") for r in rows]
         if None not in keys and len(set(keys)) == len(keys):
             return self._queue_keyed(rows, keys)
-        values = [dict(r, params=json.dumps(r.get("params") or {}, ensure_ascii=False,
-                                            default=str), attempts=r.get("attempts", 0))
+        values = [dict(r, params=_params_json(r.get("params") or {}),
+                       attempts=r.get("attempts", 0))
                   for r in rows]
         result = self.conn.execute(
             outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True), values)
@@ -69,7 +83,7 @@ class OutboxQueries(QueriesBase):
             for r in chunk:
                 claimed = r.get("claimed_until")
                 params += (r["msisdn"], r["language"], r.get("template"),
-                           json.dumps(r.get("params") or {}, ensure_ascii=False, default=str),
+                           _params_json(r.get("params") or {}),
                            r.get("body"), r["kind"], r["dedupe_key"], r["state"],
                            r.get("attempts", 0), db_time(r["not_before"]),
                            db_time(claimed) if claimed is not None else None,
@@ -145,6 +159,15 @@ class OutboxQueries(QueriesBase):
             held.update(i for i, attempts in rows if wanted[i] == attempts)
         return held
 
+    def claims_taken(self, claims: Sequence[tuple[int, int]]) -> set[int]:
+        wanted = dict(claims)
+        taken: set[int] = set()
+        for chunk in chunks(sorted(wanted)):
+            rows = self._raw(f"SELECT id, attempts FROM outbox WHERE id IN ({marks(len(chunk))})",
+                             tuple(chunk))
+            taken.update(i for i, attempts in rows if wanted[i] != attempts)
+        return taken
+
     def record_submitted(self, rows: Sequence[tuple[int, Sequence[str | None]]],
                          now: datetime) -> None:
         if rows:
@@ -211,6 +234,19 @@ class OutboxQueries(QueriesBase):
                 found.setdefault(k, []).append((o, p))
         return found
 
+    def match_parts(self, keys: Iterable[str]) -> dict[str, list[tuple[int, int, str, int]]]:
+        """id key -> (outbox id, part index, the row's state, its number of parts) of every MT
+        part recorded under it: ``match_ids`` with what ``part_stats`` would read of the row,
+        so that a one-part message is settled from its receipt without reading it again."""
+        found: dict[str, list[tuple[int, int, str, int]]] = {}
+        for chunk in chunks(sorted(set(keys))):
+            for o, p, k, state, ids_json in self._raw(
+                    f"SELECT i.outbox_id, i.part, i.id_key, o.state, o.message_ids "
+                    f"FROM outbox_ids i JOIN outbox o ON o.id = i.outbox_id "
+                    f"WHERE i.id_key IN ({marks(len(chunk))})", tuple(chunk)):
+                found.setdefault(k, []).append((o, p, state, _parts(ids_json)))
+        return found
+
     def set_part_stats(self, rows: Sequence[tuple[int, int, str | None]]) -> None:
         """(outbox id, part index, stat): every id row of that part gets the stat."""
         if rows:
@@ -231,8 +267,7 @@ class OutboxQueries(QueriesBase):
                 if oid in stats:
                     stats[oid][part] = stat
             for i, (state, ids_json) in heads.items():
-                parts = len(json.loads(ids_json)) if ids_json else 0
-                out.append(PartStats(i, state, parts, stats[i]))
+                out.append(PartStats(i, state, _parts(ids_json), stats[i]))
         return out
 
     def finalise(self, rows: Sequence[tuple[int, str, str | None]], now: datetime) -> None:

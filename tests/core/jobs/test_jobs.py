@@ -127,6 +127,9 @@ def test_an_auto_redemption_refused_at_its_last_step_takes_no_points(store, rule
         return redeem_atomically(repository, redemption)
 
     monkeypatch.setattr(SqlOrders, "redeem_atomically", sold_out_meanwhile)
+    # PostgreSQL checks and spends in one call (loyalty_redeem), which leaves no point to
+    # step in between from Python: the race is staged on the use case's steps.
+    monkeypatch.setattr(SqlOrders, "redeem_request", lambda repository, request: None)
     result = drive(store, rules, config, "auto-redeem", local(2026, 12, 1, 9, 0))
     assert result.counts.get("out_of_stock") == 1 and "redeemed" not in result.counts
     assert run(balance, A, local(2026, 12, 2)).points == 2000

@@ -1,0 +1,124 @@
+"""The messaging queries' driver SQL (``QueriesBase._raw``) on a DBAPI cursor of the unit of
+work's connection: the same transaction, results and exceptions as through
+``Connection.exec_driver_sql`` (taken while anyone listens to the cursor events); instants
+stored and read back as before their shortcuts."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+
+from core.messaging.records import RateWindow
+from core.store.messaging.base import QueriesBase, py_time
+
+
+@contextmanager
+def listened(store):
+    """A cursor-event listener (so ``_raw`` takes the Connection's path); yields the SQL."""
+    seen: list[str] = []
+
+    def listener(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", listener)
+    try:
+        yield seen
+    finally:
+        event.remove(store.engine, "before_cursor_execute", listener)
+
+
+@contextmanager
+def either_path(store, through_connection: bool):
+    if through_connection:
+        with listened(store) as seen:
+            yield seen
+    else:
+        yield None
+
+
+@pytest.mark.parametrize("through_connection", [False, True])
+def test_rows_rowcount_and_the_transaction(store, now, through_connection):
+    windows = [RateWindow("13800138000", now, 1, False), RateWindow("13900139000", now, 2, True)]
+    with either_path(store, through_connection) as seen:
+        with store.unit_of_work() as uow:
+            q = uow.messaging
+            q.save_rate_windows(windows)  # the unit's first statement begins its transaction
+            assert uow.conn.in_transaction()
+            assert q.rate_windows(["13800138000", "13900139000", "13700137000"]) == {
+                w.msisdn: w for w in windows}
+            rows = q._raw("SELECT msisdn FROM sms_rate ORDER BY msisdn")
+            assert [tuple(r) for r in rows] == [("13800138000",), ("13900139000",)]
+            assert q._raw("UPDATE sms_rate SET warned = ? WHERE \"count\" >= ?",
+                          (True, 1)).rowcount == 2
+            uow.rollback()
+            assert q.rate_windows(["13800138000"]) == {}  # rolled back with its transaction
+            q.save_rate_windows(windows[:1])  # begins the next transaction after a rollback
+        with store.unit_of_work() as uow:
+            assert set(uow.messaging.rate_windows(["13800138000", "13900139000"])) == {
+                "13800138000"}
+    if through_connection:
+        assert any("sms_rate" in s for s in seen)  # every statement seen by the listener
+
+
+@pytest.mark.parametrize("through_connection", [False, True])
+def test_a_driver_error_is_sqlalchemys_and_the_unit_goes_on(store, now, through_connection):
+    with either_path(store, through_connection):
+        with store.unit_of_work() as uow:
+            q = uow.messaging
+            q.insert_mo([dict(dedupe_key="k1", msisdn="13800138000", text="JF",
+                              received_at=now)])
+            with pytest.raises(sa_exc.IntegrityError) as caught:
+                q._raw('INSERT INTO mo_messages (dedupe_key, msisdn, "text", state, '
+                       "received_at) VALUES (?, ?, ?, 'received', ?)",
+                       ("k1", "13800138000", "JF", q._db_time(now)))
+            assert not q.connection_lost(caught.value)
+            uow.rollback()
+            q.insert_mo([dict(dedupe_key="k2", msisdn="13800138000", text="JF",
+                              received_at=now + timedelta(seconds=1))])
+        with store.unit_of_work() as uow:
+            assert [m.text for m in uow.messaging.claim_mo(10)] == ["JF"]
+
+
+@pytest.mark.parametrize("through_connection", [False, True])
+def test_a_lost_connection_is_seen_as_lost(store, through_connection):
+    with either_path(store, through_connection):
+        with pytest.raises(sa_exc.DBAPIError) as caught:
+            with store.unit_of_work() as uow:
+                uow.messaging.rate_windows(["13800138000"])
+                uow.conn.connection.driver_connection.close()  # the server went away
+                uow.messaging.rate_windows(["13800138000"])
+        assert uow.messaging.connection_lost(caught.value)
+    with store.unit_of_work() as uow:  # the pool gives a working connection again
+        assert uow.messaging.rate_windows(["13800138000"]) == {}
+
+
+@given(st.datetimes(timezones=st.sampled_from([UTC, ZoneInfo("Asia/Shanghai")])),
+       st.booleans())
+def test_stored_instants_are_what_they_were_and_read_back(instant, is_sqlite):
+    q = QueriesBase(None, is_sqlite=is_sqlite)
+    naive = instant.astimezone(UTC).replace(tzinfo=None)  # the conversion before the memo
+    expected = naive.isoformat(" ", "microseconds") if is_sqlite else naive
+    assert q._db_time(instant) == expected
+    assert q._db_time(instant) == expected  # remembered
+    back = py_time(expected)  # (compared in UTC: a local time in a DST gap equals nothing)
+    assert back == instant.astimezone(UTC) and back.tzinfo is UTC
+
+
+@given(st.one_of(st.datetimes().map(str), st.dates().map(str),
+                 st.datetimes(timezones=st.just(ZoneInfo("Asia/Shanghai"))).map(str)))
+def test_reading_a_stored_text_is_what_it_was(text):
+    assert py_time(text) == datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def test_a_naive_instant_is_still_refused():
+    q = QueriesBase(None, is_sqlite=True)
+    q._db_time(datetime(2026, 11, 22, 4, 0, tzinfo=UTC))
+    with pytest.raises(ValueError, match="naive datetime"):
+        q._db_time(datetime(2026, 11, 22, 4, 0))

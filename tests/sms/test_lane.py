@@ -1,0 +1,104 @@
+"""The SMS channel's database lane: one trip per round, everything pending goes together, a
+failing step is rolled back alone (real DatabaseService, real database, real reactor)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+from sqlalchemy import text
+from twisted.internet import defer, reactor
+
+from ops.dbservice import DatabaseService, StepFailed
+from sms.lane import DatabaseLane
+
+
+def note(uow, rules, words: list[str]) -> int:
+    for word in words:
+        uow.conn.execute(text("INSERT INTO lane_notes (word) VALUES (:w)"), {"w": word})
+    return len(words)
+
+
+def note_then_fail(uow, rules, words: list[str]) -> int:
+    note(uow, rules, words)
+    raise RuntimeError("this step breaks after writing")
+
+
+class Source:
+    """A lane source that writes its pending words with ``use_case``."""
+
+    def __init__(self, lane: DatabaseLane, use_case: Any = note) -> None:
+        self.lane, self.use_case = lane, use_case
+        self.waiting: list[str] = []
+        self.rounds: list[list[str]] = []  # what each round took
+        self.results: list[Any] = []
+        self.done_d: defer.Deferred = defer.Deferred()
+        lane.add(self)
+
+    def add(self, word: str) -> None:
+        self.waiting.append(word)
+        self.lane.kick()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.waiting)
+
+    def take(self):
+        words, self.waiting = self.waiting, []
+        self.rounds.append(words)
+        return [(self.use_case, (words,))]
+
+    def done(self, results):
+        self.results.extend(results)
+
+    def failed(self, failure):
+        self.results.append(failure)
+
+
+@pytest.fixture
+def db(store, rules):
+    with store.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE lane_notes (word VARCHAR(20))"))
+    service = DatabaseService(store, rules, reactor)
+    service.startService()
+    yield service
+    service.pool.stop()
+
+
+def words_stored(store) -> list[str]:
+    with store.engine.connect() as conn:
+        return sorted(w for w, in conn.execute(text("SELECT word FROM lane_notes")))
+
+
+@pytest_twisted.ensureDeferred
+async def test_everything_added_while_a_round_runs_goes_in_the_next_round_together(db, store):
+    lane = DatabaseLane(db, reactor)
+    mo, events = Source(lane), Source(lane)
+    mo.add("a")
+    events.add("b")
+    await lane.when_idle()
+    assert (lane.rounds, mo.rounds, events.rounds) == (1, [["a"]], [["b"]])
+
+    mo.add("c")  # the round for "c" starts on the next reactor turn ...
+    d = lane.when_idle()
+    reactor.callLater(0, lambda: (mo.add("d"), events.add("e"), mo.add("f")))
+    await d  # ... and "d", "e", "f", added while it runs, share the one after it
+    assert lane.rounds == 3
+    assert mo.rounds[1:] == [["c"], ["d", "f"]] and events.rounds[1:] == [["e"]]
+    assert words_stored(store) == ["a", "b", "c", "d", "e", "f"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_step_is_rolled_back_alone_and_reported_to_its_source(db, store):
+    lane = DatabaseLane(db, reactor)
+    good, bad, after = Source(lane), Source(lane, note_then_fail), Source(lane)
+    good.add("kept")
+    bad.add("undone")
+    after.add("also kept")
+    await lane.when_idle()
+    assert lane.rounds == 1
+    assert good.results == [1] and after.results == [1]
+    (failed,) = bad.results
+    assert isinstance(failed, StepFailed) and "breaks" in str(failed.error)
+    assert words_stored(store) == ["also kept", "kept"]  # nothing of the failed step
