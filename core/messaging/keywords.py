@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 BALANCE = "balance"
 TIER = "tier"
@@ -104,25 +105,22 @@ def _raw_after(raw: str, end: int) -> str:
     return ""
 
 
-# Parsed commands by text. MO texts repeat all the time (JF, jf?, 积分...) and a Command is
-# immutable, so a parse is done once per spelling; it was a sixth of the handler's CPU per
-# MO. Only short texts are kept (long ones are ticket texts, sent once); cleared when full;
-# plain dict operations are atomic under the GIL, so pool threads may share it.
-_PARSED: dict[str, Command] = {}
-_PARSED_MAX = 4096
+# MO texts repeat all the time (JF, jf?, 积分...) and a Command is immutable, so a spelling is
+# parsed once (it was a sixth of the handler's CPU per MO). Only short texts are kept: long
+# ones are ticket texts, sent once.
 _CACHED_LENGTH = 40
 
 
 def parse(text: str) -> Command:
     """The command an MO message asks for. Ticket text (BD, TS) is kept as sent."""
-    cmd = _PARSED.get(text)
-    if cmd is None:
-        cmd = _parse(text)
-        if isinstance(text, str) and len(text) <= _CACHED_LENGTH:
-            if len(_PARSED) >= _PARSED_MAX:
-                _PARSED.clear()
-            _PARSED[text] = cmd
-    return cmd
+    if isinstance(text, str) and len(text) <= _CACHED_LENGTH:
+        return _parse_cached(text)
+    return _parse(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> Command:
+    return _parse(text)
 
 
 def _parse(text: str) -> Command:

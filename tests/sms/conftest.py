@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, endpoints, reactor, task
+from twisted.internet.testing import StringTransport
 
 from core.demo import load_demo
 from harness.smsc_simulator import SMSCSimulator
-from sms.session import ESMEService
+from sms.pdu import decode_pdu, encode_pdu
+from sms.session import ESMEFactory, ESMEService
 from sms.session_settings import SessionSettings
 from tests.sms.channel_helpers import NOW, Channel
 
@@ -53,6 +55,19 @@ class Inbox:
     def on_receipt(self, receipt: Any) -> Any:
         self.receipts.append(receipt)
         return 0
+
+
+def bound_session(clock: task.Clock, config: SessionSettings,
+                  transport: StringTransport | None = None) -> tuple[Any, StringTransport]:
+    """An ESME protocol on ``clock`` and a fake transport, bound (its bind answered)."""
+    proto = ESMEFactory(config, lambda mo: 0, lambda r: 0, clock=clock).buildProtocol(None)
+    transport = transport if transport is not None else StringTransport()
+    proto.makeConnection(transport)
+    bind = decode_pdu(transport.value())
+    transport.clear()
+    proto.dataReceived(encode_pdu("bind_transceiver_resp", bind.sequence, system_id="x"))
+    assert proto.is_bound
+    return proto, transport
 
 
 def sleep(seconds: float) -> defer.Deferred:

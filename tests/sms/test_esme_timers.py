@@ -12,8 +12,8 @@ from twisted.internet.testing import StringTransport
 
 from sms.encoding import Part
 from sms.pdu import ESME_RINVCMDLEN, ESME_ROK, PduReader, decode_pdu, encode_pdu
-from sms.session import ESMEFactory, SubmitResult, TemporaryError
-from tests.sms.conftest import Cfg
+from sms.session import SubmitResult, TemporaryError
+from tests.sms.conftest import Cfg, bound_session
 
 
 class CountingTransport(StringTransport):
@@ -29,14 +29,7 @@ class CountingTransport(StringTransport):
 def bound(clock: task.Clock, **cfg):
     config = replace(Cfg(), **{"window": 10, "max_timeouts": 100, "enquire_link_s": 1000.0,
                                "dead_link_s": 1000.0, **cfg})
-    proto = ESMEFactory(config, lambda mo: 0, lambda r: 0, clock=clock).buildProtocol(None)
-    transport = CountingTransport()
-    proto.makeConnection(transport)
-    bind = decode_pdu(transport.value())
-    transport.clear()
-    proto.dataReceived(encode_pdu("bind_transceiver_resp", bind.sequence, system_id="x"))
-    assert proto.is_bound
-    return proto, transport
+    return bound_session(clock, config, CountingTransport())
 
 
 def sent(transport: StringTransport) -> list:

@@ -84,7 +84,8 @@ def test_a_cached_parse_is_the_fresh_parse(text):
 
 
 def test_the_parse_cache_stays_bounded():
-    for i in range(kw._PARSED_MAX + 10):
+    size = kw._parse_cached.cache_info().maxsize
+    for i in range(size + 10):
         parse(f"JF {i}")
-    assert len(kw._PARSED) <= kw._PARSED_MAX
+    assert kw._parse_cached.cache_info().currsize <= size
     assert parse("兑换A01") == Command(kw.REDEEM, "A01", "兑换A01")

@@ -9,7 +9,6 @@ import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, task
-from twisted.internet.testing import StringTransport
 
 from sms.pdu import (
     ESME_RINVCMDID,
@@ -20,11 +19,10 @@ from sms.pdu import (
     ESME_RX_T_APPN,
     PduReader,
     decode_pdu,
-    encode_pdu,
     normalise_message_id,
 )
-from sms.session import ESMEFactory, NotBound, PermanentError, TemporaryError
-from tests.sms.conftest import Cfg, sleep
+from sms.session import NotBound, PermanentError, TemporaryError
+from tests.sms.conftest import Cfg, bound_session, sleep
 
 MSISDN = "13812345678"
 
@@ -292,14 +290,7 @@ _framed = st.builds(
 @settings(max_examples=300, deadline=None)
 def test_arbitrary_bytes_never_crash_the_session(chunks):
     clock = task.Clock()
-    factory = ESMEFactory(Cfg(), lambda mo: 0, lambda r: 0, clock=clock)
-    proto = factory.buildProtocol(None)
-    transport = StringTransport()
-    proto.makeConnection(transport)
-    bind = decode_pdu(transport.value())
-    transport.clear()
-    proto.dataReceived(encode_pdu("bind_transceiver_resp", bind.sequence, system_id="x"))
-    assert proto.is_bound
+    proto, transport = bound_session(clock, Cfg())
     for chunk in chunks:
         proto.dataReceived(chunk)  # must not raise
     for frame in PduReader().feed(transport.value()):  # whatever we answered is valid SMPP

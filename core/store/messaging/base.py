@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection
@@ -53,10 +54,15 @@ def py_time(value: Any) -> datetime:
     return value.replace(tzinfo=UTC)
 
 
-# Stored forms of instants by (instant, is_sqlite): a batch stores the same few instants
-# (its ``now``, a claim's end) on many rows. Equal aware instants have one stored form.
-_DB_TIMES: dict[tuple[datetime, bool], Any] = {}
-_DB_TIMES_MAX = 1024
+@lru_cache(maxsize=1024)
+def _stored_time(instant: datetime, is_sqlite: bool) -> Any:
+    """What ``QueriesBase._db_time`` gives, remembered: a batch stores the same few instants
+    (its ``now``, a claim's end) on many rows. Equal aware instants have one stored form; a
+    naive one never equals an aware one, so it is refused, never served from the cache."""
+    if instant.tzinfo is None:
+        raise ValueError("naive datetime given to the store; pass aware UTC instants")
+    naive = instant.astimezone(UTC).replace(tzinfo=None)
+    return naive.isoformat(" ", "microseconds") if is_sqlite else naive
 
 
 _PG_SQL: dict[str, str] = {}
@@ -116,17 +122,7 @@ class QueriesBase:
     def _db_time(self, instant: datetime) -> Any:
         """An aware instant as the UTCDateTime column stores it: naive UTC (as SQLAlchemy's
         SQLite text, ``2026-11-22 16:49:19.000000``, which sorts and compares as time)."""
-        key = (instant, self.is_sqlite)
-        stored = _DB_TIMES.get(key)  # a naive instant never equals an aware key
-        if stored is None:
-            if instant.tzinfo is None:
-                raise ValueError("naive datetime given to the store; pass aware UTC instants")
-            naive = instant.astimezone(UTC).replace(tzinfo=None)
-            stored = naive.isoformat(" ", "microseconds") if self.is_sqlite else naive
-            if len(_DB_TIMES) >= _DB_TIMES_MAX:
-                _DB_TIMES.clear()
-            _DB_TIMES[key] = stored
-        return stored
+        return _stored_time(instant, self.is_sqlite)
 
     def connection_lost(self, exc: BaseException) -> bool:
         """The database went away: nothing to do with the message, retry the batch later."""
