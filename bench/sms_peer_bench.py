@@ -145,13 +145,21 @@ class Peer:
 
     def run(self, esme_pid: int, **params: Any) -> dict[str, Any]:
         """One run; adds the ESME process's CPU seconds over the measured window."""
-        cpu: list[float] = []
+        cpu: list[tuple[float, float, float]] = []
+
+        def sample() -> None:
+            # The ESME process, its main (reactor) thread, and the peer itself.
+            cpu.append((proc_cpu(esme_pid), proc_cpu(esme_pid, esme_pid),
+                        proc_cpu(self.proc.pid)))
+
         self.send(cmd="run", **params)
         timeout = params["warmup_s"] + params["duration_s"] + params["drain_s"] + 60
-        result = self.wait("result", timeout, on={
-            "measuring": lambda: cpu.append(proc_cpu(esme_pid)),
-            "measured": lambda: cpu.append(proc_cpu(esme_pid))})
-        result["esme_cpu_s"] = cpu[1] - cpu[0] if len(cpu) == 2 else float("nan")
+        result = self.wait("result", timeout, on={"measuring": sample, "measured": sample})
+        nan = float("nan")
+        (result["esme_cpu_s"], result["esme_main_thread_cpu_s"],
+         result["peer_cpu_s"]) = ([b - a for a, b in zip(*cpu, strict=True)]
+                                  if len(cpu) == 2
+                                  else [nan, nan, nan])
         return result
 
     def close(self) -> None:
@@ -241,7 +249,9 @@ def measure_set(peer: Peer, pid: int, esme: str, window: int, kind: str, numbers
         rows.append(r)
         log(f"  {peer.name:9} w{window:<3} {esme:6} {kind:7} {mode:6} {r['per_s']:7,.0f}/s "
             f"p50 {_ms(r['p50_ms'])} p99 {_ms(r['p99_ms'])} ms, ESME CPU "
-            f"{1e6 * r['esme_cpu_s'] / max(r['round_trips'], 1):5.0f} us/rt{_trouble(r)}; "
+            f"{1e6 * r['esme_cpu_s'] / max(r['round_trips'], 1):5.0f} us/rt (main thread "
+            f"{1e6 * r['esme_main_thread_cpu_s'] / max(r['round_trips'], 1):.0f}), peer "
+            f"{1e6 * r['peer_cpu_s'] / max(r['round_trips'], 1):.0f} us/rt{_trouble(r)}; "
             f"load {os.getloadavg()[0]:.1f}")
     return rows
 

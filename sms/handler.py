@@ -80,84 +80,58 @@ class MOHandler(service.Service):
         self.max_store_batch = max_store_batch
         self.housekeeping_s = housekeeping_s
         self.lane = lane or DatabaseLane(db, clock)
+        self._store = _MOStore(self)
+        self.lane.add(self._store, front=True)
         self.lane.add(self)
         self._housekeeping: task.LoopingCall | None = None
         self._poll: task.LoopingCall | None = None
-        self._to_store: list[tuple[MOMessage, defer.Deferred]] = []
         self._handling_wanted = False
-        # What the running round took: the MO being stored, and whether it handles (with
-        # the claim its replies carry).
-        self._storing: list[tuple[MOMessage, defer.Deferred]] = []
-        self._handling: tuple[bool, datetime | None] = (False, None)
+        self._claim_until: datetime | None = None  # that the running round's replies carry
         self.handled = 0  # MO rows handled by this process
         self._out_of_plan_log = RepeatLimiter()
         self._failures = 0  # handling rounds failed in a row (the database unreachable)
 
-    # -- the lane source -----------------------------------------------------------------------
+    # -- the lane sources -----------------------------------------------------------------------
+    # Two: storing (in front of every round, so a deliver_sm is answered once its MO is
+    # committed, before the round's handling runs) and handling (this object).
 
     @property
     def pending(self) -> bool:
-        return bool(self._to_store) or (self._handling_wanted and self.running)
+        return self._handling_wanted and self.running
 
     @property
     def storing(self) -> bool:
         """MO received and not yet stored (or being stored)."""
-        return bool(self._to_store or self._storing)
+        return bool(self._store.to_store or self._store.storing)
 
     def take(self) -> list[Step]:
-        steps: list[Step] = []
-        now = self.now()
-        batch = self._to_store[:self.max_store_batch]
-        self._to_store = self._to_store[self.max_store_batch:]
-        self._storing = batch
-        if batch:
-            steps.append((store_mo_batch, ([mo for mo, _ in batch], now,
-                                           self.settings.dedupe_window_s)))
-        handles = self.running and (self._handling_wanted or bool(batch))
-        claim_until = None
-        if handles:
-            self._handling_wanted = False
-            claim_until = self.sender.claim_until() if self.sender is not None else None
-            steps.append((handle_batch, (self.settings, now, self.batch_size, claim_until)))
-        self._handling = (handles, claim_until)
-        return steps
+        self._handling_wanted = False
+        claim_until = self.sender.claim_until() if self.sender is not None else None
+        self._claim_until = claim_until
+        return [(handle_batch, (self.settings, self.now(), self.batch_size, claim_until))]
 
     def done(self, results: list[Any]) -> None:
-        results = list(results)
-        if self._storing:
-            self._stored_batch(results.pop(0))
-        handles, claim_until = self._handling
-        if handles:
-            handled = results.pop(0)
-            if isinstance(handled, StepFailed):
-                self._failed(step_failure(handled))
-            else:
-                self._handled(handled, claim_until)
+        (handled,) = results
+        if isinstance(handled, StepFailed):
+            self._failed(step_failure(handled))
+        else:
+            self._handled(handled, self._claim_until)
 
     def failed(self, failure: Failure) -> None:
-        if self._storing:
-            self._stored_batch(failure)
-        if self._handling[0]:
-            self._failed(failure)
+        self._failed(failure)
 
     # -- storing -----------------------------------------------------------------------------
 
     def on_deliver(self, mo: MOMessage) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
         d.addCallbacks(self._stored, self._store_failed)
-        self._to_store.append((mo, d))
+        self._store.to_store.append((mo, d))
         self.lane.kick()
         return d
 
-    def _stored_batch(self, result: Any) -> None:
-        batch, self._storing = self._storing, []
-        if isinstance(result, StepFailed):
-            result = step_failure(result)
-        for i, (_, d) in enumerate(batch):
-            if isinstance(result, Failure):
-                d.errback(result)
-            else:
-                d.callback(result[i])  # a repeat (not new) is stored too, and answered
+    def _store_taken(self) -> None:
+        """The store source took a batch: this round handles it (once the service runs)."""
+        self._handling_wanted = True
 
     def _stored(self, new: bool) -> int:
         if not new:
@@ -232,3 +206,39 @@ class MOHandler(service.Service):
             if loop is not None and loop.running:
                 loop.stop()
         return self.lane.when_idle()
+
+
+class _MOStore:
+    """The storing half of ``MOHandler`` as a lane source: every MO received since the last
+    round, stored in one step; each deliver_sm is answered as that step commits."""
+
+    def __init__(self, handler: MOHandler) -> None:
+        self.handler = handler
+        self.to_store: list[tuple[MOMessage, defer.Deferred]] = []
+        self.storing: list[tuple[MOMessage, defer.Deferred]] = []  # the running round's
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.to_store)
+
+    def take(self) -> list[Step]:
+        limit = self.handler.max_store_batch
+        self.storing, self.to_store = self.to_store[:limit], self.to_store[limit:]
+        self.handler._store_taken()
+        return [(store_mo_batch, ([mo for mo, _ in self.storing], self.handler.now(),
+                                  self.handler.settings.dedupe_window_s))]
+
+    def done(self, results: list[Any]) -> None:
+        (result,) = results
+        self._answer(step_failure(result) if isinstance(result, StepFailed) else result)
+
+    def failed(self, failure: Failure) -> None:
+        self._answer(failure)
+
+    def _answer(self, result: Any) -> None:
+        batch, self.storing = self.storing, []
+        for i, (_, d) in enumerate(batch):
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result[i])  # a repeat (not new) is stored too, and answered

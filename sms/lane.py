@@ -12,8 +12,14 @@ Here the parts of the channel are *sources* of one lane. A round asks every sour
 starts, for what it has pending (``take``: a list of steps, possibly empty), runs all the
 steps in one trip to the database thread (``DatabaseService.run_steps``: each step its own
 transaction, a failing step rolled back alone) and hands each source its results (``done``)
-or, if the whole trip failed, the failure (``failed``). While a round runs, new work waits
-for the next one, so a round takes everything that arrived during the previous one.
+as soon as its last step is committed, or, if the whole trip failed first, the failure
+(``failed``). While a round runs, new work waits for the next one, so a round takes
+everything that arrived during the previous one.
+
+Sources added with ``front=True`` (storing MO, recording MT events: what the SMSC waits on
+before it may send more, since its window counts unanswered deliver_sm) run first in every
+round and are answered before the later steps (handling) run; a deliver_sm no longer waits
+for the handling of its whole round, which at an SMSC window of 50 was the limit.
 """
 
 from __future__ import annotations
@@ -59,13 +65,19 @@ class DatabaseLane:
         self.db = db
         self.clock = clock
         self.sources: list[LaneSource] = []
+        self._front = 0  # sources[:_front] were added with front=True
         self.rounds = 0  # trips to the database thread (for tests and the bench)
         self._running = False
         self._call: IDelayedCall | None = None
         self._idle: list[defer.Deferred[None]] = []
 
-    def add(self, source: LaneSource) -> None:
-        self.sources.append(source)
+    def add(self, source: LaneSource, *, front: bool = False) -> None:
+        """A source of every round; ``front``: its steps go before those of the others."""
+        if front:
+            self.sources.insert(self._front, source)
+            self._front += 1
+        else:
+            self.sources.append(source)
 
     @property
     def busy(self) -> bool:
@@ -99,20 +111,39 @@ class DatabaseLane:
             return
         self._running = True
         self.rounds += 1
-        d = self.db.run_steps([step for _, steps in taken for step in steps])
-        d.addBoth(self._ended, taken)
+        # The source of each step, and the index of each source's last step.
+        owner = [i for i, (_, steps) in enumerate(taken) for _ in steps]
+        last = {i: at for at, i in enumerate(owner)}
+        results: list[Any] = []
+        answered: set[int] = set()
 
-    def _ended(self, results: Any, taken: list[tuple[LaneSource, list[Step]]]) -> None:
+        def on_step(index: int, result: Any) -> None:
+            results.append(result)
+            source_index = owner[index]
+            if last[source_index] == index:
+                answered.add(source_index)
+                steps = len(taken[source_index][1])
+                self._answer(taken[source_index][0], "done", results[index + 1 - steps:index + 1])
+
+        d = self.db.run_steps([step for _, steps in taken for step in steps], on_step)
+        d.addBoth(self._ended, taken, answered)
+
+    def _answer(self, source: LaneSource, how: str, result: Any) -> None:
+        try:
+            getattr(source, how)(result)
+        except Exception:  # noqa: BLE001 - one source's bug must not stall the others
+            log.failure("SMS lane: a source failed to take its results")
+
+    def _ended(self, result: Any, taken: list[tuple[LaneSource, list[Step]]],
+               answered: set[int]) -> None:
         self._running = False
         at = 0
-        for source, steps in taken:
-            try:
-                if isinstance(results, Failure):
-                    source.failed(results)
+        for i, (source, steps) in enumerate(taken):
+            if i not in answered:  # the trip failed before this source's steps ended
+                if isinstance(result, Failure):
+                    self._answer(source, "failed", result)
                 else:
-                    source.done(results[at:at + len(steps)])
-            except Exception:  # noqa: BLE001 - one source's bug must not stall the others
-                log.failure("SMS lane: a source failed to take its results")
+                    self._answer(source, "done", result[at:at + len(steps)])
             at += len(steps)
         if any(s.pending for s in self.sources):
             self.kick()

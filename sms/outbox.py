@@ -73,7 +73,7 @@ class MTEvents:
         self.now = now
         self.max_items = max_items
         self.lane = lane or DatabaseLane(db, clock)
-        self.lane.add(self)
+        self.lane.add(self, front=True)  # the SMSC waits for receipts to be answered
         self._pending: list[tuple[Outcome | ReceiptItem, defer.Deferred]] = []
         self._recording: list[tuple[Outcome | ReceiptItem, defer.Deferred]] = []
 

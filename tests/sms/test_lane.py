@@ -3,6 +3,7 @@ failing step is rolled back alone (real DatabaseService, real database, real rea
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -28,13 +29,13 @@ def note_then_fail(uow, rules, words: list[str]) -> int:
 class Source:
     """A lane source that writes its pending words with ``use_case``."""
 
-    def __init__(self, lane: DatabaseLane, use_case: Any = note) -> None:
+    def __init__(self, lane: DatabaseLane, use_case: Any = note, front: bool = False) -> None:
         self.lane, self.use_case = lane, use_case
         self.waiting: list[str] = []
         self.rounds: list[list[str]] = []  # what each round took
         self.results: list[Any] = []
         self.done_d: defer.Deferred = defer.Deferred()
-        lane.add(self)
+        lane.add(self, front=front)
 
     def add(self, word: str) -> None:
         self.waiting.append(word)
@@ -102,3 +103,32 @@ async def test_a_failing_step_is_rolled_back_alone_and_reported_to_its_source(db
     (failed,) = bad.results
     assert isinstance(failed, StepFailed) and "breaks" in str(failed.error)
     assert words_stored(store) == ["also kept", "kept"]  # nothing of the failed step
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_front_source_is_answered_as_its_step_commits_before_the_later_steps(db, store):
+    # The SMSC waits for each deliver_sm's answer (its window counts the unanswered), so the
+    # storing steps go first and are answered before the round's handling has run.
+    answered_early = threading.Event()
+    seen_by_later_step: list[bool] = []
+
+    def handle(uow, rules, words: list[str]) -> int:
+        # Runs on the database thread after the front step; the front source's answer comes
+        # through the reactor meanwhile (or never, if answers waited for the whole trip).
+        seen_by_later_step.append(answered_early.wait(timeout=5))
+        return note(uow, rules, words)
+
+    class Front(Source):
+        def done(self, results):
+            super().done(results)
+            answered_early.set()
+
+    lane = DatabaseLane(db, reactor)
+    later = Source(lane, handle)
+    front = Front(lane, front=True)  # added after the other, its step still goes first
+    later.add("handled")
+    front.add("stored")
+    await lane.when_idle()
+    assert seen_by_later_step == [True]
+    assert front.results == [1] and later.results == [1]
+    assert words_stored(store) == ["handled", "stored"]

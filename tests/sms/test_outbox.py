@@ -156,6 +156,9 @@ async def test_two_senders_share_the_outbox_without_sending_twice(channels, sim)
     # all 120 (each may hold 8) before the other starts, and nothing would be shared.
     await defer.gatherResults([defer.ensureDeferred(a.start()),
                                defer.ensureDeferred(b.start())])
+    # Each submit_sm answered after 10 ms: a sender holding its 8 cannot take the next rows
+    # before the other's poll (otherwise one quick sender may send all 120 alone).
+    sim.response_delay_s = 0.01
     numbers = queue(a, 120, long_every=7)
     await all_delivered(a, sim, numbers)
     await b.idle()
