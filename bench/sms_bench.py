@@ -218,10 +218,11 @@ def instrument(db: Any) -> dict[str, list[float]]:
     def timed_unit(use_case, write, args, kwargs):
         return inner(timing(use_case), write, args, kwargs)
 
-    def timed_steps(steps, on_step=None):
+    def timed_steps(steps, early=0, on_early=None):
         t, c = time.perf_counter(), time.thread_time()
         try:
-            return inner_steps([(timing(use_case), args) for use_case, args in steps], on_step)
+            return inner_steps([(timing(use_case), args) for use_case, args in steps], early,
+                               on_early)
         finally:
             entry = stats.setdefault("(lane round)", [0, 0.0, 0.0])
             entry[0] += 1

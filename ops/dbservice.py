@@ -19,10 +19,10 @@ Who owns the transaction:
   commits between steps (``uow.commit``); the use case for a step never commits.
 - ``run_steps`` is that driver for unrelated use cases that should share one trip to the
   database thread (the SMS channel's rounds, ``sms.lane``): each step is committed on its own,
-  and one that raises is rolled back alone and reported as ``StepFailed``. With ``on_step``,
-  each step's result also goes to the reactor as soon as the step is committed (through
-  ``callFromThread``, the same bridge the Deferred uses), so an early step's owner need not
-  wait for the later steps of the trip.
+  and one that raises is rolled back alone and reported as ``StepFailed``. With ``early=k``
+  and ``on_early``, the first k steps' results also go to the reactor as soon as the k-th step
+  ends (through ``callFromThread``, the bridge the Deferred uses, once: each crossing wakes
+  the reactor), so their owners need not wait for the later steps of the trip.
 """
 
 from __future__ import annotations
@@ -87,33 +87,35 @@ class DatabaseService(Service):
         return deferToThreadPool(self.reactor, self.pool, self._in_unit_of_work, use_case,
                                  write, args, kwargs)
 
-    def run_steps(self, steps: Sequence[Step],
-                  on_step: Callable[[int, Any], None] | None = None) -> Deferred[list[Any]]:
+    def run_steps(self, steps: Sequence[Step], early: int = 0,
+                  on_early: Callable[[list[Any]], None] | None = None) -> Deferred[list[Any]]:
         """Run each ``use_case(uow, rules, *args)`` in turn on one connection, committing
         after each; fires with their results in order, ``StepFailed`` for a step that raised.
         A failure to commit or roll back (the database gone) fails the whole Deferred.
-        ``on_step(index, result)``, if given, is called in the reactor thread as each step
-        ends (committed, or rolled back as ``StepFailed``), before the Deferred fires."""
-        return deferToThreadPool(self.reactor, self.pool, self._steps, list(steps), on_step)
+        ``on_early(results)`` is called in the reactor thread with the first ``early`` steps'
+        results as soon as they have ended (if there are later steps; else the Deferred
+        brings them), before the Deferred fires."""
+        return deferToThreadPool(self.reactor, self.pool, self._steps, list(steps), early,
+                                 on_early)
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Run a plain blocking function that needs the store itself (jobs, health checks)."""
         return deferToThreadPool(self.reactor, self.pool, fn, self.store, *args, **kwargs)
 
-    def _steps(self, steps: list[Step], on_step: Callable[[int, Any], None] | None) -> list[Any]:
+    def _steps(self, steps: list[Step], early: int = 0,
+               on_early: Callable[[list[Any]], None] | None = None) -> list[Any]:
         results: list[Any] = []
         with self.store.unit_of_work() as uow:
-            for index, (use_case, args) in enumerate(steps):
+            for use_case, args in steps:
                 try:
-                    result = use_case(uow, self.rules, *args)
+                    results.append(use_case(uow, self.rules, *args))
                 except Exception as exc:  # noqa: BLE001 - reported to the step's owner
                     uow.rollback()
-                    result = StepFailed(exc)
+                    results.append(StepFailed(exc))
                 else:
                     uow.commit()
-                results.append(result)
-                if on_step is not None:
-                    self.reactor.callFromThread(on_step, index, result)
+                if len(results) == early < len(steps) and on_early is not None:
+                    self.reactor.callFromThread(on_early, list(results))
         return results
 
     def _in_unit_of_work(self, use_case, write, args, kwargs):

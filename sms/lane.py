@@ -102,30 +102,29 @@ class DatabaseLane:
         if self._running:
             return
         taken: list[tuple[LaneSource, list[Step]]] = []
-        for source in self.sources:
+        front = 0  # how many of taken are front sources (they come first: see ``add``)
+        for at, source in enumerate(self.sources):
             steps = source.take() if source.pending else []
             if steps:
                 taken.append((source, steps))
+                front += at < self._front
         if not taken:
             self._settled()
             return
         self._running = True
         self.rounds += 1
-        # The source of each step, and the index of each source's last step.
-        owner = [i for i, (_, steps) in enumerate(taken) for _ in steps]
-        last = {i: at for at, i in enumerate(owner)}
-        results: list[Any] = []
+        # The front sources are answered as soon as their steps have ended.
+        early = sum(len(steps) for _, steps in taken[:front])
         answered: set[int] = set()
 
-        def on_step(index: int, result: Any) -> None:
-            results.append(result)
-            source_index = owner[index]
-            if last[source_index] == index:
-                answered.add(source_index)
-                steps = len(taken[source_index][1])
-                self._answer(taken[source_index][0], "done", results[index + 1 - steps:index + 1])
+        def on_early(results: list[Any]) -> None:
+            at = 0
+            for i, (source, steps) in enumerate(taken[:front]):
+                answered.add(i)
+                self._answer(source, "done", results[at:at + len(steps)])
+                at += len(steps)
 
-        d = self.db.run_steps([step for _, steps in taken for step in steps], on_step)
+        d = self.db.run_steps([step for _, steps in taken for step in steps], early, on_early)
         d.addBoth(self._ended, taken, answered)
 
     def _answer(self, source: LaneSource, how: str, result: Any) -> None:
@@ -139,7 +138,7 @@ class DatabaseLane:
         self._running = False
         at = 0
         for i, (source, steps) in enumerate(taken):
-            if i not in answered:  # the trip failed before this source's steps ended
+            if i not in answered:  # not answered early (or the trip failed first)
                 if isinstance(result, Failure):
                     self._answer(source, "failed", result)
                 else:
