@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.sms_peer_bench [--peers node,simulator] [--windows 10,50,200]
         [--sets balance,mix] [--members 10000] [--in-flight 50] [--rate 1000]
-        [--duration 10] [--warmup 2] [--quick] [--json]
+        [--duration 10] [--warmup 2] [--repeat 1] [--quick] [--json]
 
 Peers: ``node`` is ``bench/smsc_node/smsc.js``, an SMSC on the npm ``smpp`` package (install
 with ``npm ci --prefix bench/smsc_node``, which ``make bench`` does); ``simulator`` is our own
@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from bench.common import (
@@ -212,27 +213,29 @@ def measure_peer(peer: Peer, args: argparse.Namespace, numbers: list[str], templ
                  workdir: str) -> list[dict[str, Any]]:
     """Every (window, ESME, keyword set, loop) of one peer; one row per run."""
     rows: list[dict[str, Any]] = []
-    for window in args.windows:
-        for esme in ("server", "echo"):
-            # A fresh ESME (and a fresh copy of the database) per keyword set: an open loop
-            # the server cannot keep up with leaves a backlog that would otherwise be measured
-            # as the next run's latency and CPU. --quick (a smoke run at a low rate) shares one.
-            for kinds in [args.sets] if args.quick else [[kind] for kind in args.sets]:
-                db = os.path.join(workdir, f"{peer.name}-w{window}-{kinds[0]}.sqlite3")
-                if esme == "server":
-                    shutil.copyfile(template, db)
-                proc = start_esme(esme, peer, window, f"sqlite:///{db}", args.mo_rate_limit)
+    for rep, window, esme in ((rep, window, esme) for rep in range(args.repeat)
+                              for window in args.windows for esme in ("server", "echo")):
+        # A fresh ESME (and a fresh copy of the database) per keyword set: an open loop
+        # the server cannot keep up with leaves a backlog that would otherwise be measured
+        # as the next run's latency and CPU. --quick (a smoke run at a low rate) shares one.
+        for kinds in [args.sets] if args.quick else [[kind] for kind in args.sets]:
+            db = os.path.join(workdir, f"{peer.name}-w{window}-{kinds[0]}.sqlite3")
+            if esme == "server":
+                shutil.copyfile(template, db)
+            proc = start_esme(esme, peer, window, f"sqlite:///{db}", args.mo_rate_limit)
+            try:
+                for kind in kinds:
+                    for row in measure_set(peer, proc.pid, esme, window, kind, numbers,
+                                           args):
+                        rows.append(dict(row, rep=rep))
+            finally:
+                stop(proc)
                 try:
-                    for kind in kinds:
-                        rows += measure_set(peer, proc.pid, esme, window, kind, numbers, args)
-                finally:
-                    stop(proc)
-                    try:
-                        peer.wait("unbound", timeout=15)
-                    except RuntimeError as exc:
-                        log(f"  {exc}")
-                    if esme == "server":
-                        os.remove(db)
+                    peer.wait("unbound", timeout=15)
+                except RuntimeError as exc:
+                    log(f"  {exc}")
+                if esme == "server":
+                    os.remove(db)
     return rows
 
 
@@ -266,35 +269,63 @@ def _trouble(r: dict[str, Any]) -> str:
 
 
 def add_figures(results: Results, rows: list[dict[str, Any]]) -> None:
-    """Four figures per peer, set and window (the server's), each with its floor in the note."""
-    by = {(r["peer"], r["window"], r["esme"], r["set"], r["mode"]): r for r in rows}
-    for (peer, window, esme, kind, mode), s in by.items():
+    """Four figures per peer, set and window (the server's), each with its floor in the note.
+
+    With ``--repeat`` N, each repetition pairs a server run with the echo run right after it;
+    a figure is the median over the repetitions (the ratio: the median of the pairs' ratios),
+    the note lists every pair's ratio. This machine's speed drifts by up to a third between
+    runs a minute apart, which a single pair cannot tell from a change of ours."""
+    by: dict[tuple, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: r.get("rep", 0)):
+        by.setdefault((r["peer"], r["window"], r["esme"], r["set"], r["mode"]), []).append(r)
+    for (peer, window, esme, kind, mode), servers in by.items():
         if esme != "server" or mode != "closed":
             continue
-        e = by.get((peer, window, "echo", kind, "closed"))
-        so, eo = by.get((peer, window, "server", kind, "open")), by.get(
-            (peer, window, "echo", kind, "open"))
+        echoes = by.get((peer, window, "echo", kind, "closed"), [])
+        so = by.get((peer, window, "server", kind, "open"), [])
+        eo = by.get((peer, window, "echo", kind, "open"), [])
         name = f"sms_peer.{peer}.{kind}.w{window}"
-        cpu_s = 1e6 * s["esme_cpu_s"] / max(s["round_trips"], 1)
-        results.add(f"{name}.round_trips_per_s", "sqlite", round(s["per_s"]), "1/s",
-                    f"{s['in_flight']} in flight; echo {e['per_s']:,.0f}/s, ratio "
-                    f"{s['per_s'] / max(e['per_s'], 1e-9):.2f}{_trouble(s)}" if e else "")
-        results.add(f"{name}.p99_ms", "sqlite", s["p99_ms"] or float("nan"), "ms",
-                    f"p50 {_ms(s['p50_ms']).strip()}; echo p50/p99 {_ms(e['p50_ms']).strip()}"
-                    f"/{_ms(e['p99_ms']).strip()} ms" if e else "")
-        if e:
-            cpu_e = 1e6 * e["esme_cpu_s"] / max(e["round_trips"], 1)
-            note = f"ESME process; echo {cpu_e:.0f} us, ratio {cpu_s / max(cpu_e, 1e-9):.1f}"
-        else:
-            note = "ESME process"
+        rate = median(s["per_s"] for s in servers)
+        trouble = "".join(_trouble(s) for s in servers)
+        note = f"{servers[0]['in_flight']} in flight"
+        if echoes:
+            ratios = [s["per_s"] / max(e["per_s"], 1e-9) for s, e in zip(servers, echoes,
+                                                                          strict=False)]
+            note += (f"; echo {median(e['per_s'] for e in echoes):,.0f}/s, ratio "
+                     f"{median(ratios):.2f}")
+            if len(ratios) > 1:
+                note += f" (median of {', '.join(f'{x:.2f}' for x in ratios)})"
+        results.add(f"{name}.round_trips_per_s", "sqlite", round(rate), "1/s", note + trouble)
+        note = f"p50 {_ms(median_of(servers, 'p50_ms')).strip()}"
+        if echoes:
+            note += (f"; echo p50/p99 {_ms(median_of(echoes, 'p50_ms')).strip()}"
+                     f"/{_ms(median_of(echoes, 'p99_ms')).strip()} ms")
+        results.add(f"{name}.p99_ms", "sqlite", median_of(servers, "p99_ms") or float("nan"),
+                    "ms", note)
+        cpu_s = median(cpu_per_round_trip(s) for s in servers)
+        note = "ESME process"
+        if echoes:
+            cpu_e = median(cpu_per_round_trip(e) for e in echoes)
+            note += f"; echo {cpu_e:.0f} us, ratio {cpu_s / max(cpu_e, 1e-9):.1f}"
         results.add(f"{name}.cpu_per_round_trip_us", "sqlite", round(cpu_s), "us", note)
         if so:
-            note = f"{so['rate_offered']:,.0f}/s offered, p50 {_ms(so['p50_ms']).strip()}"
+            note = (f"{so[0]['rate_offered']:,.0f}/s offered, p50 "
+                    f"{_ms(median_of(so, 'p50_ms')).strip()}")
             if eo:
-                note += (f"; echo p50/p99 {_ms(eo['p50_ms']).strip()}/"
-                         f"{_ms(eo['p99_ms']).strip()} ms")
-            results.add(f"{name}.open_loop.p99_ms", "sqlite", so["p99_ms"] or float("nan"),
-                        "ms", note + _trouble(so))
+                note += (f"; echo p50/p99 {_ms(median_of(eo, 'p50_ms')).strip()}/"
+                         f"{_ms(median_of(eo, 'p99_ms')).strip()} ms")
+            results.add(f"{name}.open_loop.p99_ms", "sqlite",
+                        median_of(so, "p99_ms") or float("nan"), "ms",
+                        note + "".join(_trouble(r) for r in so))
+
+
+def cpu_per_round_trip(r: dict[str, Any]) -> float:
+    return 1e6 * r["esme_cpu_s"] / max(r["round_trips"], 1)
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return median(values) if values else None
 
 
 def summary_table(rows: list[dict[str, Any]], file: Any = None) -> None:
@@ -303,7 +334,7 @@ def summary_table(rows: list[dict[str, Any]], file: Any = None) -> None:
     for r in rows:
         table.append((r["peer"], r["window"], r["set"], r["esme"], r["mode"],
                       f"{r['per_s']:,.0f}", _ms(r["p50_ms"]).strip(), _ms(r["p99_ms"]).strip(),
-                      f"{1e6 * r['esme_cpu_s'] / max(r['round_trips'], 1):.0f}",
+                      f"{cpu_per_round_trip(r):.0f}",
                       _trouble(r).strip(" ()") or "-"))
     print_table(("peer", "window", "set", "ESME", "loop", "round trips/s", "p50 ms", "p99 ms",
                  "ESME CPU us/rt", "trouble"), table, file=file or sys.stderr,
@@ -314,7 +345,8 @@ def run(args: argparse.Namespace) -> int:
     results = Results("sms_peer", params=dict(
         peers=args.peers, windows=args.windows, sets=args.sets, members=args.members,
         in_flight=args.in_flight, rate=args.rate, duration_s=args.duration,
-        warmup_s=args.warmup, mo_rate_limit=args.mo_rate_limit, receipt_delay_ms=100,
+        warmup_s=args.warmup, repeat=args.repeat, mo_rate_limit=args.mo_rate_limit,
+        receipt_delay_ms=100,
         load_average_at_start=[round(x, 2) for x in os.getloadavg()]))
     numbers = [msisdn(i) for i in range(1, args.members + 1)]
     random.Random(7).shuffle(numbers)
@@ -352,6 +384,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds at most for the replies in flight after a run")
     p.add_argument("--mo-rate-limit", type=int, default=60,
                    help="the server's smpp.mo_rate_limit (per number a minute)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="server and echo runs this many times in turn; figures are medians")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 2,000 members, window 50, 1 s runs, 200 MO/s open loop, "
                         "one ESME for both keyword sets")

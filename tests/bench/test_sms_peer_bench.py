@@ -73,3 +73,24 @@ def test_node_smsc_bench_measures_the_server_and_the_echo_floor(node_smsc):
         assert rate["value"] > 0 and "echo" in rate["note"] and "ratio" in rate["note"]
         assert figures[f"sms_peer.node.{kind}.w10.cpu_per_round_trip_us"]["value"] > 0
         assert figures[f"sms_peer.node.{kind}.w10.open_loop.p99_ms"]["value"] > 0
+
+
+def test_repeated_runs_report_the_median_of_each_pairs_ratio():
+    from bench.common import Results
+    from bench.sms_peer_bench import add_figures
+
+    def run(rep, esme, per_s, p99):
+        return dict(rep=rep, peer="node", window=50, esme=esme, set="balance", mode="closed",
+                    per_s=per_s, p50_ms=1.0, p99_ms=p99, in_flight=50, round_trips=1000,
+                    esme_cpu_s=0.3)
+    # The machine ran fast in the second pair: each server run is compared with its own echo.
+    rows = [run(0, "server", 3000, 20.0), run(0, "echo", 5000, 9.0),
+            run(1, "server", 4000, 30.0), run(1, "echo", 8000, 9.0),
+            run(2, "server", 3300, 25.0), run(2, "echo", 5000, 9.0)]
+    results = Results("sms_peer", params={})
+    add_figures(results, rows)
+    figures = {f.name: f for f in results.figures}
+    rate = figures["sms_peer.node.balance.w50.round_trips_per_s"]
+    assert rate.value == 3300
+    assert "ratio 0.60 (median of 0.60, 0.50, 0.66)" in rate.note
+    assert figures["sms_peer.node.balance.w50.p99_ms"].value == 25.0
