@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+import weakref
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -203,18 +204,42 @@ def _plain_read(statement: str) -> bool:
     return bool(_READ_START.match(statement)) and not _NOT_A_PLAIN_READ.search(statement)
 
 
+# How many of each engine's cursor-event listeners are our own (``_begin_before_writes``):
+# with no others, ``QueriesBase._raw`` runs its statements on the DBAPI cursor itself and
+# opens the hand transaction itself (``begin_by_hand``). SQLAlchemy wraps a listener, so
+# they are counted, not compared.
+_OWN_CURSOR_LISTENERS: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
+
+
+def only_own_cursor_listeners(conn) -> bool:
+    """Whether every cursor-event listener of this Connection is one of ours: none listens
+    after the statement and the listeners before it are the ones registered here."""
+    dispatch = conn.dispatch
+    return not dispatch.after_cursor_execute and (
+        len(dispatch.before_cursor_execute) == _OWN_CURSOR_LISTENERS.get(conn.engine, 0))
+
+
+def begin_by_hand(conn, cursor, statement: str) -> None:
+    """In a read-only unit running in autocommit (``lazy_reads``), a statement that is not a
+    plain read first opens a transaction on its cursor (if none is open), so its effects
+    stay undone and its locks held until the unit's end (``_end_hand_transaction``)."""
+    if not conn.info.get("lazy_reads") or _plain_read(statement):
+        return
+    dbapi_conn = cursor.connection
+    if dbapi_conn.autocommit and dbapi_conn.info.transaction_status == _IDLE:
+        cursor.execute("BEGIN")
+
+
 def _begin_before_writes(engine: Engine) -> None:
     """A read-only unit runs in autocommit; the first statement that is not a plain read
-    opens a transaction by hand (on the same cursor, just before it), so its effects stay
-    undone and its locks held until the unit's end (``_end_hand_transaction``)."""
+    opens a transaction by hand (on the same cursor, just before it): ``begin_by_hand``,
+    run before every statement through the Connection (``_raw`` runs it itself)."""
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn, cursor, statement, _params, _context, _many) -> None:
-        if not conn.info.get("lazy_reads") or _plain_read(statement):
-            return
-        dbapi_conn = cursor.connection
-        if dbapi_conn.autocommit and dbapi_conn.info.transaction_status == _IDLE:
-            cursor.execute("BEGIN")
+        begin_by_hand(conn, cursor, statement)
+
+    _OWN_CURSOR_LISTENERS[engine] = _OWN_CURSOR_LISTENERS.get(engine, 0) + 1
 
 
 def _end_hand_transaction(conn) -> None:

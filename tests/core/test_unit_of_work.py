@@ -7,10 +7,12 @@ from datetime import date, timedelta
 
 import pytest
 import pytest_twisted
+from sqlalchemy import event
 from twisted.internet import reactor
 
 from core.accounts import balance, credit_points, set_language, set_pin, verify_pin
 from core.domain import InvalidInput
+from core.messaging.records import RateWindow
 from ops.dbservice import DatabaseService
 from tests.core.helpers import add_member
 
@@ -120,3 +122,70 @@ def test_a_read_only_unit_reads_without_a_transaction_on_postgresql(store, rules
     with store.unit_of_work() as uow:  # a write unit still runs in a transaction
         uow.members.get_member(M)
         assert _in_transaction_on_server(uow)
+
+
+def _counting_driver_sql(uow) -> list[str]:
+    """The statements the unit's Connection runs through ``exec_driver_sql`` from now on
+    (``QueriesBase._raw``'s slow path), counted on this Connection only."""
+    calls: list[str] = []
+    conn = uow.conn
+    original = conn.exec_driver_sql
+
+    def counted(statement, *args, **kwargs):
+        calls.append(statement)
+        return original(statement, *args, **kwargs)
+
+    conn.exec_driver_sql = counted
+    return calls
+
+
+def test_driver_sql_runs_on_the_cursor_on_postgresql(store, now):
+    """The store's own cursor listener (the hand BEGIN of read-only units) does not send the
+    messaging queries' driver SQL through ``exec_driver_sql``; anyone else's listener does,
+    and sees every statement."""
+    if store.is_sqlite:
+        pytest.skip("PostgreSQL (psycopg) only")
+    windows = [RateWindow(M, now, 1, False), RateWindow("13900139000", now, 2, True)]
+    numbers = [M, "13900139000", "13700137000"]
+    with store.unit_of_work() as uow:
+        through_connection = _counting_driver_sql(uow)
+        uow.messaging.save_rate_windows(windows)
+        assert uow.messaging.rate_windows(numbers) == {w.msisdn: w for w in windows}
+    assert through_connection == []
+    with store.unit_of_work(write=False) as uow:
+        through_connection = _counting_driver_sql(uow)
+        assert uow.messaging.rate_windows(numbers) == {w.msisdn: w for w in windows}
+    assert through_connection == []
+
+    seen: list[str] = []
+
+    def listener(_conn, _cursor, statement, *_args):
+        seen.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", listener)
+    try:
+        with store.unit_of_work(write=False) as uow:
+            through_connection = _counting_driver_sql(uow)
+            assert uow.messaging.rate_windows(numbers) == {w.msisdn: w for w in windows}
+    finally:
+        event.remove(store.engine, "before_cursor_execute", listener)
+    assert len(through_connection) == 1 and "sms_rate" in through_connection[0]
+    assert through_connection[0] in seen
+
+
+def test_a_read_only_unit_opens_its_transaction_before_a_driver_sql_write(store, now):
+    """On the cursor too, a read-only unit's driver SQL write first opens a transaction by
+    hand (its plain reads before it run without one), and the write is not kept."""
+    if store.is_sqlite:
+        pytest.skip("PostgreSQL (psycopg) only")
+    window = RateWindow(M, now, 1, False)
+    with store.unit_of_work(write=False) as uow:
+        through_connection = _counting_driver_sql(uow)
+        assert uow.messaging.rate_windows([M]) == {}
+        assert not _in_transaction_on_server(uow)
+        uow.messaging.save_rate_windows([window])
+        assert _in_transaction_on_server(uow)
+        assert uow.messaging.rate_windows([M]) == {M: window}  # in its own transaction
+    assert through_connection == []
+    with store.unit_of_work(write=False) as uow:
+        assert uow.messaging.rate_windows([M]) == {}

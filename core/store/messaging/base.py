@@ -13,7 +13,9 @@ the Connection did still happens: its transaction is begun first (BEGIN IMMEDIAT
 the ``begin`` event), a driver error is wrapped (and a lost connection invalidated) by the
 Connection's own handler, so ``connection_lost`` and every caller see the same exceptions;
 and while anyone listens to the cursor events (tests count statements) the Connection's path
-is taken, so they see every statement.
+is taken, so they see every statement. The store's own listener (PostgreSQL's hand BEGIN
+before a read-only unit's first write, ``engine.begin_by_hand``) does not count: with only
+that one registered, ``_raw`` stays on the cursor and opens that transaction itself.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+# The engine module is always loaded first (core.store imports it; it imports this one
+# through the unit of work): its functions are looked up when a statement runs.
+from core.store import engine as _engine
 
 CHUNK = 500
 
@@ -96,15 +102,21 @@ class QueriesBase:
                 pg = _PG_SQL[sql] = sql.replace("?", "%s")
             sql = pg
         conn = self.conn
-        if conn.dispatch.before_cursor_execute or conn.dispatch.after_cursor_execute:
-            result = conn.exec_driver_sql(sql, params)
-            rows = Rows(result.fetchall() if result.returns_rows else ())
-            rows.rowcount = result.rowcount
-            return rows
+        dispatch = conn.dispatch
+        by_hand = False
+        if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
+            if not _engine.only_own_cursor_listeners(conn):
+                result = conn.exec_driver_sql(sql, params)
+                rows = Rows(result.fetchall() if result.returns_rows else ())
+                rows.rowcount = result.rowcount
+                return rows
+            by_hand = True  # PostgreSQL's own listener: what it would do is done here
         if not conn.in_transaction():
             conn.begin()  # what exec_driver_sql's autobegin does (and its begin event)
         cursor = conn.connection.cursor()
         try:
+            if by_hand:
+                _engine.begin_by_hand(conn, cursor, sql)
             if isinstance(params, list):
                 cursor.executemany(sql, params)
             else:
