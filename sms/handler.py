@@ -10,6 +10,7 @@ answer is 0x58 (throttled) and the SMSC redelivers later. The same round then ru
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
@@ -86,7 +87,9 @@ class MOHandler(service.Service):
         self._housekeeping: task.LoopingCall | None = None
         self._poll: task.LoopingCall | None = None
         self._handling_wanted = False
-        self._claim_until: datetime | None = None  # that the running round's replies carry
+        # The claim each round's replies carry, oldest first: a round may be taken before the
+        # last one's results are in (sms.lane).
+        self._claims_until: deque[datetime | None] = deque()
         self.handled = 0  # MO rows handled by this process
         self._out_of_plan_log = RepeatLimiter()
         self._failures = 0  # handling rounds failed in a row (the database unreachable)
@@ -107,17 +110,19 @@ class MOHandler(service.Service):
     def take(self) -> list[Step]:
         self._handling_wanted = False
         claim_until = self.sender.claim_until() if self.sender is not None else None
-        self._claim_until = claim_until
+        self._claims_until.append(claim_until)
         return [(handle_batch, (self.settings, self.now(), self.batch_size, claim_until))]
 
     def done(self, results: list[Any]) -> None:
         (handled,) = results
+        claim_until = self._claims_until.popleft()
         if isinstance(handled, StepFailed):
             self._failed(step_failure(handled))
         else:
-            self._handled(handled, self._claim_until)
+            self._handled(handled, claim_until)
 
     def failed(self, failure: Failure) -> None:
+        self._claims_until.popleft()
         self._failed(failure)
 
     # -- storing -----------------------------------------------------------------------------
