@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 from sqlalchemy import text
 from twisted.internet import defer, reactor
+from twisted.internet.threads import blockingCallFromThread
 
 from ops.dbservice import DatabaseService, StepFailed
 from sms.lane import DatabaseLane
@@ -132,3 +133,39 @@ async def test_a_front_source_is_answered_as_its_step_commits_before_the_later_s
     assert seen_by_later_step == [True]
     assert front.results == [1] and later.results == [1]
     assert words_stored(store) == ["handled", "stored"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_arrived_during_a_trip_goes_to_the_database_before_the_handling_results(
+        db, store):
+    # The handled replies take the reactor a while to submit; the database thread should not
+    # wait for that before it gets the MO that arrived meanwhile.
+    events: list[str] = []
+
+    class Logged(Source):
+        def take(self):
+            events.append(f"{self.name} take")
+            return super().take()
+
+        def done(self, results):
+            events.append(f"{self.name} done")
+            super().done(results)
+
+    lane = DatabaseLane(db, reactor)
+    handling = Logged(lane)
+    handling.name = "handling"
+    storing = Logged(lane, front=True)
+    storing.name = "storing"
+
+    def slow_handle(uow, rules, words):
+        # An MO arrives (in the reactor) while this trip is still on the database thread.
+        blockingCallFromThread(reactor, storing.add, "arrived during the trip")
+        return note(uow, rules, words)
+
+    handling.use_case = slow_handle
+    storing.add("first")
+    handling.add("handled")
+    await lane.when_idle()
+    assert events[:5] == ["storing take", "handling take", "storing done",
+                          "storing take", "handling done"]
+    assert words_stored(store) == ["arrived during the trip", "first", "handled"]
