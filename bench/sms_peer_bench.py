@@ -219,7 +219,9 @@ def measure_peer(peer: Peer, args: argparse.Namespace, numbers: list[str], templ
         # the server cannot keep up with leaves a backlog that would otherwise be measured
         # as the next run's latency and CPU. --quick (a smoke run at a low rate) shares one.
         for kinds in [args.sets] if args.quick else [[kind] for kind in args.sets]:
-            db = os.path.join(workdir, f"{peer.name}-w{window}-{kinds[0]}.sqlite3")
+            # A name of its own per repetition: a stale -wal file left by the last server on
+            # the same name would be replayed into the fresh copy (a malformed database).
+            db = os.path.join(workdir, f"{peer.name}-w{window}-{kinds[0]}-{rep}.sqlite3")
             if esme == "server":
                 shutil.copyfile(template, db)
             proc = start_esme(esme, peer, window, f"sqlite:///{db}", args.mo_rate_limit)
@@ -235,7 +237,9 @@ def measure_peer(peer: Peer, args: argparse.Namespace, numbers: list[str], templ
                 except RuntimeError as exc:
                     log(f"  {exc}")
                 if esme == "server":
-                    os.remove(db)
+                    for path in (db, db + "-wal", db + "-shm"):
+                        if os.path.exists(path):
+                            os.remove(path)
     return rows
 
 
