@@ -159,7 +159,7 @@ async def test_what_arrived_during_a_trip_goes_to_the_database_before_the_handli
 
     def slow_handle(uow, rules, words):
         # An MO arrives (in the reactor) while this trip is still on the database thread.
-        blockingCallFromThread(reactor, storing.add, "arrived during the trip")
+        blockingCallFromThread(reactor, storing.add, "meanwhile")
         return note(uow, rules, words)
 
     handling.use_case = slow_handle
@@ -168,4 +168,5 @@ async def test_what_arrived_during_a_trip_goes_to_the_database_before_the_handli
     await lane.when_idle()
     assert events[:5] == ["storing take", "handling take", "storing done",
                           "storing take", "handling done"]
-    assert words_stored(store) == ["arrived during the trip", "first", "handled"]
+    assert storing.results == [1, 1] and handling.results == [1]
+    assert words_stored(store) == ["first", "handled", "meanwhile"]
