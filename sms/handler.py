@@ -31,7 +31,7 @@ from core.metrics import Metrics
 from ops.dbservice import DatabaseService, Step, StepFailed
 from sms.esme_types import MOMessage
 from sms.failures import log_failure, scrubbed
-from sms.lane import DatabaseLane, step_failure
+from sms.lane import DatabaseLane, Waiting, step_failure
 from sms.outbox import OutboxSender
 from sms.pdu import ESME_RTHROTTLED
 from sms.render import render_fitting
@@ -61,9 +61,9 @@ def handle_batch(uow, rules, settings: HandlerSettings, now: datetime, limit: in
 
 class MOHandler(service.Service):
     """``on_deliver`` for the ESME session (store, then ack) and the handling of stored MO,
-    both as a source of the SMS channel's database lane (``sms.lane``): a round stores every
-    MO received since the last one and then handles what is waiting, so a deliver_sm is
-    acknowledged once its message is stored (and, in the same trip, handled)."""
+    as two sources of the SMS channel's database lane (``sms.lane``): a round stores every
+    MO received since the last one, answers their deliver_sm as that commits, and then
+    handles what is waiting."""
 
     def __init__(self, db: DatabaseService, metrics: Metrics, settings: HandlerSettings, *,
                  clock: IReactorTime, now: Callable[[], datetime],
@@ -105,7 +105,7 @@ class MOHandler(service.Service):
     @property
     def storing(self) -> bool:
         """MO received and not yet stored (or being stored)."""
-        return bool(self._store.to_store or self._store.storing)
+        return self._store.mos.busy
 
     def take(self) -> list[Step]:
         self._handling_wanted = False
@@ -128,9 +128,8 @@ class MOHandler(service.Service):
     # -- storing -----------------------------------------------------------------------------
 
     def on_deliver(self, mo: MOMessage) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
+        d = self._store.mos.add(mo)
         d.addCallbacks(self._stored, self._store_failed)
-        self._store.to_store.append((mo, d))
         self.lane.kick()
         return d
 
@@ -215,35 +214,26 @@ class MOHandler(service.Service):
 
 class _MOStore:
     """The storing half of ``MOHandler`` as a lane source: every MO received since the last
-    round, stored in one step; each deliver_sm is answered as that step commits."""
+    round, stored in one step; each deliver_sm is answered as that step commits (with
+    whether its message was new: a repeat is stored too, and answered)."""
 
     def __init__(self, handler: MOHandler) -> None:
         self.handler = handler
-        self.to_store: list[tuple[MOMessage, defer.Deferred]] = []
-        self.storing: list[tuple[MOMessage, defer.Deferred]] = []  # the running round's
+        self.mos: Waiting[MOMessage] = Waiting(handler.max_store_batch)
 
     @property
     def pending(self) -> bool:
-        return bool(self.to_store)
+        return self.mos.pending
 
     def take(self) -> list[Step]:
-        limit = self.handler.max_store_batch
-        self.storing, self.to_store = self.to_store[:limit], self.to_store[limit:]
+        mos = self.mos.take()
         self.handler._store_taken()
-        return [(store_mo_batch, ([mo for mo, _ in self.storing], self.handler.now(),
+        return [(store_mo_batch, (mos, self.handler.now(),
                                   self.handler.settings.dedupe_window_s))]
 
     def done(self, results: list[Any]) -> None:
         (result,) = results
-        self._answer(step_failure(result) if isinstance(result, StepFailed) else result)
+        self.mos.answer(step_failure(result) if isinstance(result, StepFailed) else result)
 
     def failed(self, failure: Failure) -> None:
-        self._answer(failure)
-
-    def _answer(self, result: Any) -> None:
-        batch, self.storing = self.storing, []
-        for i, (_, d) in enumerate(batch):
-            if isinstance(result, Failure):
-                d.errback(result)
-            else:
-                d.callback(result[i])  # a repeat (not new) is stored too, and answered
+        self.mos.answer(failure)

@@ -24,7 +24,7 @@ for the handling of its whole round, which at an SMSC window of 50 was the limit
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -35,7 +35,9 @@ from ops.dbservice import DatabaseService, Step, StepFailed
 
 log = Logger()
 
-__all__ = ["DatabaseLane", "LaneSource", "StepFailed", "step_failure"]
+__all__ = ["DatabaseLane", "LaneSource", "StepFailed", "Waiting", "step_failure"]
+
+T = TypeVar("T")
 
 
 class LaneSource(Protocol):
@@ -58,6 +60,44 @@ class LaneSource(Protocol):
 def step_failure(result: StepFailed) -> Failure:
     """A failed step as a Failure (with the traceback the step raised)."""
     return Failure(result.error, type(result.error), result.error.__traceback__)
+
+
+class Waiting(Generic[T]):
+    """The items a lane source has for the next round, each with the Deferred its adder
+    got, and those the running round took (at most ``limit`` a round)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: list[tuple[T, defer.Deferred]] = []
+        self.taken: list[tuple[T, defer.Deferred]] = []
+
+    def add(self, item: T) -> defer.Deferred:
+        """Fires with the item's result (``answer``) once a round has run it."""
+        d: defer.Deferred = defer.Deferred()
+        self.items.append((item, d))
+        return d
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.items)
+
+    @property
+    def busy(self) -> bool:
+        """Items waiting or being run."""
+        return bool(self.items or self.taken)
+
+    def take(self) -> list[T]:
+        self.taken, self.items = self.items[:self.limit], self.items[self.limit:]
+        return [item for item, _ in self.taken]
+
+    def answer(self, results: list[Any] | Failure) -> None:
+        """Each taken item's result, in order; or one failure for them all."""
+        taken, self.taken = self.taken, []
+        for i, (_, d) in enumerate(taken):
+            if isinstance(results, Failure):
+                d.errback(results)
+            else:
+                d.callback(results[i])
 
 
 class DatabaseLane:

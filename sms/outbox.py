@@ -53,7 +53,7 @@ from ops.dbservice import DatabaseService, Step, StepFailed
 from sms.encoding import MessageTooLong
 from sms.esme_types import PermanentError, SMPPError, SubmitResult, TemporaryError
 from sms.failures import log_failure
-from sms.lane import DatabaseLane, step_failure
+from sms.lane import DatabaseLane, Waiting, step_failure
 from sms.pdu import ESME_RMSGQFUL, ESME_RTHROTTLED, normalise_message_id
 from sms.render import parts_for, row_text
 from sms.session import ESMEService
@@ -71,21 +71,18 @@ class MTEvents:
                  lane: DatabaseLane | None = None) -> None:
         self.metrics = metrics
         self.now = now
-        self.max_items = max_items
         self.lane = lane or DatabaseLane(db, clock)
         self.lane.add(self, front=True)  # the SMSC waits for receipts to be answered
-        self._pending: list[tuple[Outcome | ReceiptItem, defer.Deferred]] = []
-        self._recording: list[tuple[Outcome | ReceiptItem, defer.Deferred]] = []
+        self._events: Waiting[Outcome | ReceiptItem] = Waiting(max_items)
 
     def add(self, item: Outcome | ReceiptItem) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
-        self._pending.append((item, d))
+        d = self._events.add(item)
         self.lane.kick()
         return d
 
     @property
     def busy(self) -> bool:
-        return bool(self._pending or self._recording)
+        return self._events.busy
 
     def when_idle(self) -> defer.Deferred:
         return self.lane.when_idle()
@@ -94,12 +91,10 @@ class MTEvents:
 
     @property
     def pending(self) -> bool:
-        return bool(self._pending)
+        return self._events.pending
 
     def take(self) -> list[Step]:
-        self._recording = self._pending[:self.max_items]
-        self._pending = self._pending[self.max_items:]
-        items = [item for item, _ in self._recording]
+        items = self._events.take()
         outcomes = [i for i in items if isinstance(i, Outcome)]
         receipts = [i for i in items if isinstance(i, ReceiptItem)]
         return [(record_events, (outcomes, receipts, self.now(), normalise_message_id))]
@@ -111,14 +106,10 @@ class MTEvents:
             return
         for state, n in counts.items():
             self.metrics.receipts.labels(state=state).inc(n)
-        recorded, self._recording = self._recording, []
-        for _, d in recorded:
-            d.callback(None)
+        self._events.answer([None] * len(self._events.taken))
 
     def failed(self, failure: Failure) -> None:
-        recorded, self._recording = self._recording, []
-        for _, d in recorded:
-            d.errback(failure)
+        self._events.answer(failure)
 
 
 # --- the sender (reactor) ---------------------------------------------------------------------
