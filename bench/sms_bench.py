@@ -203,16 +203,19 @@ def instrument(db: Any) -> dict[str, list[float]]:
     stats: dict[str, list[float]] = {}
     inner, inner_steps = db._in_unit_of_work, db._steps
 
+    def count(name: str, t: float, c: float) -> None:
+        entry = stats.setdefault(name, [0, 0.0, 0.0])
+        entry[0] += 1
+        entry[1] += time.perf_counter() - t
+        entry[2] += time.thread_time() - c
+
     def timing(use_case: Any) -> Any:
         def timed(*args: Any, **kwargs: Any) -> Any:
             t, c = time.perf_counter(), time.thread_time()
             try:
                 return use_case(*args, **kwargs)
             finally:
-                entry = stats.setdefault(use_case.__name__, [0, 0.0, 0.0])
-                entry[0] += 1
-                entry[1] += time.perf_counter() - t
-                entry[2] += time.thread_time() - c
+                count(use_case.__name__, t, c)
         return timed
 
     def timed_unit(use_case, write, args, kwargs):
@@ -224,10 +227,7 @@ def instrument(db: Any) -> dict[str, list[float]]:
             return inner_steps([(timing(use_case), args) for use_case, args in steps], early,
                                on_early)
         finally:
-            entry = stats.setdefault("(lane round)", [0, 0.0, 0.0])
-            entry[0] += 1
-            entry[1] += time.perf_counter() - t
-            entry[2] += time.thread_time() - c
+            count("(lane round)", t, c)
 
     db._in_unit_of_work = timed_unit
     db._steps = timed_steps
