@@ -111,6 +111,17 @@ def test_stored_instants_are_what_they_were_and_read_back(instant, is_sqlite):
     assert back == instant.astimezone(UTC) and back.tzinfo is UTC
 
 
+def test_local_times_an_hour_apart_at_a_dst_change_are_stored_as_different_instants():
+    # 01:30 on 2026-11-01 happens twice in New York; the two compare and hash equal, so a
+    # memo keyed by the instant gave the second the first's stored form (an hour off).
+    q = QueriesBase(None, is_sqlite=True)
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=ZoneInfo("America/New_York"))
+    second = first.replace(fold=1)
+    assert first == second and hash(first) == hash(second)
+    assert q._db_time(first) == "2026-11-01 05:30:00.000000"
+    assert q._db_time(second) == "2026-11-01 06:30:00.000000"
+
+
 @given(st.one_of(st.datetimes().map(str), st.dates().map(str),
                  st.datetimes(timezones=st.just(ZoneInfo("Asia/Shanghai"))).map(str)))
 def test_reading_a_stored_text_is_what_it_was(text):

@@ -60,14 +60,21 @@ def py_time(value: Any) -> datetime:
     return value.replace(tzinfo=UTC)
 
 
-@lru_cache(maxsize=1024)
 def _stored_time(instant: datetime, is_sqlite: bool) -> Any:
-    """What ``QueriesBase._db_time`` gives, remembered: a batch stores the same few instants
-    (its ``now``, a claim's end) on many rows. Equal aware instants have one stored form; a
-    naive one never equals an aware one, so it is refused, never served from the cache."""
+    """What ``QueriesBase._db_time`` gives. UTC instants (the server's ``now``, a claim's
+    end: a batch stores the same few on many rows) are remembered; a local time is not: two
+    that differ only by ``fold`` (an hour repeated or skipped at a DST change) compare and
+    hash equal, yet are different instants."""
+    if instant.tzinfo is UTC:
+        return _stored_utc(instant, is_sqlite)
     if instant.tzinfo is None:
         raise ValueError("naive datetime given to the store; pass aware UTC instants")
-    naive = instant.astimezone(UTC).replace(tzinfo=None)
+    return _stored_utc(instant.astimezone(UTC), is_sqlite)
+
+
+@lru_cache(maxsize=1024)
+def _stored_utc(instant: datetime, is_sqlite: bool) -> Any:
+    naive = instant.replace(tzinfo=None)
     return naive.isoformat(" ", "microseconds") if is_sqlite else naive
 
 
