@@ -1,7 +1,7 @@
 """Scale-out benchmark: 1, 2 and 4 server processes on one PostgreSQL, read-only SMS keywords.
 
     .venv/bin/python -m bench.scale_bench [--processes 1,2,4] [--members 20000]
-        [--duration 10] [--warmup 3] [--concurrency 200] [--pg-url URL] [--json]
+        [--duration 10] [--warmup 3] [--concurrency 200] [--pg-url URL] [--db-stats] [--json]
 
 For each process count N: a fresh PostgreSQL schema with the demo data plus ``--members``
 members (``bench.sms_bench``'s), N server processes (``bench.sms_bench --role server``: the
@@ -16,6 +16,10 @@ N processes' CPU over the phase / round trips), PostgreSQL's CPU per round trip 
 on this machine, when they are visible in /proc: other users of the server count too), and
 both as a ratio to one process. On a machine with fewer free cores than processes the rate
 cannot grow; the CPU per round trip says what scale-out costs.
+
+``--db-stats``: each server prints, as it stops, its database use cases' calls, wall and CPU
+time (``bench.sms_bench --db-stats``): the lane's rounds against the MO handled say how large
+a round each process had.
 
 Progress goes to stderr; the result table to stdout (``--json``: a JSON document).
 """
@@ -91,7 +95,8 @@ async def measure(reactor: Any, args: argparse.Namespace, url: str, n: int) -> d
     port = sim.listen(0).getHost().port
     servers = [subprocess.Popen(
         [sys.executable, "-m", "bench.sms_bench", "--role", "server", "--db", url,
-         "--smsc-port", str(port)], env=dict(os.environ, PYTHONPATH=os.getcwd()))
+         "--smsc-port", str(port), *(["--db-stats"] if args.db_stats else [])],
+        env=dict(os.environ, PYTHONPATH=os.getcwd()))
         for _ in range(n)]
     try:
         await sim.wait_for(lambda: len(sim.sessions) == n, timeout=60)
@@ -202,6 +207,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle", type=float, default=3.0,
                    help="seconds the idle processes' CPU is measured before the load")
     p.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    p.add_argument("--db-stats", action="store_true",
+                   help="the servers print their database use cases' times as they stop")
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
 

@@ -1,7 +1,7 @@
 """The SMS channel's database work per MO, by stage, without the reactor or a peer.
 
     .venv/bin/python -m bench.sms_db_bench [--members 10000] [--batches 1,10,50] [--mos 4000]
-        [--sets balance,mix] [--profile FILE]
+        [--sets balance,mix] [--backend sqlite|postgresql] [--pg-url URL] [--profile FILE]
 
 Runs on one thread, in order, what the database thread does for every round trip: store the
 MO (``store_mo_batch``), handle it (``handle_batch``: claim, read, reply queued and claimed),
@@ -10,7 +10,10 @@ record its submit_sm_resp (``record_events`` with the outcome) and its delivery 
 once, as the SMS channel batches them under load. Reports the thread's CPU per MO for each
 stage and in all (``time.thread_time``: steady on a shared machine, unlike a rate), so a
 change to the hot path can be measured on its own; ``bench.sms_peer_bench`` measures the
-whole server against a third-party SMSC.
+whole server against a third-party SMSC. ``--statements`` also counts the statements each
+stage sends per batch (on PostgreSQL each is a round trip: the fixed cost of a round). It
+counts with a cursor listener, which takes the raw statements off their fast path on
+PostgreSQL, so that run's CPU figures are higher than without it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.common import fresh_database, log, populate
+from bench.common import DEFAULT_PG_URL, fresh_database, log, populate
 from bench.sms_bench import bench_members, msisdn
 from bench.sms_peer_bench import keyword_texts
 
@@ -47,25 +50,36 @@ def run(args: argparse.Namespace) -> int:
         import cProfile
 
         profiler = cProfile.Profile(time.thread_time)
+    from sqlalchemy import event
+
     print(f"{'set':8} {'batch':>5}  " + "  ".join(f"{s:>9}" for s in STAGES)
-          + "      all  (us of database-thread CPU per MO)")
+          + "      all  (us of database-thread CPU per MO"
+          + ("; statements per batch)" if args.statements else ")"))
     for kind in args.sets.split(","):
         texts = keyword_texts(kind)
         for batch in [int(b) for b in args.batches.split(",")]:
-            with fresh_database("sqlite") as url:
+            with fresh_database(args.backend, pg_url=args.pg_url) as url:
                 log(f"building {args.members:,} members for {kind}, batch {batch}")
                 populate(url, bench_members(args.members, datetime.now(UTC).date()))
                 store = Store(url)
+                sent = [0]  # statements sent (executemany: one)
+                if args.statements:
+                    @event.listens_for(store.engine, "before_cursor_execute")
+                    def _count(*_: Any, sent: list[int] = sent) -> None:
+                        sent[0] += 1
+
                 numbers = itertools.cycle(range(1, args.members + 1))
                 spelling = itertools.count()
                 cpu = dict.fromkeys(STAGES, 0.0)
+                statements = dict.fromkeys(STAGES, 0)
                 now = datetime.now(UTC)
                 done = 0
                 serial = itertools.count(1)
 
                 def unit(stage: str, fn: Any, *a: Any, measured: bool, store: Any = store,
-                         cpu: dict[str, float] = cpu) -> Any:
-                    c = time.thread_time()
+                         cpu: dict[str, float] = cpu, statements: dict[str, int] = statements,
+                         sent: list[int] = sent) -> Any:
+                    c, before = time.thread_time(), sent[0]
                     if profiler is not None and measured:
                         profiler.enable()
                     with store.unit_of_work() as uow:
@@ -74,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
                         profiler.disable()
                     if measured:
                         cpu[stage] += time.thread_time() - c
+                        statements[stage] += sent[0] - before
                     return result
 
                 warm = max(500, 5 * batch)
@@ -108,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
                 per = {s: 1e6 * cpu[s] / n for s in STAGES}
                 print(f"{kind:8} {batch:>5}  " + "  ".join(f"{per[s]:9.1f}" for s in STAGES)
                       + f"  {sum(per.values()):7.1f}", flush=True)
+                per = {s: statements[s] * batch / n for s in STAGES}
+                if args.statements:
+                        print(f"{'':8} {'':>5}  " + "  ".join(f"{per[s]:9.1f}" for s in STAGES)
+                          + f"  {sum(per.values()):7.1f}", flush=True)
     if profiler is not None:
         profiler.dump_stats(args.profile)
     return 0
@@ -120,6 +139,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", default="1,10,50")
     p.add_argument("--mos", type=int, default=4000, help="MO measured per set and batch size")
     p.add_argument("--sets", default="balance,mix")
+    p.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    p.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    p.add_argument("--statements", action="store_true",
+                   help="also count the statements of each stage (slower on PostgreSQL)")
     p.add_argument("--profile", help="cProfile the measured stages (thread CPU) into this file")
     return p.parse_args(argv)
 

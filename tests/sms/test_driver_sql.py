@@ -99,6 +99,52 @@ def test_a_lost_connection_is_seen_as_lost(store, through_connection):
         assert uow.messaging.rate_windows(["13800138000"]) == {}
 
 
+def _reply(msisdn: str, key: str, now: datetime) -> dict:
+    return dict(msisdn=msisdn, language="zh", kind="reply", template="balance", params={},
+                body=None, dedupe_key=key, state="sending", not_before=now,
+                claimed_until=now + timedelta(minutes=1), created_at=now)
+
+
+@pytest.mark.parametrize("through_connection", [False, True])
+def test_writes_of_many_rows_keep_each_rows_values_and_order(store, now, through_connection):
+    # PostgreSQL writes these as one statement over arrays, SQLite as executemany: the rows
+    # must come out the same, in the order given (MO ids are the order of arrival).
+    later = now + timedelta(seconds=30)
+    with either_path(store, through_connection), store.unit_of_work() as uow:
+        q = uow.messaging
+        q.insert_mo([dict(dedupe_key=k, msisdn=m, text=t, received_at=now)
+                     for k, m, t in (("b", "13900139000", "积分"), ("a", "13800138000", "JF"),
+                                     ("c", "13700137000", "DJ"))])
+        q.insert_mo([dict(dedupe_key="a", msisdn="13800138000", text="again", received_at=now)])
+        assert [(m.msisdn, m.text) for m in q.claim_mo(10)] == [
+            ("13900139000", "积分"), ("13800138000", "JF"), ("13700137000", "DJ")]
+        q.save_rate_windows([RateWindow("13800138000", now, 1, False)])
+        q.save_rate_windows([RateWindow("13900139000", later, 3, True),
+                             RateWindow("13800138000", later, 2, True)])
+        assert q.rate_windows(["13800138000", "13900139000"]) == {
+            "13800138000": RateWindow("13800138000", later, 2, True),
+            "13900139000": RateWindow("13900139000", later, 3, True)}
+        one, two, three = q.queue_outbox([_reply("13800138000", "mo:1", now),
+                                          _reply("13900139000", "mo:2", now),
+                                          _reply("13700137000", "mo:3", now)])
+        q.record_submitted([(one, ["m1"]), (two, ["m2a", "m2b"])], later)
+        q.add_message_ids([(one, 0, "m1", {"m1", "x1"}), (two, 0, "m2a", {"m2a"}),
+                           (two, 1, "m2b", {"m2b"})], later)
+        q.set_part_stats([(two, 1, "UNDELIV"), (one, 0, "DELIVRD")])
+        # The first verdict of a row given twice is kept; a row not submitted is left alone.
+        q.finalise([(one, "delivered", None), (one, "failed", "late"),
+                    (three, "delivered", None), (two, "failed", "part 2/2 UNDELIV")], later)
+        rows = {r["id"]: r for r in q.outbox_rows()}
+        assert [(rows[i]["state"], rows[i]["error"]) for i in (one, two, three)] == [
+            ("delivered", None), ("failed", "part 2/2 UNDELIV"), ("sending", None)]
+        assert rows[two]["message_ids"] == '["m2a", "m2b"]'
+        assert rows[one]["claimed_until"] is None and rows[three]["claimed_until"] is not None
+        assert q.match_ids(["m1", "x1", "m2b", "nope"]) == {
+            "m1": [(one, 0)], "x1": [(one, 0)], "m2b": [(two, 1)]}
+        assert sorted((p.outbox_id, p.stats) for p in q.part_stats([one, two])) == [
+            (one, {0: "DELIVRD"}), (two, {0: None, 1: "UNDELIV"})]
+
+
 @given(st.datetimes(timezones=st.sampled_from([UTC, ZoneInfo("Asia/Shanghai")])),
        st.booleans())
 def test_stored_instants_are_what_they_were_and_read_back(instant, is_sqlite):

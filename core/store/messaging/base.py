@@ -6,6 +6,12 @@ through its type processors cost more CPU than SQLite's own work, and was a thir
 channel's CPU per round trip. The SQL is the common subset of SQLite and PostgreSQL; values
 go in and come out as the table types would have made them (``_db_time`` / ``_py_time``).
 
+On PostgreSQL a write of many rows is one statement over arrays, one per column
+(``unnest(?::type[], ...)``, parameters from ``_arrays``), not an executemany: the driver
+sends an executemany as one statement per row, about 13 us of client CPU a row against 2.5
+for the array form. SQLite runs executemany in C, and has no arrays. (Sets of values stay
+``IN`` lists: ``= ANY(array)`` measured slower for the handler's reads.)
+
 ``_raw`` runs them on a DBAPI cursor of the unit of work's connection, not through
 ``Connection.exec_driver_sql``: setting up a CursorResult and fetching each row through it
 cost ~15 us a statement and ~1.5 us a row, as much as the rest of a small batch's work. What
@@ -137,6 +143,11 @@ class QueriesBase:
             conn._handle_dbapi_exception(exc, sql, params, cursor, None)
         cursor.close()
         return rows
+
+    @staticmethod
+    def _arrays(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+        """Rows as one list per column: the parameters of PostgreSQL's ``unnest(?, ...)``."""
+        return tuple(list(column) for column in zip(*rows, strict=True))
 
     def _db_time(self, instant: datetime) -> Any:
         """An aware instant as the UTCDateTime column stores it: naive UTC (as SQLAlchemy's

@@ -35,12 +35,19 @@ class MOQueries(QueriesBase):
 
     def insert_mo(self, rows: Sequence[dict[str, Any]]) -> None:
         """rows: dedupe_key, msisdn, text, received_at. A key already stored is skipped."""
-        if rows:
-            self._raw(
-                'INSERT INTO mo_messages (dedupe_key, msisdn, "text", state, received_at) '
-                "VALUES (?, ?, ?, 'received', ?) ON CONFLICT (dedupe_key) DO NOTHING",
-                [(r["dedupe_key"], r["msisdn"], r["text"], self._db_time(r["received_at"]))
-                 for r in rows])
+        if not rows:
+            return
+        values = [(r["dedupe_key"], r["msisdn"], r["text"], self._db_time(r["received_at"]))
+                  for r in rows]
+        if self.is_sqlite:
+            self._raw('INSERT INTO mo_messages (dedupe_key, msisdn, "text", state, received_at) '
+                      "VALUES (?, ?, ?, 'received', ?) ON CONFLICT (dedupe_key) DO NOTHING",
+                      values)
+        else:  # in the given order: ids are the order of arrival
+            self._raw('INSERT INTO mo_messages (dedupe_key, msisdn, "text", state, received_at) '
+                      "SELECT k, m, t, 'received', r FROM unnest(?::text[], ?::text[], "
+                      "?::text[], ?::timestamp[]) WITH ORDINALITY AS v(k, m, t, r, n) ORDER BY n "
+                      "ON CONFLICT (dedupe_key) DO NOTHING", self._arrays(values))
 
     def existing_part_keys(self, keys: Sequence[str], since: datetime) -> set[str]:
         found: set[str] = set()
@@ -170,15 +177,22 @@ class MOQueries(QueriesBase):
         return found
 
     def save_rate_windows(self, windows: Sequence[RateWindow]) -> None:
-        if windows:
-            self._raw(
-                'INSERT INTO sms_rate (msisdn, window_start, "count", warned) VALUES (?, ?, ?, ?) '
-                "ON CONFLICT (msisdn) DO UPDATE SET window_start = excluded.window_start, "
-                '"count" = excluded."count", warned = excluded.warned',
-                # In number order: two processes' batches upserting the same numbers lock
-                # their rows in one order, so they wait for each other instead of deadlocking.
-                [(w.msisdn, self._db_time(w.window_start), w.count, bool(w.warned))
-                 for w in sorted(windows, key=lambda w: w.msisdn)])
+        if not windows:
+            return
+        # In number order: two processes' batches upserting the same numbers lock their rows
+        # in one order, so they wait for each other instead of deadlocking.
+        values = [(w.msisdn, self._db_time(w.window_start), w.count, bool(w.warned))
+                  for w in sorted(windows, key=lambda w: w.msisdn)]
+        upsert = ("ON CONFLICT (msisdn) DO UPDATE SET window_start = excluded.window_start, "
+                  '"count" = excluded."count", warned = excluded.warned')
+        if self.is_sqlite:
+            self._raw('INSERT INTO sms_rate (msisdn, window_start, "count", warned) '
+                      f"VALUES (?, ?, ?, ?) {upsert}", values)
+        else:
+            self._raw('INSERT INTO sms_rate (msisdn, window_start, "count", warned) '
+                      "SELECT m, s, c, w FROM unnest(?::text[], ?::timestamp[], ?::int[], "
+                      "?::boolean[]) WITH ORDINALITY AS v(m, s, c, w, n) ORDER BY n "
+                      f"{upsert}", self._arrays(values))
 
     def purge_rate_windows(self, before: datetime) -> int:
         return self.conn.execute(

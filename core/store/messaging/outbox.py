@@ -170,11 +170,18 @@ class OutboxQueries(QueriesBase):
 
     def record_submitted(self, rows: Sequence[tuple[int, Sequence[str | None]]],
                          now: datetime) -> None:
-        if rows:
-            now_db = self._db_time(now)
+        if not rows:
+            return
+        now_db = self._db_time(now)
+        if self.is_sqlite:
             self._raw("UPDATE outbox SET state = 'submitted', message_ids = ?, submitted_at = ?, "
                       "claimed_until = NULL, error = NULL WHERE id = ?",
                       [(_ids_json(ids), now_db, i) for i, ids in rows])
+        else:
+            self._raw("UPDATE outbox SET state = 'submitted', message_ids = v.ids, "
+                      "submitted_at = ?, claimed_until = NULL, error = NULL "
+                      "FROM unnest(?::text[], ?::bigint[]) AS v(ids, id) WHERE outbox.id = v.id",
+                      (now_db, *self._arrays([(_ids_json(ids), i) for i, ids in rows])))
 
     def record_retry(self, rows: Sequence[tuple[int, Sequence[str | None], datetime, str]]
                          ) -> None:
@@ -204,9 +211,16 @@ class OutboxQueries(QueriesBase):
         now_db = self._db_time(now)
         values = [(oid, part, mid[:80], key[:90], now_db)
                   for oid, part, mid, keys in rows for key in sorted(keys)]
-        if values:
+        if not values:
+            return
+        if self.is_sqlite:
             self._raw("INSERT INTO outbox_ids (outbox_id, part, message_id, id_key, stat, "
                       "created_at) VALUES (?, ?, ?, ?, NULL, ?)", values)
+        else:
+            self._raw("INSERT INTO outbox_ids (outbox_id, part, message_id, id_key, stat, "
+                      "created_at) SELECT o, p, m, k, NULL, c FROM unnest(?::bigint[], "
+                      "?::int[], ?::text[], ?::text[], ?::timestamp[]) AS v(o, p, m, k, c)",
+                      self._arrays(values))
 
     def outbox_depth(self) -> int:
         return int(self.conn.execute(select(func.count()).select_from(outbox).where(
@@ -248,10 +262,17 @@ class OutboxQueries(QueriesBase):
         return found
 
     def set_part_stats(self, rows: Sequence[tuple[int, int, str | None]]) -> None:
-        """(outbox id, part index, stat): every id row of that part gets the stat."""
-        if rows:
-            self._raw("UPDATE outbox_ids SET stat = ? WHERE outbox_id = ? AND part = ?",
-                      [(s, o, p) for o, p, s in rows])
+        """(outbox id, part index, stat), each part once: every id row of that part gets
+        the stat."""
+        if not rows:
+            return
+        values = [(s, o, p) for o, p, s in rows]
+        if self.is_sqlite:
+            self._raw("UPDATE outbox_ids SET stat = ? WHERE outbox_id = ? AND part = ?", values)
+        else:
+            self._raw("UPDATE outbox_ids SET stat = v.s FROM unnest(?::text[], ?::bigint[], "
+                      "?::int[]) AS v(s, o, p) WHERE outbox_ids.outbox_id = v.o "
+                      "AND outbox_ids.part = v.p", self._arrays(values))
 
     def part_stats(self, ids: Iterable[int]) -> list[PartStats]:
         out: list[PartStats] = []
@@ -271,12 +292,22 @@ class OutboxQueries(QueriesBase):
         return out
 
     def finalise(self, rows: Sequence[tuple[int, str, str | None]], now: datetime) -> None:
-        """(outbox id, final state, error) for rows still 'submitted'."""
-        if rows:
-            now_db = self._db_time(now)
+        """(outbox id, final state, error) for rows still 'submitted' (the first of an id
+        given twice)."""
+        if not rows:
+            return
+        now_db = self._db_time(now)
+        if self.is_sqlite:
             self._raw("UPDATE outbox SET state = ?, error = ?, final_at = ? "
                       "WHERE id = ? AND state = 'submitted'",
                       [(s, (e or None) and e[:200], now_db, i) for i, s, e in rows])
+        else:
+            first = {i: (s, e) for i, s, e in reversed(rows)}  # one statement sets each once
+            self._raw("UPDATE outbox SET state = v.s, error = v.e, final_at = ? "
+                      "FROM unnest(?::text[], ?::text[], ?::bigint[]) AS v(s, e, id) "
+                      "WHERE outbox.id = v.id AND outbox.state = 'submitted'",
+                      (now_db, *self._arrays([(s, (e or None) and e[:200], i)
+                                              for i, (s, e) in first.items()])))
 
     def hold_receipts(self, rows: Sequence[tuple[str, str, str | None, str | None]],
                       now: datetime) -> None:
