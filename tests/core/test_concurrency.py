@@ -65,3 +65,38 @@ def test_processes_cannot_overspend(store, run, now, funded, monkeypatch, databa
     with store.unit_of_work() as uow:
         assert uow.orders.get_reward("G01").stock == STOCK - AFFORDABLE
     assert_ledger_checks(monkeypatch, database_url, capsys)
+
+
+def test_the_last_items_go_to_as_many_members_as_there_are_items(store, run, now, monkeypatch,
+                                                                  database_url, capsys):
+    """Eight members race for a gift with three left: three orders, five told it is out of
+    stock with their points untouched, none left, the ledger whole."""
+    from core.config import load_config
+    from core.domain import OutOfStock
+    from core.rules import ProgrammeRules
+
+    config = load_config(environ={})
+    rules = ProgrammeRules(config.programme, config.tiers)
+    members = [f"1390013{n:04d}" for n in range(8)]
+    for m in members:
+        add_member(store, m)
+        run(credit_points, m, 2 * PRICE, "bill", date(2026, 5, 1), now, reference=f"lot-{m}")
+    add_reward(store, "G09", kind="gift", points=PRICE, stock=3)
+
+    def attempt(m: str) -> str:
+        try:
+            with store.unit_of_work() as uow:
+                return redeem(uow, rules, m, "G09", "sms", f"race-{m}", now).order_no
+        except OutOfStock:
+            return "out of stock"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        told = dict(zip(members, pool.map(attempt, members), strict=True))
+    winners = [m for m, t in told.items() if t != "out of stock"]
+    assert len(winners) == 3 and len({told[m] for m in winners}) == 3
+    for m in members:
+        assert run(balance, m, now).points == (PRICE if m in winners else 2 * PRICE)
+    with store.unit_of_work() as uow:
+        assert uow.orders.get_reward("G09").stock == 0
+        assert sum(uow.orders.count_orders(m, "G09") for m in members) == 3
+    assert_ledger_checks(monkeypatch, database_url, capsys)
