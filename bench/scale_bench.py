@@ -1,7 +1,8 @@
 """Scale-out benchmark: 1, 2 and 4 server processes on one PostgreSQL, read-only SMS keywords.
 
     .venv/bin/python -m bench.scale_bench [--processes 1,2,4] [--members 20000]
-        [--duration 10] [--warmup 3] [--concurrency 200] [--pg-url URL] [--db-stats] [--json]
+        [--duration 10] [--warmup 3] [--concurrency 200] [--per-process] [--pg-url URL]
+        [--db-stats] [--json]
 
 For each process count N: a fresh PostgreSQL schema with the demo data plus ``--members``
 members (``bench.sms_bench``'s), N server processes (``bench.sms_bench --role server``: the
@@ -16,6 +17,12 @@ N processes' CPU over the phase / round trips), PostgreSQL's CPU per round trip 
 on this machine, when they are visible in /proc: other users of the server count too), and
 both as a ratio to one process. On a machine with fewer free cores than processes the rate
 cannot grow; the CPU per round trip says what scale-out costs.
+
+``--per-process``: ``--concurrency`` round trips in flight *per process* (N times as many
+for N processes), as when processes are added because the load grew. With the default, the
+N processes share the same load, so each has rounds 1/N as large, and the fixed cost of a
+round (its statements and commits) is shared by fewer messages: that measures batching as
+much as contention, which this mode leaves out.
 
 ``--db-stats``: each server prints, as it stops, its database use cases' calls, wall and CPU
 time (``bench.sms_bench --db-stats``): the lane's rounds against the MO handled say how large
@@ -125,7 +132,7 @@ async def measure(reactor: Any, args: argparse.Namespace, url: str, n: int) -> d
                 send_next()
 
         sim.on_reply = replied
-        for _ in range(args.concurrency):
+        for _ in range(in_flight(args, n)):
             send_next()
         await task.deferLater(reactor, args.warmup, lambda: None)
         pg = postgres_pids()
@@ -154,12 +161,18 @@ async def measure(reactor: Any, args: argparse.Namespace, url: str, n: int) -> d
         await sim.stop()
 
 
+def in_flight(args: argparse.Namespace, n: int) -> int:
+    """Round trips kept in flight for ``n`` processes."""
+    return args.concurrency * n if args.per_process else args.concurrency
+
+
 def run_bench(args: argparse.Namespace) -> int:
     exit_on_sigterm()
     counts = [int(c) for c in args.processes.split(",") if c]
     results = Results("scale", params=dict(processes=counts, members=args.members,
                                            duration=args.duration, warmup=args.warmup,
-                                           concurrency=args.concurrency, keywords=MIX[:5]))
+                                           concurrency=args.concurrency,
+                                           per_process=args.per_process, keywords=MIX[:5]))
     runs: dict[int, dict[str, float]] = {}
 
     async def main(reactor: Any) -> None:  # one reactor run: it cannot be started twice
@@ -175,7 +188,7 @@ def run_bench(args: argparse.Namespace) -> int:
     pg = "postgresql"
     for n, f in runs.items():
         results.add(f"scale.{n}p.round_trips_per_s", pg, round(f["rate"]), "1/s",
-                    f"{n} process(es), {args.concurrency} in flight, JF DJ MX LB WL")
+                    f"{n} process(es), {in_flight(args, n)} in flight, JF DJ MX LB WL")
         results.add(f"scale.{n}p.rate_vs_{counts[0]}p", pg, f["rate"] / base["rate"], "x")
         results.add(f"scale.{n}p.server_cpu_per_round_trip_us", pg, round(f["cpu_us"]), "us",
                     f"sum of the {n} processes' CPU / round trips")
@@ -204,6 +217,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="seconds measured per count")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     p.add_argument("--concurrency", type=int, default=200, help="round trips in flight")
+    p.add_argument("--per-process", action="store_true",
+                   help="--concurrency in flight per process, not shared by the processes")
     p.add_argument("--idle", type=float, default=3.0,
                    help="seconds the idle processes' CPU is measured before the load")
     p.add_argument("--pg-url", default=DEFAULT_PG_URL)
