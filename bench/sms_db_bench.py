@@ -123,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
                 per = {s: 1e6 * cpu[s] / n for s in STAGES}
                 print(f"{kind:8} {batch:>5}  " + "  ".join(f"{per[s]:9.1f}" for s in STAGES)
                       + f"  {sum(per.values()):7.1f}", flush=True)
-                per = {s: statements[s] * batch / n for s in STAGES}
                 if args.statements:
-                        print(f"{'':8} {'':>5}  " + "  ".join(f"{per[s]:9.1f}" for s in STAGES)
+                    per = {s: statements[s] * batch / n for s in STAGES}
+                    print(f"{'':8} {'':>5}  " + "  ".join(f"{per[s]:9.1f}" for s in STAGES)
                           + f"  {sum(per.values()):7.1f}", flush=True)
     if profiler is not None:
         profiler.dump_stats(args.profile)

@@ -127,11 +127,12 @@ def test_writes_of_many_rows_keep_each_rows_values_and_order(store, now, through
         one, two, three = q.queue_outbox([_reply("13800138000", "mo:1", now),
                                           _reply("13900139000", "mo:2", now),
                                           _reply("13700137000", "mo:3", now)])
-        q.record_submitted([(one, ["m1"]), (two, ["m2a", "m2b"])], later)
+        q.record_submitted([(one, ["m1"]), (two, ["m2a"]), (two, ["m2a", "m2b"])], later)
         q.add_message_ids([(one, 0, "m1", {"m1", "x1"}), (two, 0, "m2a", {"m2a"}),
                            (two, 1, "m2b", {"m2b"})], later)
-        q.set_part_stats([(two, 1, "UNDELIV"), (one, 0, "DELIVRD")])
-        # The first verdict of a row given twice is kept; a row not submitted is left alone.
+        q.set_part_stats([(two, 1, "ENROUTE"), (two, 1, "UNDELIV"), (one, 0, "DELIVRD")])
+        # A part's last stat and a row's first verdict are kept (as one statement a row would
+        # leave them); a row not submitted is left alone.
         q.finalise([(one, "delivered", None), (one, "failed", "late"),
                     (three, "delivered", None), (two, "failed", "part 2/2 UNDELIV")], later)
         rows = {r["id"]: r for r in q.outbox_rows()}

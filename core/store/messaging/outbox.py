@@ -177,11 +177,12 @@ class OutboxQueries(QueriesBase):
             self._raw("UPDATE outbox SET state = 'submitted', message_ids = ?, submitted_at = ?, "
                       "claimed_until = NULL, error = NULL WHERE id = ?",
                       [(_ids_json(ids), now_db, i) for i, ids in rows])
-        else:
+        else:  # a row given twice: the last, as one statement a row would leave it
+            last = dict(rows)
             self._raw("UPDATE outbox SET state = 'submitted', message_ids = v.ids, "
                       "submitted_at = ?, claimed_until = NULL, error = NULL "
                       "FROM unnest(?::text[], ?::bigint[]) AS v(ids, id) WHERE outbox.id = v.id",
-                      (now_db, *self._arrays([(_ids_json(ids), i) for i, ids in rows])))
+                      (now_db, *self._arrays([(_ids_json(ids), i) for i, ids in last.items()])))
 
     def record_retry(self, rows: Sequence[tuple[int, Sequence[str | None], datetime, str]]
                          ) -> None:
@@ -262,17 +263,19 @@ class OutboxQueries(QueriesBase):
         return found
 
     def set_part_stats(self, rows: Sequence[tuple[int, int, str | None]]) -> None:
-        """(outbox id, part index, stat), each part once: every id row of that part gets
-        the stat."""
+        """(outbox id, part index, stat): every id row of that part gets the stat (the last
+        given for it)."""
         if not rows:
             return
-        values = [(s, o, p) for o, p, s in rows]
         if self.is_sqlite:
-            self._raw("UPDATE outbox_ids SET stat = ? WHERE outbox_id = ? AND part = ?", values)
-        else:
+            self._raw("UPDATE outbox_ids SET stat = ? WHERE outbox_id = ? AND part = ?",
+                      [(s, o, p) for o, p, s in rows])
+        else:  # one statement sets each part once: the last stat given for it
+            last = {(o, p): s for o, p, s in rows}
             self._raw("UPDATE outbox_ids SET stat = v.s FROM unnest(?::text[], ?::bigint[], "
                       "?::int[]) AS v(s, o, p) WHERE outbox_ids.outbox_id = v.o "
-                      "AND outbox_ids.part = v.p", self._arrays(values))
+                      "AND outbox_ids.part = v.p",
+                      self._arrays([(s, o, p) for (o, p), s in last.items()]))
 
     def part_stats(self, ids: Iterable[int]) -> list[PartStats]:
         out: list[PartStats] = []
