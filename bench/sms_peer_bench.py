@@ -23,6 +23,8 @@ For each peer and each window W, two ESMEs in turn bind to the same peer process
 and, for each keyword set (``balance``: spellings of JF; ``mix``: the read-only JF, DJ, MX, LB,
 WL in turn), the peer runs a closed loop (``--in-flight`` MO outstanding) then an open loop
 (``--rate`` MO/s offered). The node peer also keeps at most W deliver_sm unacknowledged.
+Each server run is next to the echo run of the same set and window (``run_order``), and with
+``--repeat N`` the pairs run N times, the echo first in every other one.
 
 A number sending the same text within ``smpp.mo_dedupe_window_s`` is a redelivery, so each
 member cycles through many spellings (case, full width, words, trailing punctuation: see
@@ -209,37 +211,49 @@ def stop(proc: subprocess.Popen) -> None:
 # --- the runs -----------------------------------------------------------------------------
 
 
+def run_order(repeat: int, windows: list[int], sets: list[str], quick: bool
+              ) -> list[tuple[int, int, list[str], str]]:
+    """(repetition, window, keyword sets, ESME) in the order they run: each server run next to
+    the echo run it is compared with (same window and set), the server first in even
+    repetitions and the echo first in odd ones, so a machine that drifts one way during a
+    pair does not favour the same side every time. A fresh ESME (and a fresh copy of the
+    database) per keyword set: an open loop the server cannot keep up with leaves a backlog
+    that would otherwise be measured as the next run's latency and CPU. --quick (a smoke run
+    at a low rate) runs both sets on one ESME."""
+    groups = [sets] if quick else [[kind] for kind in sets]
+    return [(rep, window, kinds, esme) for rep in range(repeat) for window in windows
+            for kinds in groups
+            for esme in (("server", "echo") if rep % 2 == 0 else ("echo", "server"))]
+
+
 def measure_peer(peer: Peer, args: argparse.Namespace, numbers: list[str], template: str,
                  workdir: str) -> list[dict[str, Any]]:
-    """Every (window, ESME, keyword set, loop) of one peer; one row per run."""
+    """Every (window, ESME, keyword set, loop) of one peer, in ``run_order``; one row per
+    run."""
     rows: list[dict[str, Any]] = []
-    for rep, window, esme in ((rep, window, esme) for rep in range(args.repeat)
-                              for window in args.windows for esme in ("server", "echo")):
-        # A fresh ESME (and a fresh copy of the database) per keyword set: an open loop
-        # the server cannot keep up with leaves a backlog that would otherwise be measured
-        # as the next run's latency and CPU. --quick (a smoke run at a low rate) shares one.
-        for kinds in [args.sets] if args.quick else [[kind] for kind in args.sets]:
-            # A name of its own per repetition: a stale -wal file left by the last server on
-            # the same name would be replayed into the fresh copy (a malformed database).
-            db = os.path.join(workdir, f"{peer.name}-w{window}-{kinds[0]}-{rep}.sqlite3")
-            if esme == "server":
-                shutil.copyfile(template, db)
-            proc = start_esme(esme, peer, window, f"sqlite:///{db}", args.mo_rate_limit)
+    for rep, window, kinds, esme in run_order(args.repeat, args.windows, args.sets,
+                                              args.quick):
+        # A name of its own per repetition: a stale -wal file left by the last server on
+        # the same name would be replayed into the fresh copy (a malformed database).
+        db = os.path.join(workdir, f"{peer.name}-w{window}-{kinds[0]}-{rep}.sqlite3")
+        if esme == "server":
+            shutil.copyfile(template, db)
+        proc = start_esme(esme, peer, window, f"sqlite:///{db}", args.mo_rate_limit)
+        try:
+            for kind in kinds:
+                for row in measure_set(peer, proc.pid, esme, window, kind, numbers,
+                                       args):
+                    rows.append(dict(row, rep=rep))
+        finally:
+            stop(proc)
             try:
-                for kind in kinds:
-                    for row in measure_set(peer, proc.pid, esme, window, kind, numbers,
-                                           args):
-                        rows.append(dict(row, rep=rep))
-            finally:
-                stop(proc)
-                try:
-                    peer.wait("unbound", timeout=15)
-                except RuntimeError as exc:
-                    log(f"  {exc}")
-                if esme == "server":
-                    for path in (db, db + "-wal", db + "-shm"):
-                        if os.path.exists(path):
-                            os.remove(path)
+                peer.wait("unbound", timeout=15)
+            except RuntimeError as exc:
+                log(f"  {exc}")
+            if esme == "server":
+                for path in (db, db + "-wal", db + "-shm"):
+                    if os.path.exists(path):
+                        os.remove(path)
     return rows
 
 
@@ -275,7 +289,7 @@ def _trouble(r: dict[str, Any]) -> str:
 def add_figures(results: Results, rows: list[dict[str, Any]]) -> None:
     """Four figures per peer, set and window (the server's), each with its floor in the note.
 
-    With ``--repeat`` N, each repetition pairs a server run with the echo run right after it;
+    With ``--repeat`` N, each repetition pairs a server run with the echo run next to it;
     a figure is the median over the repetitions (the ratio: the median of the pairs' ratios),
     the note lists every pair's ratio. This machine's speed drifts by up to a third between
     runs a minute apart, which a single pair cannot tell from a change of ours."""

@@ -75,6 +75,20 @@ def test_node_smsc_bench_measures_the_server_and_the_echo_floor(node_smsc):
         assert figures[f"sms_peer.node.{kind}.w10.open_loop.p99_ms"]["value"] > 0
 
 
+def test_each_server_run_is_next_to_its_echo_and_the_pairs_alternate_who_goes_first():
+    from bench.sms_peer_bench import run_order
+
+    assert [(rep, kinds, esme) for rep, _, kinds, esme in
+            run_order(2, [50], ["balance", "mix"], quick=False)] == [
+        (0, ["balance"], "server"), (0, ["balance"], "echo"),
+        (0, ["mix"], "server"), (0, ["mix"], "echo"),
+        (1, ["balance"], "echo"), (1, ["balance"], "server"),
+        (1, ["mix"], "echo"), (1, ["mix"], "server")]
+    assert run_order(1, [10, 50], ["balance", "mix"], quick=True) == [
+        (0, 10, ["balance", "mix"], "server"), (0, 10, ["balance", "mix"], "echo"),
+        (0, 50, ["balance", "mix"], "server"), (0, 50, ["balance", "mix"], "echo")]
+
+
 def test_repeated_runs_report_the_median_of_each_pairs_ratio():
     from bench.common import Results
     from bench.sms_peer_bench import add_figures
