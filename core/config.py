@@ -153,6 +153,8 @@ class SMPPConfig(SMPPLinkConfig):
     mo_max_attempts: int = 4
     mo_retry_base_s: float = 2
     outbox_max_attempts: int = 12
+    round_wait_ms: float = 5
+    round_items: int = 16
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,8 @@ def validate(config: Config) -> None:
         raise ConfigError("smpp.mo_dedupe_window_s and smpp.outbox_lease_s: must be positive")
     if config.smpp.mo_max_attempts < 1 or config.smpp.outbox_max_attempts < 1:
         raise ConfigError("smpp.mo_max_attempts and smpp.outbox_max_attempts: at least 1")
+    if not 0 <= config.smpp.round_wait_ms <= 1000 or config.smpp.round_items < 1:
+        raise ConfigError("smpp.round_wait_ms: 0 to 1000; smpp.round_items: at least 1")
     check_named_tokens(config.ops.tokens, config.ops.token)
     _validate_fulfilment(config.fulfilment)
     if config.logging.level not in ("debug", "info", "warn", "error"):

@@ -103,6 +103,10 @@ class MOHandler(service.Service):
         return self._handling_wanted and self.running
 
     @property
+    def backlog(self) -> int:
+        return 0  # what it handles is what the store source took (counted there)
+
+    @property
     def storing(self) -> bool:
         """MO received and not yet stored (or being stored)."""
         return self._store.mos.busy
@@ -224,6 +228,10 @@ class _MOStore:
     @property
     def pending(self) -> bool:
         return self.mos.pending
+
+    @property
+    def backlog(self) -> int:
+        return len(self.mos)
 
     def take(self) -> list[Step]:
         mos = self.mos.take()

@@ -93,6 +93,10 @@ class MTEvents:
     def pending(self) -> bool:
         return self._events.pending
 
+    @property
+    def backlog(self) -> int:
+        return len(self._events)
+
     def take(self) -> list[Step]:
         items = self._events.take()
         outcomes = [i for i in items if isinstance(i, Outcome)]

@@ -119,7 +119,8 @@ class SmsService(service.Service):
             max_attempts=smpp.outbox_max_attempts,
             max_in_flight=int(min(5000, max(4 * smpp.window, 2 * smpp.max_submit_rate))))
         # One lane for the MO side and the MT events: one trip to the database per round.
-        self.lane = DatabaseLane(db, reactor)
+        self.lane = DatabaseLane(db, reactor, round_wait_s=smpp.round_wait_ms / 1000,
+                                 round_items=smpp.round_items)
         self.handler = MOHandler(db, metrics, self.handler_settings, clock=reactor, now=now,
                                  lane=self.lane)
         self.events = MTEvents(db, metrics, clock=reactor, now=now, lane=self.lane)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from sqlalchemy import text
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.threads import blockingCallFromThread
 
 from ops.dbservice import DatabaseService, StepFailed
@@ -45,6 +45,10 @@ class Source:
     @property
     def pending(self) -> bool:
         return bool(self.waiting)
+
+    @property
+    def backlog(self) -> int:
+        return len(self.waiting)
 
     def take(self):
         words, self.waiting = self.waiting, []
@@ -170,3 +174,58 @@ async def test_what_arrived_during_a_trip_goes_to_the_database_before_the_handli
                           "storing take", "handling done"]
     assert storing.results == [1, 1] and handling.results == [1]
     assert words_stored(store) == ["first", "handled", "meanwhile"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_light_load_waits_for_round_wait_s_unless_enough_items_wait(db, store):
+    # Rounds of one message each pay a round's whole fixed cost: at a moderate load the lane
+    # used a full core. (The lane's timer runs on a Clock; the database thread is real.)
+    clock = task.Clock()
+    lane = DatabaseLane(db, clock, round_wait_s=0.005, round_items=3)
+    mo, events = Source(lane), Source(lane)
+    mo.add("a")  # nothing ran before: at once
+    clock.advance(0)
+    await lane.when_idle()
+
+    mo.add("b")  # one item, and the last round began just now: it waits ...
+    clock.advance(0.004)
+    assert lane.rounds == 1
+    clock.advance(0.001)  # ... until round_wait_s after that round began
+    await lane.when_idle()
+    assert lane.rounds == 2 and mo.rounds[-1] == ["b"]
+
+    mo.add("c")
+    clock.advance(0.001)
+    assert lane.rounds == 2
+    events.add("d")
+    mo.add("e")  # three waiting: no more waiting
+    clock.advance(0)
+    await lane.when_idle()
+    assert lane.rounds == 3 and mo.rounds[-1] == ["c", "e"] and events.rounds == [["d"]]
+    assert words_stored(store) == ["a", "b", "c", "d", "e"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_round_ending_with_enough_waiting_starts_the_next_without_waiting(db, store):
+    # Under load the lane stays work-conserving: the next round does not wait for the timer.
+    clock = task.Clock()
+    lane = DatabaseLane(db, clock, round_wait_s=0.005, round_items=3)
+    mo = Source(lane)
+
+    def busy(uow, rules, words):
+        if words == ["a"]:  # three MO arrive while this round runs
+            for word in ("b", "c", "d"):
+                blockingCallFromThread(reactor, mo.add, word)
+        return note(uow, rules, words)
+
+    mo.use_case = busy
+    mo.add("a")
+    clock.advance(0)
+    # The clock never moves again: only a round begun at once runs.
+    await lane.when_idle().addTimeout(10, reactor)
+    assert mo.rounds == [["a"], ["b", "c", "d"]]
+
+    mo.add("e")  # the last round took three: the lane counts as loaded, no waiting
+    clock.advance(0)
+    await lane.when_idle().addTimeout(10, reactor)
+    assert mo.rounds[-1] == ["e"]
