@@ -21,14 +21,14 @@ before it may send more, since its window counts unanswered deliver_sm) run firs
 round and are answered before the later steps (handling) run; a deliver_sm no longer waits
 for the handling of its whole round, which at an SMSC window of 50 was the limit.
 
-Rounds are work-conserving under load, and coalesced when the load is light: a round starts
-at once when the sources hold at least ``round_items`` items (or with the previous round
-still running, as soon as it ends), and otherwise no sooner than ``round_wait_s`` after the
-previous round began. Without that wait a moderate load (1,000 MO/s) kept the database thread
-busy with rounds of one or two messages, each paying the whole fixed cost of a round: the
-process used a full core, as at its limit. With 5 ms and 16 items it uses about half as much
-at that load, for about 2 ms more per message; a saturated lane always holds more than 16
-items, so its rounds never wait (``docs/performance.md``).
+Rounds are work-conserving under load and coalesced when the load is light: a round starts
+at once (or, with one running, as soon as it ends) when the sources hold ``round_items``
+items or the last round took that many, and otherwise no sooner than ``round_wait_s`` after
+the last round began. Without the wait a moderate load (1,000 MO/s) kept the database thread
+busy with rounds of one or two messages, each paying a round's whole fixed cost: the process
+used a full core, as at its limit. With 5 ms and 16 items it uses 55-70 % of that, for about
+1 ms more per message at the median; a loaded lane's rounds take more than 16 items and
+never wait (``docs/performance.md``, "Coalescing the lane's rounds").
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ class DatabaseLane:
 
     def kick(self) -> None:
         """Run a round on the next reactor turn (everything of this turn goes together) or,
-        with fewer than ``round_items`` items waiting, ``round_wait_s`` after the last round
-        began; with a round running, when it ends (see the module doc)."""
+        under a light load (fewer than ``round_items`` items waiting and in the last round),
+        ``round_wait_s`` after the last round began; with a round running, when it ends."""
         if self._running:
             return
         full = self._full()
