@@ -287,7 +287,7 @@ def _trouble(r: dict[str, Any]) -> str:
 
 
 def add_figures(results: Results, rows: list[dict[str, Any]]) -> None:
-    """Four figures per peer, set and window (the server's), each with its floor in the note.
+    """Five figures per peer, set and window (the server's), each with its floor in the note.
 
     With ``--repeat`` N, each repetition pairs a server run with the echo run next to it;
     a figure is the median over the repetitions (the ratio: the median of the pairs' ratios),
@@ -335,6 +335,13 @@ def add_figures(results: Results, rows: list[dict[str, Any]]) -> None:
             results.add(f"{name}.open_loop.p99_ms", "sqlite",
                         median_of(so, "p99_ms") or float("nan"), "ms",
                         note + "".join(_trouble(r) for r in so))
+            # What a moderate load costs: a server whose rounds stay small at this rate
+            # uses as much CPU as at its limit (sms.lane's round_wait_s is about this).
+            note = f"{so[0]['rate_offered']:,.0f}/s offered; ESME process"
+            if eo:
+                note += f"; echo {median(cpu_per_round_trip(e) for e in eo):.0f} us"
+            results.add(f"{name}.open_loop.cpu_per_round_trip_us", "sqlite",
+                        round(median(cpu_per_round_trip(r) for r in so)), "us", note)
 
 
 def cpu_per_round_trip(r: dict[str, Any]) -> float:

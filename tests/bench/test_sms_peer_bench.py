@@ -73,6 +73,7 @@ def test_node_smsc_bench_measures_the_server_and_the_echo_floor(node_smsc):
         assert rate["value"] > 0 and "echo" in rate["note"] and "ratio" in rate["note"]
         assert figures[f"sms_peer.node.{kind}.w10.cpu_per_round_trip_us"]["value"] > 0
         assert figures[f"sms_peer.node.{kind}.w10.open_loop.p99_ms"]["value"] > 0
+        assert figures[f"sms_peer.node.{kind}.w10.open_loop.cpu_per_round_trip_us"]["value"] > 0
 
 
 def test_each_server_run_is_next_to_its_echo_and_the_pairs_alternate_who_goes_first():
