@@ -153,7 +153,7 @@ class SMPPConfig(SMPPLinkConfig):
     mo_max_attempts: int = 4
     mo_retry_base_s: float = 2
     outbox_max_attempts: int = 12
-    round_wait_ms: float = 5
+    round_wait_ms: float = 0
     round_items: int = 16
 
 

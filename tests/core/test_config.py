@@ -29,6 +29,8 @@ def test_environment_overrides_one_key():
     ({"LOYALTY_PROGRAMME_TIMEZONE": "Mars/Olympus"}, "programme.timezone"),
     ({"LOYALTY_JOBS_QUIET_START": "25:00"}, "jobs.quiet_start"),
     ({"LOYALTY_OPS_PORT": "70000"}, "ops.port"),
+    ({"LOYALTY_SMPP_ROUND_WAIT_MS": "-1"}, "smpp.round_wait_ms"),
+    ({"LOYALTY_SMPP_ROUND_ITEMS": "0"}, "smpp.round_items"),
 ])
 def test_bad_values_and_unknown_keys_name_the_key(environ, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
