@@ -185,13 +185,13 @@ async def test_a_light_load_waits_for_round_wait_s_unless_enough_items_wait(db, 
     mo, events = Source(lane), Source(lane)
     mo.add("a")  # nothing ran before: at once
     clock.advance(0)
-    await lane.when_idle()
+    await lane.when_idle().addTimeout(10, reactor)
 
     mo.add("b")  # one item, and the last round began just now: it waits ...
     clock.advance(0.004)
     assert lane.rounds == 1
     clock.advance(0.001)  # ... until round_wait_s after that round began
-    await lane.when_idle()
+    await lane.when_idle().addTimeout(10, reactor)
     assert lane.rounds == 2 and mo.rounds[-1] == ["b"]
 
     mo.add("c")
@@ -200,7 +200,7 @@ async def test_a_light_load_waits_for_round_wait_s_unless_enough_items_wait(db, 
     events.add("d")
     mo.add("e")  # three waiting: no more waiting
     clock.advance(0)
-    await lane.when_idle()
+    await lane.when_idle().addTimeout(10, reactor)
     assert lane.rounds == 3 and mo.rounds[-1] == ["c", "e"] and events.rounds == [["d"]]
     assert words_stored(store) == ["a", "b", "c", "d", "e"]
 
