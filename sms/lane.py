@@ -157,12 +157,13 @@ class DatabaseLane:
         ``round_wait_s`` after the last round began; with a round running, when it ends."""
         if self._running:
             return
-        full = self._full()
         if self._call is not None:
-            if full and self._call.getTime() > self.clock.seconds():
+            # Called for every MO and MT event: with no wait configured, nothing more to do.
+            if (self.round_wait_s > 0 and self._call.getTime() > self.clock.seconds()
+                    and self._full()):
                 self._call.reset(0)  # enough waiting now: no need to wait any longer
             return
-        wait = 0.0 if full else self._started + self.round_wait_s - self.clock.seconds()
+        wait = 0.0 if self._full() else self._started + self.round_wait_s - self.clock.seconds()
         self._call = self.clock.callLater(max(0.0, wait), self._round)
 
     def _full(self) -> bool:

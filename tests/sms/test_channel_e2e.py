@@ -12,6 +12,7 @@ import re
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 
 from core.accounts import balance, check_ledger
@@ -136,6 +137,20 @@ async def test_every_keyword(channels, msisdn, conversation):
     sent = [r for r in ch.outbox(msisdn) if r["kind"] == "reply"]
     assert len(sent) == len(conversation)
     assert ch.metric("loyalty_sms_mo_total", outcome="balance") == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_rounds_coalesced_messages_arriving_together_are_each_answered_once(
+        channels, sim):
+    # smpp.round_wait_ms > 0 (for SMSC windows of 50 or more): a round under a light load
+    # waits for the timer; the MO it holds back must still each get their one reply.
+    ch = await channels(round_wait_ms=200, round_items=16).start()
+    assert (ch.sms.lane.round_wait_s, ch.sms.lane.round_items) == (0.2, 16)
+    got = await defer.gatherResults([defer.ensureDeferred(converse(ch, number, "JF"))
+                                     for number in (ZHANG, ALICE)])
+    assert got == [BALANCE_ZH, BALANCE_EN]
+    await ch.idle()
+    assert [len(sim.texts_to(n)) for n in (ZHANG, ALICE)] == [1, 1]
 
 
 @pytest_twisted.ensureDeferred
