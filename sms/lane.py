@@ -11,15 +11,16 @@ per MO in batches of one, 240 in batches of ten and 160 in batches of fifty
 Here the parts of the channel are *sources* of one lane. A round asks every source, when it
 starts, for what it has pending (``take``: a list of steps, possibly empty), runs all the
 steps in one trip to the database thread (``DatabaseService.run_steps``: each step its own
-transaction, a failing step rolled back alone) and hands each source its results (``done``)
-as soon as its last step is committed, or, if the whole trip failed first, the failure
-(``failed``). While a round runs, new work waits for the next one, so a round takes
-everything that arrived during the previous one.
+transaction but the front ones, below; a failing step rolled back alone) and hands each
+source its results (``done``) as soon as its last step is committed, or, if the whole trip
+failed first, the failure (``failed``). While a round runs, new work waits for the next
+one, so a round takes everything that arrived during the previous one.
 
 Sources added with ``front=True`` (storing MO, recording MT events: what the SMSC waits on
 before it may send more, since its window counts unanswered deliver_sm) run first in every
-round and are answered before the later steps (handling) run; a deliver_sm no longer waits
-for the handling of its whole round, which at an SMSC window of 50 was the limit.
+round, in one transaction (``run_steps(together=)``: their steps must not commit), and are
+answered before the later steps (handling) run; a deliver_sm no longer waits for the
+handling of its whole round, which at an SMSC window of 50 was the limit.
 
 Rounds are work-conserving under load and coalesced when the load is light: a round starts
 at once (or, with one running, as soon as it ends) when the sources hold ``round_items``
@@ -211,7 +212,10 @@ class DatabaseLane:
                 self._answer(source, "done", results[at:at + len(steps)])
                 at += len(steps)
 
-        d = self.db.run_steps([step for _, steps in taken for step in steps], early, on_early)
+        # The front steps share one transaction (a failing one is still rolled back alone:
+        # ``run_steps``), since they are answered together anyway.
+        d = self.db.run_steps([step for _, steps in taken for step in steps], early, on_early,
+                              together=early)
         d.addBoth(self._ended, taken, front, answered)
 
     def _answer(self, source: LaneSource, how: str, result: Any) -> None:

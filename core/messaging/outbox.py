@@ -75,12 +75,14 @@ def _record(uow, outcomes: list[Outcome], now: datetime,
             id_keys: Callable[[str], Iterable[str]]) -> Counter:
     # Only what this process still holds: a row whose claim lapsed and was taken by another
     # process is that one's to record (a retry recorded here would queue a row it has sent).
-    held = uow.messaging.claims_held([(o.outbox_id, o.attempt) for o in outcomes])
+    # The usual outcome, submitted, is checked by the statement that records it.
+    others = [(o.outbox_id, o.attempt) for o in outcomes if o.state != "submitted"]
+    held = uow.messaging.claims_held(others) if others else set()
+    held |= uow.messaging.record_submitted([(o.outbox_id, o.attempt, o.message_ids)
+                                            for o in outcomes if o.state == "submitted"], now)
     outcomes = [o for o in outcomes if o.outbox_id in held]
     new_ids = [(o.outbox_id, part, mid, frozenset(id_keys(mid)))
                for o in outcomes for part, mid in o.accepted]
-    uow.messaging.record_submitted([(o.outbox_id, o.message_ids) for o in outcomes
-                              if o.state == "submitted"], now)
     uow.messaging.record_retry([(o.outbox_id, o.message_ids, o.not_before or now, o.error or "")
                           for o in outcomes if o.state == "retry"])
     uow.messaging.record_failed([(o.outbox_id, o.message_ids, o.error or "failed")
@@ -90,12 +92,10 @@ def _record(uow, outcomes: list[Outcome], now: datetime,
         uow.messaging.record_retry([(o.outbox_id, o.message_ids, now, o.error or "")
                                     for o in aside])
         uow.messaging.record_set_aside([(o.outbox_id, o.error or "") for o in aside], now)
-    uow.messaging.add_message_ids(new_ids, now)
     counts: Counter = Counter()
-    if new_ids:
-        held = uow.messaging.held_receipts(set().union(*(keys for *_, keys in new_ids)))
-        if held:
-            counts.update(apply_held(uow, held, now))
+    overtaken = uow.messaging.add_message_ids(new_ids, now)
+    if overtaken:
+        counts.update(apply_held(uow, overtaken, now))
     # Parts accepted by an earlier attempt may have their receipts already.
     settle(uow, [o.outbox_id for o in outcomes
                  if o.state == "submitted" and len(o.accepted) < len(o.message_ids)], {}, now)

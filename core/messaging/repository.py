@@ -156,9 +156,10 @@ class MessagingRepository(Protocol):
     def claims_taken(self, claims: Sequence[tuple[int, int]]) -> set[int]:
         """The ids among (id, attempts at the claim) claimed again since (by any process)."""
 
-    def record_submitted(self, rows: Sequence[tuple[int, Sequence[str | None]]],
-                         now: datetime) -> None:
-        ...
+    def record_submitted(self, rows: Sequence[tuple[int, int, Sequence[str | None]]],
+                         now: datetime) -> set[int]:
+        """(id, attempts at the claim, message ids): rows still held by that claim become
+        submitted (the check and the write one statement); returns their ids."""
 
     def record_retry(self, rows: Sequence[tuple[int, Sequence[str | None], datetime, str]]
                          ) -> None:
@@ -169,8 +170,9 @@ class MessagingRepository(Protocol):
         """(id, message ids so far, error): a permanent failure."""
 
     def add_message_ids(self, rows: Sequence[tuple[int, int, str, Iterable[str]]],
-                        now: datetime) -> None:
-        """(outbox id, part index, message id as given, its normalised keys)."""
+                        now: datetime) -> list[HeldReceipt]:
+        """(outbox id, part index, message id as given, its normalised keys); returns the
+        receipts held under those keys (they overtook their submit_sm_resp), oldest first."""
 
     def outbox_depth(self) -> int:
         ...

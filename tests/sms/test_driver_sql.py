@@ -127,9 +127,14 @@ def test_writes_of_many_rows_keep_each_rows_values_and_order(store, now, through
         one, two, three = q.queue_outbox([_reply("13800138000", "mo:1", now),
                                           _reply("13900139000", "mo:2", now),
                                           _reply("13700137000", "mo:3", now)])
-        q.record_submitted([(one, ["m1"]), (two, ["m2a"]), (two, ["m2a", "m2b"])], later)
-        q.add_message_ids([(one, 0, "m1", {"m1", "x1"}), (two, 0, "m2a", {"m2a"}),
-                           (two, 1, "m2b", {"m2b"})], later)
+        # Only rows still held by the claim given (attempts at the claim) are recorded.
+        assert q.record_submitted([(one, 0, ["m1"]), (two, 0, ["m2a"]),
+                                   (two, 0, ["m2a", "m2b"]), (three, 7, ["lost"])],
+                                  later) == {one, two}
+        q.hold_receipts([("m2b", "m2b", "DELIVRD", None), ("zz", "zz", "DELIVRD", None)], now)
+        overtaken = q.add_message_ids([(one, 0, "m1", {"m1", "x1"}), (two, 0, "m2a", {"m2a"}),
+                                       (two, 1, "m2b", {"m2b"})], later)
+        assert [(h.id_key, h.stat) for h in overtaken] == [("m2b", "DELIVRD")]
         q.set_part_stats([(two, 1, "ENROUTE"), (two, 1, "UNDELIV"), (one, 0, "DELIVRD")])
         # A part's last stat and a row's first verdict are kept (as one statement a row would
         # leave them); a row not submitted is left alone.

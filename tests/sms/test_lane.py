@@ -110,6 +110,54 @@ async def test_a_failing_step_is_rolled_back_alone_and_reported_to_its_source(db
     assert words_stored(store) == ["also kept", "kept"]  # nothing of the failed step
 
 
+@pytest.fixture
+def commits(store):
+    """How many transactions the store commits (one COMMIT each; on PostgreSQL a round trip)."""
+    from sqlalchemy import event
+
+    seen: list[int] = []
+
+    def on_commit(conn) -> None:
+        seen.append(1)
+
+    event.listen(store.engine, "commit", on_commit)
+    yield seen
+    event.remove(store.engine, "commit", on_commit)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_front_steps_of_a_round_share_one_commit(db, store, commits):
+    lane = DatabaseLane(db, reactor)
+    handling = Source(lane)
+    stored, recorded = Source(lane, front=True), Source(lane, front=True)
+    stored.add("mo")
+    recorded.add("receipt")
+    handling.add("reply")
+    await lane.when_idle()
+    assert lane.rounds == 1
+    assert (stored.results, recorded.results, handling.results) == ([1], [1], [1])
+    assert words_stored(store) == ["mo", "receipt", "reply"]
+    assert len(commits) == 2  # the two front steps together, then the handling
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_front_step_is_rolled_back_alone_the_other_front_step_is_kept(
+        db, store, commits):
+    lane = DatabaseLane(db, reactor)
+    handling = Source(lane)
+    stored = Source(lane, front=True)
+    broken = Source(lane, note_then_fail, front=True)
+    stored.add("mo")
+    broken.add("undone")
+    handling.add("reply")
+    await lane.when_idle()
+    assert stored.results == [1] and handling.results == [1]
+    (failed,) = broken.results
+    assert isinstance(failed, StepFailed) and "breaks" in str(failed.error)
+    assert words_stored(store) == ["mo", "reply"]  # "mo" was run again, once, on its own
+    assert len(commits) == 2
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_front_source_is_answered_as_its_step_commits_before_the_later_steps(db, store):
     # The SMSC waits for each deliver_sm's answer (its window counts the unanswered), so the

@@ -105,7 +105,7 @@ def test_a_database_outage_is_logged_once_not_every_poll():
     class DownDB:
         down = True
 
-        def run_steps(self, steps, early=0, on_early=None):
+        def run_steps(self, steps, early=0, on_early=None, together=0):
             if self.down:
                 return defer.fail(sa_exc.OperationalError("SELECT 1", (), Exception("gone")))
             return defer.succeed([HandledBatch() for _ in steps])

@@ -168,21 +168,30 @@ class OutboxQueries(QueriesBase):
             taken.update(i for i, attempts in rows if wanted[i] != attempts)
         return taken
 
-    def record_submitted(self, rows: Sequence[tuple[int, Sequence[str | None]]],
-                         now: datetime) -> None:
+    def record_submitted(self, rows: Sequence[tuple[int, int, Sequence[str | None]]],
+                         now: datetime) -> set[int]:
+        """(id, attempts at the claim, message ids): rows still held by that claim become
+        submitted; returns their ids. A row given twice: the last, as one statement a row
+        would leave it."""
         if not rows:
-            return
+            return set()
         now_db = self._db_time(now)
-        if self.is_sqlite:
+        last = {i: (attempts, ids) for i, attempts, ids in rows}
+        if self.is_sqlite:  # in process: a statement is no round trip
+            held = self.claims_held([(i, attempts) for i, (attempts, _) in last.items()])
             self._raw("UPDATE outbox SET state = 'submitted', message_ids = ?, submitted_at = ?, "
                       "claimed_until = NULL, error = NULL WHERE id = ?",
-                      [(_ids_json(ids), now_db, i) for i, ids in rows])
-        else:  # a row given twice: the last, as one statement a row would leave it
-            last = dict(rows)
-            self._raw("UPDATE outbox SET state = 'submitted', message_ids = v.ids, "
-                      "submitted_at = ?, claimed_until = NULL, error = NULL "
-                      "FROM unnest(?::text[], ?::bigint[]) AS v(ids, id) WHERE outbox.id = v.id",
-                      (now_db, *self._arrays([(_ids_json(ids), i) for i, ids in last.items()])))
+                      [(_ids_json(last[i][1]), now_db, i) for i in sorted(held)])
+            return held
+        # One round trip: the claim is checked by the update itself (in id order, as
+        # ``claims_held`` locks).
+        return {i for i, in self._raw(
+            "UPDATE outbox SET state = 'submitted', message_ids = v.ids, submitted_at = ?, "
+            "claimed_until = NULL, error = NULL FROM unnest(?::text[], ?::bigint[], ?::int[]) "
+            "AS v(ids, id, attempts) WHERE outbox.id = v.id AND outbox.state = 'sending' "
+            "AND outbox.attempts = v.attempts RETURNING outbox.id",
+            (now_db, *self._arrays([(_ids_json(last[i][1]), i, last[i][0])
+                                    for i in sorted(last)])))}
 
     def record_retry(self, rows: Sequence[tuple[int, Sequence[str | None], datetime, str]]
                          ) -> None:
@@ -207,21 +216,26 @@ class OutboxQueries(QueriesBase):
                 [dict(b_id=i, b_ids=_ids_json(ids), b_error=err[:200]) for i, ids, err in rows])
 
     def add_message_ids(self, rows: Sequence[tuple[int, int, str, Iterable[str]]],
-                        now: datetime) -> None:
-        """(outbox id, part index, message id as given, its normalised keys)."""
+                        now: datetime) -> list[HeldReceipt]:
+        """(outbox id, part index, message id as given, its normalised keys); returns the
+        receipts held under those keys (they overtook their submit_sm_resp), oldest first."""
         now_db = self._db_time(now)
         values = [(oid, part, mid[:80], key[:90], now_db)
                   for oid, part, mid, keys in rows for key in sorted(keys)]
         if not values:
-            return
+            return []
         if self.is_sqlite:
             self._raw("INSERT INTO outbox_ids (outbox_id, part, message_id, id_key, stat, "
                       "created_at) VALUES (?, ?, ?, ?, NULL, ?)", values)
-        else:
-            self._raw("INSERT INTO outbox_ids (outbox_id, part, message_id, id_key, stat, "
-                      "created_at) SELECT o, p, m, k, NULL, c FROM unnest(?::bigint[], "
-                      "?::int[], ?::text[], ?::text[], ?::timestamp[]) AS v(o, p, m, k, c)",
-                      self._arrays(values))
+            return self.held_receipts({key for *_, key, _ in values})
+        # One round trip: the insert runs to completion as a part of the query.
+        return [HeldReceipt(*r) for r in self._raw(
+            "WITH added AS (INSERT INTO outbox_ids (outbox_id, part, message_id, id_key, stat, "
+            "created_at) SELECT o, p, m, k, NULL, c FROM unnest(?::bigint[], ?::int[], "
+            "?::text[], ?::text[], ?::timestamp[]) AS v(o, p, m, k, c)) "
+            "SELECT id, id_key, message_id, stat, err FROM sms_receipts "
+            "WHERE id_key = ANY(?::text[]) ORDER BY id",
+            (*self._arrays(values), sorted({key for *_, key, _ in values})))]
 
     def outbox_depth(self) -> int:
         return int(self.conn.execute(select(func.count()).select_from(outbox).where(
