@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.scale_bench [--processes 1,2,4] [--members 20000]
         [--duration 10] [--warmup 3] [--concurrency 200] [--per-process] [--pg-url URL]
-        [--db-stats] [--json]
+        [--db-stats] [--repeat 1] [--json]
 
 For each process count N: a fresh PostgreSQL schema with the demo data plus ``--members``
 members (``bench.sms_bench``'s), N server processes (``bench.sms_bench --role server``: the
@@ -24,6 +24,11 @@ N processes share the same load, so each has rounds 1/N as large, and the fixed 
 round (its statements and commits) is shared by fewer messages: that measures batching as
 much as contention, which this mode leaves out.
 
+``--repeat R``: every count R times, the counts in turn (1, 2, 4, 1, 2, 4, ...), so that a
+drift of a shared machine hits them alike; each figure is the median of its R runs, each
+ratio the median of the runs' own ratios (the CPU per round trip of one run of 1, 2 and 4
+processes varied by 10-20 % between runs here, as much as the target's margin).
+
 ``--db-stats``: each server prints, as it stops, its database use cases' calls, wall and CPU
 time (``bench.sms_bench --db-stats``): the lane's rounds against the MO handled say how large
 a round each process had.
@@ -37,6 +42,7 @@ import argparse
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -166,6 +172,13 @@ def in_flight(args: argparse.Namespace, n: int) -> int:
     return args.concurrency * n if args.per_process else args.concurrency
 
 
+def _each(values: list[float], spec: str) -> str:
+    """A note giving every run's value when there were several."""
+    if len(values) < 2:
+        return ""
+    return f" (median of {len(values)} runs: {' / '.join(format(v, spec) for v in values)})"
+
+
 def run_bench(args: argparse.Namespace) -> int:
     exit_on_sigterm()
     counts = [int(c) for c in args.processes.split(",") if c]
@@ -173,26 +186,36 @@ def run_bench(args: argparse.Namespace) -> int:
                                            duration=args.duration, warmup=args.warmup,
                                            concurrency=args.concurrency,
                                            per_process=args.per_process, keywords=MIX[:5]))
-    runs: dict[int, dict[str, float]] = {}
+    runs: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
 
     async def main(reactor: Any) -> None:  # one reactor run: it cannot be started twice
-        for n in counts:
-            with fresh_database("postgresql", pg_url=args.pg_url) as url:
-                log(f"== {n} process(es): building the database (demo data + "
-                    f"{args.members:,} members)")
-                build_database(url, args.members)  # blocking: nothing else runs yet
-                runs[n] = await measure(reactor, args, url, n)
+        for repetition in range(1, args.repeat + 1):
+            for n in counts:  # the counts in turn, so that a drift of the machine hits all
+                with fresh_database("postgresql", pg_url=args.pg_url) as url:
+                    log(f"== {n} process(es), run {repetition} of {args.repeat}: building "
+                        f"the database (demo data + {args.members:,} members)")
+                    build_database(url, args.members)  # blocking: nothing else runs yet
+                    runs[n].append(await measure(reactor, args, url, n))
 
     react(main)
-    base = runs[counts[0]]
+    first = counts[0]
     pg = "postgresql"
-    for n, f in runs.items():
+    for n, each in runs.items():
+        # With --repeat: each figure's median, and each ratio's median over the runs (a run's
+        # N processes against the same run's first count).
+        f = {key: statistics.median(r[key] for r in each) for key in each[0]}
+        rates = [r["rate"] / b["rate"] for r, b in zip(each, runs[first], strict=True)]
+        cpus = [r["cpu_us"] / b["cpu_us"] for r, b in zip(each, runs[first], strict=True)]
         results.add(f"scale.{n}p.round_trips_per_s", pg, round(f["rate"]), "1/s",
-                    f"{n} process(es), {in_flight(args, n)} in flight, JF DJ MX LB WL")
-        results.add(f"scale.{n}p.rate_vs_{counts[0]}p", pg, f["rate"] / base["rate"], "x")
+                    f"{n} process(es), {in_flight(args, n)} in flight, JF DJ MX LB WL"
+                    + _each([r["rate"] for r in each], ",.0f"))
+        results.add(f"scale.{n}p.rate_vs_{first}p", pg, statistics.median(rates), "x",
+                    _each(rates, ".2f").strip())
         results.add(f"scale.{n}p.server_cpu_per_round_trip_us", pg, round(f["cpu_us"]), "us",
-                    f"sum of the {n} processes' CPU / round trips")
-        results.add(f"scale.{n}p.cpu_vs_{counts[0]}p", pg, f["cpu_us"] / base["cpu_us"], "x")
+                    f"sum of the {n} processes' CPU / round trips"
+                    + _each([r["cpu_us"] for r in each], ".0f"))
+        results.add(f"scale.{n}p.cpu_vs_{first}p", pg, statistics.median(cpus), "x",
+                    _each(cpus, ".2f").strip())
         if f["pg_us"] == f["pg_us"]:
             results.add(f"scale.{n}p.postgres_cpu_per_round_trip_us", pg, round(f["pg_us"]),
                         "us", "PostgreSQL's processes on this machine (shared server)")
@@ -224,6 +247,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pg-url", default=DEFAULT_PG_URL)
     p.add_argument("--db-stats", action="store_true",
                    help="the servers print their database use cases' times as they stop")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run every count this many times, in turn; report the medians")
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
 

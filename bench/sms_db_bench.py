@@ -1,7 +1,8 @@
 """The SMS channel's database work per MO, by stage, without the reactor or a peer.
 
     .venv/bin/python -m bench.sms_db_bench [--members 10000] [--batches 1,10,50] [--mos 4000]
-        [--sets balance,mix] [--backend sqlite|postgresql] [--pg-url URL] [--profile FILE]
+        [--sets balance,mix] [--backend sqlite|postgresql] [--pg-url URL] [--statements]
+        [--rounds] [--profile FILE]
 
 Runs on one thread, in order, what the database thread does for every round trip: store the
 MO (``store_mo_batch``), handle it (``handle_batch``: claim, read, reply queued and claimed),
@@ -14,6 +15,12 @@ whole server against a third-party SMSC. ``--statements`` also counts the statem
 stage sends per batch (on PostgreSQL each is a round trip: the fixed cost of a round). It
 counts with a cursor listener, which takes the raw statements off their fast path on
 PostgreSQL, so that run's CPU figures are higher than without it.
+
+``--rounds``: the stages as the SMS channel's lane runs them (``DatabaseService.run_steps``),
+one trip a batch: storing the batch and recording the last batch's submit outcomes and the
+receipts of the one before in one transaction, then handling the batch in its own. One
+figure, the round's CPU per MO; its fixed part (batch 1 against a large batch) is what
+several processes sharing one load pay more often (``bench.scale_bench``).
 """
 
 from __future__ import annotations
@@ -33,11 +40,14 @@ STAGES = ("store", "handle", "submitted", "receipt")
 
 
 def run(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
     from core.config import load_config
     from core.messaging.outbox import Outcome, record_events
     from core.messaging.receipts import ReceiptItem
     from core.rules import ProgrammeRules
     from core.store import Store
+    from ops.dbservice import DatabaseService
     from sms.esme_types import MOMessage
     from sms.handler import HandlerSettings, handle_batch, store_mo_batch
     from sms.pdu import normalise_message_id
@@ -52,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         profiler = cProfile.Profile(time.thread_time)
     from sqlalchemy import event
 
-    print(f"{'set':8} {'batch':>5}  " + "  ".join(f"{s:>9}" for s in STAGES)
+    stages = ("round",) if args.rounds else STAGES
+    print(f"{'set':8} {'batch':>5}  " + "  ".join(f"{s:>9}" for s in stages)
           + "      all  (us of database-thread CPU per MO"
           + ("; statements per batch)" if args.statements else ")"))
     for kind in args.sets.split(","):
@@ -70,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
                 numbers = itertools.cycle(range(1, args.members + 1))
                 spelling = itertools.count()
-                cpu = dict.fromkeys(STAGES, 0.0)
-                statements = dict.fromkeys(STAGES, 0)
+                cpu = dict.fromkeys(stages, 0.0)
+                statements = dict.fromkeys(stages, 0)
                 now = datetime.now(UTC)
                 done = 0
                 serial = itertools.count(1)
@@ -91,6 +102,22 @@ def run(args: argparse.Namespace) -> int:
                         statements[stage] += sent[0] - before
                     return result
 
+                def events(rows: Any, serial: Any = serial) -> tuple[list[Any], list[Any]]:
+                    """The submit outcomes and delivery receipts of replies sent."""
+                    outcomes, receipts = [], []
+                    for row in rows:
+                        mid = f"{next(serial):08x}"
+                        outcomes.append(Outcome(row.id, (mid,), ((0, mid),), "submitted",
+                                                attempt=row.attempts))
+                        receipts.append(ReceiptItem(frozenset(normalise_message_id(mid)), mid,
+                                                    "DELIVRD", "000"))
+                    return outcomes, receipts
+
+                # --rounds: the last round's outcomes, and the receipts of the one before.
+                outcomes: list[Any] = []
+                receipts: list[Any] = []
+                receipts_next: list[Any] = []
+                db = DatabaseService(store, rules, reactor)  # its pool is not started
                 warm = max(500, 5 * batch)
                 while done < args.mos + warm:
                     measured = done >= warm
@@ -101,18 +128,27 @@ def run(args: argparse.Namespace) -> int:
                         text = texts[next(spelling) % len(texts)]
                         mos.append(MOMessage(msisdn(n), "10658", text, True, None, text, 0, 0,
                                              f"k{next(serial)}"))
+                    if args.rounds:  # as the SMS channel's lane runs them (DatabaseService)
+                        c, before = time.thread_time(), sent[0]
+                        front = [(store_mo_batch, (mos, now, settings.dedupe_window_s)),
+                                 (record_events, (outcomes, receipts[:], now,
+                                                  normalise_message_id))]
+                        handled = db._steps(front + [(handle_batch, (
+                            settings, now, batch, now + timedelta(seconds=60)))],
+                            together=len(front))[-1]
+                        if measured:
+                            cpu["round"] += time.thread_time() - c
+                            statements["round"] += sent[0] - before
+                        new_outcomes, new_receipts = events(handled.claimed)
+                        outcomes, receipts, receipts_next = (new_outcomes, receipts_next,
+                                                             new_receipts)
+                        done += batch
+                        continue
                     unit("store", store_mo_batch, mos, now, settings.dedupe_window_s,
                          measured=measured)
                     handled = unit("handle", handle_batch, settings, now, batch,
                                    now + timedelta(seconds=60), measured=measured)
-                    rows = handled.claimed
-                    outcomes, receipts = [], []
-                    for row in rows:
-                        mid = f"{next(serial):08x}"
-                        outcomes.append(Outcome(row.id, (mid,), ((0, mid),), "submitted",
-                                                attempt=row.attempts))
-                        receipts.append(ReceiptItem(frozenset(normalise_message_id(mid)), mid,
-                                                    "DELIVRD", "000"))
+                    outcomes, receipts = events(handled.claimed)
                     unit("submitted", record_events, outcomes, [], now, normalise_message_id,
                          measured=measured)
                     unit("receipt", record_events, [], receipts, now, normalise_message_id,
@@ -120,12 +156,12 @@ def run(args: argparse.Namespace) -> int:
                     done += batch
                 store.dispose()
                 n = done - warm
-                per = {s: 1e6 * cpu[s] / n for s in STAGES}
-                print(f"{kind:8} {batch:>5}  " + "  ".join(f"{per[s]:9.1f}" for s in STAGES)
+                per = {s: 1e6 * cpu[s] / n for s in stages}
+                print(f"{kind:8} {batch:>5}  " + "  ".join(f"{per[s]:9.1f}" for s in stages)
                       + f"  {sum(per.values()):7.1f}", flush=True)
                 if args.statements:
-                    per = {s: statements[s] * batch / n for s in STAGES}
-                    print(f"{'':8} {'':>5}  " + "  ".join(f"{per[s]:9.1f}" for s in STAGES)
+                    per = {s: statements[s] * batch / n for s in stages}
+                    print(f"{'':8} {'':>5}  " + "  ".join(f"{per[s]:9.1f}" for s in stages)
                           + f"  {sum(per.values()):7.1f}", flush=True)
     if profiler is not None:
         profiler.dump_stats(args.profile)
@@ -143,6 +179,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pg-url", default=DEFAULT_PG_URL)
     p.add_argument("--statements", action="store_true",
                    help="also count the statements of each stage (slower on PostgreSQL)")
+    p.add_argument("--rounds", action="store_true",
+                   help="run the stages as the SMS channel's lane does: one trip a batch, "
+                        "storing and recording events in one transaction, then handling")
     p.add_argument("--profile", help="cProfile the measured stages (thread CPU) into this file")
     return p.parse_args(argv)
 

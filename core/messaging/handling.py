@@ -272,15 +272,17 @@ def _handle(uow, rules, rnd: _Round, mos: list[StoredMO],
             work.outcomes[cmd.kind] += 1
             message = dispatch(uow, rules, work, cmd, msisdn, lang)
         rows.append(_reply_row(rnd, msisdn, lang, message, mo))
-    uow.messaging.save_rate_windows(list(changed.values()))
     done = [mo for mo in mos if mo.id not in waiting]
-    return _finish(uow, rnd, done, ["handled"] * len(done), rows, work, count=len(mos))
+    return _finish(uow, rnd, done, ["handled"] * len(done), rows, work, count=len(mos),
+                   windows=list(changed.values()))
 
 
 def _finish(uow, rnd: _Round, mos: list[StoredMO], states: list[str],
-            rows: list[dict[str, Any]], work: Work, count: int | None = None) -> HandledBatch:
-    ids = uow.messaging.queue_outbox(rows)
-    uow.messaging.mark_mo([(mo.id, s) for mo, s in zip(mos, states, strict=True)], work.now)
+            rows: list[dict[str, Any]], work: Work, count: int | None = None,
+            windows: list[RateWindow] | None = None) -> HandledBatch:
+    # The rate windows, the replies and the MO states: one statement on PostgreSQL.
+    ids = uow.messaging.finish_handling(
+        windows or [], rows, [(mo.id, s) for mo, s in zip(mos, states, strict=True)], work.now)
     uow.commit()
     claimed: tuple[OutboxRow, ...] = ()
     if rnd.claim_until is not None:

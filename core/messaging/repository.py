@@ -59,8 +59,12 @@ class MessagingRepository(Protocol):
     def claim_mo_ids(self, ids: Sequence[int]) -> list[StoredMO]:
         """These messages if still received (locked on PostgreSQL), in id order."""
 
-    def mark_mo(self, outcomes: Sequence[tuple[int, str]], now: datetime) -> None:
-        """(mo id, state) pairs: 'handled', 'failed' or 'set_aside'."""
+    def finish_handling(self, windows: Sequence[RateWindow], replies: Sequence[dict[str, Any]],
+                        states: Sequence[tuple[int, str]], now: datetime) -> list[int]:
+        """What a handled batch writes: save the senders' rate windows, queue the replies
+        (rows as ``queue_outbox``) and give each MO its state ((mo id, state) pairs:
+        'handled', 'failed' or 'set_aside'); returns the replies' ids in order. One
+        statement on PostgreSQL (a round trip each was a tenth of a round's fixed cost)."""
 
     def mo_states(self, ids: Sequence[int]) -> dict[int, str]:
         ...
@@ -99,9 +103,6 @@ class MessagingRepository(Protocol):
         many members with one grouped query; members without live lots get (0, None, 0)."""
 
     def rate_windows(self, msisdns: Sequence[str]) -> dict[str, RateWindow]:
-        ...
-
-    def save_rate_windows(self, windows: Sequence[RateWindow]) -> None:
         ...
 
     def purge_rate_windows(self, before: datetime) -> int:

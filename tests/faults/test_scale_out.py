@@ -323,9 +323,9 @@ def test_two_batches_saving_the_same_numbers_rate_windows_wait_instead_of_deadlo
 
     def other_process() -> None:
         try:
-            with store.unit_of_work() as b:
-                b.messaging.save_rate_windows([RateWindow(two, t, 3, False),
-                                               RateWindow(one, t, 3, False)])
+            with store.unit_of_work() as b:  # as a handled batch saves them
+                b.messaging.finish_handling([RateWindow(two, t, 3, False),
+                                             RateWindow(one, t, 3, False)], [], [], t)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

@@ -151,6 +151,43 @@ def test_writes_of_many_rows_keep_each_rows_values_and_order(store, now, through
             (one, {0: "DELIVRD"}), (two, {0: None, 1: "UNDELIV"})]
 
 
+def test_a_handled_batchs_writes_leave_what_the_three_statements_would(store, now):
+    # One statement on PostgreSQL (rate windows and MO states as WITH parts of the outbox
+    # insert), three on SQLite: rate windows saved, replies queued with their values and ids
+    # in order, MO marked.
+    later = now + timedelta(seconds=30)
+    with store.unit_of_work() as uow:
+        q = uow.messaging
+        q.insert_mo([dict(dedupe_key=k, msisdn=m, text="JF", received_at=now)
+                     for k, m in (("a", "13800138000"), ("b", "13900139000"),
+                                  ("c", "13700137000"))])
+        first, second, third = (m.id for m in q.claim_mo(10))
+        q.save_rate_windows([RateWindow("13800138000", now, 1, False)])
+        replies = [_reply("13900139000", "mo:2", later), _reply("13800138000", "mo:1", later),
+                   dict(_reply("13700137000", "mo:3", later), template=None, body="hello",
+                        claimed_until=None, state="queued", attempts=0)]
+        ids = q.finish_handling([RateWindow("13900139000", later, 1, False),
+                                 RateWindow("13800138000", now, 2, True)],
+                                replies, [(first, "handled"), (third, "failed")], later)
+        assert ids == sorted(ids) and len(set(ids)) == 3  # in the order given
+        rows = {r["id"]: r for r in q.outbox_rows()}
+        assert [(rows[i]["msisdn"], rows[i]["template"], rows[i]["body"], rows[i]["state"],
+                 rows[i]["claimed_until"] is None) for i in ids] == [
+            ("13900139000", "balance", None, "sending", False),
+            ("13800138000", "balance", None, "sending", False),
+            ("13700137000", None, "hello", "queued", True)]
+        assert rows[ids[0]]["dedupe_key"] == "mo:2"
+        assert q.rate_windows(["13800138000", "13900139000"]) == {
+            "13800138000": RateWindow("13800138000", now, 2, True),
+            "13900139000": RateWindow("13900139000", later, 1, False)}
+        states = q.mo_states([first, second, third])
+        assert (states[first], states[third]) == ("handled", "failed")
+        assert states[second] not in ("handled", "failed")  # not given: left alone
+        # Nothing to write but the MO states (every reply rate-limited away, say).
+        assert q.finish_handling([], [], [(second, "handled")], later) == []
+        assert q.mo_states([second]) == {second: "handled"}
+
+
 @given(st.datetimes(timezones=st.sampled_from([UTC, ZoneInfo("Asia/Shanghai")])),
        st.booleans())
 def test_stored_instants_are_what_they_were_and_read_back(instant, is_sqlite):

@@ -6,12 +6,11 @@ Exposed on the unit of work as ``uow.messaging`` (typed in the core as
 
 from __future__ import annotations
 
-from core.store.messaging.mo import MOQueries
-from core.store.messaging.outbox import OutboxQueries
+from core.store.messaging.handled import HandledQueries
 from core.store.messaging.reads import ReadQueries
 
 
-class SqlMessaging(MOQueries, OutboxQueries, ReadQueries):
+class SqlMessaging(HandledQueries, ReadQueries):
     """MO and MT queries, and the batched reads of the read-only keywords, on one
     connection (the unit of work's)."""
 

@@ -19,6 +19,10 @@ from core.store.queues_sql import SET_ASIDE
 from core.store.sums import out_of_range, sql_points_sum
 from core.store.tables import mo_messages, mo_parts, outbox, sms_rate
 
+# A rate window saved again replaces the stored one (``save_rate_windows``, ``handled``).
+RATE_UPSERT = ("ON CONFLICT (msisdn) DO UPDATE SET window_start = excluded.window_start, "
+               '"count" = excluded."count", warned = excluded.warned')
+
 
 class MOQueries(QueriesBase):
     # --- MO: storing ------------------------------------------------------------------------
@@ -183,16 +187,14 @@ class MOQueries(QueriesBase):
         # in one order, so they wait for each other instead of deadlocking.
         values = [(w.msisdn, self._db_time(w.window_start), w.count, bool(w.warned))
                   for w in sorted(windows, key=lambda w: w.msisdn)]
-        upsert = ("ON CONFLICT (msisdn) DO UPDATE SET window_start = excluded.window_start, "
-                  '"count" = excluded."count", warned = excluded.warned')
         if self.is_sqlite:
             self._raw('INSERT INTO sms_rate (msisdn, window_start, "count", warned) '
-                      f"VALUES (?, ?, ?, ?) {upsert}", values)
+                      f"VALUES (?, ?, ?, ?) {RATE_UPSERT}", values)
         else:
             self._raw('INSERT INTO sms_rate (msisdn, window_start, "count", warned) '
                       "SELECT m, s, c, w FROM unnest(?::text[], ?::timestamp[], ?::int[], "
                       "?::boolean[]) WITH ORDINALITY AS v(m, s, c, w, n) ORDER BY n "
-                      f"{upsert}", self._arrays(values))
+                      f"{RATE_UPSERT}", self._arrays(values))
 
     def purge_rate_windows(self, before: datetime) -> int:
         return self.conn.execute(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,25 @@ def _parts(ids_json: str | None) -> int:
         return 1  # one JSON string (a second element would need a quote): no parse
     return len(json.loads(ids_json))
 
+
+
+def outbox_values(rows: Sequence[dict[str, Any]], db_time: Callable[[datetime], Any]
+                  ) -> list[tuple[Any, ...]]:
+    """``queue_outbox``'s rows (each with a dedupe key) as values of ``_OUTBOX_COLUMNS``,
+    instants as stored (``db_time``: a batch's rows share theirs, converted once)."""
+    stored: dict[datetime, Any] = {}
+
+    def at(instant: datetime | None) -> Any:
+        if instant is None:
+            return None
+        if instant not in stored:
+            stored[instant] = db_time(instant)
+        return stored[instant]
+
+    return [(r["msisdn"], r["language"], r.get("template"), _params_json(r.get("params") or {}),
+             r.get("body"), r["kind"], r["dedupe_key"], r["state"], r.get("attempts", 0),
+             at(r["not_before"]), at(r.get("claimed_until")), at(r["created_at"]))
+            for r in rows]
 
 def _outbox_row(r) -> OutboxRow:
     try:
@@ -71,23 +90,8 @@ class OutboxQueries(QueriesBase):
         on SQLite (its RETURNING order is not guaranteed), which was a fifth of a batch's
         database time."""
         ids: dict[str, int] = {}
-        stored: dict[datetime, Any] = {}  # a batch's rows share their instants
-
-        def db_time(instant: datetime) -> Any:
-            if instant not in stored:
-                stored[instant] = self._db_time(instant)
-            return stored[instant]
-
-        for chunk in chunks(list(rows), _ROWS_PER_INSERT):
-            params: list[Any] = []
-            for r in chunk:
-                claimed = r.get("claimed_until")
-                params += (r["msisdn"], r["language"], r.get("template"),
-                           _params_json(r.get("params") or {}),
-                           r.get("body"), r["kind"], r["dedupe_key"], r["state"],
-                           r.get("attempts", 0), db_time(r["not_before"]),
-                           db_time(claimed) if claimed is not None else None,
-                           db_time(r["created_at"]))
+        for chunk in chunks(outbox_values(rows, self._db_time), _ROWS_PER_INSERT):
+            params = [value for row in chunk for value in row]
             row_marks = f"({marks(len(_OUTBOX_COLUMNS))})"
             ids.update((k, i) for i, k in self._raw(
                 f"INSERT INTO outbox ({', '.join(_OUTBOX_COLUMNS)}) VALUES "
