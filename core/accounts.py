@@ -28,7 +28,6 @@ from core.domain import (
     TierStatus,
     UnknownMember,
 )
-from core.numbering import normalise_msisdn
 from core.ports import UnitOfWork
 from core.rules import (
     ProgrammeRules,
@@ -45,8 +44,10 @@ from core.rules import (
 PIN_ITERATIONS = 20_000
 
 
-def require_member(uow: UnitOfWork, msisdn: str, *, for_update: bool = False) -> Member:
-    member = uow.members.get_member(normalise_msisdn(msisdn), for_update=for_update)
+def require_member(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, *,
+                   for_update: bool = False) -> Member:
+    """The member with this number, in any form the programme's numbering plan accepts."""
+    member = uow.members.get_member(rules.numbering.normalise(msisdn), for_update=for_update)
     if member is None:
         raise UnknownMember(msisdn)
     return member
@@ -57,7 +58,7 @@ def get_member(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str) -> Member | 
 
 
 def balance(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime) -> Balance:
-    member = require_member(uow, msisdn)
+    member = require_member(uow, rules, msisdn)
     points, next_expiry, expiring = uow.members.balance_summary(member.msisdn, now)
     return Balance(member.msisdn, points, expiring,
                    last_valid_day(next_expiry, rules.zone) if next_expiry else None)
@@ -65,7 +66,7 @@ def balance(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime) 
 
 def tier_status(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime) -> TierStatus:
     """The tier in force: the reviewed tier while valid, or higher if earned since."""
-    return member_tier(uow, rules, require_member(uow, msisdn), now)
+    return member_tier(uow, rules, require_member(uow, rules, msisdn), now)
 
 
 def member_tier(uow: UnitOfWork, rules: ProgrammeRules, member: Member,
@@ -126,7 +127,7 @@ def _not_below_grant(member: Member, tier: TierConfig, valid_until: date, today:
 def review_tier(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
                 now: datetime) -> tuple[str, str]:
     """Persist the tier the member qualifies for. Returns (old code, new code)."""
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     today = rules.today(now)
     qualifying = _qualifying_points(uow, rules, member, today)
     earned = tier_for(qualifying, rules.tiers)
@@ -144,7 +145,7 @@ def review_tier(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
 
 def history(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *, offset: int = 0,
             limit: int = 5) -> list[LedgerEntry]:
-    member = require_member(uow, msisdn)
+    member = require_member(uow, rules, msisdn)
     return uow.members.history(member.msisdn, offset, limit)
 
 
@@ -170,7 +171,7 @@ def validate_pin(pin: str) -> str:
 
 
 def set_pin(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, pin: str, now: datetime) -> None:
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     uow.members.update_member(member.msisdn, pin_hash=hash_pin(validate_pin(pin)), pin_failures=0,
                               pin_locked_until=None)
 
@@ -179,7 +180,7 @@ def verify_pin(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, pin: str,
                now: datetime) -> SecretCheck:
     """Check the service PIN: accepted, wrong (tries left) or locked; the last of
     ``pin_max_tries`` wrong tries locks it. A wrong try is written, not raised."""
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     locked = lock_in_force(member, now)
     if locked is not None:
         return locked
@@ -196,7 +197,7 @@ def verify_pin(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, pin: str,
 def unlock_pin(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime) -> bool:
     """Lift a PIN lock (ops, after checking who calls) and forget wrong tries; True when a
     lock was in force. The PIN itself is unchanged."""
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     was_locked = lock_in_force(member, now) is not None
     uow.members.update_member(member.msisdn, pin_failures=0, pin_locked_until=None)
     return was_locked
@@ -228,13 +229,13 @@ def set_language(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, language: 
                  now: datetime) -> None:
     if language not in LANGUAGES:
         raise InvalidInput(f"language must be one of {', '.join(LANGUAGES)}")
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     uow.members.update_member(member.msisdn, language=language)
 
 
 def set_warning_preferences(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *,
                             opt_out: bool | None = None, channel: str | None = None) -> None:
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     fields = {}
     if opt_out is not None:
         fields["warning_opt_out"] = opt_out
@@ -261,7 +262,7 @@ def credit_points(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, points: i
     if points > limits.max_points_per_row:
         raise InvalidInput(f"{points} points in one credit is above the largest allowed, "
                            f"{limits.max_points_per_row} (programme.max_points_per_row)")
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     if reference and uow.members.existing_references([reference]):
         return None
     # Checked under the member's row lock, so two credits cannot both slip under the cap.
@@ -286,7 +287,7 @@ def deduct_points(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, points: i
     with ``allow_partial`` only what the balance holds is taken. Returns the points taken."""
     if kind not in (LedgerKind.PENALTY, LedgerKind.ADJUSTMENT):
         raise InvalidInput("deductions are penalties or adjustments")
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     lots = uow.members.spendable_lots(member.msisdn, now)
     try:
         plan = plan_spend(lots, points, now)

@@ -100,14 +100,14 @@ def record_attempt(uow: UnitOfWork, rules: ProgrammeRules, item: FulfilmentItem,
     return "retry"
 
 
-def _open_order(uow: UnitOfWork, order_no: str):
+def _open_order(uow: UnitOfWork, rules: ProgrammeRules, order_no: str):
     order = uow.orders.get_order(order_no, for_update=True)
     if order is None:
         raise UnknownOrder(order_no)
     if order.reward_kind not in FULFILLED_KINDS:
         raise InvalidInput(f"order {order_no} is a {order.reward_kind}, not applied by "
                            "fulfilment")
-    require_member(uow, order.msisdn, for_update=True)
+    require_member(uow, rules, order.msisdn, for_update=True)
     return order
 
 
@@ -115,7 +115,7 @@ def fulfil_order(uow: UnitOfWork, rules: ProgrammeRules, order_no: str, referenc
                  now: datetime) -> bool:
     """Mark an open order fulfilled and queue the "applied" SMS; False when it was no longer
     open (fulfilled or failed already: nothing changes)."""
-    order = _open_order(uow, order_no)
+    order = _open_order(uow, rules, order_no)
     if order.status not in OPEN_STATES:
         return False
     uow.fulfilment.finish_fulfilment(order_no, OrderStatus.FULFILLED, now, reference=reference)
@@ -127,7 +127,7 @@ def fail_order(uow: UnitOfWork, rules: ProgrammeRules, order_no: str, reason: st
                now: datetime) -> bool:
     """Fail an open order: points back to its lots, stock back, ``failed`` with the reason,
     the failure SMS queued, all in this transaction. False when it was no longer open."""
-    order = _open_order(uow, order_no)
+    order = _open_order(uow, rules, order_no)
     if order.status not in OPEN_STATES:
         return False
     refunded = refund_order(uow, rules, order, now, channel=Channel.OPS,

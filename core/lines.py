@@ -48,7 +48,7 @@ def check_gift_address(member: Member, reward: Reward) -> None:
 
 def redeem_allowed(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime) -> None:
     """Raise ``LineBarred`` when the member's line may not redeem (the IVR asks first)."""
-    check_may_redeem(require_member(uow, msisdn))
+    check_may_redeem(require_member(uow, rules, msisdn))
 
 
 def parse_status(value: str) -> str:

@@ -38,7 +38,7 @@ class Preferences:
 
 def preferences(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
                 now: datetime) -> Preferences:
-    member = require_member(uow, msisdn)
+    member = require_member(uow, rules, msisdn)
     return Preferences(member.msisdn, member.language, not member.warning_opt_out,
                        member.warning_channel, uow.jobs.auto_redemption_of(member.msisdn))
 
@@ -48,7 +48,7 @@ def set_preferences(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: da
                     language: str | None = None, auto_redeem: str | None = None) -> Preferences:
     """Change what is given (``auto_redeem``: a reward code, or ``"off"``); returns the
     member's preferences after. Idempotent."""
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     fields: dict[str, object] = {}
     if warnings is not None:
         fields["warning_opt_out"] = not warnings
@@ -74,7 +74,7 @@ def start_auto_signup(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, rewar
                       now: datetime) -> tuple[str, str, datetime]:
     """Issue the 6-digit code that confirms a monthly automatic redemption of
     ``reward_code``. Returns (reward code, code, expiry instant); only a hash is stored."""
-    member = require_member(uow, msisdn)
+    member = require_member(uow, rules, msisdn)
     reward = uow.orders.get_reward(reward_code.upper())
     if reward is None:
         raise UnknownReward(reward_code)
@@ -91,7 +91,7 @@ def confirm_auto_signup(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, cod
     """If ``code`` is one of the member's sign-up codes: sign her up and return the reward
     code (the same code again returns it again). None if it is not a sign-up code (it may be
     a redemption's); a lock in force is returned as its ``SecretCheck``."""
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     return _signed_up(uow, rules, member, find_confirmation(uow, member, code, now), now)
 
 
@@ -100,7 +100,7 @@ def confirm_code(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, code: str,
     """An SMS confirmation code, the member locked and the code looked up once: a sign-up's
     (``confirm_auto_signup``: the reward code) or else a redemption's
     (``confirm_redemption``: the order, or the refusal)."""
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     found = find_confirmation(uow, member, code, now)
     signed_up = _signed_up(uow, rules, member, found, now)
     if isinstance(signed_up, str):

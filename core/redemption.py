@@ -37,7 +37,6 @@ from core.domain import (
     UnknownReward,
 )
 from core.lines import BARRED, check_gift_address, check_may_redeem
-from core.numbering import normalise_msisdn
 from core.ports import AtomicRedemption, RedemptionRequest, UnitOfWork
 from core.rules import ProgrammeRules, expiry_for, qualifying_window_start
 
@@ -83,7 +82,7 @@ def _check_redeemable(uow: UnitOfWork, rules: ProgrammeRules, member: Member, co
 def quote_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str,
                      now: datetime) -> Quote:
     """Everything a redemption would check, without spending: for read-backs and SMS replies."""
-    member = require_member(uow, msisdn)
+    member = require_member(uow, rules, msisdn)
     check_may_redeem(member)
     reward, price = _check_redeemable(uow, rules, member, reward_code, now)
     points, _, _ = uow.members.balance_summary(member.msisdn, now)
@@ -112,7 +111,7 @@ def redeem(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, reward_code: str
         return whole
     # 1. The checks: reads, no lock held yet. A replay is looked for only when they refuse
     # (the reward may be gone since); otherwise the atomic part finds it, under the lock.
-    member = require_member(uow, msisdn)
+    member = require_member(uow, rules, msisdn)
     check_may_redeem(member)
     try:
         reward, price = _check_redeemable(uow, rules, member, reward_code, now)
@@ -142,7 +141,7 @@ def redemption_request(rules: ProgrammeRules, msisdn: str, reward_code: str, cha
     (``core.accounts.tier_of`` says how the tiers and the qualifying points set the price)."""
     today = rules.today(now)
     return RedemptionRequest(
-        msisdn=msisdn, number=normalise_msisdn(msisdn), reward_code=reward_code,
+        msisdn=msisdn, number=rules.numbering.normalise(msisdn), reward_code=reward_code,
         channel=channel, request_id=request_id, now=now, today=today,
         barred_lines=tuple(BARRED), tier_codes=tuple(t.code for t in rules.tiers),
         tier_thresholds=tuple(t.threshold for t in rules.tiers),
@@ -158,7 +157,7 @@ def cancel_order(uow: UnitOfWork, rules: ProgrammeRules, order_no: str, now: dat
     order = uow.orders.get_order(order_no, for_update=True)
     if order is None:
         raise UnknownOrder(order_no)
-    require_member(uow, order.msisdn, for_update=True)
+    require_member(uow, rules, order.msisdn, for_update=True)
     if order.status != OrderStatus.CONFIRMED:
         raise OrderNotCancellable(f"order {order_no} is {order.status}")
     delivery = order.delivery.status if order.delivery else None
@@ -206,7 +205,7 @@ def refund_order(uow: UnitOfWork, rules: ProgrammeRules, order: Order, now: date
 
 def gift_orders(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, now: datetime, *,
                 limit: int = 3) -> list[Order]:
-    member = require_member(uow, msisdn)
+    member = require_member(uow, rules, msisdn)
     return uow.orders.member_orders(member.msisdn, limit, kind=RewardKind.GIFT)
 
 
@@ -253,7 +252,7 @@ def confirm_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, code
     """Redeem what the code was issued for. The same code sent again returns the same order.
     A wrong code counts toward the PIN lock, like a wrong PIN: it returns the refusal (a
     ``SecretCheck``), so the count is committed although nothing is redeemed."""
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     return redeem_confirmed(uow, rules, member, find_confirmation(uow, member, code, now),
                             channel, now)
 

@@ -29,7 +29,7 @@ def record_ticket(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, kind: str
     whose first word is one of the member's order numbers is about that order."""
     if kind not in TICKET_PREFIX:
         raise InvalidInput(f"unknown ticket kind {kind!r}")
-    member = require_member(uow, msisdn)
+    member = require_member(uow, rules, msisdn)
     if order_no is not None:
         order = uow.orders.get_order(order_no)
         if order is None or order.msisdn != member.msisdn:
@@ -95,7 +95,7 @@ def subscribe_auto_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: st
     """Sign the member up for the monthly automatic redemption of ``reward_code`` (one reward
     a month: any other subscription of hers ends), or end that one (``active=False``).
     Idempotent."""
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     if uow.orders.get_reward(reward_code) is None:
         raise InvalidInput(f"unknown reward {reward_code}")
     if active:
@@ -106,7 +106,7 @@ def subscribe_auto_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: st
 def cancel_auto_redemption(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str,
                            now: datetime) -> bool:
     """End the member's monthly automatic redemption; False if she had none. Idempotent."""
-    member = require_member(uow, msisdn, for_update=True)
+    member = require_member(uow, rules, msisdn, for_update=True)
     return uow.jobs.auto_redemption_cancel(member.msisdn) > 0
 
 

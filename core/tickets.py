@@ -34,7 +34,7 @@ def credit_reference(ticket: Ticket) -> str:
 
 def ticket_status(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, ref: str) -> Ticket:
     """The member's own ticket ``ref``; another member's is as unknown as a missing one."""
-    member = require_member(uow, msisdn)
+    member = require_member(uow, rules, msisdn)
     ticket = uow.tickets.get_ticket(ref.strip().upper())
     if ticket is None or ticket.msisdn != member.msisdn:
         raise UnknownTicket(ref)
@@ -42,7 +42,7 @@ def ticket_status(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, ref: str)
 
 
 def latest_ticket(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str) -> Ticket | None:
-    member = require_member(uow, msisdn)
+    member = require_member(uow, rules, msisdn)
     found = uow.tickets.list_tickets(msisdn=member.msisdn, limit=1)
     return found[0] if found else None
 

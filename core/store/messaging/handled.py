@@ -20,22 +20,19 @@ from typing import Any
 
 from core.messaging.records import RateWindow
 from core.store.messaging.base import QueriesBase
-from core.store.messaging.mo import RATE_UPSERT, MOQueries
-from core.store.messaging.outbox import OutboxQueries, outbox_values
+from core.store.messaging.mo import PG_RATE_UPSERT, MOQueries
+from core.store.messaging.outbox import OUTBOX_COLUMNS, OutboxQueries, outbox_values
 
 _FINISH_SQL = (
     # The rate windows, in number order (as ``save_rate_windows``).
-    'WITH rate AS (INSERT INTO sms_rate (msisdn, window_start, "count", warned) '
-    "SELECT m, s, c, w FROM unnest(?::text[], ?::timestamp[], ?::int[], ?::boolean[]) "
-    f"WITH ORDINALITY AS v(m, s, c, w, n) ORDER BY n {RATE_UPSERT}), "
+    f"WITH rate AS ({PG_RATE_UPSERT}), "
     # The MO states (as ``mark_mo``).
     "marked AS (UPDATE mo_messages SET state = v.s, handled_at = ? "
     "FROM unnest(?::bigint[], ?::text[]) AS v(id, s) WHERE mo_messages.id = v.id) "
     # The replies (as ``queue_outbox``), their ids matched back by dedupe key.
-    "INSERT INTO outbox (msisdn, language, template, params, body, kind, dedupe_key, state, "
-    "attempts, not_before, claimed_until, created_at) SELECT * FROM unnest(?::text[], "
-    "?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::int[], "
-    "?::timestamp[], ?::timestamp[], ?::timestamp[]) RETURNING id, dedupe_key"
+    f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}) SELECT * FROM unnest("
+    + "?::text[], " * 8 + "?::int[], ?::timestamp[], ?::timestamp[], ?::timestamp[]) "
+    "RETURNING id, dedupe_key"
 )
 
 

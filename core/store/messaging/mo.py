@@ -22,6 +22,10 @@ from core.store.tables import mo_messages, mo_parts, outbox, sms_rate
 # A rate window saved again replaces the stored one (``save_rate_windows``, ``handled``).
 RATE_UPSERT = ("ON CONFLICT (msisdn) DO UPDATE SET window_start = excluded.window_start, "
                '"count" = excluded."count", warned = excluded.warned')
+# PostgreSQL: the windows as arrays, upserted in the order given (number order).
+PG_RATE_UPSERT = ('INSERT INTO sms_rate (msisdn, window_start, "count", warned) '
+                  "SELECT m, s, c, w FROM unnest(?::text[], ?::timestamp[], ?::int[], "
+                  f"?::boolean[]) WITH ORDINALITY AS v(m, s, c, w, n) ORDER BY n {RATE_UPSERT}")
 
 
 class MOQueries(QueriesBase):
@@ -191,10 +195,7 @@ class MOQueries(QueriesBase):
             self._raw('INSERT INTO sms_rate (msisdn, window_start, "count", warned) '
                       f"VALUES (?, ?, ?, ?) {RATE_UPSERT}", values)
         else:
-            self._raw('INSERT INTO sms_rate (msisdn, window_start, "count", warned) '
-                      "SELECT m, s, c, w FROM unnest(?::text[], ?::timestamp[], ?::int[], "
-                      "?::boolean[]) WITH ORDINALITY AS v(m, s, c, w, n) ORDER BY n "
-                      f"{RATE_UPSERT}", self._arrays(values))
+            self._raw(PG_RATE_UPSERT, self._arrays(values))
 
     def purge_rate_windows(self, before: datetime) -> int:
         return self.conn.execute(

@@ -15,8 +15,8 @@ from core.store.queues_sql import SET_ASIDE
 from core.store.tables import outbox, outbox_ids, sms_receipts
 
 OPEN_STATES = ("queued", "sending")
-_OUTBOX_COLUMNS = ("msisdn", "language", "template", "params", "body", "kind", "dedupe_key",
-                   "state", "attempts", "not_before", "claimed_until", "created_at")
+OUTBOX_COLUMNS = ("msisdn", "language", "template", "params", "body", "kind", "dedupe_key",
+                  "state", "attempts", "not_before", "claimed_until", "created_at")
 _ROWS_PER_INSERT = 75  # 12 values a row: under SQLite's oldest limit of 999 per statement
 
 # json.dumps with arguments builds a JSONEncoder per call (half its cost for a reply's few
@@ -37,10 +37,9 @@ def _parts(ids_json: str | None) -> int:
     return len(json.loads(ids_json))
 
 
-
 def outbox_values(rows: Sequence[dict[str, Any]], db_time: Callable[[datetime], Any]
                   ) -> list[tuple[Any, ...]]:
-    """``queue_outbox``'s rows (each with a dedupe key) as values of ``_OUTBOX_COLUMNS``,
+    """``queue_outbox``'s rows (each with a dedupe key) as values of ``OUTBOX_COLUMNS``,
     instants as stored (``db_time``: a batch's rows share theirs, converted once)."""
     stored: dict[datetime, Any] = {}
 
@@ -55,6 +54,7 @@ def outbox_values(rows: Sequence[dict[str, Any]], db_time: Callable[[datetime], 
              r.get("body"), r["kind"], r["dedupe_key"], r["state"], r.get("attempts", 0),
              at(r["not_before"]), at(r.get("claimed_until")), at(r["created_at"]))
             for r in rows]
+
 
 def _outbox_row(r) -> OutboxRow:
     try:
@@ -92,9 +92,9 @@ class OutboxQueries(QueriesBase):
         ids: dict[str, int] = {}
         for chunk in chunks(outbox_values(rows, self._db_time), _ROWS_PER_INSERT):
             params = [value for row in chunk for value in row]
-            row_marks = f"({marks(len(_OUTBOX_COLUMNS))})"
+            row_marks = f"({marks(len(OUTBOX_COLUMNS))})"
             ids.update((k, i) for i, k in self._raw(
-                f"INSERT INTO outbox ({', '.join(_OUTBOX_COLUMNS)}) VALUES "
+                f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}) VALUES "
                 + ", ".join([row_marks] * len(chunk)) + " RETURNING id, dedupe_key",
                 tuple(params)))
         return [ids[k] for k in keys]
