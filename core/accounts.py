@@ -46,10 +46,12 @@ PIN_ITERATIONS = 20_000
 
 def require_member(uow: UnitOfWork, rules: ProgrammeRules, msisdn: str, *,
                    for_update: bool = False) -> Member:
-    """The member with this number, in any form the programme's numbering plan accepts."""
-    member = uow.members.get_member(rules.numbering.normalise(msisdn), for_update=for_update)
+    """The member with this number, in any form the programme's numbering plan accepts
+    (UnknownMember names the number in the plan's national form)."""
+    number = rules.numbering.normalise(msisdn)
+    member = uow.members.get_member(number, for_update=for_update)
     if member is None:
-        raise UnknownMember(msisdn)
+        raise UnknownMember(number)
     return member
 
 

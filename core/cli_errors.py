@@ -24,7 +24,6 @@ from core.domain import (
     mask_msisdn,
 )
 from core.import_csv import ImportFailed
-from core.numbering import normalise_msisdn
 from core.store import DatabaseUnreachable, SchemaBehind
 
 # Exit statuses: 1 the request was refused or a file is wrong, 2 the set-up is wrong
@@ -38,12 +37,10 @@ class Failure:
     status: int
 
 
-def shown_number(raw: str) -> str:
-    """A number as the command may echo it: normalised when it can be, always masked."""
-    try:
-        return mask_msisdn(normalise_msisdn(raw))
-    except InvalidMsisdn:
-        return mask_msisdn(raw)
+def shown_number(number: str) -> str:
+    """A number as the command may echo it: masked (the use cases name a member they did not
+    find in the numbering plan's national form)."""
+    return mask_msisdn(number)
 
 
 def explain(exc: BaseException) -> Failure | None:

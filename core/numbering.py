@@ -10,32 +10,6 @@ from functools import lru_cache
 
 from core.domain import InvalidMsisdn, mask_msisdn
 
-_DIGITS = re.compile(r"^\d{5,15}$")
-
-
-def normalise_msisdn(raw: str) -> str:
-    """One national form for a number: strips +86 / 0086 / 86 and a trunk 0 on mobiles."""
-    if raw is None:
-        raise InvalidMsisdn("no number")
-    text = re.sub(r"[\s\-().]", "", str(raw).strip())
-    text = text.translate(_FULLWIDTH_DIGITS)
-    if text.startswith("+") or text.startswith("00"):
-        # An international form names its country: only +86 is stripped, and any other
-        # country code is refused rather than read as a national number (+1 415... is not
-        # the mainland number 1415...).
-        text = text[1:] if text.startswith("+") else text[2:]
-        if not text.startswith("86"):
-            raise InvalidMsisdn(f"not a national number: {mask_msisdn(str(raw))}")
-        text = text[2:]
-    elif text.startswith("86") and len(text) == 13:
-        text = text[2:]
-    if text.startswith("0") and len(text) == 12 and text[1] == "1":
-        text = text[1:]
-    if not _DIGITS.match(text):
-        raise InvalidMsisdn(f"not a phone number: {mask_msisdn(str(raw))}")
-    return text
-
-
 _FULLWIDTH_DIGITS = {0xFF10 + i: ord("0") + i for i in range(10)} | {0xFF0B: ord("+")}
 
 

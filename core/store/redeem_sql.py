@@ -121,7 +121,7 @@ def redeem_request_on_server(orders: SqlOrders, request: RedemptionRequest) -> O
         assert existing is not None  # found under the member's lock, in this transaction
         return existing
     code = request.reward_code
-    refusals = {"unknown_member": lambda: UnknownMember(request.msisdn),
+    refusals = {"unknown_member": lambda: UnknownMember(request.number),
                 "barred": lambda: LineBarred(detail),
                 "unknown_reward": lambda: UnknownReward(code),
                 "address_needed": lambda: AddressNeeded(detail),

@@ -7,7 +7,8 @@ from datetime import date
 import pytest
 
 from core.accounts import balance, credit_points, tier_status
-from core.domain import InvalidMsisdn
+from core.cli_errors import explain
+from core.domain import InvalidMsisdn, UnknownMember
 from core.numbering import NumberingPlan
 from core.redemption import redeem
 from tests.core.helpers import add_member, add_reward
@@ -38,6 +39,16 @@ def test_a_member_is_found_by_every_form_of_her_number_the_plan_accepts(store, u
     order = uk_run(redeem, written, "A01", "sms", "req-1", now)
     assert (order.msisdn, order.points) == (MEMBER, 200)
     assert uk_run(balance, MEMBER, now).points == 300
+
+
+def test_an_unknown_member_is_named_in_the_plans_national_form_masked(store, uk_run, now):
+    with pytest.raises(UnknownMember) as caught:
+        uk_run(balance, "+44 7700 900999", now)
+    assert caught.value.args == ("7700900999",)
+    assert explain(caught.value).message.startswith("no member 770***0999: ")
+    with pytest.raises(UnknownMember) as caught:  # the one-call redemption says the same
+        uk_run(redeem, "+447700900999", "A01", "sms", "req-2", now)
+    assert caught.value.args == ("7700900999",)
 
 
 def test_a_number_of_another_country_is_refused_not_cut_to_a_national_one(store, uk_run, now):

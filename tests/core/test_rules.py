@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.domain import InsufficientPoints, InvalidMsisdn, PointsLot, mask_msisdn
-from core.numbering import NumberingPlan, normalise_msisdn
+from core.numbering import NumberingPlan
 from core.rules import (
     ProgrammeRules,
     expiry_for,
@@ -81,13 +81,13 @@ def test_rolling_window_and_tier_validity(rules):
                                  "008613800138000", "013800138000", "138-0013-8000",
                                  "１３８００１３８０００"])
 def test_phone_numbers_normalise_to_the_national_form(raw):
-    assert normalise_msisdn(raw) == "13800138000"
+    assert NumberingPlan().normalise(raw) == "13800138000"
 
 
 @pytest.mark.parametrize("raw", ["", "abc", "12", "+86", "1380013800012345678"])
 def test_bad_phone_numbers_are_rejected(raw):
     with pytest.raises(InvalidMsisdn):
-        normalise_msisdn(raw)
+        NumberingPlan().normalise(raw)
 
 
 def test_masking_hides_the_middle_digits():
