@@ -47,12 +47,10 @@ class HandledQueries(MOQueries, OutboxQueries, QueriesBase):
             ids = self.queue_outbox(replies)
             self.mark_mo(states, now)
             return ids
-        rate = [(w.msisdn, self._db_time(w.window_start), w.count, bool(w.warned))
-                for w in sorted(windows, key=lambda w: w.msisdn)]
         rows = outbox_values(replies, self._db_time)
         ids = dict((k, i) for i, k in self._raw(_FINISH_SQL, (
-            *self._columns(rate, 4), self._db_time(now), *self._columns(states, 2),
-            *self._columns(rows, 12))))
+            *self._columns(self._rate_values(windows), 4), self._db_time(now),
+            *self._columns(states, 2), *self._columns(rows, 12))))
         return [ids[k] for k in keys]
 
     def _columns(self, rows: Sequence[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:

@@ -187,15 +187,19 @@ class MOQueries(QueriesBase):
     def save_rate_windows(self, windows: Sequence[RateWindow]) -> None:
         if not windows:
             return
-        # In number order: two processes' batches upserting the same numbers lock their rows
-        # in one order, so they wait for each other instead of deadlocking.
-        values = [(w.msisdn, self._db_time(w.window_start), w.count, bool(w.warned))
-                  for w in sorted(windows, key=lambda w: w.msisdn)]
+        values = self._rate_values(windows)
         if self.is_sqlite:
             self._raw('INSERT INTO sms_rate (msisdn, window_start, "count", warned) '
                       f"VALUES (?, ?, ?, ?) {RATE_UPSERT}", values)
         else:
             self._raw(PG_RATE_UPSERT, self._arrays(values))
+
+    def _rate_values(self, windows: Sequence[RateWindow]) -> list[tuple[Any, ...]]:
+        """The windows as stored, in number order: two processes' batches upserting the same
+        numbers lock their rows in one order, so they wait for each other instead of
+        deadlocking."""
+        return [(w.msisdn, self._db_time(w.window_start), w.count, bool(w.warned))
+                for w in sorted(windows, key=lambda w: w.msisdn)]
 
     def purge_rate_windows(self, before: datetime) -> int:
         return self.conn.execute(
