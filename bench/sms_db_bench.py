@@ -131,11 +131,16 @@ def run(args: argparse.Namespace) -> int:
                     if args.rounds:  # as the SMS channel's lane runs them (DatabaseService)
                         c, before = time.thread_time(), sent[0]
                         front = [(store_mo_batch, (mos, now, settings.dedupe_window_s)),
-                                 (record_events, (outcomes, receipts[:], now,
+                                 (record_events, (outcomes, receipts, now,
                                                   normalise_message_id))]
+                        if profiler is not None and measured:
+                            profiler.enable()
+                        # run_steps' own driver, on this thread (run_steps hops to the pool).
                         handled = db._steps(front + [(handle_batch, (
                             settings, now, batch, now + timedelta(seconds=60)))],
                             together=len(front))[-1]
+                        if profiler is not None and measured:
+                            profiler.disable()
                         if measured:
                             cpu["round"] += time.thread_time() - c
                             statements["round"] += sent[0] - before

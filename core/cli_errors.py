@@ -37,12 +37,6 @@ class Failure:
     status: int
 
 
-def shown_number(number: str) -> str:
-    """A number as the command may echo it: masked (the use cases name a member they did not
-    find in the numbering plan's national form)."""
-    return mask_msisdn(number)
-
-
 def explain(exc: BaseException) -> Failure | None:
     """The one-line message and exit status for an expected failure; None for anything else."""
     if isinstance(exc, ConfigError):
@@ -66,7 +60,8 @@ def explain(exc: BaseException) -> Failure | None:
 def _domain_message(exc: DomainError) -> str:
     given = str(exc.args[0]) if exc.args else ""
     if isinstance(exc, UnknownMember):
-        return (f"no member {shown_number(given)}: check the number, or add the member with "
+        # Named in the numbering plan's national form by the use case that did not find it.
+        return (f"no member {mask_msisdn(given)}: check the number, or add the member with "
                 "`loyalty import members FILE`")
     if isinstance(exc, UnknownOrder):
         return (f"no order {given}: check the order number (`loyalty member show MSISDN` "

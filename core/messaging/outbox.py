@@ -76,8 +76,8 @@ def _record(uow, outcomes: list[Outcome], now: datetime,
     # Only what this process still holds: a row whose claim lapsed and was taken by another
     # process is that one's to record (a retry recorded here would queue a row it has sent).
     # The usual outcome, submitted, is checked by the statement that records it.
-    others = [(o.outbox_id, o.attempt) for o in outcomes if o.state != "submitted"]
-    held = uow.messaging.claims_held(others) if others else set()
+    held = uow.messaging.claims_held([(o.outbox_id, o.attempt) for o in outcomes
+                                      if o.state != "submitted"])
     held |= uow.messaging.record_submitted([(o.outbox_id, o.attempt, o.message_ids)
                                             for o in outcomes if o.state == "submitted"], now)
     outcomes = [o for o in outcomes if o.outbox_id in held]
