@@ -12,11 +12,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
 
 from core.messaging.records import RateWindow
-from core.store.messaging.base import QueriesBase, py_time
+from core.store.messaging.base import QueriesBase, array_literal, py_time
+from tests.conftest import PG_URL
 
 
 @contextmanager
@@ -114,10 +115,12 @@ def test_writes_of_many_rows_keep_each_rows_values_and_order(store, now, through
         q = uow.messaging
         q.insert_mo([dict(dedupe_key=k, msisdn=m, text=t, received_at=now)
                      for k, m, t in (("b", "13900139000", "积分"), ("a", "13800138000", "JF"),
-                                     ("c", "13700137000", "DJ"))])
+                                     ("c", "13700137000", "DJ"),
+                                     ("d", "13600136000", 'LB "a,b" \\{x} NULL'))])
         q.insert_mo([dict(dedupe_key="a", msisdn="13800138000", text="again", received_at=now)])
         assert [(m.msisdn, m.text) for m in q.claim_mo(10)] == [
-            ("13900139000", "积分"), ("13800138000", "JF"), ("13700137000", "DJ")]
+            ("13900139000", "积分"), ("13800138000", "JF"), ("13700137000", "DJ"),
+            ("13600136000", 'LB "a,b" \\{x} NULL')]
         q.save_rate_windows([RateWindow("13800138000", now, 1, False)])
         q.save_rate_windows([RateWindow("13900139000", later, 3, True),
                              RateWindow("13800138000", later, 2, True)])
@@ -222,3 +225,44 @@ def test_a_naive_instant_is_still_refused():
     q._db_time(datetime(2026, 11, 22, 4, 0, tzinfo=UTC))
     with pytest.raises(ValueError, match="naive datetime"):
         q._db_time(datetime(2026, 11, 22, 4, 0))
+
+
+def test_arrays_go_as_postgresqls_array_text():
+    assert array_literal([3, -1, 10**12]) == "{3,-1,1000000000000}"
+    assert array_literal([]) == "{}"
+    assert array_literal(["JF", "积分", ""]) == '{"JF","积分",""}'
+    assert array_literal(['a"b', "c\\d", None, "NULL"]) == '{"a\\"b","c\\\\d",NULL,"NULL"}'
+    assert array_literal([True, False, None]) == "{t,f,NULL}"
+    assert array_literal([datetime(2026, 12, 6, 12, 0, 1, 5), None, 7]) == (
+        '{"2026-12-06 12:00:01.000005",NULL,7}')
+    with pytest.raises(ValueError, match="aware"):
+        array_literal([datetime(2026, 12, 6, tzinfo=UTC)])
+    with pytest.raises(TypeError, match="float"):
+        array_literal([1.5])
+
+
+@pytest.fixture(scope="module")
+def pg_conn():
+    if not PG_URL:
+        pytest.skip("PostgreSQL reads the array text (LOYALTY_TEST_DATABASE_URL)")
+    engine = create_engine(PG_URL)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        yield conn.connection.driver_connection  # (one failing example spoils no other)
+    engine.dispose()
+
+
+# Array text's own characters (a list of them), and any character text takes (not NUL).
+_TEXTS = st.lists(st.one_of(st.none(), st.just("NULL"), st.text('"\\{}, aN积'), st.text(
+    st.characters(codec="utf-8", exclude_characters="\x00"))))
+
+
+@given(texts=_TEXTS, numbers=st.lists(st.one_of(st.none(), st.integers(-2**63, 2**63 - 1))),
+       flags=st.lists(st.one_of(st.none(), st.booleans())),
+       instants=st.lists(st.one_of(st.none(), st.datetimes(min_value=datetime(1970, 1, 1)))))
+def test_postgresql_reads_back_each_array_as_given(pg_conn, texts, numbers, flags, instants):
+    # Whatever a member texts (quotes, backslashes, braces, commas, "NULL", any script)
+    # must reach the table as it was sent.
+    row = pg_conn.execute("SELECT %s::text[], %s::bigint[], %s::boolean[], %s::timestamp[]",
+                          tuple(map(array_literal, (texts, numbers, flags, instants)))
+                          ).fetchone()
+    assert list(row) == [texts, numbers, flags, instants]

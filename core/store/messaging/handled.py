@@ -53,6 +53,6 @@ class HandledQueries(MOQueries, OutboxQueries, QueriesBase):
             *self._columns(states, 2), *self._columns(rows, 12))))
         return [ids[k] for k in keys]
 
-    def _columns(self, rows: Sequence[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:
+    def _columns(self, rows: Sequence[tuple[Any, ...]], width: int) -> tuple[str, ...]:
         """``_arrays``, also for no rows (``width`` empty arrays)."""
-        return self._arrays(rows) if rows else tuple([] for _ in range(width))
+        return self._arrays(rows) if rows else ("{}",) * width

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 
 from core.messaging.records import HeldReceipt, OutboxRow, PartStats
-from core.store.messaging.base import QueriesBase, chunks, marks
+from core.store.messaging.base import QueriesBase, array_literal, chunks, marks
 from core.store.queues_sql import SET_ASIDE
 from core.store.tables import outbox, outbox_ids, sms_receipts
 
@@ -239,7 +239,7 @@ class OutboxQueries(QueriesBase):
             "?::text[], ?::text[], ?::timestamp[]) AS v(o, p, m, k, c)) "
             "SELECT id, id_key, message_id, stat, err FROM sms_receipts "
             "WHERE id_key = ANY(?::text[]) ORDER BY id",
-            (*self._arrays(values), sorted({key for *_, key, _ in values})))]
+            (*self._arrays(values), array_literal(sorted({key for *_, key, _ in values}))))]
 
     def outbox_depth(self) -> int:
         return int(self.conn.execute(select(func.count()).select_from(outbox).where(
