@@ -72,7 +72,9 @@ def array_literal(column: Sequence[Any]) -> str:
                 return '{"' + '","'.join(column) + '"}'
             return "{" + ",".join("NULL" if value is None else '"' + value + '"'
                                   for value in column) + "}"
-    elif kinds <= {datetime, _NONE}:  # a batch's rows share a few instants: each once
+        return "{" + ",".join("NULL" if value is None else _quoted(value)
+                              for value in column) + "}"
+    if kinds <= {datetime, _NONE}:  # a batch's rows share a few instants: each once
         texts = {value: _array_element(value) for value in set(column)}
         return "{" + ",".join(map(texts.__getitem__, column)) + "}"
     return "{" + ",".join(map(_array_element, column)) + "}"
@@ -93,7 +95,11 @@ def _array_element(value: Any) -> str:
         value = value.isoformat(" ")
     elif not isinstance(value, str):
         raise TypeError(f"no array text for {type(value).__name__}")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _quoted(value)
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def py_time(value: Any) -> datetime:
