@@ -122,14 +122,20 @@ class ReadQueries(QueriesBase):
         return out
 
     def catalogue_rewards(self) -> list[Reward]:
-        """``list_rewards()``: every reward, in catalogue order, with its tier prices."""
-        prices: dict[str, list[tuple[str, int]]] = {}
-        for code, tier, points in self._raw(
-                "SELECT reward_code, tier_code, points FROM reward_prices ORDER BY tier_code"):
-            prices.setdefault(code, []).append((tier, points))
+        """``list_rewards()``: every reward, in catalogue order, with its tier prices (one
+        statement: a row per reward and tier price)."""
+        rows: list[tuple[tuple[Any, ...], list[tuple[str, int]]]] = []
+        for *head, tier, price in self._raw(
+                "SELECT r.code, r.name_zh, r.name_en, r.kind, r.points, r.stock, "
+                "r.available_from, r.available_until, r.per_member_limit, r.sort_order, "
+                "p.tier_code, p.points FROM rewards r "
+                "LEFT JOIN reward_prices p ON p.reward_code = r.code "
+                "ORDER BY r.sort_order, r.code, p.tier_code"):
+            if not rows or rows[-1][0][0] != head[0]:
+                rows.append((tuple(head), []))
+            if tier is not None:
+                rows[-1][1].append((tier, price))
         return [Reward(code, zh, en, kind, points, stock, _py_date(start), _py_date(end), limit,
-                       order, tuple(prices.get(code, ())))
-                for code, zh, en, kind, points, stock, start, end, limit, order in self._raw(
-                    "SELECT code, name_zh, name_en, kind, points, stock, available_from, "
-                    "available_until, per_member_limit, sort_order FROM rewards "
-                    "ORDER BY sort_order, code")]
+                       order, tuple(prices))
+                for (code, zh, en, kind, points, stock, start, end, limit, order), prices
+                in rows]
