@@ -5,6 +5,7 @@
   the ops console call: the codes of the rewards available today (``core.redemption.
   is_available``), and every courier known, configured (``[couriers]``) or named by a delivery.
 - ``courier_code(name, couriers)``: the code a delivery's courier column stands for.
+- ``courier_names(texts, couriers, language)``: the names an SMS reply gives those couriers.
 
 Pure: no Twisted, no SQLAlchemy; read-only, never commits.
 """
@@ -41,6 +42,22 @@ def courier_code(name: str | None, couriers: Iterable[CourierConfig]) -> str | N
         if folded in (n.casefold() for n in courier.names()):
             return courier.code
     return text
+
+
+def courier_names(texts: Iterable[str | None], couriers: Iterable[CourierConfig],
+                  language: str) -> dict[str, str]:
+    """Each delivery's courier text -> what a member is told in ``language`` (``zh`` or
+    ``en``): the configured courier's name (matched as ``courier_code`` matches), else the
+    text as stored, trimmed."""
+    couriers = tuple(couriers)
+    by_code = {c.code: c for c in couriers}
+    out: dict[str, str] = {}
+    for text in texts:
+        if text and text not in out:
+            code = courier_code(text, couriers) or text
+            known = by_code.get(code)
+            out[text] = (known.zh if language == "zh" else known.en) if known else code
+    return out
 
 
 def spoken_codes(uow: UnitOfWork, rules: ProgrammeRules, now: datetime) -> SpokenCodes:

@@ -92,13 +92,18 @@ def catalogue_message(priced: list[PricedReward], language: str, limit: int) -> 
          "in_stock": p.in_stock} for p in priced[:limit]], "more": len(priced) > limit})
 
 
-def delivery_message(orders: Iterable[Order], reward_names: Mapping[str, str]) -> Message:
-    """``reward_names``: reward code -> name in the member's language (the code if absent)."""
+def delivery_message(orders: Iterable[Order], reward_names: Mapping[str, str],
+                     courier_names: Mapping[str, str] | None = None) -> Message:
+    """``reward_names``: reward code -> name in the member's language (the code if absent);
+    ``courier_names``: a delivery's courier text -> the name she is told
+    (``core.catalogue_names.courier_names``; the text if absent)."""
+    couriers = courier_names or {}
     return Message("delivery", {"orders": [
         {"order_no": o.order_no, "reward_code": o.reward_code,
          "reward_name": reward_names.get(o.reward_code, o.reward_code),
          "status": o.delivery.status if o.delivery else "pending",
-         "courier": o.delivery.courier if o.delivery else None,
+         "courier": (couriers.get(o.delivery.courier, o.delivery.courier)
+                     if o.delivery and o.delivery.courier else None),
          "tracking_no": o.delivery.tracking_no if o.delivery else None} for o in orders],
         "more": False})
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import event
 
 from core.accounts import credit_points, deduct_points
+from core.config import CourierConfig
 from core.domain import Channel, LedgerKind
 from core.messaging import keywords as kw
 from core.messaging.handling import HandlerSettings
@@ -207,3 +209,36 @@ def test_every_reply_body_is_its_own_fresh_render(demo, store, rules, run):
         if r["template"] == "catalogue":
             catalogues.add(r["body"])
     assert len(catalogues) > 2  # several tiers and languages, each its own text
+
+
+def test_a_delivery_reply_names_the_courier_as_configured_in_the_members_language(
+        store, rules, run):
+    # Deliveries name couriers as the import gave them ("sf express", "EMS", "Yunda"): the
+    # member is told the configured courier's name in her language, an unknown one as given.
+    couriers = (CourierConfig("SF", "顺丰速运", "SF Express"),
+                CourierConfig("EMS", "中国邮政EMS", "China Post EMS"))
+    with_couriers = replace(rules, couriers=couriers)
+    add_reward(store, "G01", kind="gift", points=100)
+    numbers = {"13800138001": "zh", "13800138002": "en"}
+    given = ("sf express", "EMS", " Yunda ")
+    for m, language in numbers.items():
+        add_member(store, m, language=language)
+        run(credit_points, m, 1000, "bill", NOW.date(), NOW, reference=f"r-{m}",
+            channel=Channel.IMPORT)
+        for n, courier in enumerate(given):
+            order = run(redeem, m, "G01", Channel.SMS, f"q-{m}-{n}", NOW - timedelta(hours=n))
+            run(update_delivery, order.order_no, "shipped", courier, f"T{n}", NOW)
+    settings = replace(SETTINGS, delivery_orders=3)
+    run(store_mo_batch, [mo(m, "WL", key=f"{m}WL") for m in numbers], NOW)
+    with store.unit_of_work() as uow:
+        handle_batch(uow, with_couriers, settings, NOW, 500, None)
+    with store.unit_of_work(write=False) as uow:
+        bodies = {r["msisdn"]: r["body"] for r in uow.messaging.outbox_rows()}
+        alone = {m: answer_alone(uow, with_couriers, kw.Command(kw.DELIVERY), m, language, NOW,
+                                 settings) for m, language in numbers.items()}
+    told = {m: [o["courier"] for o in alone[m].params["orders"]] for m in numbers}
+    assert told == {"13800138001": ["顺丰速运", "中国邮政EMS", "Yunda"],
+                    "13800138002": ["SF Express", "China Post EMS", "Yunda"]}
+    for m, names in told.items():
+        assert all(name in bodies[m] for name in names), bodies[m]
+    assert "sf express" not in bodies["13800138001"]
