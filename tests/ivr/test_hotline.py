@@ -202,6 +202,7 @@ async def test_every_answer_offers_an_sms_copy(rig, keys, template):
     else:
         assert params["orders"][0]["tracking_no"] == "SF1234567890"
         assert params["orders"][0]["status"] == "shipped"
+        assert params["orders"][0]["courier"] == "顺丰速运"  # stored as "SF Express"
 
 
 @pytest_twisted.ensureDeferred
