@@ -46,17 +46,17 @@ def courier_code(name: str | None, couriers: Iterable[CourierConfig]) -> str | N
 
 def courier_names(texts: Iterable[str | None], couriers: Iterable[CourierConfig],
                   language: str) -> dict[str, str]:
-    """Each delivery's courier text -> what a member is told in ``language`` (``zh`` or
-    ``en``): the configured courier's name (matched as ``courier_code`` matches), else the
-    text as stored, trimmed."""
+    """Each delivery's courier text -> what a member is told in ``language``: the configured
+    courier's name (matched as ``courier_code`` matches), else the text as stored, trimmed.
+    A blank text names no courier and is left out."""
     couriers = tuple(couriers)
     by_code = {c.code: c for c in couriers}
     out: dict[str, str] = {}
     for text in texts:
-        if text and text not in out:
-            code = courier_code(text, couriers) or text
+        code = courier_code(text, couriers)
+        if code is not None and text not in out:
             known = by_code.get(code)
-            out[text] = (known.zh if language == "zh" else known.en) if known else code
+            out[text] = known.name(language) if known else code
     return out
 
 

@@ -52,6 +52,9 @@ class CourierConfig:
     def names(self) -> tuple[str, ...]:
         return (self.code, self.zh, self.en)
 
+    def name(self, language: str) -> str:
+        return self.zh if language == "zh" else self.en
+
 
 @dataclass(frozen=True)
 class ProgrammeConfig:

@@ -10,12 +10,13 @@ left after a redemption, ``reward_kind`` the kind of the reward redeemed...).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from core.config import TierConfig
+from core.catalogue_names import courier_names
+from core.config import CourierConfig, TierConfig
 from core.domain import (
     FULFILLED_KINDS,
     Balance,
@@ -92,18 +93,16 @@ def catalogue_message(priced: list[PricedReward], language: str, limit: int) -> 
          "in_stock": p.in_stock} for p in priced[:limit]], "more": len(priced) > limit})
 
 
-def delivery_message(orders: Iterable[Order], reward_names: Mapping[str, str],
-                     courier_names: Mapping[str, str] | None = None) -> Message:
+def delivery_message(orders: Sequence[Order], reward_names: Mapping[str, str], language: str,
+                     couriers: Iterable[CourierConfig] = ()) -> Message:
     """``reward_names``: reward code -> name in the member's language (the code if absent);
-    ``courier_names``: a delivery's courier text -> the name she is told
-    (``core.catalogue_names.courier_names``; the text if absent)."""
-    couriers = courier_names or {}
+    each courier is named as ``[couriers]`` names it in ``language`` (else as stored)."""
+    told = courier_names([o.delivery.courier for o in orders if o.delivery], couriers, language)
     return Message("delivery", {"orders": [
         {"order_no": o.order_no, "reward_code": o.reward_code,
          "reward_name": reward_names.get(o.reward_code, o.reward_code),
          "status": o.delivery.status if o.delivery else "pending",
-         "courier": (couriers.get(o.delivery.courier, o.delivery.courier)
-                     if o.delivery and o.delivery.courier else None),
+         "courier": told.get(o.delivery.courier) if o.delivery else None,
          "tracking_no": o.delivery.tracking_no if o.delivery else None} for o in orders],
         "more": False})
 

@@ -21,7 +21,6 @@ from datetime import datetime
 
 from core import messages
 from core.accounts import qualifying_points_since, tier_of
-from core.catalogue_names import courier_names
 from core.domain import LedgerEntry, Member, Order, Reward, RewardKind
 from core.messages import Message
 from core.messaging import keywords as kw
@@ -119,6 +118,5 @@ def batched_answer(reads: BatchReads, rules, cmd: kw.Command, msisdn: str, lang:
         for o in orders:
             r = reads.names.get(o.reward_code)
             names[o.reward_code] = r.name(lang) if r else o.reward_code
-        return messages.delivery_message(orders, names, courier_names(
-            [o.delivery.courier for o in orders if o.delivery], rules.couriers, lang))
+        return messages.delivery_message(orders, names, lang, rules.couriers)
     return None

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from core import messages
 from core.accounts import balance, history, set_warning_preferences, tier_status
-from core.catalogue_names import courier_names
 from core.domain import (
     Channel,
     DomainError,
@@ -79,8 +78,7 @@ def answer_alone(uow, rules, cmd: kw.Command, msisdn: str, lang: str, now: datet
             if o.reward_code not in names:
                 r = uow.orders.get_reward(o.reward_code)
                 names[o.reward_code] = r.name(lang) if r else o.reward_code
-        return messages.delivery_message(orders, names, courier_names(
-            [o.delivery.courier for o in orders if o.delivery], rules.couriers, lang))
+        return messages.delivery_message(orders, names, lang, rules.couriers)
     if cmd.kind == kw.TICKET_STATUS:
         try:
             return messages.ticket_status_message(ticket_status(uow, rules, msisdn, cmd.arg))

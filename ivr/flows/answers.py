@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from core import messages
 from core.accounts import history
-from core.catalogue_names import courier_names
 from core.config import CourierConfig
 from core.domain import LedgerEntry, LedgerKind, Order
 from core.redemption import gift_orders
@@ -136,9 +135,6 @@ async def delivery(call: Call) -> str | None:
         if key != "1":
             break
         i += 1
-    # The reward codes stand for the names (the call has no names at hand); the couriers
-    # are named as configured, as in the WL reply.
-    told = orders[: i + 1]
-    return await call.offer_sms(messages.delivery_message(told, {}, courier_names(
-        [o.delivery.courier for o in told if o.delivery], call.settings.couriers,
-        call.language)))
+    # The reward codes stand for the names (the call has no names at hand).
+    return await call.offer_sms(messages.delivery_message(orders[: i + 1], {}, call.language,
+                                                          call.settings.couriers))
