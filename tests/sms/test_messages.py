@@ -13,7 +13,7 @@ import pytest
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from core import messages
-from core.config import TierConfig
+from core.config import CourierConfig, TierConfig
 from core.domain import (
     Balance,
     Delivery,
@@ -219,3 +219,14 @@ def test_a_template_error_is_still_jinjas_error():
 
     with pytest.raises(UndefinedError):
         render("balance", "en", {})
+
+
+@pytest.mark.parametrize("language,told", [("zh", "顺丰速运"), ("en", "SF Express")])
+def test_a_delivery_names_its_courier_as_configured_and_a_blank_one_not_at_all(language, told):
+    couriers = (CourierConfig("SF", "顺丰速运", "SF Express"),)
+    blank = Order("R3", "13800138000", "A01", "gift", 3000, "done", "sms", "z", NOW,
+                  Delivery("R3", "shipped", "  ", "T3", NOW))
+    message = messages.delivery_message([ORDER, blank], {}, language, couriers)
+    assert [o["courier"] for o in message.params["orders"]] == [told, None]
+    body = render(message.template, language, message.params)
+    assert told in body and ",  " not in body and "，  " not in body
